@@ -1,0 +1,2 @@
+//! Sans-IO media core. The service drives it from `src/runtime`; nothing here opens a socket,
+//! spawns a task or reads a clock.
