@@ -1,4 +1,5 @@
 //! Sans-IO media core. The service drives it from `src/runtime`; nothing here opens a socket,
 //! spawns a task or reads a clock.
 
+pub mod dtmf;
 pub mod g711;
