@@ -1,2 +1,5 @@
 //! Sans-IO SIP protocol core. The service drives it from `src/runtime`; nothing here opens a socket,
 //! spawns a task or reads a clock.
+
+pub mod auth;
+pub mod sdp;
