@@ -2,4 +2,6 @@
 //! spawns a task or reads a clock.
 
 pub mod auth;
+pub mod message;
 pub mod sdp;
+pub mod validate;
