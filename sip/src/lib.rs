@@ -4,4 +4,5 @@
 pub mod auth;
 pub mod message;
 pub mod sdp;
+pub mod transport;
 pub mod validate;

@@ -440,6 +440,12 @@ impl Headers {
     }
 }
 
+impl Headers {
+    pub(crate) fn as_mut_vec(&mut self) -> &mut Vec<Header> {
+        &mut self.0
+    }
+}
+
 pub(crate) fn parse_number<T: std::str::FromStr>(v: &str, field: &str) -> Result<T, ParseError> {
     let v = v.trim_matches(is_ws);
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
