@@ -3,3 +3,4 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod jitter;
