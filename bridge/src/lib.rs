@@ -4,3 +4,5 @@
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod plc;
+pub mod testing;
