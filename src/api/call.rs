@@ -1,0 +1,139 @@
+//! The call API of the seed contract: join, update, leave, list, ring and dial-out; and call records.
+
+use axum::extract::Path;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ocs::{lenient, Ocs, OcsError, Params};
+use super::{session_from_cookies, Auth, St};
+use crate::room::CallParticipantView;
+use crate::store::CallRecord;
+
+type ApiResult<T> = Result<Ocs<T>, OcsError>;
+
+pub async fn list(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+) -> ApiResult<Vec<CallParticipantView>> {
+    Ok(Ocs::ok(state.rooms.call_participants(&user, &token)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinCall {
+    #[serde(default, deserialize_with = "lenient::int")]
+    flags: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    silent: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    recording_consent: Option<bool>,
+}
+
+pub async fn join(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Params(p): Params<JoinCall>,
+) -> ApiResult<Value> {
+    let cookie = session_from_cookies(&headers, &token);
+    let flags = state.rooms.join_call(
+        &user,
+        &token,
+        cookie.as_deref(),
+        p.flags,
+        p.silent.unwrap_or(false),
+        p.recording_consent.unwrap_or(false),
+    )?;
+    Ok(Ocs::ok(json!({"inCall": flags})))
+}
+
+#[derive(Deserialize)]
+pub struct UpdateCall {
+    #[serde(default, deserialize_with = "lenient::int")]
+    flags: Option<i64>,
+}
+
+pub async fn update(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Params(p): Params<UpdateCall>,
+) -> ApiResult<Value> {
+    let cookie = session_from_cookies(&headers, &token);
+    let flags = p
+        .flags
+        .ok_or_else(|| OcsError::bad_request("flags", "parameter `flags` is required"))?;
+    let flags = state
+        .rooms
+        .update_call_flags(&user, &token, cookie.as_deref(), flags)?;
+    Ok(Ocs::ok(json!({"inCall": flags})))
+}
+
+#[derive(Deserialize)]
+pub struct LeaveCall {
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    all: Option<bool>,
+}
+
+pub async fn leave(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Params(p): Params<LeaveCall>,
+) -> ApiResult<Value> {
+    let cookie = session_from_cookies(&headers, &token);
+    state
+        .rooms
+        .leave_call(&user, &token, cookie.as_deref(), p.all.unwrap_or(false))?;
+    Ok(Ocs::ok(json!([])))
+}
+
+pub async fn ring(
+    state: St,
+    Auth(user): Auth,
+    Path((token, attendee_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Value> {
+    let attendee_id = parse_attendee_id(&attendee_id)?;
+    let cookie = session_from_cookies(&headers, &token);
+    state
+        .rooms
+        .ring(&user, &token, cookie.as_deref(), attendee_id)?;
+    Ok(Ocs::ok(json!([])))
+}
+
+pub async fn dialout(
+    state: St,
+    Auth(user): Auth,
+    Path((token, attendee_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Value> {
+    let attendee_id = parse_attendee_id(&attendee_id)?;
+    let cookie = session_from_cookies(&headers, &token);
+    let call_id = state
+        .rooms
+        .dialout(&user, &token, cookie.as_deref(), attendee_id)?;
+    Ok(Ocs::ok(json!({"callid": call_id, "status": "accepted"})))
+}
+
+fn parse_attendee_id(raw: &str) -> Result<i64, OcsError> {
+    raw.parse().map_err(|_| {
+        OcsError::bad_request(
+            "attendeeId",
+            format!("attendeeId `{raw}` is not an integer"),
+        )
+    })
+}
+
+pub async fn records(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+) -> ApiResult<Vec<CallRecord>> {
+    Ok(Ocs::ok(state.rooms.call_records(&user, &token)?))
+}

@@ -1,0 +1,154 @@
+//! The HTTP API: the Talk-compatible family under `/ocs/v2.php/apps/spreed/api/v4` and dialbridge's own
+//! under `/api/v1`, plus `/healthz` and `/metrics`.
+
+mod call;
+mod events;
+mod ocs;
+mod ops;
+mod room;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+pub use ocs::OcsError;
+
+use crate::auth::{self, AuthUser};
+use crate::events::EventBus;
+use crate::room::Rooms;
+
+pub const TALK_BASE: &str = "/ocs/v2.php/apps/spreed/api/v4";
+
+pub struct AppState {
+    pub rooms: Rooms,
+    pub events: Arc<EventBus>,
+    pub metrics: PrometheusHandle,
+    /// Flips to true when the service shuts down, so long-lived streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub fn router(state: SharedState) -> Router {
+    let talk = Router::new()
+        .route("/room", post(room::create).get(room::list))
+        .route("/room/{token}", get(room::get))
+        .route(
+            "/room/{token}/participants",
+            post(room::add_participant).get(room::participants),
+        )
+        .route(
+            "/room/{token}/attendees",
+            axum::routing::delete(room::remove_attendee),
+        )
+        .route(
+            "/room/{token}/moderators",
+            post(room::promote).delete(room::demote),
+        )
+        .route(
+            "/room/{token}/participants/active",
+            post(room::join).delete(room::leave),
+        )
+        .route("/room/{token}/read-only", put(room::read_only))
+        .route("/room/{token}/webinar/lobby", put(room::lobby))
+        .route(
+            "/room/{token}/recording-consent",
+            put(room::recording_consent),
+        )
+        .route(
+            "/room/{token}/permissions/default",
+            put(room::default_permissions),
+        )
+        .route(
+            "/room/{token}/attendees/permissions",
+            put(room::attendee_permissions),
+        )
+        .route(
+            "/call/{token}",
+            get(call::list)
+                .post(call::join)
+                .put(call::update)
+                .delete(call::leave),
+        )
+        .route("/call/{token}/ring/{attendee_id}", post(call::ring))
+        .route("/call/{token}/dialout/{attendee_id}", post(call::dialout));
+    let own = Router::new()
+        .route("/rooms/{token}/events", get(events::stream))
+        .route("/rooms/{token}/calls", get(call::records));
+    Router::new()
+        .nest(TALK_BASE, talk)
+        .nest("/api/v1", own)
+        .route("/healthz", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn(track_requests))
+        .with_state(state)
+}
+
+/// Counts requests by route and status, and logs each one.
+async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    metrics::counter!("dialbridge_http_requests_total",
+        "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())
+    .increment(1);
+    tracing::debug!(%method, %route, status, elapsed_us = started.elapsed().as_micros() as u64, "http");
+    response
+}
+
+/// The authenticated caller; rejects with a 401 OCS error.
+pub struct Auth(pub AuthUser);
+
+impl FromRequestParts<SharedState> for Auth {
+    type Rejection = OcsError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, OcsError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        auth::authenticate(state.rooms.store(), header)
+            .map(Auth)
+            .map_err(|e| match e {
+                auth::AuthError::Store => OcsError::internal(),
+                other => OcsError::unauthorized(other.to_string()),
+            })
+    }
+}
+
+/// Name of the cookie carrying the caller's session in one room.
+pub fn session_cookie_name(token: &str) -> String {
+    format!("dialbridge_session_{token}")
+}
+
+/// The session id the client keeps for this room, if it sent one.
+pub fn session_from_cookies(headers: &HeaderMap, token: &str) -> Option<String> {
+    let name = session_cookie_name(token);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Shared state handle for handlers.
+pub type St = State<SharedState>;

@@ -1,0 +1,179 @@
+//! Rooms and the state vocabulary every other module speaks: in-call flags, participant types,
+//! permissions and phone call status, each defined once here with Nextcloud Talk's values.
+
+mod service;
+
+pub use service::*;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Participant in-call flags (Nextcloud Talk constants). A phone is announced with `IN_CALL | WITH_PHONE`.
+pub mod in_call {
+    pub const DISCONNECTED: i64 = 0;
+    pub const IN_CALL: i64 = 1;
+    pub const WITH_AUDIO: i64 = 2;
+    pub const WITH_VIDEO: i64 = 4;
+    pub const WITH_PHONE: i64 = 8;
+    pub const ALL: i64 = IN_CALL | WITH_AUDIO | WITH_VIDEO | WITH_PHONE;
+    /// What Talk assumes when a client joins a call without saying.
+    pub const DEFAULT_JOIN: i64 = IN_CALL | WITH_AUDIO | WITH_VIDEO;
+}
+
+/// Participant types (Nextcloud Talk constants).
+pub mod participant_type {
+    pub const OWNER: i64 = 1;
+    pub const MODERATOR: i64 = 2;
+    pub const USER: i64 = 3;
+    pub const USER_SELF_JOINED: i64 = 5;
+
+    pub fn is_moderator(t: i64) -> bool {
+        t == OWNER || t == MODERATOR
+    }
+}
+
+/// Attendee permissions (Nextcloud Talk constants). Moderators always hold all of them.
+pub mod permissions {
+    /// 0 as a room default means "Talk's default for the attendee type".
+    pub const DEFAULT: i64 = 0;
+    pub const CUSTOM: i64 = 1;
+    pub const CALL_START: i64 = 2;
+    pub const CALL_JOIN: i64 = 4;
+    pub const LOBBY_IGNORE: i64 = 8;
+    pub const PUBLISH_AUDIO: i64 = 16;
+    pub const PUBLISH_VIDEO: i64 = 32;
+    pub const PUBLISH_SCREEN: i64 = 64;
+    pub const CHAT: i64 = 128;
+    pub const MAX_CUSTOM: i64 = 255;
+    /// What an ordinary attendee may do when nobody set anything.
+    pub const USER_DEFAULT: i64 =
+        CALL_START | CALL_JOIN | PUBLISH_AUDIO | PUBLISH_VIDEO | PUBLISH_SCREEN | CHAT;
+}
+
+/// Room types this service hosts (Talk's 1 one-to-one and 4 changelog are not offered).
+pub mod room_type {
+    pub const GROUP: i64 = 2;
+    pub const PUBLIC: i64 = 3;
+}
+
+/// Lobby states: everyone, or moderators only.
+pub mod lobby {
+    pub const ALL: i64 = 0;
+    pub const MODERATORS_ONLY: i64 = 1;
+}
+
+/// Attendee actor types.
+pub mod actor_type {
+    pub const USERS: &str = "users";
+    pub const PHONES: &str = "phones";
+}
+
+/// Status of a phone leg, as the Nextcloud signaling server reports dial-out progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    Accepted,
+    Ringing,
+    Connected,
+    Rejected,
+    Cleared,
+}
+
+impl CallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Accepted => "accepted",
+            CallStatus::Ringing => "ringing",
+            CallStatus::Connected => "connected",
+            CallStatus::Rejected => "rejected",
+            CallStatus::Cleared => "cleared",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, CallStatus::Rejected | CallStatus::Cleared)
+    }
+}
+
+/// An E.164 phone number: `+` then 8 to 15 digits, the first not 0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PhoneNumber {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let digits = s.strip_prefix('+').unwrap_or("");
+        let valid = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if valid {
+            Ok(PhoneNumber(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not an E.164 phone number (+ then 8 to 15 digits, e.g. +4930123456)"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn e164_rules() {
+        for ok in [
+            "+4930123456",
+            "+12025550123",
+            "+123456789012345",
+            "+12345678",
+        ] {
+            assert!(ok.parse::<PhoneNumber>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "4930123456",
+            "+1234567",
+            "+1234567890123456",
+            "+49 30 123456",
+            "+0123456789",
+            "+49301234a6",
+            "",
+            "+",
+            "++4930123456",
+        ] {
+            assert!(bad.parse::<PhoneNumber>().is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn e164_parser_accepts_exactly_the_grammar(s in "\\PC{0,20}") {
+            let expected = s.len() >= 9 && s.len() <= 16 && s.starts_with('+')
+                && s[1..].bytes().all(|b| b.is_ascii_digit()) && !s[1..].starts_with('0');
+            prop_assert_eq!(s.parse::<PhoneNumber>().is_ok(), expected);
+        }
+    }
+}

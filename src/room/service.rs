@@ -1,0 +1,1037 @@
+//! Room behaviour with Nextcloud Talk's rules: who may see a room, join it, join its call, ring and dial.
+//!
+//! Each operation runs its checks and its change in one store transaction, then publishes its events.
+//! Checks run in the order Talk applies them, so each case yields the status code the call API documents.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+use serde::Serialize;
+
+use super::{actor_type, in_call, lobby, participant_type, permissions, room_type, PhoneNumber};
+use crate::auth::AuthUser;
+use crate::events::{EventBus, RoomEvent};
+use crate::store::{AttendeeRow, CallRecord, RoomRow, SessionRow, Store, StoreError, Tx};
+
+/// Length of a session id, as in Talk.
+const SESSION_ID_LEN: usize = 512;
+const ROOM_TOKEN_LEN: usize = 8;
+const MAX_ROOM_NAME: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    /// The lobby keeps non-moderators out (412).
+    Lobby,
+    NotImplemented,
+    Internal,
+}
+
+/// A refused operation: the kind decides the HTTP status, `error` is Talk's short reason word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomError {
+    pub kind: ErrorKind,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl RoomError {
+    pub fn new(kind: ErrorKind, error: &'static str, message: impl Into<String>) -> RoomError {
+        RoomError {
+            kind,
+            error,
+            message: message.into(),
+        }
+    }
+    fn bad_request(error: &'static str, message: impl Into<String>) -> RoomError {
+        RoomError::new(ErrorKind::BadRequest, error, message)
+    }
+    fn forbidden(error: &'static str, message: impl Into<String>) -> RoomError {
+        RoomError::new(ErrorKind::Forbidden, error, message)
+    }
+    fn not_found(error: &'static str, message: impl Into<String>) -> RoomError {
+        RoomError::new(ErrorKind::NotFound, error, message)
+    }
+}
+
+impl From<StoreError> for RoomError {
+    fn from(e: StoreError) -> RoomError {
+        tracing::error!(error = %e, "store operation failed");
+        RoomError::new(ErrorKind::Internal, "internal", "internal error")
+    }
+}
+
+pub type RoomResult<T> = Result<T, RoomError>;
+
+/// A room as its attendee sees it (`GET /room/{token}`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomView {
+    pub id: i64,
+    pub token: String,
+    #[serde(rename = "type")]
+    pub room_type: i64,
+    pub name: String,
+    pub display_name: String,
+    pub participant_type: i64,
+    pub attendee_id: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub permissions: i64,
+    pub attendee_permissions: i64,
+    pub default_permissions: i64,
+    pub read_only: i64,
+    pub lobby_state: i64,
+    pub recording_consent: i64,
+    pub has_call: bool,
+    pub call_flag: i64,
+    pub can_start_call: bool,
+    pub participant_flags: i64,
+    pub session_id: String,
+}
+
+/// One attendee in `GET /room/{token}/participants`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantView {
+    pub attendee_id: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub display_name: String,
+    pub participant_type: i64,
+    pub permissions: i64,
+    pub attendee_permissions: i64,
+    pub in_call: i64,
+    pub last_ping: i64,
+    pub session_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_status: Option<String>,
+}
+
+/// One session in the call (`GET /call/{token}`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallParticipantView {
+    pub attendee_id: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub display_name: String,
+    pub last_ping: i64,
+    pub session_id: String,
+    pub in_call: i64,
+}
+
+/// Where participants are added from (`source` of `POST /room/{token}/participants`).
+pub enum NewParticipant {
+    User(String),
+    Phone(PhoneNumber),
+}
+
+/// What a dial-out request resolved to, once every check passed.
+#[derive(Debug, Clone)]
+pub struct DialoutTarget {
+    pub room_id: i64,
+    pub room_token: String,
+    pub attendee_id: i64,
+    pub number: String,
+}
+
+/// Places phone calls; provided once SIP trunks are configured.
+pub trait Dialer: Send + Sync {
+    /// Starts the call and returns its call id, or refuses it.
+    fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
+}
+
+pub struct Rooms {
+    store: Arc<Store>,
+    events: Arc<EventBus>,
+    dialer: Option<Arc<dyn Dialer>>,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The caller's place in a room: the room and, unless they only look at a public room, their attendee.
+struct Membership {
+    room: RoomRow,
+    attendee: AttendeeRow,
+}
+
+impl Membership {
+    fn is_moderator(&self) -> bool {
+        participant_type::is_moderator(self.attendee.participant_type)
+    }
+
+    fn permissions(&self) -> i64 {
+        effective_permissions(&self.room, &self.attendee)
+    }
+
+    fn check_lobby(&self) -> RoomResult<()> {
+        if self.room.lobby_state == lobby::MODERATORS_ONLY
+            && !self.is_moderator()
+            && self.permissions() & permissions::LOBBY_IGNORE == 0
+        {
+            return Err(RoomError::new(
+                ErrorKind::Lobby,
+                "lobby",
+                "the lobby is active: only moderators may take part in the call",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> RoomResult<()> {
+        if self.room.read_only {
+            return Err(RoomError::forbidden(
+                "read-only",
+                "the conversation is read-only",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_moderator(&self) -> RoomResult<()> {
+        if !self.is_moderator() {
+            return Err(RoomError::forbidden(
+                "moderator",
+                "only moderators of the conversation may do this",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn effective_permissions(room: &RoomRow, attendee: &AttendeeRow) -> i64 {
+    if participant_type::is_moderator(attendee.participant_type) {
+        permissions::MAX_CUSTOM & !permissions::CUSTOM
+    } else if attendee.permissions & permissions::CUSTOM != 0 {
+        attendee.permissions
+    } else if room.default_permissions != permissions::DEFAULT {
+        room.default_permissions
+    } else {
+        permissions::USER_DEFAULT
+    }
+}
+
+fn room_not_found() -> RoomError {
+    RoomError::not_found("room", "the conversation could not be found")
+}
+
+fn no_session() -> RoomError {
+    RoomError::not_found(
+        "session",
+        "you did not join the conversation: POST /room/{token}/participants/active first",
+    )
+}
+
+/// Events to publish once the transaction committed: (room, target user, event).
+type Outbox = Vec<(i64, Option<String>, RoomEvent)>;
+
+impl Rooms {
+    pub fn new(store: Arc<Store>, events: Arc<EventBus>, dialer: Option<Arc<dyn Dialer>>) -> Rooms {
+        Rooms {
+            store,
+            events,
+            dialer,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `f` in a transaction and publishes the events it produced once committed.
+    fn transact<T>(&self, f: impl FnOnce(&Tx, &mut Outbox) -> RoomResult<T>) -> RoomResult<T> {
+        let mut outbox = Outbox::new();
+        let result = self.store.write(|tx| f(tx, &mut outbox))?;
+        for (room_id, target, event) in outbox {
+            self.events.publish(room_id, target, event);
+        }
+        Ok(result)
+    }
+
+    fn membership(tx: &Tx, user: &AuthUser, token: &str) -> RoomResult<Membership> {
+        let room = tx.room_by_token(token)?.ok_or_else(room_not_found)?;
+        let attendee = tx
+            .attendee_by_actor(room.id, actor_type::USERS, &user.id)?
+            .ok_or_else(room_not_found)?;
+        Ok(Membership { room, attendee })
+    }
+
+    /// The caller's session in this room: the one named by the cookie, else their only one.
+    fn session(tx: &Tx, m: &Membership, cookie: Option<&str>) -> RoomResult<Option<SessionRow>> {
+        let sessions = tx.sessions_of_attendee(m.attendee.id)?;
+        Ok(match cookie {
+            Some(id) => sessions.into_iter().find(|s| s.id == id),
+            None if sessions.len() == 1 => sessions.into_iter().next(),
+            None => None,
+        })
+    }
+
+    fn call_active(tx: &Tx, room_id: i64) -> RoomResult<bool> {
+        Ok(tx
+            .sessions_of_room(room_id)?
+            .iter()
+            .any(|s| s.in_call != in_call::DISCONNECTED))
+    }
+
+    /// Opens or closes the room's call record when the first session joins or the last one leaves.
+    fn settle_call(
+        tx: &Tx,
+        out: &mut Outbox,
+        room_id: i64,
+        was_active: bool,
+        started_by: &AttendeeRow,
+        silent: bool,
+        ended_for_all: bool,
+    ) -> RoomResult<()> {
+        let now_active = Self::call_active(tx, room_id)?;
+        let now = unix_now();
+        if !was_active && now_active {
+            tx.insert_room_call_record(room_id, now)?;
+            tracing::info!(room_id, actor = %started_by.actor_id, "call started");
+            out.push((
+                room_id,
+                None,
+                RoomEvent::CallStarted {
+                    silent,
+                    actor_type: started_by.actor_type.clone(),
+                    actor_id: started_by.actor_id.clone(),
+                },
+            ));
+        } else if was_active && !now_active {
+            if let Some(record) = tx.open_room_call_record(room_id)? {
+                tx.end_call_record(
+                    record,
+                    now,
+                    "cleared",
+                    if ended_for_all { "ended" } else { "hangup" },
+                )?;
+            }
+            tracing::info!(room_id, all = ended_for_all, "call ended");
+            out.push((room_id, None, RoomEvent::CallEnded { all: ended_for_all }));
+        }
+        Ok(())
+    }
+
+    fn flags_event(attendee: &AttendeeRow, session_id: &str, flags: i64) -> RoomEvent {
+        RoomEvent::ParticipantFlags {
+            attendee_id: attendee.id,
+            actor_type: attendee.actor_type.clone(),
+            actor_id: attendee.actor_id.clone(),
+            session_id: session_id.to_string(),
+            in_call: flags,
+        }
+    }
+
+    fn view(tx: &Tx, m: &Membership, cookie: Option<&str>) -> RoomResult<RoomView> {
+        let sessions = tx.sessions_of_room(m.room.id)?;
+        let call_flag = sessions.iter().fold(0, |acc, s| acc | s.in_call);
+        let own = Self::session(tx, m, cookie)?;
+        let perms = m.permissions();
+        Ok(RoomView {
+            id: m.room.id,
+            token: m.room.token.clone(),
+            room_type: m.room.room_type,
+            name: m.room.name.clone(),
+            display_name: m.room.name.clone(),
+            participant_type: m.attendee.participant_type,
+            attendee_id: m.attendee.id,
+            actor_type: m.attendee.actor_type.clone(),
+            actor_id: m.attendee.actor_id.clone(),
+            permissions: perms,
+            attendee_permissions: m.attendee.permissions,
+            default_permissions: m.room.default_permissions,
+            read_only: i64::from(m.room.read_only),
+            lobby_state: m.room.lobby_state,
+            recording_consent: m.room.recording_consent,
+            has_call: call_flag != 0,
+            call_flag,
+            can_start_call: perms & permissions::CALL_START != 0,
+            participant_flags: own.as_ref().map(|s| s.in_call).unwrap_or(0),
+            session_id: own.map(|s| s.id).unwrap_or_else(|| "0".to_string()),
+        })
+    }
+
+    // Rooms.
+
+    pub fn create_room(&self, user: &AuthUser, kind: i64, name: &str) -> RoomResult<RoomView> {
+        if kind != room_type::GROUP && kind != room_type::PUBLIC {
+            return Err(RoomError::bad_request(
+                "type",
+                format!("roomType must be 2 (group) or 3 (public), not {kind}"),
+            ));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_ROOM_NAME {
+            return Err(RoomError::bad_request(
+                "name",
+                format!("roomName must have 1 to {MAX_ROOM_NAME} characters"),
+            ));
+        }
+        self.transact(|tx, _| {
+            let token = loop {
+                let candidate: String = {
+                    let mut rng = rand::rng();
+                    (0..ROOM_TOKEN_LEN)
+                        .map(|_| {
+                            let i = rng.random_range(0..36u8);
+                            char::from(if i < 10 { b'0' + i } else { b'a' + i - 10 })
+                        })
+                        .collect()
+                };
+                if tx.room_by_token(&candidate)?.is_none() {
+                    break candidate;
+                }
+            };
+            let room_id = tx.insert_room(&token, name, kind, unix_now())?;
+            tx.insert_attendee(
+                room_id,
+                actor_type::USERS,
+                &user.id,
+                &user.display_name,
+                participant_type::OWNER,
+                None,
+            )?;
+            tracing::info!(%token, owner = %user.id, "room created");
+            let m = Self::membership(tx, user, &token)?;
+            Self::view(tx, &m, None)
+        })
+    }
+
+    pub fn room(&self, user: &AuthUser, token: &str, cookie: Option<&str>) -> RoomResult<RoomView> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            Self::view(tx, &m, cookie)
+        })
+    }
+
+    pub fn rooms(&self, user: &AuthUser) -> RoomResult<Vec<RoomView>> {
+        self.transact(|tx, _| {
+            tx.rooms_of_user(&user.id)?
+                .into_iter()
+                .map(|room| {
+                    let m = Self::membership(tx, user, &room.token)?;
+                    Self::view(tx, &m, None)
+                })
+                .collect()
+        })
+    }
+
+    pub fn set_read_only(&self, user: &AuthUser, token: &str, state: i64) -> RoomResult<()> {
+        let read_only = match state {
+            0 => false,
+            1 => true,
+            _ => return Err(RoomError::bad_request("state", "state must be 0 or 1")),
+        };
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            tx.set_room_read_only(m.room.id, read_only)?;
+            Ok(())
+        })
+    }
+
+    pub fn set_lobby(&self, user: &AuthUser, token: &str, state: i64) -> RoomResult<()> {
+        if state != lobby::ALL && state != lobby::MODERATORS_ONLY {
+            return Err(RoomError::bad_request("state", "state must be 0 or 1"));
+        }
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            tx.set_room_lobby(m.room.id, state)?;
+            Ok(())
+        })
+    }
+
+    pub fn set_recording_consent(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        value: i64,
+    ) -> RoomResult<()> {
+        if value != 0 && value != 1 {
+            return Err(RoomError::bad_request(
+                "recordingConsent",
+                "recordingConsent must be 0 or 1",
+            ));
+        }
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            tx.set_room_recording_consent(m.room.id, value)?;
+            Ok(())
+        })
+    }
+
+    pub fn set_default_permissions(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        value: i64,
+    ) -> RoomResult<()> {
+        if !(0..=permissions::MAX_CUSTOM).contains(&value) {
+            return Err(RoomError::bad_request(
+                "permissions",
+                "permissions must be between 0 and 255",
+            ));
+        }
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            tx.set_room_default_permissions(m.room.id, value)?;
+            Ok(())
+        })
+    }
+
+    /// `method` is `set`, `add` or `remove`, as in Talk.
+    pub fn set_attendee_permissions(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        attendee_id: i64,
+        method: &str,
+        value: i64,
+    ) -> RoomResult<()> {
+        if !(0..=permissions::MAX_CUSTOM).contains(&value) {
+            return Err(RoomError::bad_request(
+                "permissions",
+                "permissions must be between 0 and 255",
+            ));
+        }
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            let target = tx
+                .attendee(m.room.id, attendee_id)?
+                .ok_or_else(|| RoomError::not_found("attendee", "attendee not found"))?;
+            let current = effective_permissions(&m.room, &target);
+            let updated = match method {
+                "set" => value,
+                "add" => current | value,
+                "remove" => current & !value,
+                other => {
+                    return Err(RoomError::bad_request(
+                        "method",
+                        format!("method must be set, add or remove, not `{other}`"),
+                    ))
+                }
+            };
+            tx.set_attendee_permissions(target.id, updated | permissions::CUSTOM)?;
+            Ok(())
+        })
+    }
+
+    // Participants.
+
+    pub fn add_participant(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        new: NewParticipant,
+    ) -> RoomResult<ParticipantView> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            let attendee_id = match new {
+                NewParticipant::User(id) => {
+                    let target = tx.user(&id)?.ok_or_else(|| {
+                        RoomError::not_found("user", format!("no user `{id}` exists"))
+                    })?;
+                    match tx.attendee_by_actor(m.room.id, actor_type::USERS, &target.id)? {
+                        Some(existing) => existing.id,
+                        None => tx.insert_attendee(
+                            m.room.id,
+                            actor_type::USERS,
+                            &target.id,
+                            &target.display_name,
+                            participant_type::USER,
+                            None,
+                        )?,
+                    }
+                }
+                NewParticipant::Phone(number) => {
+                    let actor_id = format!("phone-{:016x}", rand::rng().random::<u64>());
+                    tx.insert_attendee(
+                        m.room.id,
+                        actor_type::PHONES,
+                        &actor_id,
+                        number.as_str(),
+                        participant_type::USER,
+                        Some(number.as_str()),
+                    )?
+                }
+            };
+            let attendee = tx
+                .attendee(m.room.id, attendee_id)?
+                .ok_or_else(|| RoomError::new(ErrorKind::Internal, "internal", "attendee vanished"))?;
+            tracing::info!(%token, attendee_id, actor_type = %attendee.actor_type, "attendee added");
+            Self::participant_view(tx, &m.room, attendee)
+        })
+    }
+
+    fn participant_view(tx: &Tx, room: &RoomRow, a: AttendeeRow) -> RoomResult<ParticipantView> {
+        let sessions = tx.sessions_of_attendee(a.id)?;
+        let is_phone = a.actor_type == actor_type::PHONES;
+        Ok(ParticipantView {
+            attendee_id: a.id,
+            permissions: effective_permissions(room, &a),
+            attendee_permissions: a.permissions,
+            in_call: sessions.iter().fold(0, |acc, s| acc | s.in_call),
+            last_ping: sessions.iter().map(|s| s.last_ping).max().unwrap_or(0),
+            session_ids: sessions.into_iter().map(|s| s.id).collect(),
+            phone_number: a.phone_number,
+            call_id: if is_phone {
+                Some(a.call_id.unwrap_or_default())
+            } else {
+                None
+            },
+            call_status: a.call_status,
+            actor_type: a.actor_type,
+            actor_id: a.actor_id,
+            display_name: a.display_name,
+            participant_type: a.participant_type,
+        })
+    }
+
+    pub fn participants(&self, user: &AuthUser, token: &str) -> RoomResult<Vec<ParticipantView>> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            tx.attendees(m.room.id)?
+                .into_iter()
+                .map(|a| Self::participant_view(tx, &m.room, a))
+                .collect()
+        })
+    }
+
+    pub fn remove_attendee(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        attendee_id: i64,
+    ) -> RoomResult<()> {
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            let target = tx
+                .attendee(m.room.id, attendee_id)?
+                .ok_or_else(|| RoomError::not_found("attendee", "attendee not found"))?;
+            if target.participant_type == participant_type::OWNER {
+                return Err(RoomError::forbidden("owner", "the owner cannot be removed"));
+            }
+            let was_active = Self::call_active(tx, m.room.id)?;
+            for session in tx.sessions_of_attendee(target.id)? {
+                out.push((m.room.id, None, Self::left_event(&target, &session.id)));
+            }
+            tx.delete_attendee(target.id)?;
+            Self::settle_call(tx, out, m.room.id, was_active, &m.attendee, false, false)?;
+            tracing::info!(%token, attendee_id, by = %user.id, "attendee removed");
+            Ok(())
+        })
+    }
+
+    /// `promote` makes a user attendee a moderator; otherwise a moderator becomes a user again.
+    pub fn set_moderator(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        attendee_id: i64,
+        promote: bool,
+    ) -> RoomResult<()> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            let target = tx
+                .attendee(m.room.id, attendee_id)?
+                .ok_or_else(|| RoomError::not_found("attendee", "attendee not found"))?;
+            let (from, to) = if promote {
+                (participant_type::USER, participant_type::MODERATOR)
+            } else {
+                (participant_type::MODERATOR, participant_type::USER)
+            };
+            let eligible = target.actor_type == actor_type::USERS
+                && (target.participant_type == from
+                    || (promote && target.participant_type == participant_type::USER_SELF_JOINED));
+            if !eligible {
+                return Err(RoomError::bad_request(
+                    "participant",
+                    if promote {
+                        "only user attendees who are not moderators can be promoted"
+                    } else {
+                        "only moderators (not the owner) can be demoted"
+                    },
+                ));
+            }
+            tx.set_participant_type(target.id, to)?;
+            Ok(())
+        })
+    }
+
+    // Sessions.
+
+    /// Joins the room (`POST /room/{token}/participants/active`); a public room lets anyone join.
+    pub fn join_room(&self, user: &AuthUser, token: &str) -> RoomResult<(RoomView, String)> {
+        self.transact(|tx, out| {
+            let room = tx.room_by_token(token)?.ok_or_else(room_not_found)?;
+            let attendee = match tx.attendee_by_actor(room.id, actor_type::USERS, &user.id)? {
+                Some(a) => a,
+                None if room.room_type == room_type::PUBLIC => {
+                    let id = tx.insert_attendee(
+                        room.id,
+                        actor_type::USERS,
+                        &user.id,
+                        &user.display_name,
+                        participant_type::USER_SELF_JOINED,
+                        None,
+                    )?;
+                    tx.attendee(room.id, id)?.ok_or_else(room_not_found)?
+                }
+                None => return Err(room_not_found()),
+            };
+            let session_id = Alphanumeric.sample_string(&mut rand::rng(), SESSION_ID_LEN);
+            tx.insert_session(&session_id, attendee.id, unix_now())?;
+            out.push((
+                room.id,
+                None,
+                RoomEvent::ParticipantJoined {
+                    attendee_id: attendee.id,
+                    actor_type: attendee.actor_type.clone(),
+                    actor_id: attendee.actor_id.clone(),
+                    display_name: attendee.display_name.clone(),
+                    session_id: session_id.clone(),
+                },
+            ));
+            tracing::info!(%token, user = %user.id, "joined room");
+            let m = Membership { room, attendee };
+            let view = Self::view(tx, &m, Some(&session_id))?;
+            Ok((view, session_id))
+        })
+    }
+
+    fn left_event(attendee: &AttendeeRow, session_id: &str) -> RoomEvent {
+        RoomEvent::ParticipantLeft {
+            attendee_id: attendee.id,
+            actor_type: attendee.actor_type.clone(),
+            actor_id: attendee.actor_id.clone(),
+            session_id: session_id.to_string(),
+        }
+    }
+
+    /// Leaves the room, and with it the call.
+    pub fn leave_room(&self, user: &AuthUser, token: &str, cookie: Option<&str>) -> RoomResult<()> {
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
+            let was_active = Self::call_active(tx, m.room.id)?;
+            if session.in_call != in_call::DISCONNECTED {
+                out.push((
+                    m.room.id,
+                    None,
+                    Self::flags_event(&m.attendee, &session.id, in_call::DISCONNECTED),
+                ));
+            }
+            tx.delete_session(&session.id)?;
+            out.push((m.room.id, None, Self::left_event(&m.attendee, &session.id)));
+            Self::settle_call(tx, out, m.room.id, was_active, &m.attendee, false, false)?;
+            tracing::info!(%token, user = %user.id, "left room");
+            Ok(())
+        })
+    }
+
+    // Calls.
+
+    pub fn call_participants(
+        &self,
+        user: &AuthUser,
+        token: &str,
+    ) -> RoomResult<Vec<CallParticipantView>> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_writable()?;
+            m.check_lobby()?;
+            let attendees = tx.attendees(m.room.id)?;
+            Ok(tx
+                .sessions_of_room(m.room.id)?
+                .into_iter()
+                .filter(|s| s.in_call != in_call::DISCONNECTED)
+                .filter_map(|s| {
+                    let a = attendees.iter().find(|a| a.id == s.attendee_id)?;
+                    Some(CallParticipantView {
+                        attendee_id: a.id,
+                        actor_type: a.actor_type.clone(),
+                        actor_id: a.actor_id.clone(),
+                        display_name: a.display_name.clone(),
+                        last_ping: s.last_ping,
+                        session_id: s.id,
+                        in_call: s.in_call,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn check_flags(flags: i64) -> RoomResult<()> {
+        if !(0..=in_call::ALL).contains(&flags) {
+            return Err(RoomError::bad_request(
+                "flags",
+                format!(
+                    "flags must combine 1 in call, 2 audio, 4 video, 8 phone; {flags} does not"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn join_call(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+        flags: Option<i64>,
+        silent: bool,
+        recording_consent: bool,
+    ) -> RoomResult<i64> {
+        let flags = flags.unwrap_or(in_call::DEFAULT_JOIN);
+        Self::check_flags(flags)?;
+        let flags = flags | in_call::IN_CALL;
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_writable()?;
+            m.check_lobby()?;
+            let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
+            if m.room.recording_consent == 1 && !recording_consent {
+                return Err(RoomError::bad_request(
+                    "consent",
+                    "this conversation may be recorded: join with recordingConsent=true",
+                ));
+            }
+            let was_active = Self::call_active(tx, m.room.id)?;
+            tx.set_session_in_call(&session.id, flags, unix_now())?;
+            out.push((
+                m.room.id,
+                None,
+                Self::flags_event(&m.attendee, &session.id, flags),
+            ));
+            Self::settle_call(tx, out, m.room.id, was_active, &m.attendee, silent, false)?;
+            tracing::info!(%token, user = %user.id, flags, "joined call");
+            Ok(flags)
+        })
+    }
+
+    pub fn update_call_flags(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+        flags: i64,
+    ) -> RoomResult<i64> {
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_writable()?;
+            m.check_lobby()?;
+            let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
+            if session.in_call == in_call::DISCONNECTED {
+                return Err(RoomError::bad_request("call", "you are not in the call"));
+            }
+            Self::check_flags(flags)?;
+            if flags & in_call::IN_CALL == 0 {
+                return Err(RoomError::bad_request(
+                    "flags",
+                    "flags must contain 1 (in call); leave with DELETE /call/{token}",
+                ));
+            }
+            tx.set_session_in_call(&session.id, flags, unix_now())?;
+            if flags != session.in_call {
+                out.push((
+                    m.room.id,
+                    None,
+                    Self::flags_event(&m.attendee, &session.id, flags),
+                ));
+            }
+            Ok(flags)
+        })
+    }
+
+    pub fn leave_call(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+        all: bool,
+    ) -> RoomResult<()> {
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_writable()?;
+            m.check_lobby()?;
+            let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
+            let was_active = Self::call_active(tx, m.room.id)?;
+            let end_for_all = all && m.is_moderator();
+            let leaving: Vec<SessionRow> = if end_for_all {
+                tx.sessions_of_room(m.room.id)?
+            } else {
+                vec![session]
+            };
+            let attendees = tx.attendees(m.room.id)?;
+            for s in leaving
+                .iter()
+                .filter(|s| s.in_call != in_call::DISCONNECTED)
+            {
+                tx.set_session_in_call(&s.id, in_call::DISCONNECTED, unix_now())?;
+                if let Some(a) = attendees.iter().find(|a| a.id == s.attendee_id) {
+                    out.push((
+                        m.room.id,
+                        None,
+                        Self::flags_event(a, &s.id, in_call::DISCONNECTED),
+                    ));
+                }
+            }
+            Self::settle_call(
+                tx,
+                out,
+                m.room.id,
+                was_active,
+                &m.attendee,
+                false,
+                end_for_all,
+            )?;
+            tracing::info!(%token, user = %user.id, all = end_for_all, "left call");
+            Ok(())
+        })
+    }
+
+    /// Sends a call notification to a user attendee who is not in the call.
+    pub fn ring(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+        attendee_id: i64,
+    ) -> RoomResult<()> {
+        self.transact(|tx, out| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_lobby()?;
+            m.check_moderator()?;
+            let target = tx.attendee(m.room.id, attendee_id)?.ok_or_else(|| {
+                RoomError::not_found("attendee", "attendee not found in the conversation")
+            })?;
+            if target.actor_type != actor_type::USERS {
+                return Err(RoomError::bad_request(
+                    "attendee",
+                    "only user attendees can be rung; use dialout for phone numbers",
+                ));
+            }
+            if tx
+                .sessions_of_attendee(target.id)?
+                .iter()
+                .any(|s| s.in_call != in_call::DISCONNECTED)
+            {
+                return Err(RoomError::bad_request(
+                    "attendee",
+                    "the attendee is already in the call",
+                ));
+            }
+            if !Self::call_active(tx, m.room.id)? {
+                return Err(RoomError::bad_request(
+                    "room",
+                    "the conversation has no call in progress",
+                ));
+            }
+            Self::require_in_call(tx, &m, cookie)?;
+            out.push((
+                m.room.id,
+                Some(target.actor_id.clone()),
+                RoomEvent::Ring {
+                    attendee_id: target.id,
+                    actor_id: target.actor_id.clone(),
+                    caller_actor_type: m.attendee.actor_type.clone(),
+                    caller_actor_id: m.attendee.actor_id.clone(),
+                    caller_display_name: m.attendee.display_name.clone(),
+                },
+            ));
+            tracing::info!(%token, target = %target.actor_id, by = %user.id, "ring sent");
+            Ok(())
+        })
+    }
+
+    fn require_in_call(tx: &Tx, m: &Membership, cookie: Option<&str>) -> RoomResult<()> {
+        match Self::session(tx, m, cookie)? {
+            Some(s) if s.in_call != in_call::DISCONNECTED => Ok(()),
+            _ => Err(RoomError::bad_request("call", "you are not in the call")),
+        }
+    }
+
+    /// Checks a dial-out request as Talk does, then hands it to the dialer. Returns the call id.
+    pub fn dialout(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+        attendee_id: i64,
+    ) -> RoomResult<String> {
+        let target = self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_lobby()?;
+            if m.permissions() & permissions::CALL_START == 0 {
+                return Err(RoomError::forbidden(
+                    "permission",
+                    "you do not have the permission to start a call",
+                ));
+            }
+            if !Self::call_active(tx, m.room.id)? {
+                return Err(RoomError::bad_request(
+                    "room",
+                    "the conversation has no call in progress",
+                ));
+            }
+            Self::require_in_call(tx, &m, cookie)?;
+            let target = tx
+                .attendee(m.room.id, attendee_id)?
+                .filter(|a| a.actor_type == actor_type::PHONES)
+                .ok_or_else(|| {
+                    RoomError::not_found(
+                        "attendee",
+                        "no phone-number attendee with this id in the conversation",
+                    )
+                })?;
+            Ok(DialoutTarget {
+                room_id: m.room.id,
+                room_token: m.room.token.clone(),
+                attendee_id: target.id,
+                number: target.phone_number.unwrap_or_default(),
+            })
+        })?;
+        match &self.dialer {
+            Some(dialer) => dialer.dial(target),
+            None => Err(RoomError::new(
+                ErrorKind::NotImplemented,
+                "sip",
+                "SIP dial-out is not configured: add a [[trunks]] entry to the configuration",
+            )),
+        }
+    }
+
+    pub fn call_records(&self, user: &AuthUser, token: &str) -> RoomResult<Vec<CallRecord>> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            Ok(tx.call_records(m.room.id)?)
+        })
+    }
+
+    /// The room id for an attendee's event stream.
+    pub fn event_room(&self, user: &AuthUser, token: &str) -> RoomResult<i64> {
+        self.transact(|tx, _| Ok(Self::membership(tx, user, token)?.room.id))
+    }
+}
