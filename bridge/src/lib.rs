@@ -4,5 +4,6 @@
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod opus_codec;
 pub mod plc;
 pub mod testing;
