@@ -4,6 +4,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod mixer;
 pub mod opus_codec;
 pub mod plc;
 pub mod testing;
