@@ -2,6 +2,7 @@
 //! spawns a task or reads a clock.
 
 pub mod auth;
+pub mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod transport;

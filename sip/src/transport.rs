@@ -185,6 +185,14 @@ impl Iterator for StreamFramer {
 /// (and `received` always) when the client asked for it.
 pub fn stamp_received(req: &mut Request, source: SocketAddr) -> Result<(), ParseError> {
     let mut via = req.headers.top_via()?;
+    if stamp_via(&mut via, source) {
+        replace_top_via(req, &via)?;
+    }
+    Ok(())
+}
+
+/// Applies the receive-side Via rules to a parsed Via; returns whether it changed.
+pub fn stamp_via(via: &mut Via, source: SocketAddr) -> bool {
     let mut changed = false;
     let asked_rport = via.rport().is_some();
     if asked_rport {
@@ -196,10 +204,7 @@ pub fn stamp_received(req: &mut Request, source: SocketAddr) -> Result<(), Parse
         via.set_param("received", Some(ip_text(source.ip())));
         changed = true;
     }
-    if changed {
-        replace_top_via(req, &via)?;
-    }
-    Ok(())
+    changed
 }
 
 fn ip_text(ip: IpAddr) -> String {

@@ -1,0 +1,182 @@
+//! Property tests: the parser never panics, serialization round-trips, and stream framing does not
+//! depend on how the bytes are chunked.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use dialbridge_sip::message::{Host, Limits, Message, Method, Request, Response, SipUri, Uri};
+use dialbridge_sip::transport::{Frame, StreamFramer};
+use dialbridge_sip::validate::{check_datagram, Policy};
+use proptest::prelude::*;
+
+fn host() -> impl Strategy<Value = Host> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}".prop_map(Host::Domain),
+        any::<u32>().prop_map(|a| Host::Ipv4(Ipv4Addr::from(a))),
+        any::<u128>().prop_map(|a| Host::Ipv6(Ipv6Addr::from(a))),
+    ]
+}
+
+fn sip_uri() -> impl Strategy<Value = SipUri> {
+    (
+        proptest::option::of("[a-zA-Z0-9 @:;%+._-]{1,12}"),
+        host(),
+        proptest::option::of(any::<u16>()),
+        proptest::collection::vec(("[a-z]{1,6}", proptest::option::of("[a-z0-9]{1,6}")), 0..3),
+    )
+        .prop_map(|(user, host, port, params)| {
+            let mut u = SipUri::new(host);
+            if let Some(user) = user {
+                u = u.with_user(&user);
+            }
+            u.port = port;
+            for (n, v) in params {
+                u = u.with_param(&n, v.as_deref());
+            }
+            u
+        })
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::Invite),
+        Just(Method::Ack),
+        Just(Method::Bye),
+        Just(Method::Cancel),
+        Just(Method::Options),
+        "[A-Z][A-Z0-9_.!%*+`'~-]{0,10}".prop_map(|m| Method::parse(&m).expect("token")),
+    ]
+}
+
+/// Extension headers: names that never collide with a known or compact header.
+fn extra_headers() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec(("X-[A-Za-z0-9-]{1,10}", "[!-~]([ -~]{0,30}[!-~])?"), 0..6)
+}
+
+fn common_headers(h: &mut dialbridge_sip::message::Headers, branch: &str, seq: u32, m: &Method) {
+    h.push(
+        "Via",
+        format!("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{branch}"),
+    );
+    h.push("From", "<sip:alice@example.com>;tag=abc");
+    h.push("To", "<sip:bob@example.com>");
+    h.push("Call-ID", format!("{branch}@example.com"));
+    h.push("CSeq", format!("{seq} {m}"));
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    (
+        method(),
+        sip_uri(),
+        "[a-zA-Z0-9]{1,12}",
+        0u32..(1 << 31),
+        extra_headers(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(m, uri, branch, seq, extra, body)| {
+            let mut r = Request::new(m.clone(), uri);
+            common_headers(&mut r.headers, &branch, seq, &m);
+            for (n, v) in extra {
+                r.headers.push(&n, v);
+            }
+            r.set_body("application/octet-stream", body);
+            r
+        })
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    (
+        100u16..700,
+        "([!-~]([ -~]{0,20}[!-~])?)?",
+        "[a-zA-Z0-9]{1,12}",
+        0u32..(1 << 31),
+        extra_headers(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(code, reason, branch, seq, extra, body)| {
+            let mut r = Response::new(code, reason);
+            common_headers(&mut r.headers, &branch, seq, &Method::Invite);
+            for (n, v) in extra {
+                r.headers.push(&n, v);
+            }
+            r.set_body("application/sdp", body);
+            r
+        })
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        request().prop_map(Message::Request),
+        response().prop_map(Message::Response)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Message::parse(&bytes);
+        let _ = check_datagram(&bytes, &Limits::default(), &Policy::default());
+        let mut f = StreamFramer::new(Limits::default());
+        f.push(&bytes);
+        for _ in f.by_ref() {}
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(m in message(), edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = m.to_bytes();
+        for (pos, b) in edits {
+            let len = bytes.len();
+            if len > 0 {
+                bytes[pos % len] = b;
+            }
+        }
+        let _ = check_datagram(&bytes, &Limits::default(), &Policy::default());
+    }
+
+    #[test]
+    fn serialize_then_parse_round_trips(m in message()) {
+        let bytes = m.to_bytes();
+        let parsed = Message::parse(&bytes).map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        prop_assert_eq!(&parsed, &m);
+        prop_assert_eq!(parsed.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn uri_round_trips(u in sip_uri()) {
+        let text = u.to_string();
+        prop_assert_eq!(Uri::parse(&text), Ok(Uri::Sip(u)));
+    }
+
+    #[test]
+    fn framing_is_independent_of_chunking(
+        msgs in proptest::collection::vec(message(), 1..4),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+        pings in proptest::collection::vec(any::<bool>(), 4),
+    ) {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if pings[i] {
+                stream.extend_from_slice(b"\r\n\r\n");
+                expected.push(Frame::Ping);
+            }
+            let b = m.to_bytes();
+            stream.extend_from_slice(&b);
+            expected.push(Frame::Message(b));
+        }
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut f = StreamFramer::new(Limits::default());
+        let mut got = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([stream.len()]) {
+            f.push(&stream[prev..c]);
+            prev = c;
+            for frame in f.by_ref() {
+                got.push(frame.map_err(|e| TestCaseError::fail(e.to_string()))?);
+            }
+        }
+        prop_assert_eq!(got, expected);
+    }
+}
