@@ -10,7 +10,7 @@
 use std::fmt;
 
 use md5::Md5;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512_256};
 
 /// Digest hash algorithm named by the `algorithm` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +19,9 @@ pub enum Algorithm {
     Md5Sess,
     Sha256,
     Sha256Sess,
+    /// SHA-512/256 (RFC 7616, RFC 8760).
+    Sha512_256,
+    Sha512_256Sess,
 }
 
 impl Algorithm {
@@ -33,6 +36,10 @@ impl Algorithm {
             Ok(Self::Sha256)
         } else if s.eq_ignore_ascii_case("SHA-256-sess") {
             Ok(Self::Sha256Sess)
+        } else if s.eq_ignore_ascii_case("SHA-512-256") {
+            Ok(Self::Sha512_256)
+        } else if s.eq_ignore_ascii_case("SHA-512-256-sess") {
+            Ok(Self::Sha512_256Sess)
         } else {
             Err(AuthError::UnsupportedAlgorithm(s.to_string()))
         }
@@ -45,11 +52,16 @@ impl Algorithm {
             Self::Md5Sess => "MD5-sess",
             Self::Sha256 => "SHA-256",
             Self::Sha256Sess => "SHA-256-sess",
+            Self::Sha512_256 => "SHA-512-256",
+            Self::Sha512_256Sess => "SHA-512-256-sess",
         }
     }
 
     fn is_sess(self) -> bool {
-        matches!(self, Self::Md5Sess | Self::Sha256Sess)
+        matches!(
+            self,
+            Self::Md5Sess | Self::Sha256Sess | Self::Sha512_256Sess
+        )
     }
 
     /// Higher is preferred when a response carries several challenges (RFC 8760 section 2.4).
@@ -57,6 +69,7 @@ impl Algorithm {
         match self {
             Self::Md5 | Self::Md5Sess => 1,
             Self::Sha256 | Self::Sha256Sess => 2,
+            Self::Sha512_256 | Self::Sha512_256Sess => 3,
         }
     }
 
@@ -65,6 +78,7 @@ impl Algorithm {
         match self {
             Self::Md5 | Self::Md5Sess => hex(&Md5::digest(data)),
             Self::Sha256 | Self::Sha256Sess => hex(&Sha256::digest(data)),
+            Self::Sha512_256 | Self::Sha512_256Sess => hex(&Sha512_256::digest(data)),
         }
     }
 }
@@ -541,7 +555,7 @@ pub fn parse_challenges(value: &str) -> Vec<Result<Challenge, AuthError>> {
 }
 
 /// Picks the challenge to answer among all challenge header values of one 401/407:
-/// the strongest supported algorithm (SHA-256 over MD5), first one on ties.
+/// the strongest supported algorithm (SHA-512-256, then SHA-256, then MD5), first one on ties.
 pub fn select_challenge<'a, I>(values: I) -> Result<Challenge, AuthError>
 where
     I: IntoIterator<Item = &'a str>,
@@ -889,13 +903,16 @@ impl DigestClient {
 
     /// Handles a 401/407 to `request`. `challenge_values` are all the `WWW-Authenticate` (401) or
     /// `Proxy-Authenticate` (407) values of the response.
-    pub fn on_challenge(
+    pub fn on_challenge<'v, I>(
         &mut self,
         kind: ChallengeKind,
-        challenge_values: &[&str],
+        challenge_values: I,
         request: &DigestRequest<'_>,
         cnonce: &str,
-    ) -> RetryDecision {
+    ) -> RetryDecision
+    where
+        I: IntoIterator<Item = &'v str>,
+    {
         // Group by realm: each proxy on the path may challenge (RFC 3261 section 22.3).
         let mut chosen: Vec<Challenge> = Vec::new();
         let mut first_err = None;

@@ -128,6 +128,49 @@ fn sip_invite_vectors_all_algorithms() {
 }
 
 #[test]
+fn sip_invite_vectors_sha512_256() {
+    for (alg, expected) in [
+        (
+            "SHA-512-256",
+            "f523c53d082d8408f83177a6d900b6b681d0eba8ad9984c42609679a9605977e",
+        ),
+        (
+            "SHA-512-256-sess",
+            "10f5320ba7da1f56f299dd7a37a42d3ea7272555d75475ac5286f2a7df390a59",
+        ),
+    ] {
+        let c = Challenge::parse(&sip_challenge(alg)).unwrap();
+        let a = c.respond(
+            &DigestRequest::new("INVITE", SIP_URI),
+            "dialbridge",
+            "s3cr3t!",
+            "6a1f2c3d",
+            1,
+        );
+        assert_eq!(a.response, expected, "{alg}");
+        assert_eq!(a.algorithm.map(|a| a.as_str()), Some(alg));
+    }
+}
+
+#[test]
+fn client_takes_header_values_from_any_iterator() {
+    let values: Vec<String> = vec![sip_challenge("MD5"), sip_challenge("SHA-512-256")];
+    let mut c = DigestClient::new("dialbridge", "s3cr3t!");
+    let h = retry_headers(c.on_challenge(
+        ChallengeKind::Www,
+        values.iter().map(String::as_str),
+        &DigestRequest::new("INVITE", SIP_URI),
+        "6a1f2c3d",
+    ));
+    let a = Authorization::parse(&h[0].value).unwrap();
+    assert_eq!(a.algorithm, Some(Algorithm::Sha512_256));
+    assert_eq!(
+        a.response,
+        "f523c53d082d8408f83177a6d900b6b681d0eba8ad9984c42609679a9605977e"
+    );
+}
+
+#[test]
 fn sip_no_qop_rfc2069_style() {
     let c = Challenge::parse(r#"Digest realm="sip.example.net", nonce="4f8d2a1c9b7e""#).unwrap();
     assert!(c.qop.is_empty());
@@ -180,13 +223,16 @@ fn prefers_sha256_among_several_challenges() {
     assert_eq!(c.algorithm, Algorithm::Sha256);
     let c = select_challenge([sha.as_str(), md5.as_str()]).unwrap();
     assert_eq!(c.algorithm, Algorithm::Sha256);
+    let sha512 = sip_challenge("SHA-512-256");
+    let c = select_challenge([md5.as_str(), sha512.as_str(), sha.as_str()]).unwrap();
+    assert_eq!(c.algorithm, Algorithm::Sha512_256);
     // Both in one header value.
     let both = format!("{md5}, {sha}");
     let c = select_challenge([both.as_str()]).unwrap();
     assert_eq!(c.algorithm, Algorithm::Sha256);
     // Unsupported ones are skipped.
     let c = select_challenge([
-        r#"Digest realm="r", nonce="n", algorithm=SHA-512-256"#,
+        r#"Digest realm="r", nonce="n", algorithm=SHA-512"#,
         r#"Basic realm="r""#,
         md5.as_str(),
     ])
@@ -390,7 +436,7 @@ fn client_retries_once_then_gives_up_on_same_nonce() {
     let ch = sip_challenge("SHA-256");
     let h = retry_headers(c.on_challenge(
         ChallengeKind::Proxy,
-        &[ch.as_str()],
+        [ch.as_str()],
         &DigestRequest::new("INVITE", SIP_URI),
         "6a1f2c3d",
     ));
@@ -405,7 +451,7 @@ fn client_retries_once_then_gives_up_on_same_nonce() {
     assert_eq!(
         c.on_challenge(
             ChallengeKind::Proxy,
-            &[ch.as_str()],
+            [ch.as_str()],
             &DigestRequest::new("INVITE", SIP_URI),
             "6a1f2c3d"
         ),
@@ -428,7 +474,7 @@ fn client_retries_on_stale_and_new_nonce_with_a_cap() {
     assert!(matches!(
         c.on_challenge(
             ChallengeKind::Www,
-            &[first.as_str()],
+            [first.as_str()],
             &DigestRequest::new("INVITE", "sip:a@b"),
             "c"
         ),
@@ -438,7 +484,7 @@ fn client_retries_on_stale_and_new_nonce_with_a_cap() {
     let stale = ch("n1", true);
     let h = retry_headers(c.on_challenge(
         ChallengeKind::Www,
-        &[stale.as_str()],
+        [stale.as_str()],
         &DigestRequest::new("INVITE", "sip:a@b"),
         "c",
     ));
@@ -448,7 +494,7 @@ fn client_retries_on_stale_and_new_nonce_with_a_cap() {
     assert!(matches!(
         c.on_challenge(
             ChallengeKind::Www,
-            &[second.as_str()],
+            [second.as_str()],
             &DigestRequest::new("INVITE", "sip:a@b"),
             "c"
         ),
@@ -458,7 +504,7 @@ fn client_retries_on_stale_and_new_nonce_with_a_cap() {
     assert_eq!(
         c.on_challenge(
             ChallengeKind::Www,
-            &[third.as_str()],
+            [third.as_str()],
             &DigestRequest::new("INVITE", "sip:a@b"),
             "c"
         ),
@@ -472,7 +518,7 @@ fn client_gives_up_on_unusable_challenge() {
     assert_eq!(
         c.on_challenge(
             ChallengeKind::Www,
-            &[r#"Basic realm="x""#],
+            [r#"Basic realm="x""#],
             &DigestRequest::new("INVITE", "sip:a@b"),
             "c"
         ),
@@ -483,7 +529,7 @@ fn client_gives_up_on_unusable_challenge() {
     assert_eq!(
         c.on_challenge(
             ChallengeKind::Www,
-            &[],
+            std::iter::empty(),
             &DigestRequest::new("INVITE", "sip:a@b"),
             "c"
         ),
@@ -497,7 +543,7 @@ fn client_reuses_nonce_with_incrementing_nc_and_carries_both_kinds() {
     let proxy = sip_challenge("MD5");
     retry_headers(c.on_challenge(
         ChallengeKind::Proxy,
-        &[proxy.as_str()],
+        [proxy.as_str()],
         &DigestRequest::new("INVITE", SIP_URI),
         "6a1f2c3d",
     ));
@@ -505,7 +551,7 @@ fn client_reuses_nonce_with_incrementing_nc_and_carries_both_kinds() {
     let www = r#"Digest realm="far.example", nonce="abc", algorithm=SHA-256, qop="auth""#;
     let h = retry_headers(c.on_challenge(
         ChallengeKind::Www,
-        &[www],
+        [www],
         &DigestRequest::new("INVITE", SIP_URI),
         "6a1f2c3d",
     ));
@@ -555,7 +601,7 @@ proptest! {
         let _ = Challenge::parse(&s);
         let _ = Authorization::parse(&s);
         let mut c = DigestClient::new("u", "p");
-        let _ = c.on_challenge(ChallengeKind::Www, &[s.as_str()], &DigestRequest::new("INVITE", "sip:a@b"), "c");
+        let _ = c.on_challenge(ChallengeKind::Www, [s.as_str()], &DigestRequest::new("INVITE", "sip:a@b"), "c");
     }
 
     #[test]
