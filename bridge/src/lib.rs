@@ -8,3 +8,4 @@ pub mod mixer;
 pub mod opus_codec;
 pub mod plc;
 pub mod testing;
+pub mod transcode;
