@@ -500,6 +500,7 @@ fn no_common_codec_is_an_error() {
         .create_answer(&offer, &AudioConfig::default(), &local())
         .unwrap_err();
     assert_eq!(err, NegotiationError::NoAcceptableAudio);
+    assert_eq!(err.status_code(), 488);
     assert_eq!(
         err.to_string(),
         "offer has no audio stream with a supported codec"
@@ -765,7 +766,7 @@ fn reinvite_answers_bump_version_only_on_change() {
 
 #[test]
 fn parse_errors_name_the_line() {
-    let e = |s: &str| SessionDescription::parse(s).unwrap_err();
+    let e = |s: &str| SessionDescription::parse_strict(s).unwrap_err();
     assert_eq!(e(""), SdpError::Missing("v="));
     assert_eq!(e("v=0\r\n"), SdpError::Missing("o="));
     assert_eq!(
@@ -854,6 +855,22 @@ fn parse_errors_name_the_line() {
         SessionDescription::from_bytes(b"v=0\xff"),
         Err(SdpError::NotUtf8)
     );
+    // The lenient parser keeps malformed attribute values; accessors skip them.
+    let d = parse(
+        "v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nm=audio 1 RTP/AVP 0 96\na=rtpmap:96 X\na=ptime:abc\n",
+    );
+    assert_eq!(d.media[0].attribute("rtpmap"), Some("96 X"));
+    assert_eq!(d.media[0].rtpmap(96), None);
+    assert_eq!(d.media[0].ptime(), None);
+    // Structural lines are checked by both.
+    assert_eq!(
+        SessionDescription::parse("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nm=audio x RTP/AVP 0\n"),
+        Err(SdpError::Line {
+            number: 4,
+            line: "m=audio x RTP/AVP 0".into(),
+            reason: "port 'x' is not 0-65535".into()
+        })
+    );
 }
 
 #[test]
@@ -872,6 +889,19 @@ fn lenient_parsing() {
     assert_eq!(m.attribute("x-custom"), Some("a:b c"));
     assert_eq!(d.media_direction(0), Direction::SendRecv);
     assert_eq!(parse(&d.to_string()), d);
+    // A missing s= line reads as "s=-" (strict parsing rejects it).
+    let no_s = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n";
+    let d = parse(no_s);
+    assert_eq!(d.session_name, "-");
+    assert_eq!(d.media[0].port, 5004);
+    assert_eq!(
+        SessionDescription::parse_strict(no_s),
+        Err(SdpError::Line {
+            number: 3,
+            line: "c=IN IP4 192.0.2.1".into(),
+            reason: "expected s= after o=".into()
+        })
+    );
 }
 
 mod prop {
@@ -1057,6 +1087,14 @@ mod prop {
                 let offer = SdpSession::new(1).create_offer(&AudioConfig::default(), &local());
                 let _ = process_answer(&offer, &d);
             }
+        }
+
+        #[test]
+        fn from_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut body = b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\n".to_vec();
+            body.extend_from_slice(&b);
+            let _ = SessionDescription::from_bytes(&b);
+            let _ = SessionDescription::from_bytes(&body);
         }
 
         #[test]

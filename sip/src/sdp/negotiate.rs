@@ -208,6 +208,13 @@ impl fmt::Display for NegotiationError {
     }
 }
 
+impl NegotiationError {
+    /// The SIP status for rejecting an offer with this error: 488 Not Acceptable Here.
+    pub fn status_code(&self) -> u16 {
+        488
+    }
+}
+
 impl std::error::Error for NegotiationError {}
 
 /// The audio stream both sides agreed on, from our point of view.

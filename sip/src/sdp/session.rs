@@ -476,9 +476,21 @@ pub struct SessionDescription {
 }
 
 impl SessionDescription {
-    /// Parses a body; accepts CRLF or LF line ends and ignores unknown line types.
+    /// Parses a body; accepts CRLF or LF line ends and ignores unknown line types. Attribute
+    /// values are kept as text (a malformed `a=rtpmap` is seen in the wild, e.g. RFC 4475
+    /// wsinv); the typed accessors skip what they cannot read.
     pub fn parse(text: &str) -> Result<Self, SdpError> {
         Parser::default().run(text)
+    }
+
+    /// Like [`parse`](Self::parse), and also rejects malformed rtpmap, fmtp, ptime, maxptime and
+    /// rtcp attributes, naming the line.
+    pub fn parse_strict(text: &str) -> Result<Self, SdpError> {
+        Parser {
+            strict: true,
+            ..Parser::default()
+        }
+        .run(text)
     }
 
     /// Parses a message body.
@@ -625,6 +637,7 @@ impl fmt::Display for SessionDescription {
 
 #[derive(Default)]
 struct Parser {
+    strict: bool,
     version: bool,
     origin: Option<Origin>,
     desc: Option<SessionDescription>,
@@ -672,7 +685,7 @@ fn parse_bandwidth(v: &str) -> Result<Bandwidth, String> {
     })
 }
 
-fn parse_attribute(v: &str) -> Result<Attribute, String> {
+fn parse_attribute(v: &str, strict: bool) -> Result<Attribute, String> {
     let (name, value) = match v.split_once(':') {
         Some((n, val)) => (n, Some(val.to_string())),
         None => (v, None),
@@ -682,6 +695,7 @@ fn parse_attribute(v: &str) -> Result<Attribute, String> {
     }
     let val = value.as_deref().unwrap_or("");
     let check = match name {
+        _ if !strict => Ok(()),
         "rtpmap" => RtpMap::parse(val).map(|_| ()),
         "fmtp" => match val.split_once([' ', '\t']).map(|(f, _)| f).unwrap_or(val) {
             "" => Err("fmtp has no format".into()),
@@ -764,6 +778,10 @@ impl Parser {
                 _ => Err(ctx.err("the first line must be v=0")),
             };
         }
+        if self.desc.is_none() && self.origin.is_some() && kind != b's' && !self.strict {
+            // Tolerate a missing s= line (seen from broken agents): read it as "s=-".
+            self.line(b's', "-", ctx)?;
+        }
         let Some(desc) = self.desc.as_mut() else {
             // Between v= and the end of s=.
             return match kind {
@@ -797,6 +815,7 @@ impl Parser {
             };
         };
         let e = |r: String| ctx.err(r);
+        let strict = self.strict;
         if let Some(m) = desc.media.last_mut() {
             match kind {
                 b'm' => {}
@@ -804,7 +823,9 @@ impl Parser {
                 b'c' => m.connections.push(parse_connection(value).map_err(e)?),
                 b'b' => m.bandwidths.push(parse_bandwidth(value).map_err(e)?),
                 b'k' => m.key = Some(value.to_string()),
-                b'a' => m.attributes.push(parse_attribute(value).map_err(e)?),
+                b'a' => m
+                    .attributes
+                    .push(parse_attribute(value, strict).map_err(e)?),
                 b'v' | b'o' | b's' | b'u' | b'e' | b'p' | b't' | b'r' | b'z' => {
                     return Err(ctx.err("session-level line inside a media section"))
                 }
@@ -849,7 +870,9 @@ impl Parser {
             },
             b'z' => desc.time_zones = Some(value.to_string()),
             b'k' => desc.key = Some(value.to_string()),
-            b'a' => desc.attributes.push(parse_attribute(value).map_err(e)?),
+            b'a' => desc
+                .attributes
+                .push(parse_attribute(value, strict).map_err(e)?),
             b'm' => desc.media.push(parse_media(value).map_err(e)?),
             // Unknown line types are ignored.
             _ => {}
