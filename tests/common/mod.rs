@@ -1,0 +1,340 @@
+//! Test harness: runs the real `dialbridge serve` binary on loopback and talks to it over HTTP.
+//! Every JSON response is checked against docs/openapi.json.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const TALK: &str = "/ocs/v2.php/apps/spreed/api/v4";
+
+/// Users every test gateway declares: (id, display name, token).
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("alice", "Alice", "alice-token-0001"),
+    ("bob", "Bob", "bob-token-0002"),
+    ("carol", "Carol", "carol-token-0003"),
+];
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the binary with the test users and `extra` appended to the configuration.
+    pub fn start(extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[store]\npath = \"{}\"\n",
+            dir.path().join("store.sqlite").display()
+        );
+        for (id, name, token) in USERS {
+            config.push_str(&format!(
+                "[[users]]\nid = \"{id}\"\ndisplay_name = \"{name}\"\ntoken = \"{token}\"\n"
+            ));
+        }
+        config.push_str(extra);
+        let config_path = dir.path().join("dialbridge.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut gateway = Gateway {
+            child: None,
+            base: String::new(),
+            dir,
+            config_path,
+        };
+        gateway.spawn();
+        gateway
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dialbridge"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start dialbridge");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("dialbridge ready http=") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => self.base = format!("http://{addr}"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("dialbridge did not become ready:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Kills the process without warning (as a crash would) and starts it again on the same store.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    pub fn client(&self, user: &str) -> Client {
+        let token = USERS
+            .iter()
+            .find(|(id, _, _)| *id == user)
+            .map(|(_, _, t)| format!("Bearer {t}"))
+            .unwrap_or_else(|| panic!("no test user {user}"));
+        Client::new(&self.base, Some(token))
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.base, None)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An API client with its own cookie jar, like one browser.
+pub struct Client {
+    pub http: reqwest::Client,
+    base: String,
+    auth: Option<String>,
+}
+
+/// A response: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["ocs"]["data"]
+    }
+    pub fn message(&self) -> &str {
+        self.body["ocs"]["meta"]["message"].as_str().unwrap_or("")
+    }
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, auth: Option<String>) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .no_proxy()
+                .build()
+                .expect("client"),
+            base: base.to_string(),
+            auth,
+        }
+    }
+
+    pub fn with_auth(&self, auth: &str) -> Client {
+        Client::new(&self.base, Some(auth.to_string()))
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            builder = builder.header("Authorization", auth);
+        }
+        builder
+    }
+
+    /// Sends a request with an optional JSON body and checks the response against the OpenAPI file.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut builder = self.request(method.clone(), path);
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.expect("request");
+        self.finish(method, path, response).await
+    }
+
+    pub async fn finish(&self, method: Method, path: &str, response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        check_openapi(&method, path, status, &body);
+        Reply { status, body }
+    }
+
+    pub async fn talk(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, &format!("{TALK}{path}"), body).await
+    }
+
+    // Shorthands for the steps most tests take.
+
+    pub async fn create_room(&self, room_type: i64) -> String {
+        let reply = self
+            .talk(
+                Method::POST,
+                "/room",
+                Some(json!({"roomType": room_type, "roomName": "Test room"})),
+            )
+            .await
+            .expect(201);
+        reply.data()["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn add_user(&self, token: &str, user: &str) -> i64 {
+        let reply = self
+            .talk(
+                Method::POST,
+                &format!("/room/{token}/participants"),
+                Some(json!({"newParticipant": user, "source": "users"})),
+            )
+            .await
+            .expect(200);
+        reply.data()["attendeeId"].as_i64().expect("attendeeId")
+    }
+
+    pub async fn add_phone(&self, token: &str, number: &str) -> i64 {
+        let reply = self
+            .talk(
+                Method::POST,
+                &format!("/room/{token}/participants"),
+                Some(json!({"newParticipant": number, "source": "phones"})),
+            )
+            .await
+            .expect(200);
+        reply.data()["attendeeId"].as_i64().expect("attendeeId")
+    }
+
+    pub async fn join_room(&self, token: &str) -> String {
+        let reply = self
+            .talk(
+                Method::POST,
+                &format!("/room/{token}/participants/active"),
+                None,
+            )
+            .await
+            .expect(200);
+        reply.data()["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string()
+    }
+
+    pub async fn join_call(&self, token: &str, flags: i64) {
+        self.talk(
+            Method::POST,
+            &format!("/call/{token}"),
+            Some(json!({"flags": flags})),
+        )
+        .await
+        .expect(200);
+    }
+}
+
+fn openapi() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json"))
+            .expect("openapi.json is JSON")
+    })
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
+/// Panics unless the path, method and status are documented and the JSON body matches the schema.
+#[track_caller]
+pub fn check_openapi(method: &Method, path: &str, status: StatusCode, body: &Value) {
+    let doc = openapi();
+    let path = path.split('?').next().unwrap_or(path);
+    let Some((template, item)) = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .find(|(t, _)| template_matches(t, path))
+    else {
+        panic!("{method} {path}: path not in docs/openapi.json");
+    };
+    let operation = &item[method.as_str().to_ascii_lowercase()];
+    let response = &operation["responses"][status.as_str()];
+    assert!(
+        response.is_object(),
+        "{method} {template}: status {status} not documented in docs/openapi.json (body {body})"
+    );
+    if let Some(schema) = response["content"]["application/json"]["schema"].as_object() {
+        let root = json!({"allOf": [schema], "components": doc["components"]});
+        let validator = jsonschema::validator_for(&root).expect("schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status}: response does not match docs/openapi.json: {errors:?}\nbody: {body}"
+        );
+    }
+}

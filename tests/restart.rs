@@ -1,0 +1,114 @@
+//! What must survive a crash of the binary, and what must be closed out after it.
+
+mod common;
+
+use common::Gateway;
+use reqwest::Method;
+
+#[tokio::test]
+async fn rooms_attendees_and_call_records_survive_a_crash() {
+    let mut gw = Gateway::start("");
+    let (alice, bob) = (gw.client("alice"), gw.client("bob"));
+    let token = alice.create_room(2).await;
+    alice.add_user(&token, "bob").await;
+    let phone_id = alice.add_phone(&token, "+4930123456").await;
+    alice.join_room(&token).await;
+    bob.join_room(&token).await;
+    // One finished call, then one still running when the process dies.
+    alice.join_call(&token, 3).await;
+    alice
+        .talk(Method::DELETE, &format!("/call/{token}"), None)
+        .await
+        .expect(200);
+    alice.join_call(&token, 3).await;
+    bob.join_call(&token, 3).await;
+
+    gw.crash_and_restart();
+    let (alice, bob) = (gw.client("alice"), gw.client("bob"));
+
+    let room = alice
+        .talk(Method::GET, &format!("/room/{token}"), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        room.data()["hasCall"],
+        false,
+        "no call may stay up across a restart"
+    );
+    let participants = alice
+        .talk(Method::GET, &format!("/room/{token}/participants"), None)
+        .await
+        .expect(200);
+    let list = participants.data().as_array().expect("array").clone();
+    assert_eq!(list.len(), 3);
+    for p in &list {
+        assert_eq!(p["inCall"], 0, "{p}");
+        assert_eq!(p["sessionIds"].as_array().map(Vec::len), Some(0), "{p}");
+    }
+    assert!(list
+        .iter()
+        .any(|p| p["attendeeId"] == phone_id && p["phoneNumber"] == "+4930123456"));
+
+    let records = alice
+        .call(Method::GET, &format!("/api/v1/rooms/{token}/calls"), None)
+        .await
+        .expect(200);
+    let records = records.data().as_array().expect("array").clone();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["kind"], "room");
+    assert_eq!(records[0]["cause"], "hangup");
+    assert!(records[0]["endedAt"].is_i64());
+    assert_eq!(records[1]["status"], "cleared");
+    assert_eq!(records[1]["cause"], "restart");
+    assert!(records[1]["endedAt"].as_i64() >= records[1]["startedAt"].as_i64());
+    assert!(records[1]["billableSeconds"]
+        .as_i64()
+        .is_some_and(|s| s >= 0));
+    // Call records are for moderators.
+    bob.call(Method::GET, &format!("/api/v1/rooms/{token}/calls"), None)
+        .await
+        .expect(403);
+    // Sessions of the previous run are gone: bob has to join again before joining the call.
+    bob.talk(Method::POST, &format!("/call/{token}"), None)
+        .await
+        .expect(404);
+    bob.join_room(&token).await;
+    bob.join_call(&token, 3).await;
+    assert!(gw
+        .log()
+        .contains("closed out sessions and calls left open by the previous run"));
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let gw = Gateway::start("");
+    let alice = gw.client("alice");
+    let anon = gw.anonymous();
+    let reply = anon.call(Method::GET, "/healthz", None).await.expect(200);
+    assert_eq!(reply.body["status"], "ok");
+    let token = alice.create_room(2).await;
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    alice
+        .talk(Method::GET, "/room/nosuchroom", None)
+        .await
+        .expect(404);
+    let text = anon
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("dialbridge_rooms 1"), "{text}");
+    assert!(text.contains("dialbridge_participants_in_call 1"), "{text}");
+    let not_found = text
+        .lines()
+        .find(|l| l.starts_with("dialbridge_http_requests_total") && l.contains("status=\"404\""))
+        .unwrap_or_else(|| panic!("404 counted by route:\n{text}"));
+    assert!(
+        not_found.contains("route=\"/ocs/v2.php/apps/spreed/api/v4/room/{token}\""),
+        "{not_found}"
+    );
+}
