@@ -7,6 +7,7 @@
 //!
 //! Sans-IO: the cnonce and the server nonce are supplied by the caller.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use md5::Md5;
@@ -338,12 +339,11 @@ struct Params {
 
 impl Params {
     fn from_raw(raw: RawChallenge) -> Result<Self, AuthError> {
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen = HashSet::with_capacity(raw.params.len());
         for (n, _, _) in &raw.params {
-            if seen.contains(&n.as_str()) {
+            if !seen.insert(n.as_str()) {
                 return Err(AuthError::DuplicateParam(n.clone()));
             }
-            seen.push(n);
         }
         Ok(Self { params: raw.params })
     }
@@ -871,6 +871,9 @@ struct Cached {
     nc: u32,
 }
 
+/// Most realms answered from one response (one per proxy on the path, RFC 3261 section 22.3).
+const MAX_REALMS: usize = 8;
+
 /// Client digest state for one user agent session (a call, a registration): remembers the
 /// challenges answered, counts nc per nonce, and refuses to answer the same challenge twice.
 #[derive(Debug, Clone)]
@@ -919,11 +922,16 @@ impl DigestClient {
         for v in challenge_values {
             for r in parse_challenges(v) {
                 match r {
-                    Ok(c) => match chosen.iter_mut().find(|x| x.realm == c.realm) {
-                        Some(x) if c.algorithm.strength() > x.algorithm.strength() => *x = c,
-                        Some(_) => {}
-                        None => chosen.push(c),
-                    },
+                    Ok(c) => {
+                        let full = chosen.len() >= MAX_REALMS;
+                        match chosen.iter_mut().find(|x| x.realm == c.realm) {
+                            Some(x) if c.algorithm.strength() > x.algorithm.strength() => *x = c,
+                            Some(_) => {}
+                            // Bounded: a hostile response cannot make us do much work.
+                            None if !full => chosen.push(c),
+                            None => {}
+                        }
+                    }
                     Err(e) => {
                         first_err.get_or_insert(e);
                     }

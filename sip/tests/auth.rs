@@ -611,3 +611,25 @@ proptest! {
         prop_assert_eq!(Challenge::parse(&ch.to_string()), Ok(ch));
     }
 }
+
+#[test]
+fn client_answers_at_most_eight_realms_per_response() {
+    let values: Vec<String> = (0..10)
+        .map(|i| format!(r#"Digest realm="proxy{i}", nonce="n{i}""#))
+        .collect();
+    let mut c = DigestClient::new("u", "p");
+    let h = retry_headers(c.on_challenge(
+        ChallengeKind::Proxy,
+        values.iter().map(String::as_str),
+        &DigestRequest::new("INVITE", "sip:a@b"),
+        "c",
+    ));
+    let realms: Vec<String> = h
+        .iter()
+        .map(|h| Authorization::parse(&h.value).unwrap().realm)
+        .collect();
+    assert_eq!(
+        realms,
+        (0..8).map(|i| format!("proxy{i}")).collect::<Vec<_>>()
+    );
+}

@@ -145,6 +145,11 @@ fn parses_asterisk_offer() {
         })
     );
     assert_eq!(m.fmtp(101), Some("0-16"));
+    let table = m.rtpmap_table();
+    assert_eq!(table.get(3).map(|r| r.encoding.as_str()), Some("GSM"));
+    assert_eq!(table.get(101), m.rtpmap(101).as_ref());
+    assert_eq!(table.get(100), None);
+    assert_eq!(table.get(200), None);
     assert_eq!(m.ptime(), Some(20));
     assert_eq!(m.maxptime(), Some(150));
     assert_eq!(m.direction(), Some(Direction::SendRecv));
@@ -1095,6 +1100,16 @@ mod prop {
             body.extend_from_slice(&b);
             let _ = SessionDescription::from_bytes(&b);
             let _ = SessionDescription::from_bytes(&body);
+        }
+
+        #[test]
+        fn rtpmap_table_agrees_with_rtpmap(d in description()) {
+            for m in &d.media {
+                let table = m.rtpmap_table();
+                for pt in 0..=255u8 {
+                    prop_assert_eq!(table.get(pt).cloned(), m.rtpmap(pt));
+                }
+            }
         }
 
         #[test]

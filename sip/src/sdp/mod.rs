@@ -8,6 +8,6 @@ pub use negotiate::{
     NegotiationError, SdpSession,
 };
 pub use session::{
-    Attribute, Bandwidth, Connection, Direction, MediaDescription, Origin, Rtcp, RtpMap, SdpError,
-    SessionDescription, Timing,
+    Attribute, Bandwidth, Connection, Direction, MediaDescription, Origin, Rtcp, RtpMap,
+    RtpMapTable, SdpError, SessionDescription, Timing,
 };

@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::session::{
-    Attribute, Connection, Direction, MediaDescription, Origin, RtpMap, SessionDescription, Timing,
+    Attribute, Connection, Direction, MediaDescription, Origin, RtpMap, RtpMapTable,
+    SessionDescription, Timing,
 };
 
 /// Audio codecs the media core can send and receive.
@@ -449,12 +450,13 @@ fn is_usable_audio(m: &MediaDescription) -> bool {
 
 /// The codec, its payload type, and the telephone-event payload type at the same rate.
 fn choose_codec(m: &MediaDescription, cfg: &AudioConfig) -> Option<(Codec, u8, Option<u8>)> {
+    let maps = m.rtpmap_table();
     let offered: Vec<(u8, Codec)> = m
         .payload_types()
         .into_iter()
         .filter_map(|pt| {
-            m.rtpmap(pt)
-                .and_then(|map| Codec::from_rtpmap(&map))
+            maps.get(pt)
+                .and_then(Codec::from_rtpmap)
                 .filter(|c| cfg.codecs.contains(c))
                 .map(|c| (pt, c))
         })
@@ -468,14 +470,14 @@ fn choose_codec(m: &MediaDescription, cfg: &AudioConfig) -> Option<(Codec, u8, O
     }?;
     let te = cfg
         .telephone_event
-        .then(|| telephone_event_pt(m, codec.clock_rate()))
+        .then(|| telephone_event_pt(m, &maps, codec.clock_rate()))
         .flatten();
     Some((codec, pt, te))
 }
 
-fn telephone_event_pt(m: &MediaDescription, rate: u32) -> Option<u8> {
+fn telephone_event_pt(m: &MediaDescription, maps: &RtpMapTable, rate: u32) -> Option<u8> {
     m.payload_types().into_iter().find(|&pt| {
-        m.rtpmap(pt)
+        maps.get(pt)
             .is_some_and(|map| map.is("telephone-event", rate))
     })
 }
@@ -520,19 +522,21 @@ pub fn process_answer(
     if theirs.is_rejected() {
         return Err(NegotiationError::AudioRejected { media_index: i });
     }
+    let our_maps = ours.rtpmap_table();
     let offered_codecs: Vec<Codec> = ours
         .payload_types()
         .into_iter()
-        .filter_map(|pt| ours.rtpmap(pt).and_then(|m| Codec::from_rtpmap(&m)))
+        .filter_map(|pt| our_maps.get(pt).and_then(Codec::from_rtpmap))
         .collect();
     // The answer's own rtpmap wins; a dynamic type it does not map keeps our offer's meaning.
-    let map_of = |pt: u8| theirs.rtpmap(pt).or_else(|| ours.rtpmap(pt));
+    let their_maps = theirs.rtpmap_table();
+    let map_of = |pt: u8| their_maps.get(pt).or_else(|| our_maps.get(pt));
     let (pt, codec) = theirs
         .payload_types()
         .into_iter()
         .find_map(|pt| {
             map_of(pt)
-                .and_then(|m| Codec::from_rtpmap(&m))
+                .and_then(Codec::from_rtpmap)
                 .filter(|c| offered_codecs.contains(c))
                 .map(|c| (pt, c))
         })
@@ -541,7 +545,7 @@ pub fn process_answer(
         .payload_types()
         .into_iter()
         .find(|&p| map_of(p).is_some_and(|m| m.is("telephone-event", codec.clock_rate())));
-    let te = te.filter(|_| telephone_event_pt(ours, codec.clock_rate()).is_some());
+    let te = te.filter(|_| telephone_event_pt(ours, &our_maps, codec.clock_rate()).is_some());
     let conn = answer
         .media_connection(i)
         .ok_or(NegotiationError::MissingConnection { media_index: i })?;

@@ -293,6 +293,18 @@ impl fmt::Display for RtpMap {
     }
 }
 
+/// The rtpmap of each payload type 0-127 of one media section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMapTable {
+    maps: Vec<Option<RtpMap>>,
+}
+
+impl RtpMapTable {
+    pub fn get(&self, payload_type: u8) -> Option<&RtpMap> {
+        self.maps.get(usize::from(payload_type))?.as_ref()
+    }
+}
+
 /// `a=rtcp:<port> [<nettype> <addrtype> <address>]` (RFC 3605).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rtcp {
@@ -417,6 +429,23 @@ impl MediaDescription {
             .filter_map(|a| RtpMap::parse(a.value.as_deref().unwrap_or("")).ok())
             .find(|m| m.payload_type == pt)
             .or_else(|| RtpMap::from_static(pt))
+    }
+
+    /// Every payload type's rtpmap, built in one pass (for lookups in loops over the formats).
+    pub fn rtpmap_table(&self) -> RtpMapTable {
+        let mut maps: Vec<Option<RtpMap>> = (0..128u8).map(RtpMap::from_static).collect();
+        let mut explicit = [false; 128];
+        for a in self.attributes.iter().filter(|a| a.name == "rtpmap") {
+            let Ok(m) = RtpMap::parse(a.value.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            let i = usize::from(m.payload_type);
+            if let (Some(seen @ false), Some(slot)) = (explicit.get_mut(i), maps.get_mut(i)) {
+                *seen = true;
+                *slot = Some(m);
+            }
+        }
+        RtpMapTable { maps }
     }
 
     /// The `a=fmtp` parameters for `pt`.
