@@ -6,6 +6,29 @@
 //! Server side: build a challenge, parse an `Authorization` value and verify it against a password.
 //!
 //! Sans-IO: the cnonce and the server nonce are supplied by the caller.
+//!
+//! ```
+//! use dialbridge_sip::auth::*;
+//!
+//! let mut client = DigestClient::new("trunk-user", "secret");
+//! let uri = "sip:+15551234567@trunk.example.com:5060;transport=tcp";
+//! let request = DigestRequest::new("INVITE", uri);
+//! // A 407 arrives with one or more Proxy-Authenticate values.
+//! let challenge = r#"Digest realm="trunk", nonce="abc", algorithm=SHA-256, qop="auth""#;
+//! let kind = ChallengeKind::from_status(407).unwrap();
+//! match client.on_challenge(kind, [challenge], &request, "0a4f113b") {
+//!     RetryDecision::Retry(headers) => {
+//!         // Resend the INVITE with a new CSeq and these headers.
+//!         assert_eq!(headers[0].name, "Proxy-Authorization");
+//!     }
+//!     RetryDecision::GiveUp(reason) => panic!("{reason}"),
+//! }
+//! // The same nonce again (not stale): the password is wrong, stop.
+//! assert!(matches!(
+//!     client.on_challenge(kind, [challenge], &request, "0a4f113b"),
+//!     RetryDecision::GiveUp(GiveUp::CredentialsRejected { .. })
+//! ));
+//! ```
 
 use std::collections::HashSet;
 use std::fmt;
