@@ -2,8 +2,10 @@
 //! spawns a task or reads a clock.
 
 pub mod auth;
+pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod transport;
+pub mod ua;
 pub mod validate;

@@ -1,0 +1,159 @@
+//! Dialog state (RFC 3261 section 12) and the requests built inside a dialog.
+
+use std::net::SocketAddr;
+
+use crate::endpoint::Target;
+use crate::message::{Host, Method, NameAddr, ParseError, Request, Response, Uri};
+use crate::transport::Transport;
+
+/// Identifies a dialog from our side: Call-ID, local tag, remote tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    pub id: DialogId,
+    /// Our address-of-record with our tag (From in our requests).
+    pub local: NameAddr,
+    /// The peer's, with its tag (To in our requests).
+    pub remote: NameAddr,
+    /// CSeq of the last request we sent in the dialog.
+    pub local_seq: u32,
+    /// CSeq of the last request the peer sent, once it sent one.
+    pub remote_seq: Option<u32>,
+    /// Where in-dialog requests go (the peer's Contact), refreshed by target-refresh requests.
+    pub remote_target: Uri,
+    /// Route headers for in-dialog requests, in order.
+    pub route_set: Vec<NameAddr>,
+    /// Transport and address used when the route or target is not an IP literal.
+    pub fallback: Target,
+}
+
+fn first_contact(h: &crate::message::Headers) -> Result<Uri, ParseError> {
+    h.contact()?
+        .into_iter()
+        .next()
+        .map(|c| c.uri)
+        .ok_or_else(|| ParseError::syntax("Contact: missing"))
+}
+
+impl Dialog {
+    /// The UAC side, from the request we sent and a response with a To tag (RFC 3261 section 12.1.2).
+    pub fn uac(
+        request: &Request,
+        response: &Response,
+        fallback: Target,
+    ) -> Result<Dialog, ParseError> {
+        let local = request.headers.from()?;
+        let remote = response.headers.to()?;
+        let mut route_set = response.headers.record_route()?;
+        route_set.reverse();
+        Ok(Dialog {
+            id: DialogId {
+                call_id: request.headers.call_id()?.to_string(),
+                local_tag: local.tag().unwrap_or_default().to_string(),
+                remote_tag: remote
+                    .tag()
+                    .ok_or_else(|| ParseError::syntax("To: response has no tag"))?
+                    .to_string(),
+            },
+            local_seq: request.headers.cseq()?.seq,
+            remote_seq: None,
+            remote_target: first_contact(&response.headers).unwrap_or_else(|_| request.uri.clone()),
+            route_set,
+            local,
+            remote,
+            fallback,
+        })
+    }
+
+    /// The UAS side, from the received request and our local tag (RFC 3261 section 12.1.1).
+    pub fn uas(request: &Request, local_tag: &str, fallback: Target) -> Result<Dialog, ParseError> {
+        let remote = request.headers.from()?;
+        let local = request.headers.to()?.with_tag(local_tag);
+        Ok(Dialog {
+            id: DialogId {
+                call_id: request.headers.call_id()?.to_string(),
+                local_tag: local_tag.to_string(),
+                remote_tag: remote.tag().unwrap_or_default().to_string(),
+            },
+            local_seq: 0,
+            remote_seq: Some(request.headers.cseq()?.seq),
+            remote_target: first_contact(&request.headers)?,
+            route_set: request.headers.record_route()?,
+            local,
+            remote,
+            fallback,
+        })
+    }
+
+    /// A new request in the dialog; `seq` is the CSeq number to use.
+    pub fn request(&self, method: Method, seq: u32) -> Request {
+        let mut r = Request::new(method.clone(), self.remote_target.clone());
+        for route in &self.route_set {
+            r.headers.push("Route", route.to_string());
+        }
+        r.headers.push("From", self.local.to_string());
+        r.headers.push("To", self.remote.to_string());
+        r.headers.push("Call-ID", self.id.call_id.clone());
+        r.headers.push("CSeq", format!("{seq} {method}"));
+        r
+    }
+
+    /// Allocates the next local CSeq and builds the request (not for ACK, which reuses the INVITE's).
+    pub fn next_request(&mut self, method: Method) -> Request {
+        self.local_seq = self.local_seq.wrapping_add(1);
+        self.request(method, self.local_seq)
+    }
+
+    /// Checks and records the CSeq of a request from the peer (RFC 3261 section 12.2.2):
+    /// false if it is lower than or equal to the last one (answer 500).
+    pub fn accept_remote_seq(&mut self, seq: u32) -> bool {
+        if self.remote_seq.is_some_and(|last| seq <= last) {
+            return false;
+        }
+        self.remote_seq = Some(seq);
+        true
+    }
+
+    /// Target refresh from a request's or response's Contact.
+    pub fn refresh_target(&mut self, headers: &crate::message::Headers) {
+        if let Ok(uri) = first_contact(headers) {
+            self.remote_target = uri;
+        }
+    }
+
+    /// Next hop for in-dialog requests: the first route, else the remote target, when it is an
+    /// IP literal; otherwise the dialog's fallback (resolution is the driver's business).
+    pub fn next_hop(&self) -> Target {
+        let uri = self
+            .route_set
+            .first()
+            .map(|r| &r.uri)
+            .unwrap_or(&self.remote_target);
+        let Uri::Sip(sip) = uri else {
+            return self.fallback;
+        };
+        let transport = match sip.transport_param().as_deref() {
+            Some("tcp") => Transport::Tcp,
+            Some("tls") => Transport::Tls,
+            Some("udp") => Transport::Udp,
+            _ => self.fallback.transport,
+        };
+        let ip = match &sip.host {
+            Host::Domain(_) => None,
+            h => h.ip(),
+        };
+        match ip {
+            Some(ip) => Target {
+                transport,
+                addr: SocketAddr::new(ip, sip.port.unwrap_or(transport.default_port())),
+            },
+            None => self.fallback,
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! A user agent for calls on top of the transaction [`Endpoint`]: place INVITEs and get call
+//! events, receive INVITEs and answer them, CANCEL and BYE, with dialogs handled inside
+//! (ACK for 2xx and its re-sending, early dialogs, the CANCEL/200 race, re-INVITE, OPTIONS).
+//!
+//! Sans-IO like the endpoint: the driver pumps [`UserAgent::handle_input`],
+//! [`UserAgent::handle_timeout`], [`UserAgent::poll_transmit`], [`UserAgent::poll_timeout`] and
+//! hands [`UserAgent::poll_event`] to the service.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::dialog::{Dialog, DialogId};
+use crate::endpoint::{
+    Config, Endpoint, Event, Incoming, SendError, Target, TransactionId, Transmit,
+};
+use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
+use crate::transport::Transport;
+
+/// Methods this user agent handles (the Allow header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UaConfig {
+    pub endpoint: Config,
+    /// User part of our Contact.
+    pub contact_user: String,
+    /// User-Agent / Server header value.
+    pub user_agent: Option<String>,
+}
+
+impl Default for UaConfig {
+    fn default() -> Self {
+        UaConfig {
+            endpoint: Config::default(),
+            contact_user: "dialbridge".into(),
+            user_agent: Some("dialbridge".into()),
+        }
+    }
+}
+
+/// Identifies a call in commands and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(u64);
+
+/// A message body with its type (an SDP offer or answer, usually).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Body {
+    pub fn sdp(bytes: impl Into<Vec<u8>>) -> Self {
+        Body {
+            content_type: "application/sdp".into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    fn of(headers: &crate::message::Headers, bytes: &[u8]) -> Option<Body> {
+        if bytes.is_empty() {
+            return None;
+        }
+        Some(Body {
+            content_type: headers
+                .get("Content-Type")
+                .unwrap_or("application/octet-stream")
+                .to_string(),
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
+/// What to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingCall {
+    pub request_uri: Uri,
+    /// From, without a tag (one is added).
+    pub from: NameAddr,
+    pub to: NameAddr,
+    /// Next hop (the trunk), resolved by the driver.
+    pub target: Target,
+    /// The SDP offer; `None` asks for an offer in the 2xx (answer it with [`UserAgent::ack`]).
+    pub body: Option<Body>,
+    /// Extra headers (P-Asserted-Identity, Authorization on a retry, ...).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaEvent {
+    /// A new INVITE; answer with [`UserAgent::respond`].
+    IncomingCall {
+        call: CallHandle,
+        request: Request,
+        transport: Transport,
+        remote: SocketAddr,
+    },
+    /// A provisional response (101-199) to our INVITE; `to_tag` names its early dialog.
+    Progress {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        to_tag: Option<String>,
+        body: Option<Body>,
+    },
+    /// Our INVITE was answered (ACK already sent unless the 2xx carried the offer: then call
+    /// [`UserAgent::ack`] with the answer).
+    Answered {
+        call: CallHandle,
+        response: Response,
+        body: Option<Body>,
+    },
+    /// The ACK for our 2xx to an incoming call arrived (with the answer if our 2xx had the offer).
+    Confirmed {
+        call: CallHandle,
+        body: Option<Body>,
+    },
+    /// Our INVITE failed: a final non-2xx (including 487 after CANCEL), 408 for a timeout,
+    /// 503 for a transport error. The response is there when one arrived (e.g. a 401/407 challenge).
+    Failed {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        response: Option<Response>,
+    },
+    /// The caller cancelled an incoming call before it was answered (487 sent).
+    Cancelled { call: CallHandle },
+    /// A re-INVITE was answered with our current SDP; `body` is the peer's new offer.
+    ReInvite {
+        call: CallHandle,
+        body: Option<Body>,
+    },
+    /// An established call ended (BYE from either side). May come without `Answered` when a
+    /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
+    Ended { call: CallHandle, by_remote: bool },
+    /// A message was discarded (for a log line).
+    Discarded { remote: SocketAddr, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// Outgoing: INVITE sent.
+    Calling,
+    /// Outgoing: CANCEL requested or sent.
+    Cancelling,
+    /// Incoming: not answered with a final response yet.
+    Ringing,
+    /// Incoming: 2xx sent, waiting for the ACK.
+    AwaitingAck,
+    Confirmed,
+    /// BYE sent.
+    Terminating,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Invite,
+    Cancel,
+    Bye,
+    /// BYE for an extra dialog (a 2xx from another fork): its outcome does not matter.
+    ForkBye,
+    InviteServer,
+    Other,
+}
+
+#[derive(Debug)]
+struct Call {
+    outgoing: bool,
+    state: CallState,
+    invite_tx: Option<TransactionId>,
+    /// As sent (outgoing, with our Via) or as received (incoming).
+    invite: Request,
+    dialog: Option<Dialog>,
+    target: Target,
+    got_provisional: bool,
+    /// The ACK for the 2xx, kept to answer 2xx retransmissions.
+    ack: Option<(Request, Target)>,
+    /// The 2xx carried the offer: the ACK waits for [`UserAgent::ack`].
+    ack_needs_answer: bool,
+    local_body: Option<Body>,
+    local_tag: String,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct UserAgent {
+    endpoint: Endpoint,
+    config: UaConfig,
+    calls: HashMap<CallHandle, Call>,
+    txs: HashMap<TransactionId, (CallHandle, Purpose)>,
+    dialogs: HashMap<DialogId, CallHandle>,
+    events: VecDeque<UaEvent>,
+    next_call: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaError {
+    UnknownCall,
+    /// The command does not fit the call's state.
+    InvalidState(&'static str),
+    Send(SendError),
+}
+
+impl std::fmt::Display for UaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UaError::UnknownCall => f.write_str("unknown call"),
+            UaError::InvalidState(s) => write!(f, "invalid call state: {s}"),
+            UaError::Send(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for UaError {}
+
+impl From<SendError> for UaError {
+    fn from(e: SendError) -> Self {
+        UaError::Send(e)
+    }
+}
+
+impl UserAgent {
+    pub fn new(config: UaConfig) -> Self {
+        UserAgent {
+            endpoint: Endpoint::new(config.endpoint.clone()),
+            config,
+            calls: HashMap::new(),
+            txs: HashMap::new(),
+            dialogs: HashMap::new(),
+            events: VecDeque::new(),
+            next_call: 1,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Incoming<'_>) {
+        self.endpoint.handle_input(now, input);
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.process(now);
+    }
+
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        destination: SocketAddr,
+        error: &str,
+    ) {
+        self.endpoint
+            .handle_transport_error(now, transport, destination, error);
+        self.process(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Number of calls the agent tracks.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn contact(&self, transport: Transport) -> String {
+        match self.endpoint.local_addr(transport) {
+            Some(a) => {
+                let host: crate::message::Host = a.ip().into();
+                let t = match transport {
+                    Transport::Udp => "",
+                    Transport::Tcp => ";transport=tcp",
+                    Transport::Tls => ";transport=tls",
+                };
+                format!(
+                    "<sip:{}@{host}:{}{t}>",
+                    crate::message::escape_user(&self.config.contact_user),
+                    a.port()
+                )
+            }
+            None => format!("<sip:{}@invalid>", self.config.contact_user),
+        }
+    }
+
+    fn alloc_call(&mut self) -> CallHandle {
+        let h = CallHandle(self.next_call);
+        self.next_call += 1;
+        h
+    }
+
+    fn tag(&mut self) -> String {
+        self.endpoint.random_token()[..10].to_string()
+    }
+
+    /// Places a call: sends the INVITE.
+    pub fn invite(&mut self, now: Instant, call: OutgoingCall) -> Result<CallHandle, UaError> {
+        let local_tag = self.tag();
+        let host = self
+            .endpoint
+            .local_addr(call.target.transport)
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "dialbridge".into());
+        let call_id = format!("{}@{host}", self.endpoint.random_token());
+        let mut req = Request::new(Method::Invite, call.request_uri);
+        req.headers.push("Max-Forwards", "70");
+        req.headers
+            .push("From", call.from.with_tag(&local_tag).to_string());
+        req.headers.push("To", call.to.to_string());
+        req.headers.push("Call-ID", call_id);
+        req.headers.push("CSeq", "1 INVITE");
+        req.headers
+            .push("Contact", self.contact(call.target.transport));
+        req.headers.push("Allow", ALLOW);
+        if let Some(ua) = &self.config.user_agent {
+            req.headers.push("User-Agent", ua.clone());
+        }
+        for (n, v) in &call.headers {
+            req.headers.push(n, v.clone());
+        }
+        if let Some(b) = &call.body {
+            req.set_body(&b.content_type, b.bytes.clone());
+        } else {
+            req.headers.set("Content-Length", "0");
+        }
+        let tx = self.endpoint.send_request(now, req, call.target)?;
+        let invite = self
+            .endpoint
+            .request(tx)
+            .cloned()
+            .ok_or(UaError::InvalidState("INVITE transaction vanished"))?;
+        let handle = self.alloc_call();
+        self.calls.insert(
+            handle,
+            Call {
+                outgoing: true,
+                state: CallState::Calling,
+                invite_tx: Some(tx),
+                invite,
+                dialog: None,
+                target: call.target,
+                got_provisional: false,
+                ack: None,
+                ack_needs_answer: call.body.is_none(),
+                local_body: call.body,
+                local_tag,
+            },
+        );
+        self.txs.insert(tx, (handle, Purpose::Invite));
+        Ok(handle)
+    }
+
+    /// Cancels an outgoing call that has no final response. The CANCEL goes out once a
+    /// provisional response has arrived (RFC 3261 section 9.1).
+    pub fn cancel(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if !c.outgoing || c.state != CallState::Calling {
+            return Err(UaError::InvalidState(
+                "only a ringing outgoing call can be cancelled",
+            ));
+        }
+        c.state = CallState::Cancelling;
+        if c.got_provisional {
+            self.send_cancel(now, call)?;
+        }
+        Ok(())
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+        let inv = &c.invite;
+        let mut cancel = Request::new(Method::Cancel, inv.uri.clone());
+        for name in ["Via", "Max-Forwards", "From", "To", "Call-ID"] {
+            if let Some(v) = inv.headers.get(name) {
+                cancel.headers.push(name, v);
+            }
+        }
+        let seq = inv.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        cancel.headers.push("CSeq", format!("{seq} CANCEL"));
+        for r in inv.headers.get_all("Route") {
+            cancel.headers.push("Route", r);
+        }
+        cancel.headers.push("Content-Length", "0");
+        let target = c.target;
+        let tx = self.endpoint.send_request(now, cancel, target)?;
+        self.txs.insert(tx, (call, Purpose::Cancel));
+        Ok(())
+    }
+
+    /// Hangs up an established call with BYE.
+    pub fn bye(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if !matches!(c.state, CallState::Confirmed | CallState::AwaitingAck) {
+            return Err(UaError::InvalidState("BYE needs an established call"));
+        }
+        let dialog = c
+            .dialog
+            .as_mut()
+            .ok_or(UaError::InvalidState("no dialog"))?;
+        let mut bye = dialog.next_request(Method::Bye);
+        bye.headers.push("Max-Forwards", "70");
+        bye.headers.push("Content-Length", "0");
+        let target = dialog.next_hop();
+        c.state = CallState::Terminating;
+        let tx = self.endpoint.send_request(now, bye, target)?;
+        self.txs.insert(tx, (call, Purpose::Bye));
+        Ok(())
+    }
+
+    /// Ends a call whatever its state: CANCEL, BYE, or a 480 for an unanswered incoming call.
+    pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+        match c.state {
+            CallState::Calling => self.cancel(now, call),
+            CallState::Ringing => self.respond(now, call, 480, "Temporarily Unavailable", None),
+            CallState::Confirmed | CallState::AwaitingAck => self.bye(now, call),
+            CallState::Cancelling | CallState::Terminating => Ok(()),
+        }
+    }
+
+    /// Sends the ACK for a 2xx that carried the offer, with our answer.
+    pub fn ack(&mut self, call: CallHandle, answer: Option<Body>) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if !c.ack_needs_answer || c.dialog.is_none() || c.ack.is_some() {
+            return Err(UaError::InvalidState(
+                "no 2xx is waiting for an ACK with an answer",
+            ));
+        }
+        c.local_body = answer.clone();
+        self.send_ack(call, answer)
+    }
+
+    fn send_ack(&mut self, call: CallHandle, body: Option<Body>) -> Result<(), UaError> {
+        let branch = self.endpoint.new_branch();
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        let Some(dialog) = c.dialog.as_ref() else {
+            return Err(UaError::InvalidState("no dialog"));
+        };
+        let seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let mut ack = dialog.request(Method::Ack, seq);
+        let target = dialog.next_hop();
+        if let Some(local) = self.endpoint.local_addr(target.transport) {
+            let mut via = Via::new(
+                target.transport.as_str(),
+                local.ip().into(),
+                Some(local.port()),
+                &branch,
+            );
+            via.set_param("rport", None);
+            ack.headers.push_front("Via", via.to_string());
+        }
+        ack.headers.push("Max-Forwards", "70");
+        match body {
+            Some(b) => ack.set_body(&b.content_type, b.bytes),
+            None => ack.headers.push("Content-Length", "0"),
+        }
+        c.ack = Some((ack.clone(), target));
+        self.endpoint.send_stateless(ack, target)?;
+        Ok(())
+    }
+
+    /// Answers an incoming call: 180/183 (early dialog), 2xx (with our SDP), or 3xx-6xx.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), UaError> {
+        let contact = {
+            let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+            self.contact(c.target.transport)
+        };
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if c.outgoing || c.state != CallState::Ringing {
+            return Err(UaError::InvalidState(
+                "only an unanswered incoming call can be answered",
+            ));
+        }
+        let tx = c
+            .invite_tx
+            .ok_or(UaError::InvalidState("no INVITE transaction"))?;
+        let mut resp = Response::for_request(&c.invite, code, reason);
+        if code > 100 {
+            resp.set_to_tag(&c.local_tag)
+                .map_err(|_| UaError::InvalidState("INVITE has an unusable To header"))?;
+        }
+        if (101..300).contains(&code) {
+            for rr in c.invite.headers.get_all("Record-Route") {
+                resp.headers.push("Record-Route", rr);
+            }
+            resp.headers.push("Contact", contact);
+        }
+        if (200..300).contains(&code) {
+            resp.headers.push("Allow", ALLOW);
+        }
+        if let Some(ua) = &self.config.user_agent {
+            resp.headers.push("Server", ua.clone());
+        }
+        if let Some(b) = &body {
+            resp.set_body(&b.content_type, b.bytes.clone());
+        }
+        self.endpoint.send_response(now, tx, resp)?;
+        if (101..300).contains(&code) && c.dialog.is_none() {
+            if let Ok(d) = Dialog::uas(&c.invite, &c.local_tag, c.target) {
+                self.dialogs.insert(d.id.clone(), call);
+                c.dialog = Some(d);
+            }
+        }
+        if (200..300).contains(&code) {
+            c.state = CallState::AwaitingAck;
+            c.ack_needs_answer = c.invite.body.is_empty();
+            c.local_body = body;
+        } else if code >= 300 {
+            self.remove_call(call);
+        }
+        Ok(())
+    }
+
+    fn remove_call(&mut self, call: CallHandle) {
+        if let Some(c) = self.calls.remove(&call) {
+            if let Some(d) = c.dialog {
+                self.dialogs.remove(&d.id);
+            }
+        }
+        self.txs.retain(|_, (h, _)| *h != call);
+    }
+
+    fn process(&mut self, now: Instant) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                Event::Request {
+                    id,
+                    request,
+                    transport,
+                    remote,
+                    cancels,
+                } => self.on_request(now, id, request, transport, remote, cancels),
+                Event::Ack { request, acked, .. } => self.on_ack(request, acked),
+                Event::Response { id, response } => self.on_response(now, id, response),
+                Event::Timeout { id } => self.on_failure(now, id, 408, "Request Timeout"),
+                Event::TransportError { id, .. } => {
+                    self.on_failure(now, id, 503, "Service Unavailable")
+                }
+                Event::Discarded { remote, reason } => {
+                    self.events.push_back(UaEvent::Discarded { remote, reason })
+                }
+            }
+        }
+    }
+
+    fn on_failure(&mut self, now: Instant, id: TransactionId, code: u16, reason: &str) {
+        let Some((call, purpose)) = self.txs.remove(&id) else {
+            return;
+        };
+        match purpose {
+            Purpose::Invite => {
+                self.events.push_back(UaEvent::Failed {
+                    call,
+                    code,
+                    reason: reason.into(),
+                    response: None,
+                });
+                self.remove_call(call);
+            }
+            Purpose::Bye => {
+                self.events.push_back(UaEvent::Ended {
+                    call,
+                    by_remote: false,
+                });
+                self.remove_call(call);
+            }
+            // Timer L: our 2xx was never acknowledged; end the dialog (RFC 3261 13.3.1.4).
+            Purpose::InviteServer => {
+                if self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.state == CallState::AwaitingAck)
+                {
+                    let _ = self.bye(now, call);
+                }
+            }
+            Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, id: TransactionId, resp: Response) {
+        let Some(&(call, purpose)) = self.txs.get(&id) else {
+            return;
+        };
+        let code = resp.code;
+        match purpose {
+            Purpose::Invite => self.on_invite_response(now, id, call, resp),
+            Purpose::Bye if code >= 200 => {
+                self.txs.remove(&id);
+                self.events.push_back(UaEvent::Ended {
+                    call,
+                    by_remote: false,
+                });
+                self.remove_call(call);
+            }
+            _ => {
+                if code >= 200 {
+                    self.txs.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        call: CallHandle,
+        resp: Response,
+    ) {
+        let code = resp.code;
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if code < 200 {
+            let first = !c.got_provisional;
+            c.got_provisional = true;
+            if code > 100 {
+                self.events.push_back(UaEvent::Progress {
+                    call,
+                    code,
+                    reason: resp.reason.clone(),
+                    to_tag: resp
+                        .headers
+                        .to()
+                        .ok()
+                        .and_then(|t| t.tag().map(str::to_string)),
+                    body: Body::of(&resp.headers, &resp.body),
+                });
+            }
+            if first && c.state == CallState::Cancelling {
+                let _ = self.send_cancel(now, call);
+            }
+            return;
+        }
+        if code >= 300 {
+            self.txs.remove(&id);
+            self.events.push_back(UaEvent::Failed {
+                call,
+                code,
+                reason: resp.reason.clone(),
+                response: Some(resp),
+            });
+            self.remove_call(call);
+            return;
+        }
+        // 2xx.
+        let Ok(dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
+            self.events.push_back(UaEvent::Discarded {
+                remote: c.target.addr,
+                reason: format!("2xx without a usable To tag or Contact for call {call:?}"),
+            });
+            return;
+        };
+        let same = c.dialog.as_ref().map(|d| d.id == dialog.id);
+        match same {
+            Some(true) => {
+                // A retransmitted 2xx: send the same ACK again.
+                if let Some((ack, target)) = c.ack.clone() {
+                    let _ = self.endpoint.send_stateless(ack, target);
+                }
+            }
+            // Another fork answered too: ACK it and hang that dialog up.
+            Some(false) => self.ack_and_bye_fork(now, call, dialog),
+            None => {
+                let cancelling = c.state == CallState::Cancelling;
+                let needs_answer = c.ack_needs_answer;
+                self.dialogs.insert(dialog.id.clone(), call);
+                c.dialog = Some(dialog);
+                c.state = CallState::Confirmed;
+                if cancelling {
+                    // The 2xx crossed our CANCEL: ACK, then BYE (RFC 3261 section 9.1).
+                    let _ = self.send_ack(call, None);
+                    let _ = self.bye(now, call);
+                    return;
+                }
+                if !needs_answer {
+                    let _ = self.send_ack(call, None);
+                }
+                self.events.push_back(UaEvent::Answered {
+                    call,
+                    body: Body::of(&resp.headers, &resp.body),
+                    response: resp,
+                });
+            }
+        }
+    }
+
+    fn ack_and_bye_fork(&mut self, now: Instant, call: CallHandle, mut dialog: Dialog) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let mut ack = dialog.request(Method::Ack, seq);
+        ack.headers.push("Max-Forwards", "70");
+        ack.headers.push("Content-Length", "0");
+        let target = dialog.next_hop();
+        let _ = self.endpoint.send_stateless(ack, target);
+        let mut bye = dialog.next_request(Method::Bye);
+        bye.headers.push("Max-Forwards", "70");
+        bye.headers.push("Content-Length", "0");
+        if let Ok(tx) = self.endpoint.send_request(now, bye, target) {
+            self.txs.insert(tx, (call, Purpose::ForkBye));
+        }
+    }
+
+    fn on_ack(&mut self, request: Request, acked: Option<TransactionId>) {
+        let by_tx = acked.and_then(|id| self.txs.get(&id).map(|(c, _)| *c));
+        let call = by_tx.or_else(|| self.dialog_of(&request));
+        let Some(call) = call else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state == CallState::AwaitingAck {
+            c.state = CallState::Confirmed;
+            self.events.push_back(UaEvent::Confirmed {
+                call,
+                body: Body::of(&request.headers, &request.body),
+            });
+        }
+    }
+
+    fn dialog_of(&self, req: &Request) -> Option<CallHandle> {
+        let id = DialogId {
+            call_id: req.headers.call_id().ok()?.to_string(),
+            local_tag: req.headers.to().ok()?.tag()?.to_string(),
+            remote_tag: req
+                .headers
+                .from()
+                .ok()?
+                .tag()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        self.dialogs.get(&id).copied()
+    }
+
+    fn reply(&mut self, now: Instant, id: TransactionId, req: &Request, code: u16, reason: &str) {
+        let mut r = Response::for_request(req, code, reason);
+        if req.headers.to().is_ok_and(|t| t.tag().is_none()) {
+            let tag = self.tag();
+            let _ = r.set_to_tag(&tag);
+        }
+        if matches!(code, 405 | 501) || (req.method == Method::Options && code == 200) {
+            r.headers.push("Allow", ALLOW);
+        }
+        if req.method == Method::Options && code == 200 {
+            r.headers.push("Accept", "application/sdp");
+        }
+        let _ = self.endpoint.send_response(now, id, r);
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        req: Request,
+        transport: Transport,
+        remote: SocketAddr,
+        cancels: Option<TransactionId>,
+    ) {
+        let in_dialog = req
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string))
+            .is_some();
+        match req.method {
+            Method::Invite if !in_dialog => {
+                let call = self.alloc_call();
+                let local_tag = self.tag();
+                self.calls.insert(
+                    call,
+                    Call {
+                        outgoing: false,
+                        state: CallState::Ringing,
+                        invite_tx: Some(id),
+                        invite: req.clone(),
+                        dialog: None,
+                        target: Target {
+                            transport,
+                            addr: remote,
+                        },
+                        got_provisional: false,
+                        ack: None,
+                        ack_needs_answer: false,
+                        local_body: None,
+                        local_tag,
+                    },
+                );
+                self.txs.insert(id, (call, Purpose::InviteServer));
+                self.events.push_back(UaEvent::IncomingCall {
+                    call,
+                    request: req,
+                    transport,
+                    remote,
+                });
+            }
+            Method::Cancel => {
+                let call = cancels.and_then(|inv| self.txs.get(&inv).map(|(c, _)| *c));
+                match (cancels, call) {
+                    (Some(inv), Some(call)) => {
+                        self.reply(now, id, &req, 200, "OK");
+                        let ringing = self
+                            .calls
+                            .get(&call)
+                            .is_some_and(|c| c.state == CallState::Ringing);
+                        if ringing {
+                            if let Some(c) = self.calls.get(&call) {
+                                let mut r =
+                                    Response::for_request(&c.invite, 487, "Request Terminated");
+                                let _ = r.set_to_tag(&c.local_tag);
+                                let _ = self.endpoint.send_response(now, inv, r);
+                            }
+                            self.events.push_back(UaEvent::Cancelled { call });
+                            self.remove_call(call);
+                        }
+                    }
+                    (Some(_), None) => self.reply(now, id, &req, 200, "OK"),
+                    (None, _) => self.reply(now, id, &req, 481, "Call/Transaction Does Not Exist"),
+                }
+            }
+            Method::Options => self.reply(now, id, &req, 200, "OK"),
+            _ if !in_dialog => {
+                let (code, reason) = match req.method {
+                    Method::Other(_) => (501, "Not Implemented"),
+                    Method::Bye => (481, "Call/Transaction Does Not Exist"),
+                    _ => (405, "Method Not Allowed"),
+                };
+                self.reply(now, id, &req, code, reason);
+            }
+            _ => self.on_in_dialog_request(now, id, req),
+        }
+    }
+
+    fn on_in_dialog_request(&mut self, now: Instant, id: TransactionId, req: Request) {
+        let Some(call) = self.dialog_of(&req) else {
+            return self.reply(now, id, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let Some(transport) = self.calls.get(&call).map(|c| c.target.transport) else {
+            return;
+        };
+        let contact = self.contact(transport);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(dialog) = c.dialog.as_mut() else {
+            return;
+        };
+        if !dialog.accept_remote_seq(seq) {
+            return self.reply(now, id, &req, 500, "Server Internal Error");
+        }
+        match req.method {
+            Method::Bye => {
+                self.reply(now, id, &req, 200, "OK");
+                self.events.push_back(UaEvent::Ended {
+                    call,
+                    by_remote: true,
+                });
+                self.remove_call(call);
+            }
+            Method::Invite => {
+                dialog.refresh_target(&req.headers);
+                let body = c.local_body.clone();
+                let mut r = Response::for_request(&req, 200, "OK");
+                r.headers.push("Contact", contact);
+                r.headers.push("Allow", ALLOW);
+                if let Some(b) = body {
+                    r.set_body(&b.content_type, b.bytes);
+                }
+                let _ = self.endpoint.send_response(now, id, r);
+                self.txs.insert(id, (call, Purpose::Other));
+                self.events.push_back(UaEvent::ReInvite {
+                    call,
+                    body: Body::of(&req.headers, &req.body),
+                });
+            }
+            Method::Info => self.reply(now, id, &req, 200, "OK"),
+            Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
+            _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
+        }
+    }
+}
