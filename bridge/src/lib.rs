@@ -7,5 +7,6 @@ pub mod jitter;
 pub mod mixer;
 pub mod opus_codec;
 pub mod plc;
+pub mod rtp_leg;
 pub mod testing;
 pub mod transcode;
