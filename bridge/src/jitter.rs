@@ -834,6 +834,56 @@ mod tests {
         assert!(s.discarded >= 4, "delay shrank back: {s:?}");
     }
 
+    /// Sender clock `ppm` parts per million off ours: packets every 20 ms of its clock.
+    fn drift_run(ppm: i64, seconds: u64) -> (Sim, u16) {
+        let mut sim = Sim::new();
+        let n = (seconds * 50) as u16;
+        let p: Vec<_> = (0..n)
+            .map(|i| {
+                let us = i as i64 * 20_000 * (1_000_000 - ppm) / 1_000_000;
+                ((us / 1000) as u64, i, i as u32 * 160)
+            })
+            .collect();
+        let mut max_depth = 0;
+        let mut pkts = p.clone();
+        pkts.sort_by_key(|x| x.0);
+        let mut i = 0;
+        let mut tick = 10u64;
+        while tick < seconds * 1000 - 100 {
+            while i < pkts.len() && pkts[i].0 <= tick {
+                let (ms, seq, ts) = pkts[i];
+                sim.insert(ms, seq, ts, false, 1);
+                i += 1;
+            }
+            max_depth = max_depth.max(sim.jb.depth());
+            sim.pop(tick);
+            tick += 20;
+        }
+        (sim, max_depth)
+    }
+
+    #[test]
+    fn fast_sender_clock_is_absorbed_by_dropping_frames() {
+        // 1000 ppm fast over 60 s: 60 ms too much audio arrives.
+        let (sim, max_depth) = drift_run(1000, 60);
+        let s = sim.jb.stats();
+        assert!(max_depth <= 3, "depth stays near target: {max_depth}");
+        assert!((2..=4).contains(&s.discarded), "{s:?}");
+        assert_eq!((s.late, s.lost), (0, 0));
+    }
+
+    #[test]
+    fn slow_sender_clock_is_absorbed_by_holding() {
+        // 1000 ppm slow over 60 s: 60 ms of audio never comes; each shortfall is one hold.
+        let (sim, max_depth) = drift_run(-1000, 60);
+        let s = sim.jb.stats();
+        assert!(max_depth <= 3, "{max_depth}");
+        assert!((2..=4).contains(&s.concealed), "{s:?}");
+        assert_eq!((s.late, s.lost, s.discarded), (0, 0, 0));
+        let frames = sim.frames();
+        assert!(frames.windows(2).all(|w| w[1] == w[0] + 1), "nothing skipped");
+    }
+
     #[test]
     fn depth_is_bounded() {
         let cfg = JitterConfig::new(8000);
