@@ -1,0 +1,549 @@
+//! The SIP driver: owns the UDP and TCP sockets of `[sip] listen` and the timers, and pumps the
+//! sans-IO user agent of `dialbridge-sip` from one task.
+//!
+//! One task owns the `UserAgent`, so the SIP core needs no locks; socket readers hand it complete
+//! messages over a channel, and it writes datagrams itself. TCP connections are kept per remote
+//! address and reused for requests to the same destination (RFC 3261 section 18.1.1).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Transmit};
+use dialbridge_sip::message::Limits;
+use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
+use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaConfig, UaError, UaEvent, UserAgent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{SipListen, Transport as ConfigTransport};
+
+/// Largest UDP datagram read; larger ones are truncated and then rejected by the parser.
+const MAX_DATAGRAM: usize = 65_535;
+/// Queue of outbound bytes per TCP connection.
+const CONNECTION_QUEUE: usize = 256;
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the service asks of the SIP driver.
+enum Command {
+    Invite {
+        call: Box<OutgoingCall>,
+        reply: oneshot::Sender<Result<CallHandle, UaError>>,
+    },
+    Respond {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        body: Option<Body>,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    Ack {
+        call: CallHandle,
+        answer: Option<Body>,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    Hangup {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<SipStats>,
+    },
+}
+
+/// Counters of the SIP core, for metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SipStats {
+    pub calls: usize,
+    pub transactions: usize,
+    pub tcp_connections: usize,
+}
+
+/// Errors of the driver's command interface.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("the SIP driver has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Ua(#[from] UaError),
+}
+
+/// Handle to the running driver; cheap to clone.
+#[derive(Clone)]
+pub struct SipHandle {
+    commands: mpsc::Sender<Command>,
+    /// The addresses the listeners are bound to (with real ports when the configuration said 0).
+    pub local_addrs: Arc<Vec<(Transport, SocketAddr)>>,
+}
+
+impl SipHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SipError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| SipError::Stopped)?;
+        answer.await.map_err(|_| SipError::Stopped)
+    }
+
+    /// Sends an INVITE; events for the call arrive on the driver's event channel.
+    pub async fn invite(&self, call: OutgoingCall) -> Result<CallHandle, SipError> {
+        Ok(self
+            .ask(|reply| Command::Invite {
+                call: Box::new(call),
+                reply,
+            })
+            .await??)
+    }
+
+    /// Answers an incoming call (provisional, 2xx with our SDP, or a rejection).
+    pub async fn respond(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Respond {
+                call,
+                code,
+                reason: reason.to_string(),
+                body,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Sends the ACK with our answer for a 2xx that carried the offer.
+    pub async fn ack(&self, call: CallHandle, answer: Option<Body>) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Ack {
+                call,
+                answer,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Ends a call in whatever state it is: CANCEL, BYE, or a rejection.
+    pub async fn hangup(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
+    }
+
+    pub async fn stats(&self) -> Result<SipStats, SipError> {
+        self.ask(|reply| Command::Stats { reply }).await
+    }
+}
+
+/// A message from a socket reader to the core task.
+enum Input {
+    Message {
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    ConnectionUp {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    ConnectionDown {
+        remote: SocketAddr,
+        error: Option<String>,
+    },
+}
+
+/// Binds every listen address and starts the driver task. Events of the user agent go to `events`.
+pub async fn start(
+    listen: &[SipListen],
+    events: mpsc::UnboundedSender<UaEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SipHandle> {
+    let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
+    let mut udp = Vec::new();
+    let mut local_addrs = Vec::new();
+    let mut tcp_local = None;
+    for entry in listen {
+        match entry.transport {
+            ConfigTransport::Udp => {
+                let socket = UdpSocket::bind(entry.addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}")
+                })?;
+                let local = socket.local_addr()?;
+                let socket = Arc::new(socket);
+                tokio::spawn(read_udp(socket.clone(), local, input_tx.clone()));
+                local_addrs.push((Transport::Udp, local));
+                udp.push(socket);
+            }
+            ConfigTransport::Tcp => {
+                let listener = TcpListener::bind(entry.addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}")
+                })?;
+                let local = listener.local_addr()?;
+                tokio::spawn(accept_tcp(listener, local, input_tx.clone()));
+                local_addrs.push((Transport::Tcp, local));
+                tcp_local.get_or_insert(local);
+            }
+        }
+    }
+    for (transport, addr) in &local_addrs {
+        tracing::info!(%transport, %addr, "SIP listening");
+    }
+    let config = UaConfig {
+        endpoint: EndpointConfig {
+            local_addrs: local_addrs.clone(),
+            seed: rand::random(),
+            ..EndpointConfig::default()
+        },
+        ..UaConfig::default()
+    };
+    let (command_tx, command_rx) = mpsc::channel(1024);
+    let core = Core {
+        ua: UserAgent::new(config),
+        udp,
+        tcp_local,
+        connections: HashMap::new(),
+        pending: HashMap::new(),
+        input_tx,
+        events,
+    };
+    tokio::spawn(core.run(input_rx, command_rx, shutdown));
+    Ok(SipHandle {
+        commands: command_tx,
+        local_addrs: Arc::new(local_addrs),
+    })
+}
+
+async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, to_core: mpsc::Sender<Input>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((len, remote)) => {
+                let input = Input::Message {
+                    transport: Transport::Udp,
+                    local,
+                    remote,
+                    bytes: buf[..len].to_vec(),
+                };
+                if to_core.send(input).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send surfaces here on some systems.
+            Err(e) => tracing::debug!(%local, error = %e, "UDP receive error"),
+        }
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, local: SocketAddr, to_core: mpsc::Sender<Input>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                tracing::debug!(%remote, "SIP TCP connection accepted");
+                spawn_connection(stream, local, remote, to_core.clone());
+            }
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs one TCP connection: a reader that frames messages for the core, and a writer fed by it.
+fn spawn_connection(
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    to_core: mpsc::Sender<Input>,
+) {
+    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
+    let (mut read_half, mut write_half) = stream.into_split();
+    let pong = writer_tx.clone();
+    tokio::spawn(async move {
+        if to_core
+            .send(Input::ConnectionUp {
+                remote,
+                writer: writer_tx,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut framer = StreamFramer::new(Limits::default());
+        let mut buf = vec![0u8; 16 * 1024];
+        let error = loop {
+            match read_half.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => {
+                    framer.push(&buf[..n]);
+                    let mut failed = None;
+                    while let Some(frame) = framer.next_frame() {
+                        match frame {
+                            Ok(Frame::Message(bytes)) => {
+                                let input = Input::Message {
+                                    transport: Transport::Tcp,
+                                    local,
+                                    remote,
+                                    bytes,
+                                };
+                                if to_core.send(input).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(Frame::Ping) => {
+                                let _ = pong.send(PONG.to_vec()).await;
+                            }
+                            Err(e) => failed = Some(e.to_string()),
+                        }
+                    }
+                    if let Some(e) = failed {
+                        tracing::info!(%remote, error = %e, "closing SIP TCP connection: unframeable stream");
+                        break Some(e);
+                    }
+                }
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        let _ = to_core.send(Input::ConnectionDown { remote, error }).await;
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = writer_rx.recv().await {
+            if let Err(e) = write_half.write_all(&bytes).await {
+                tracing::info!(%remote, error = %e, "SIP TCP write failed");
+                break;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+}
+
+struct Core {
+    ua: UserAgent,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp_local: Option<SocketAddr>,
+    /// Open TCP connections by remote address.
+    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Bytes waiting for an outbound TCP connection being set up.
+    pending: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    input_tx: mpsc::Sender<Input>,
+    events: mpsc::UnboundedSender<UaEvent>,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            self.flush().await;
+            let deadline = self.ua.poll_timeout().map(Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(input) = inputs.recv() => self.on_input(input),
+                Some(command) = commands.recv() => self.on_command(command),
+                () = timer => self.ua.handle_timeout(Instant::now().into_std()),
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        tracing::info!("SIP driver stopping");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = Instant::now().into_std();
+        match input {
+            Input::Message {
+                transport,
+                local,
+                remote,
+                bytes,
+            } => self.ua.handle_input(
+                now,
+                Incoming {
+                    transport,
+                    local,
+                    remote,
+                    message: &bytes,
+                },
+            ),
+            Input::ConnectionUp { remote, writer } => {
+                for bytes in self.pending.remove(&remote).unwrap_or_default() {
+                    if writer.try_send(bytes).is_err() {
+                        tracing::warn!(%remote, "SIP TCP queue full: message dropped");
+                    }
+                }
+                self.connections.insert(remote, writer);
+            }
+            Input::ConnectionDown { remote, error } => {
+                self.connections.remove(&remote);
+                if let Some(error) = error {
+                    self.ua
+                        .handle_transport_error(now, Transport::Tcp, remote, &error);
+                }
+                if self.pending.remove(&remote).is_some() {
+                    self.ua.handle_transport_error(
+                        now,
+                        Transport::Tcp,
+                        remote,
+                        "connection failed",
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now().into_std();
+        match command {
+            Command::Invite { call, reply } => {
+                let _ = reply.send(self.ua.invite(now, *call));
+            }
+            Command::Respond {
+                call,
+                code,
+                reason,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.respond(now, call, code, &reason, body));
+            }
+            Command::Ack {
+                call,
+                answer,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.ack(call, answer));
+            }
+            Command::Hangup { call, reply } => {
+                let _ = reply.send(self.ua.hangup(now, call));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(SipStats {
+                    calls: self.ua.call_count(),
+                    transactions: self.ua.endpoint().transaction_count(),
+                    tcp_connections: self.connections.len(),
+                });
+            }
+        }
+    }
+
+    /// Sends what the core wants sent and hands its events on.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.ua.poll_transmit() {
+            self.send(transmit).await;
+        }
+        while let Some(event) = self.ua.poll_event() {
+            if let UaEvent::Discarded { remote, reason } = &event {
+                tracing::info!(%remote, %reason, "SIP message discarded");
+            }
+            if self.events.send(event).is_err() {
+                tracing::warn!("SIP events have no consumer");
+            }
+        }
+    }
+
+    async fn send(&mut self, transmit: Transmit) {
+        let Transmit {
+            transport,
+            destination,
+            bytes,
+        } = transmit;
+        if !dialbridge_sip::transport::is_unicast(destination.ip()) {
+            tracing::warn!(%destination, "refusing to send SIP to a non-unicast address");
+            return;
+        }
+        match transport {
+            Transport::Udp => {
+                let Some(socket) = self.udp.iter().find(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == destination.is_ipv4())
+                }) else {
+                    self.ua.handle_transport_error(
+                        Instant::now().into_std(),
+                        transport,
+                        destination,
+                        "no UDP socket for this address family",
+                    );
+                    return;
+                };
+                if let Err(e) = socket.send_to(&bytes, destination).await {
+                    tracing::info!(%destination, error = %e, "SIP UDP send failed");
+                    self.ua.handle_transport_error(
+                        Instant::now().into_std(),
+                        transport,
+                        destination,
+                        &e.to_string(),
+                    );
+                }
+            }
+            Transport::Tcp => self.send_tcp(destination, bytes),
+            Transport::Tls => self.ua.handle_transport_error(
+                Instant::now().into_std(),
+                transport,
+                destination,
+                "TLS is not supported",
+            ),
+        }
+    }
+
+    fn send_tcp(&mut self, destination: SocketAddr, bytes: Vec<u8>) {
+        if let Some(writer) = self.connections.get(&destination) {
+            if writer.try_send(bytes).is_err() {
+                tracing::warn!(%destination, "SIP TCP connection congested or closed: message dropped");
+            }
+            return;
+        }
+        if let Some(queue) = self.pending.get_mut(&destination) {
+            queue.push(bytes);
+            return;
+        }
+        self.pending.insert(destination, vec![bytes]);
+        let local = self.tcp_local;
+        let to_core = self.input_tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(destination)).await {
+                Ok(Ok(stream)) => {
+                    let local = local
+                        .or_else(|| stream.local_addr().ok())
+                        .unwrap_or(destination);
+                    tracing::debug!(%destination, "SIP TCP connection opened");
+                    spawn_connection(stream, local, destination, to_core);
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(%destination, error = %e, "SIP TCP connect failed");
+                    let _ = to_core
+                        .send(Input::ConnectionDown {
+                            remote: destination,
+                            error: None,
+                        })
+                        .await;
+                }
+                Err(_) => {
+                    tracing::info!(%destination, "SIP TCP connect timed out");
+                    let _ = to_core
+                        .send(Input::ConnectionDown {
+                            remote: destination,
+                            error: None,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+}
