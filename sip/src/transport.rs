@@ -75,6 +75,10 @@ pub struct StreamFramer {
     /// The head was parsed but its Content-Length is unusable: the head alone is yielded
     /// (so the request can be answered with a 400) and the framer fails after it.
     fail_after: bool,
+    /// Bytes already searched for the end of the head, so a slow sender costs linear time.
+    scanned: usize,
+    /// Total length of the message at the front, once its head has been parsed.
+    pending: Option<usize>,
 }
 
 impl StreamFramer {
@@ -84,6 +88,8 @@ impl StreamFramer {
             limits,
             failed: false,
             fail_after: false,
+            scanned: 0,
+            pending: None,
         }
     }
 
@@ -116,6 +122,7 @@ impl StreamFramer {
                 [] => return None,
                 [b'\r', b'\n', b'\r', b'\n', ..] => {
                     self.buf.drain(..4);
+                    self.scanned = 0;
                     return Some(Ok(Frame::Ping));
                 }
                 // A lone CRLF may still become a ping: wait for more.
@@ -123,14 +130,27 @@ impl StreamFramer {
                 [b'\r', b'\n', ..] => {
                     // A single CRLF (a pong, or padding): ignored.
                     self.buf.drain(..2);
+                    self.scanned = 0;
                 }
                 [b'\n', ..] | [b'\r', ..] => {
                     self.buf.drain(..1);
+                    self.scanned = 0;
                 }
                 _ => break,
             }
         }
-        let Some(head_end) = find_head_end(&self.buf) else {
+        if let Some(total) = self.pending {
+            return self.take_message(total);
+        }
+        // A terminator ending past what was scanned starts at most 3 bytes before it.
+        let from = self.scanned.saturating_sub(3);
+        let found = self
+            .buf
+            .get(from..)
+            .and_then(find_head_end)
+            .map(|end| from + end);
+        self.scanned = self.buf.len();
+        let Some(head_end) = found else {
             if self.buf.len() > self.limits.max_message_size {
                 return Some(Err(self.fail(ParseError::too_large(format!(
                     "stream: no end of headers within {} bytes",
@@ -148,6 +168,7 @@ impl StreamFramer {
             Ok(n) => n.unwrap_or(0),
             Err(_) => {
                 self.fail_after = true;
+                self.scanned = 0;
                 let msg: Vec<u8> = self.buf.drain(..head_end).collect();
                 return Some(Ok(Frame::Message(msg)));
             }
@@ -159,9 +180,16 @@ impl StreamFramer {
                 self.limits.max_message_size
             )))));
         }
+        self.pending = Some(total);
+        self.take_message(total)
+    }
+
+    fn take_message(&mut self, total: usize) -> Option<Result<Frame, ParseError>> {
         if self.buf.len() < total {
             return None;
         }
+        self.pending = None;
+        self.scanned = 0;
         let msg: Vec<u8> = self.buf.drain(..total).collect();
         Some(Ok(Frame::Message(msg)))
     }

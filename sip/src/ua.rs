@@ -314,13 +314,44 @@ impl UserAgent {
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|| "dialbridge".into());
         let call_id = format!("{}@{host}", self.endpoint.random_token());
+        self.send_invite(now, call, call_id, local_tag, 1)
+    }
+
+    /// Re-sends a challenged INVITE (after a 401/407 in [`UaEvent::Failed`]) with the same Call-ID
+    /// and From tag and the next CSeq (RFC 3261 section 22.2); `call.headers` carries the
+    /// Authorization or Proxy-Authorization computed for `call.request_uri`.
+    pub fn invite_after_challenge(
+        &mut self,
+        now: Instant,
+        challenge: &Response,
+        call: OutgoingCall,
+    ) -> Result<CallHandle, UaError> {
+        let bad = |_| UaError::InvalidState("challenge lacks Call-ID, From tag or CSeq");
+        let call_id = challenge.headers.call_id().map_err(bad)?.to_string();
+        let from = challenge.headers.from().map_err(bad)?;
+        let tag = from
+            .tag()
+            .ok_or(UaError::InvalidState("challenge has no From tag"))?
+            .to_string();
+        let seq = challenge.headers.cseq().map_err(bad)?.seq.wrapping_add(1);
+        self.send_invite(now, call, call_id, tag, seq)
+    }
+
+    fn send_invite(
+        &mut self,
+        now: Instant,
+        call: OutgoingCall,
+        call_id: String,
+        local_tag: String,
+        seq: u32,
+    ) -> Result<CallHandle, UaError> {
         let mut req = Request::new(Method::Invite, call.request_uri);
         req.headers.push("Max-Forwards", "70");
         req.headers
             .push("From", call.from.with_tag(&local_tag).to_string());
         req.headers.push("To", call.to.to_string());
         req.headers.push("Call-ID", call_id);
-        req.headers.push("CSeq", "1 INVITE");
+        req.headers.push("CSeq", format!("{seq} INVITE"));
         req.headers
             .push("Contact", self.contact(call.target.transport));
         req.headers.push("Allow", ALLOW);

@@ -689,3 +689,68 @@ fn unacknowledged_2xx_ends_the_call_with_bye() {
         }]
     );
 }
+
+#[test]
+fn challenged_invite_is_retried_in_the_same_call_id_with_the_next_cseq() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, invite) = dial(&mut ua, t0, Some(Body::sdp(OFFER)));
+    deliver(
+        &mut ua,
+        t0 + ms(50),
+        &reply(
+            &invite,
+            407,
+            Some("px"),
+            &[("Proxy-Authenticate", "Digest realm=\"trunk\", nonce=\"n1\"")],
+            None,
+        ),
+    );
+    let ack = parse_request(&transmits(&mut ua)[0].bytes);
+    assert_eq!(ack.method.as_str(), "ACK");
+    let challenge = match events(&mut ua).as_slice() {
+        [UaEvent::Failed {
+            call: c,
+            code: 407,
+            response: Some(r),
+            ..
+        }] if *c == call => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let retry = ua
+        .invite_after_challenge(
+            t0 + ms(60),
+            &challenge,
+            OutgoingCall {
+                request_uri: Uri::parse("sip:+15551234@198.51.100.7").expect("uri"),
+                from: NameAddr::parse("<sip:alice@192.0.2.10>").expect("from"),
+                to: NameAddr::parse("<sip:+15551234@198.51.100.7>").expect("to"),
+                target: Target {
+                    transport: Transport::Udp,
+                    addr: addr(PEER),
+                },
+                body: Some(Body::sdp(OFFER)),
+                headers: vec![("Proxy-Authorization".into(), "Digest username=\"u\"".into())],
+            },
+        )
+        .expect("retry");
+    assert_ne!(retry, call);
+    let again = parse_request(&transmits(&mut ua)[0].bytes);
+    assert_eq!(
+        again.headers.call_id().expect("cid"),
+        invite.headers.call_id().expect("cid")
+    );
+    assert_eq!(
+        again.headers.from().expect("from").tag(),
+        invite.headers.from().expect("from").tag()
+    );
+    assert_eq!(again.headers.get("CSeq"), Some("2 INVITE"));
+    assert_eq!(
+        again.headers.get("Proxy-Authorization"),
+        Some("Digest username=\"u\"")
+    );
+    assert_ne!(
+        again.headers.top_via().expect("via").branch(),
+        invite.headers.top_via().expect("via").branch()
+    );
+}
