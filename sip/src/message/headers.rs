@@ -90,23 +90,30 @@ const CANONICAL: &[&str] = &[
     "WWW-Authenticate",
 ];
 
+/// The canonical spelling of a known header name or compact form.
+fn known_name(name: &str) -> Option<&'static str> {
+    if let [c] = name.as_bytes() {
+        let lc = c.to_ascii_lowercase() as char;
+        if let Some((_, full)) = COMPACT.iter().find(|(k, _)| *k == lc) {
+            return Some(full);
+        }
+    }
+    COMPACT
+        .iter()
+        .map(|(_, full)| *full)
+        .chain(CANONICAL.iter().copied())
+        .find(|c| c.eq_ignore_ascii_case(name))
+}
+
 /// Maps a header name as received to its canonical form (compact forms expanded).
 pub fn canonical_name(name: &str) -> String {
-    let mut chars = name.chars();
-    if let (Some(c), None) = (chars.next(), chars.next()) {
-        let lc = c.to_ascii_lowercase();
-        if let Some((_, full)) = COMPACT.iter().find(|(k, _)| *k == lc) {
-            return (*full).to_string();
-        }
-    }
-    for (_, full) in COMPACT {
-        if full.eq_ignore_ascii_case(name) {
-            return (*full).to_string();
-        }
-    }
-    match CANONICAL.iter().find(|c| c.eq_ignore_ascii_case(name)) {
-        Some(c) => (*c).to_string(),
-        None => name.to_string(),
+    known_name(name).unwrap_or(name).to_string()
+}
+
+fn lookup_name(name: &str) -> std::borrow::Cow<'static, str> {
+    match known_name(name) {
+        Some(n) => std::borrow::Cow::Borrowed(n),
+        None => std::borrow::Cow::Owned(name.to_string()),
     }
 }
 
@@ -181,7 +188,7 @@ impl Headers {
     }
 
     pub fn remove(&mut self, name: &str) {
-        let name = canonical_name(name);
+        let name = lookup_name(name);
         self.0.retain(|h| !h.name.eq_ignore_ascii_case(&name));
     }
 
@@ -192,7 +199,7 @@ impl Headers {
 
     /// All header lines of that name, in order.
     pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let name = canonical_name(name);
+        let name = lookup_name(name);
         self.0
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(&name))

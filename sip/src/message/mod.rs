@@ -385,7 +385,7 @@ impl Message {
         }
     }
 
-    /// Parses one message from a datagram (see [`crate::transport::parse_datagram`] for the
+    /// Parses one message from a datagram (see [`crate::validate::check_datagram`] for the
     /// full receive path with validation).
     pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         let head = Head::parse(bytes, &Limits::default())?;
