@@ -27,6 +27,9 @@ pub struct UaConfig {
     pub contact_user: String,
     /// User-Agent / Server header value.
     pub user_agent: Option<String>,
+    /// Answer re-INVITEs at once with 200 and the current local SDP. When false, each
+    /// [`UaEvent::ReInvite`] waits for [`UserAgent::respond_reinvite`].
+    pub auto_answer_reinvite: bool,
 }
 
 impl Default for UaConfig {
@@ -35,6 +38,7 @@ impl Default for UaConfig {
             endpoint: Config::default(),
             contact_user: "dialbridge".into(),
             user_agent: Some("dialbridge".into()),
+            auto_answer_reinvite: true,
         }
     }
 }
@@ -180,6 +184,8 @@ struct Call {
     ack_needs_answer: bool,
     local_body: Option<Body>,
     local_tag: String,
+    /// A re-INVITE from the peer waiting for our answer.
+    reinvite_tx: Option<TransactionId>,
 }
 
 /// See the module documentation.
@@ -387,6 +393,7 @@ impl UserAgent {
                 ack_needs_answer: call.body.is_none(),
                 local_body: call.body,
                 local_tag,
+                reinvite_tx: None,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -557,6 +564,46 @@ impl UserAgent {
             c.local_body = body;
         } else if code >= 300 {
             self.remove_call(call);
+        }
+        Ok(())
+    }
+
+    /// Answers a pending re-INVITE (see [`UaConfig::auto_answer_reinvite`]): 200 with our new
+    /// SDP (which becomes the current one), or an error code such as 488.
+    pub fn respond_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), UaError> {
+        let contact = {
+            let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+            self.contact(c.target.transport)
+        };
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        let tx = c.reinvite_tx.ok_or(UaError::InvalidState(
+            "no re-INVITE is waiting for an answer",
+        ))?;
+        let req = self
+            .endpoint
+            .request(tx)
+            .ok_or(UaError::InvalidState("re-INVITE transaction vanished"))?;
+        let mut r = Response::for_request(req, code, reason);
+        if (200..300).contains(&code) {
+            r.headers.push("Contact", contact);
+            r.headers.push("Allow", ALLOW);
+        }
+        if let Some(b) = &body {
+            r.set_body(&b.content_type, b.bytes.clone());
+        }
+        self.endpoint.send_response(now, tx, r)?;
+        if code >= 200 {
+            c.reinvite_tx = None;
+            if (200..300).contains(&code) && body.is_some() {
+                c.local_body = body;
+            }
         }
         Ok(())
     }
@@ -838,6 +885,7 @@ impl UserAgent {
                         ack_needs_answer: false,
                         local_body: None,
                         local_tag,
+                        reinvite_tx: None,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -913,20 +961,26 @@ impl UserAgent {
                 self.remove_call(call);
             }
             Method::Invite => {
-                dialog.refresh_target(&req.headers);
-                let body = c.local_body.clone();
-                let mut r = Response::for_request(&req, 200, "OK");
-                r.headers.push("Contact", contact);
-                r.headers.push("Allow", ALLOW);
-                if let Some(b) = body {
-                    r.set_body(&b.content_type, b.bytes);
+                if c.reinvite_tx.is_some() {
+                    return self.reply(now, id, &req, 491, "Request Pending");
                 }
-                let _ = self.endpoint.send_response(now, id, r);
+                dialog.refresh_target(&req.headers);
                 self.txs.insert(id, (call, Purpose::Other));
                 self.events.push_back(UaEvent::ReInvite {
                     call,
                     body: Body::of(&req.headers, &req.body),
                 });
+                if self.config.auto_answer_reinvite {
+                    let mut r = Response::for_request(&req, 200, "OK");
+                    r.headers.push("Contact", contact);
+                    r.headers.push("Allow", ALLOW);
+                    if let Some(b) = c.local_body.clone() {
+                        r.set_body(&b.content_type, b.bytes);
+                    }
+                    let _ = self.endpoint.send_response(now, id, r);
+                } else {
+                    c.reinvite_tx = Some(id);
+                }
             }
             Method::Info => self.reply(now, id, &req, 200, "OK"),
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),

@@ -754,3 +754,58 @@ fn challenged_invite_is_retried_in_the_same_call_id_with_the_next_cseq() {
         invite.headers.top_via().expect("via").branch()
     );
 }
+
+#[test]
+fn reinvite_answered_by_the_application_and_glare_gets_491() {
+    let mut ua = UserAgent::new(UaConfig {
+        endpoint: Config {
+            local_addrs: vec![(Transport::Udp, addr(LOCAL))],
+            ..Config::default()
+        },
+        auto_answer_reinvite: false,
+        ..UaConfig::default()
+    });
+    let t0 = Instant::now();
+    let (call, tag) = answered_incoming(&mut ua, t0);
+    deliver(
+        &mut ua,
+        t0 + ms(100),
+        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
+    );
+    events(&mut ua);
+    let hold = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    deliver(
+        &mut ua,
+        t0 + ms(1000),
+        &incoming("INVITE", "z9hG4bKr1", Some(&tag), 9, "", &hold),
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::ReInvite {
+            call,
+            body: Some(Body::sdp(hold.clone()))
+        }]
+    );
+    assert!(transmits(&mut ua).is_empty(), "waits for the application");
+    deliver(
+        &mut ua,
+        t0 + ms(1100),
+        &incoming("INVITE", "z9hG4bKr2", Some(&tag), 10, "", &hold),
+    );
+    assert_eq!(parse_response(&transmits(&mut ua)[0].bytes).code, 491);
+    let held = ANSWER.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+    ua.respond_reinvite(
+        t0 + ms(1200),
+        call,
+        200,
+        "OK",
+        Some(Body::sdp(held.clone())),
+    )
+    .expect("answer");
+    let ok = parse_response(&transmits(&mut ua)[0].bytes);
+    assert_eq!((ok.code, ok.headers.get("CSeq")), (200, Some("9 INVITE")));
+    assert_eq!(ok.body, held.as_bytes());
+    assert!(ua
+        .respond_reinvite(t0 + ms(1300), call, 200, "OK", None)
+        .is_err());
+}
