@@ -7,7 +7,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = Message::parse(data);
-    if let Verdict::Accept(m) = check_datagram(data, &Limits::default(), &Policy::default()) {
+    let verdict = check_datagram(data, &Limits::default(), &Policy::default());
+    if let Verdict::Reject { response, .. } = &verdict {
+        // The error response must itself be a well-formed message.
+        if let Err(e) = Message::parse(&response.to_bytes()) {
+            panic!("rejection does not parse: {e}");
+        }
+    }
+    if let Verdict::Accept(m) = verdict {
         let h = m.headers();
         let _ = h.via();
         let _ = h.top_via_lenient();

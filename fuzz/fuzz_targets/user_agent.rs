@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::endpoint::{Config, Incoming, Target};
-use dialbridge_sip::message::{NameAddr, Uri};
+use dialbridge_sip::message::{Message, NameAddr, Uri};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, OutgoingCall, UaConfig, UaEvent, UserAgent};
 use libfuzzer_sys::fuzz_target;
@@ -52,7 +52,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = ua.bye(now, call);
             }
         }
-        while ua.poll_transmit().is_some() {}
+        // Whatever the agent sends must be well-formed SIP.
+        while let Some(t) = ua.poll_transmit() {
+            if let Err(e) = Message::parse(&t.bytes) {
+                panic!("agent sent a malformed message ({e}): {:?}", String::from_utf8_lossy(&t.bytes));
+            }
+        }
     }
     while let Some(t) = ua.poll_timeout() {
         if t > t0 + Duration::from_secs(120) {
@@ -60,6 +65,11 @@ fuzz_target!(|data: &[u8]| {
         }
         ua.handle_timeout(t);
         while ua.poll_event().is_some() {}
-        while ua.poll_transmit().is_some() {}
+        // Whatever the agent sends must be well-formed SIP.
+        while let Some(t) = ua.poll_transmit() {
+            if let Err(e) = Message::parse(&t.bytes) {
+                panic!("agent sent a malformed message ({e}): {:?}", String::from_utf8_lossy(&t.bytes));
+            }
+        }
     }
 });
