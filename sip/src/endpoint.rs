@@ -59,6 +59,8 @@ pub struct Config {
     pub local_addrs: Vec<(Transport, SocketAddr)>,
     /// Seeds branch and tag generation; the driver passes a random value.
     pub seed: u64,
+    /// Live transactions at most; beyond it new requests get 503 and sends fail.
+    pub max_transactions: usize,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             policy: Policy::default(),
             local_addrs: Vec::new(),
             seed: 0x5eed,
+            max_transactions: 100_000,
         }
     }
 }
@@ -142,6 +145,8 @@ pub enum SendError {
     BadMessage(String),
     /// No local address configured for the transport.
     NoLocalAddress(Transport),
+    /// [`Config::max_transactions`] reached.
+    TooManyTransactions,
 }
 
 impl std::fmt::Display for SendError {
@@ -151,6 +156,7 @@ impl std::fmt::Display for SendError {
             SendError::InvalidState(s) => write!(f, "invalid transaction state: {s}"),
             SendError::BadMessage(s) => write!(f, "bad message: {s}"),
             SendError::NoLocalAddress(t) => write!(f, "no local address for {t}"),
+            SendError::TooManyTransactions => f.write_str("transaction limit reached"),
         }
     }
 }
@@ -431,6 +437,21 @@ impl Endpoint {
         } else {
             None
         };
+        if self.txs.len() >= self.config.max_transactions {
+            let mut busy = Response::for_request(&req, 503, "Service Unavailable");
+            busy.headers.push("Retry-After", "5");
+            let tag = self.random_token();
+            let _ = busy.set_to_tag(&tag[..8]);
+            self.transmits.push_back(Transmit {
+                transport: input.transport,
+                destination: remote,
+                bytes: busy.to_bytes(),
+            });
+            return self.discard(
+                input.remote,
+                "transaction limit reached: answered 503".into(),
+            );
+        }
         let id = self.alloc_id();
         let invite = req.method == Method::Invite;
         let tx = Transaction {
@@ -639,6 +660,9 @@ impl Endpoint {
             .and_then(|v| v.branch().map(str::to_string))
             .ok_or_else(|| SendError::BadMessage("top Via has no branch".into()))?;
         let key = (branch, request.method.clone());
+        if self.txs.len() >= self.config.max_transactions {
+            return Err(SendError::TooManyTransactions);
+        }
         if self.client_index.contains_key(&key) {
             return Err(SendError::BadMessage(format!(
                 "a {} transaction with branch {} exists",

@@ -824,3 +824,25 @@ fn responses_follow_rport_and_received() {
             "Via: SIP/2.0/UDP 10.0.0.5:5060;rport=40123;branch=z9hG4bKo1;received=203.0.113.9\r\n"
         ));
 }
+
+#[test]
+fn transaction_limit_answers_503_and_refuses_sends() {
+    let mut ep = Endpoint::new(Config {
+        local_addrs: vec![(Transport::Udp, addr(LOCAL))],
+        max_transactions: 1,
+        ..Config::default()
+    });
+    let t0 = Instant::now();
+    deliver(&mut ep, t0, Transport::Udp, &incoming_options("z9hG4bKo1"));
+    assert_eq!(events(&mut ep).len(), 1);
+    deliver(&mut ep, t0, Transport::Udp, &incoming_options("z9hG4bKo2"));
+    let sent = transmits(&mut ep);
+    let busy = parse_response(&sent[0].bytes);
+    assert_eq!(busy.code, 503);
+    assert_eq!(busy.headers.get("Retry-After"), Some("5"));
+    assert!(matches!(&events(&mut ep)[..], [Event::Discarded { .. }]));
+    assert_eq!(
+        ep.send_request(t0, request(Method::Options), target(Transport::Udp)),
+        Err(dialbridge_sip::endpoint::SendError::TooManyTransactions)
+    );
+}
