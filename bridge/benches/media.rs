@@ -5,6 +5,9 @@
 //! - `transcode/bridged_call`: both directions of one phone <-> browser call for one frame:
 //!   G.711 packet in -> jitter buffer -> decode -> Opus encode, and that Opus packet in ->
 //!   jitter buffer -> Opus decode -> G.711 encode. Target: within 1.25x of the bare loop.
+//! - `latency/*`: packet in -> packet out through one direction of a two-party call (jitter
+//!   buffer wait excluded: the packet is played on the tick it arrives); p50/p99/max of the
+//!   individual iterations are printed, the target is p99 under 1 ms.
 //! - `mixer/*`: one mixer tick (push every participant's frame, mix); throughput is per
 //!   participant.
 //!
@@ -125,5 +128,103 @@ fn mixer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transcode, mixer);
+/// Prints the percentiles of per-packet times.
+fn percentiles(name: &str, samples: &mut [Duration]) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    if !samples.is_empty() {
+        eprintln!(
+            "{name}: {} packets, p50 {:?}, p99 {:?}, max {:?}",
+            samples.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+}
+
+fn latency(c: &mut Criterion) {
+    let frames = audio();
+    let law = G711::Pcmu;
+    let g711: Vec<[u8; FRAME_8K]> = frames
+        .iter()
+        .map(|f| {
+            let mut p = [0u8; FRAME_8K];
+            law.encode(f, &mut p);
+            p
+        })
+        .collect();
+    let mut g = c.benchmark_group("latency");
+    let t0 = Instant::now();
+
+    let mut up = PhoneToWeb::new(law, OpusConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut pkt = [0u8; MAX_PACKET];
+    let mut opus_packets = Vec::new();
+    let mut k = 0u32;
+    let mut samples = Vec::with_capacity(1 << 20);
+    g.bench_function("phone_to_web_packet", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = t0 + Duration::from_millis(k as u64 * 20);
+                let meta = RtpMeta {
+                    seq: k as u16,
+                    timestamp: k.wrapping_mul(160),
+                    marker: k == 0,
+                    ssrc: 1,
+                };
+                let start = Instant::now();
+                up.insert(now, meta, &g711[k as usize % g711.len()]);
+                let (n, _) = up.tick(now, &mut pkt).unwrap_or((0, FrameSource::Silence));
+                black_box(&pkt[..n]);
+                let d = start.elapsed();
+                total += d;
+                if samples.len() < samples.capacity() {
+                    samples.push(d);
+                }
+                if opus_packets.len() < 50 {
+                    opus_packets.push(pkt[..n].to_vec());
+                }
+                k = k.wrapping_add(1);
+            }
+            total
+        })
+    });
+    percentiles("phone_to_web_packet", &mut samples);
+
+    let mut down = WebToPhone::new(law).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = [0u8; FRAME_8K];
+    let mut k = 0u32;
+    samples.clear();
+    g.bench_function("web_to_phone_packet", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = t0 + Duration::from_millis(k as u64 * 20);
+                let meta = RtpMeta {
+                    seq: k as u16,
+                    timestamp: k.wrapping_mul(960),
+                    marker: k == 0,
+                    ssrc: 2,
+                };
+                let p = &opus_packets[k as usize % opus_packets.len()];
+                let start = Instant::now();
+                down.insert(now, meta, p);
+                down.tick(now, &mut out);
+                black_box(&out);
+                let d = start.elapsed();
+                total += d;
+                if samples.len() < samples.capacity() {
+                    samples.push(d);
+                }
+                k = k.wrapping_add(1);
+            }
+            total
+        })
+    });
+    percentiles("web_to_phone_packet", &mut samples);
+    g.finish();
+}
+
+criterion_group!(benches, transcode, latency, mixer);
 criterion_main!(benches);
