@@ -83,7 +83,8 @@ impl Dialog {
             },
             local_seq: 0,
             remote_seq: Some(request.headers.cseq()?.seq),
-            remote_target: first_contact(&request.headers)?,
+            // A request without Contact (not allowed, but seen) falls back to the From URI.
+            remote_target: first_contact(&request.headers).unwrap_or_else(|_| remote.uri.clone()),
             route_set: request.headers.record_route()?,
             local,
             remote,
@@ -155,5 +156,52 @@ impl Dialog {
             },
             None => self.fallback,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn uas_dialog(extra: &str) -> Dialog {
+        let text = format!(
+            "INVITE sip:gw@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n\
+From: <sip:c@198.51.100.7>;tag=r1\r\nTo: <sip:gw@192.0.2.10>\r\nCall-ID: d1\r\nCSeq: 5 INVITE\r\n{extra}\r\n"
+        );
+        let Ok(Message::Request(req)) = Message::parse(text.as_bytes()) else {
+            panic!("parse")
+        };
+        let fallback = Target {
+            transport: Transport::Udp,
+            addr: "198.51.100.7:5060".parse().unwrap(),
+        };
+        Dialog::uas(&req, "l1", fallback).unwrap()
+    }
+
+    #[test]
+    fn next_hop_prefers_route_then_target_then_fallback() {
+        let d = uas_dialog("Record-Route: <sip:203.0.113.5:5070;transport=tcp;lr>\r\nContact: <sip:c@198.51.100.9>\r\n");
+        assert_eq!(d.next_hop().transport, Transport::Tcp);
+        assert_eq!(d.next_hop().addr, "203.0.113.5:5070".parse().unwrap());
+        let d = uas_dialog("Contact: <sip:c@198.51.100.9:5062>\r\n");
+        assert_eq!(d.next_hop().addr, "198.51.100.9:5062".parse().unwrap());
+        let d = uas_dialog("Contact: <sip:c@pbx.example.com>\r\n");
+        assert_eq!(d.next_hop(), d.fallback);
+        // No Contact at all: the From URI.
+        let d = uas_dialog("");
+        assert_eq!(d.remote_target.to_string(), "sip:c@198.51.100.7");
+    }
+
+    #[test]
+    fn remote_cseq_must_increase() {
+        let mut d = uas_dialog("Contact: <sip:c@198.51.100.9>\r\n");
+        assert!(!d.accept_remote_seq(5));
+        assert!(d.accept_remote_seq(6));
+        assert!(!d.accept_remote_seq(6));
+        let bye = d.next_request(Method::Bye);
+        assert_eq!(bye.headers.get("CSeq"), Some("1 BYE"));
+        assert_eq!(bye.headers.get("From"), Some("<sip:gw@192.0.2.10>;tag=l1"));
+        assert_eq!(bye.headers.get("To"), Some("<sip:c@198.51.100.7>;tag=r1"));
     }
 }
