@@ -96,6 +96,7 @@ pub struct JitterStats {
 struct Slot {
     seq: u16,
     filled: bool,
+    audio: bool,
     marker: bool,
     timestamp: u32,
     payload: Vec<u8>,
@@ -156,6 +157,7 @@ impl JitterBuffer {
             .map(|_| Slot {
                 seq: 0,
                 filled: false,
+                audio: false,
                 marker: false,
                 timestamp: 0,
                 payload: Vec::with_capacity(320),
@@ -311,6 +313,26 @@ impl JitterBuffer {
         ssrc: u32,
         payload: &[u8],
     ) -> Inserted {
+        self.insert_inner(now, seq, timestamp, marker, ssrc, Some(payload))
+    }
+
+    /// Accounts for a packet of the same stream that carries no audio (an RFC 4733
+    /// telephone-event sent instead of audio): its sequence number is received, not lost, and
+    /// its slot plays as [`Playout::Empty`] rather than being concealed. Its timestamp (the
+    /// event's start, repeated) does not feed the jitter estimate.
+    pub fn insert_no_audio(&mut self, now: Instant, seq: u16, ssrc: u32) -> Inserted {
+        self.insert_inner(now, seq, 0, false, ssrc, None)
+    }
+
+    fn insert_inner(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        ssrc: u32,
+        payload: Option<&[u8]>,
+    ) -> Inserted {
         self.stats.received += 1;
         let mut outcome = Inserted::Stored;
         if self.ssrc != Some(ssrc) {
@@ -321,7 +343,9 @@ impl JitterBuffer {
             self.ssrc = Some(ssrc);
             outcome = Inserted::Restarted;
         }
-        self.update_jitter(now, timestamp);
+        if payload.is_some() {
+            self.update_jitter(now, timestamp);
+        }
 
         let diff = seq.wrapping_sub(self.cursor) as i16 as i32;
         if outcome == Inserted::Stored && !(-MAX_MISORDER..MAX_DROPOUT).contains(&diff) {
@@ -368,8 +392,9 @@ impl JitterBuffer {
         slot.filled = true;
         slot.marker = marker;
         slot.timestamp = timestamp;
+        slot.audio = payload.is_some();
         slot.payload.clear();
-        slot.payload.extend_from_slice(payload);
+        slot.payload.extend_from_slice(payload.unwrap_or_default());
 
         match self.state {
             State::Idle => {
@@ -492,6 +517,9 @@ impl JitterBuffer {
         self.advance();
         let slot = &mut self.slots[idx];
         slot.filled = false;
+        if !slot.audio {
+            return Playout::Empty;
+        }
         Playout::Frame(&slot.payload)
     }
 }
@@ -881,7 +909,39 @@ mod tests {
         assert!((2..=4).contains(&s.concealed), "{s:?}");
         assert_eq!((s.late, s.lost, s.discarded), (0, 0, 0));
         let frames = sim.frames();
-        assert!(frames.windows(2).all(|w| w[1] == w[0] + 1), "nothing skipped");
+        assert!(
+            frames.windows(2).all(|w| w[1] == w[0] + 1),
+            "nothing skipped"
+        );
+    }
+
+    #[test]
+    fn packets_without_audio_are_neither_lost_nor_concealed() {
+        let mut sim = Sim::new();
+        let mut out = Vec::new();
+        for i in 0..20u16 {
+            let ms = i as u64 * 20;
+            if (8..13).contains(&i) {
+                // A DTMF event replaces audio; its timestamp is the event start throughout.
+                sim.jb.insert_no_audio(sim.at(ms), i, 7);
+            } else {
+                sim.insert(ms, i, i as u32 * 160, false, 7);
+            }
+            let r = match sim.jb.pop(sim.at(ms + 5)) {
+                Playout::Frame(p) => Some(Some(u16::from_be_bytes([p[0], p[1]]))),
+                Playout::Missing => Some(None),
+                Playout::Empty => None,
+            };
+            out.push(r);
+        }
+        let mut want: Vec<_> = (0..20).map(|i| Some(Some(i))).collect();
+        for w in &mut want[8..13] {
+            *w = None;
+        }
+        assert_eq!(out, want);
+        let s = sim.jb.stats();
+        assert_eq!((s.lost, s.concealed, s.received), (0, 0, 20));
+        assert_eq!(sim.jb.jitter(), 0);
     }
 
     #[test]

@@ -292,17 +292,19 @@ impl RtpLeg {
             self.dtmf_rx.reset();
         }
         self.remote_ssrc = Some(ssrc);
+        let meta = RtpMeta {
+            seq: pkt.sequence_number(),
+            timestamp: pkt.timestamp(),
+            marker: pkt.marker_bit(),
+            ssrc,
+        };
         if is_dtmf {
+            // Events share the audio's sequence space: keep them out of the loss count.
+            self.inbound.insert_no_audio(now, meta);
             if let Some(d) = self.dtmf_rx.handle_packet(pkt.timestamp(), pkt.payload())? {
                 self.events.push_back(LegEvent::Dtmf(d));
             }
         } else {
-            let meta = RtpMeta {
-                seq: pkt.sequence_number(),
-                timestamp: pkt.timestamp(),
-                marker: pkt.marker_bit(),
-                ssrc,
-            };
             self.inbound.insert(now, meta, pkt.payload());
         }
         Ok(())
@@ -806,6 +808,40 @@ mod tests {
             })
             .collect();
         assert_eq!(digits, vec![Some('#')]);
+    }
+
+    #[test]
+    fn events_sent_instead_of_audio_are_not_loss() {
+        let t0 = Instant::now();
+        let mut leg = leg(t0);
+        let a = addr("198.51.100.7:30000");
+        let ev = EventPayload {
+            event: 1,
+            end: false,
+            volume: 10,
+            duration: 0,
+        }
+        .to_bytes();
+        let mut sources = Vec::new();
+        for i in 0..15u16 {
+            let now = t0 + Duration::from_millis(20 * i as u64);
+            let pkt = if (5..10).contains(&i) {
+                rtp(101, i, 800, i == 5, 7, &ev)
+            } else {
+                rtp(0, i, i as u32 * 160, i == 0, 7, &[0xFF; 160])
+            };
+            assert_eq!(leg.handle_datagram(now, a, &pkt), Ok(()));
+            sources.push(leg.tick(now).1);
+        }
+        let s = leg.inbound().jitter_stats();
+        assert_eq!((s.lost, s.concealed), (0, 0));
+        assert_eq!(
+            sources
+                .iter()
+                .filter(|s| **s == FrameSource::Silence)
+                .count(),
+            5
+        );
     }
 
     #[test]

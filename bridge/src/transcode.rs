@@ -87,6 +87,12 @@ impl G711Inbound {
             .insert(now, rtp.seq, rtp.timestamp, rtp.marker, rtp.ssrc, payload)
     }
 
+    /// Accounts for a telephone-event packet sent in place of audio (see
+    /// [`JitterBuffer::insert_no_audio`]).
+    pub fn insert_no_audio(&mut self, now: Instant, rtp: RtpMeta) -> Inserted {
+        self.jb.insert_no_audio(now, rtp.seq, rtp.ssrc)
+    }
+
     /// Produces this tick's 8 kHz frame.
     pub fn tick(&mut self, now: Instant) -> (&[i16; FRAME_8K], FrameSource) {
         let source = match self.jb.pop(now) {
