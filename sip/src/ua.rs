@@ -135,6 +135,11 @@ pub enum UaEvent {
         call: CallHandle,
         body: Option<Body>,
     },
+    /// An INFO in the dialog (answered 200), e.g. `application/dtmf-relay` key presses.
+    Info {
+        call: CallHandle,
+        body: Option<Body>,
+    },
     /// An established call ended (BYE from either side). May come without `Answered` when a
     /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
     Ended { call: CallHandle, by_remote: bool },
@@ -982,7 +987,13 @@ impl UserAgent {
                     c.reinvite_tx = Some(id);
                 }
             }
-            Method::Info => self.reply(now, id, &req, 200, "OK"),
+            Method::Info => {
+                self.reply(now, id, &req, 200, "OK");
+                self.events.push_back(UaEvent::Info {
+                    call,
+                    body: Body::of(&req.headers, &req.body),
+                });
+            }
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }

@@ -96,8 +96,10 @@ pub fn check_datagram(bytes: &[u8], limits: &Limits, policy: &Policy) -> Verdict
     };
     let is_request = head.is_request();
     let headers = head.headers.clone();
+    // An ACK is never answered (RFC 3261 section 17.2.1), however malformed.
+    let is_ack = matches!(&head.start, StartLine::Request { line } if line.starts_with("ACK "));
     let reject = |rej: Rejection| -> Verdict {
-        if headers.top_via_lenient().is_err() {
+        if headers.top_via_lenient().is_err() || is_ack {
             // No usable Via: a response could not be routed.
             return Verdict::Drop { error: rej.error };
         }
@@ -259,6 +261,18 @@ Require: foo, 100rel\r\nContent-Length: 0\r\n\r\n",
         assert_eq!(response.code, 420);
         assert_eq!(response.headers.get("Unsupported"), Some("foo, 100rel"));
         assert!(error.message.contains("foo"));
+    }
+
+    #[test]
+    fn malformed_ack_is_dropped_not_answered() {
+        let v = verdict(
+            "ACK sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.com>;tag=2\r\nFrom: <sip:b@example.com>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n",
+        );
+        let Verdict::Drop { error } = v else {
+            panic!("not dropped: {v:?}")
+        };
+        assert!(error.message.contains("CSeq"), "{error}");
     }
 
     #[test]

@@ -611,6 +611,33 @@ fn reinvite_is_answered_with_the_current_sdp_and_refreshes_the_target() {
         &incoming("INFO", "z9hG4bKx1", Some(&tag), 9, "", ""),
     );
     assert_eq!(parse_response(&transmits(&mut ua)[0].bytes).code, 500);
+    assert!(events(&mut ua).is_empty());
+    // INFO (DTMF relay) is answered and passed up.
+    let info = String::from_utf8(incoming(
+        "INFO",
+        "z9hG4bKx2",
+        Some(&tag),
+        10,
+        "",
+        "Signal=5\r\nDuration=160\r\n",
+    ))
+    .expect("utf8")
+    .replace(
+        "Content-Type: application/sdp",
+        "Content-Type: application/dtmf-relay",
+    );
+    deliver(&mut ua, t0 + ms(2200), info.as_bytes());
+    assert_eq!(parse_response(&transmits(&mut ua)[0].bytes).code, 200);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::Info {
+            call,
+            body: Some(Body {
+                content_type: "application/dtmf-relay".into(),
+                bytes: b"Signal=5\r\nDuration=160\r\n".to_vec()
+            })
+        }]
+    );
     ua.bye(t0 + ms(3000), call).expect("bye");
     let sent = transmits(&mut ua);
     assert_eq!(sent[0].destination, addr("198.51.100.20:5080"));
