@@ -7,6 +7,7 @@ pub mod jitter;
 pub mod mixer;
 pub mod opus_codec;
 pub mod plc;
+pub mod ports;
 pub mod rtp_leg;
 pub mod testing;
 pub mod transcode;

@@ -375,6 +375,45 @@ mod tests {
         assert_eq!(soft_clip(i32::MIN), -32766);
     }
 
+    #[test]
+    fn everyone_hears_the_others_tones_and_not_their_own() {
+        use crate::testing::{tone_ratio_blocks, Sine};
+        let tones = [440.0, 1000.0, 1500.0];
+        let mut gens: Vec<Sine> = tones.iter().map(|&f| Sine::new(f, 8000, 8000)).collect();
+        let mut m = room(3, 160);
+        let mut heard: Vec<Vec<i16>> = vec![Vec::new(); 3];
+        for tick in 0..10 {
+            if tick == 5 {
+                // Participant 2 leaves half way.
+                assert_eq!(m.remove(id(2)), Ok(()));
+            }
+            for (i, g) in gens.iter_mut().enumerate() {
+                let _ = m.push(id(i as u64), &g.take(160));
+            }
+            m.mix();
+            for (i, h) in heard.iter_mut().enumerate() {
+                h.extend_from_slice(m.output(id(i as u64)).unwrap_or(&[0; 160]));
+            }
+        }
+        let ratio = |who: usize, half: usize, f: f64| {
+            tone_ratio_blocks(&heard[who][half * 800..(half + 1) * 800], f, 8000, 160)
+        };
+        // First half: each hears the other two (half the power each), not itself.
+        for who in 0..3 {
+            for (other, &f) in tones.iter().enumerate() {
+                let r = ratio(who, 0, f);
+                if other == who {
+                    assert!(r < 0.01, "{who} hears itself: {r}");
+                } else {
+                    assert!((r - 0.5).abs() < 0.05, "{who} hears {f} Hz at {r}");
+                }
+            }
+        }
+        // Second half: 0 and 1 hear only each other; 2's tone is gone.
+        assert!(ratio(0, 1, 1000.0) > 0.95 && ratio(0, 1, 1500.0) < 0.01);
+        assert!(ratio(1, 1, 440.0) > 0.95 && ratio(1, 1, 1500.0) < 0.01);
+    }
+
     proptest! {
         #[test]
         fn matches_naive_n_minus_one(
