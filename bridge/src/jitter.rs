@@ -90,6 +90,8 @@ pub struct JitterStats {
     pub discarded: u64,
     /// Times the sender's SSRC changed.
     pub ssrc_changes: u64,
+    /// Interarrival jitter now, in RTP clock units (RFC 3550).
+    pub jitter: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +193,7 @@ impl JitterBuffer {
     pub fn stats(&self) -> JitterStats {
         let mut s = self.stats;
         s.lost = self.lost_before + self.lost_current();
+        s.jitter = self.jitter();
         s
     }
 
@@ -792,6 +795,7 @@ mod tests {
             .collect();
         let mut late_by_phase = [0u64; 4];
         let mut target_by_phase = [Duration::ZERO; 4];
+        let mut jitter_by_phase = [Duration::ZERO; 4];
         let mut pkts = p.clone();
         pkts.sort_by_key(|x| x.0);
         let mut i = 0;
@@ -809,6 +813,7 @@ mod tests {
             sim.pop(tick);
             if tick == 3983 || tick == 11_983 || tick == 20_383 {
                 target_by_phase[phase] = sim.jb.target_delay();
+                jitter_by_phase[phase] = sim.jb.jitter_duration();
             }
             tick += 20;
         }
@@ -819,6 +824,9 @@ mod tests {
             target_by_phase[2]
         );
         assert_eq!(target_by_phase[3], Duration::from_millis(20));
+        // Uniform 0-80 ms delay: the mean |D| of RFC 3550 is 80/3 ms.
+        let j = jitter_by_phase[2].as_secs_f64() * 1000.0;
+        assert!((20.0..34.0).contains(&j), "jitter estimate {j} ms");
         // Late packets happen while adapting, then (nearly) stop once adapted.
         assert!(late_by_phase[1] > 0, "{late_by_phase:?}");
         assert!(
@@ -834,6 +842,7 @@ mod tests {
         assert_eq!(depth_at_end, 0);
         let stats = sim.jb.stats();
         assert_eq!(stats.lost, 0);
+        assert_eq!(stats.jitter, sim.jb.jitter());
         assert!(stats.discarded > 0, "shrinking drops frames: {stats:?}");
         // Everything was played once, in order, apart from late/discarded frames.
         let frames = sim.frames();
