@@ -269,6 +269,13 @@ impl Config {
 
     /// Rules that span several keys.
     fn check_consistency(&self) -> Result<(), (String, String)> {
+        if self.media.webrtc_listen.ip().is_unspecified() && self.media.public_ip.is_none() {
+            return Err((
+                "media.webrtc_listen".into(),
+                "a wildcard address cannot be announced to WebRTC peers: set media.public_ip"
+                    .into(),
+            ));
+        }
         if self.sip.listen.is_empty() {
             return Err((
                 "sip.listen".into(),

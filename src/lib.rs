@@ -7,4 +7,5 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod room;
+pub mod runtime;
 pub mod store;

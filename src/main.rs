@@ -12,7 +12,7 @@ use dialbridge::config::{self, Config};
 use dialbridge::events::EventBus;
 use dialbridge::room::{unix_now, Rooms};
 use dialbridge::store::Store;
-use dialbridge::{api, auth};
+use dialbridge::{api, auth, runtime};
 
 #[derive(Parser)]
 #[command(name = "dialbridge", version, about = "SIP-bridging telephony gateway")]
@@ -163,20 +163,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot install the metrics recorder")?;
     let events = Arc::new(EventBus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = Arc::new(api::AppState {
-        rooms: Rooms::new(store, events.clone(), None),
-        events,
-        metrics,
-        shutdown: shutdown_rx,
-    });
+    let media = runtime::media::start(&config.media)?;
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    tracing::info!(%http_addr, public_url = %config.public_url(), "HTTP API listening");
+    // Without a configured public URL, Location headers name the address actually bound.
+    let public_url = match &config.http.public_url {
+        Some(_) => config.public_url(),
+        None => format!("http://{http_addr}"),
+    };
+    tracing::info!(%http_addr, %public_url, "HTTP API listening");
+    let state = Arc::new(api::AppState {
+        rooms: Rooms::new(store, events.clone(), None).with_call_observer(Arc::new(media.clone())),
+        events,
+        metrics,
+        media: media.clone(),
+        public_url,
+        shutdown: shutdown_rx,
+    });
     // One line on stdout once every socket is bound, for scripts and tests that start with port 0.
-    println!("dialbridge ready http={http_addr}");
+    println!(
+        "dialbridge ready http={http_addr} webrtc={}",
+        media.local_addr()
+    );
 
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {

@@ -24,3 +24,4 @@ pub mod ports;
 pub mod rtp_leg;
 pub mod testing;
 pub mod transcode;
+pub mod webrtc;

@@ -3,6 +3,7 @@
 
 mod call;
 mod events;
+mod media;
 mod ocs;
 mod ops;
 mod room;
@@ -25,6 +26,7 @@ pub use ocs::OcsError;
 use crate::auth::{self, AuthUser};
 use crate::events::EventBus;
 use crate::room::Rooms;
+use crate::runtime::MediaHandle;
 
 pub const TALK_BASE: &str = "/ocs/v2.php/apps/spreed/api/v4";
 
@@ -32,6 +34,10 @@ pub struct AppState {
     pub rooms: Rooms,
     pub events: Arc<EventBus>,
     pub metrics: PrometheusHandle,
+    /// The media engine (WebRTC legs and room mixers).
+    pub media: MediaHandle,
+    /// Base URL for `Location` headers, without a trailing slash.
+    pub public_url: String,
     /// Flips to true when the service shuts down, so long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -83,7 +89,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/call/{token}/dialout/{attendee_id}", post(call::dialout));
     let own = Router::new()
         .route("/rooms/{token}/events", get(events::stream))
-        .route("/rooms/{token}/calls", get(call::records));
+        .route("/rooms/{token}/calls", get(call::records))
+        .route("/rooms/{token}/media", post(media::join))
+        .route(
+            "/rooms/{token}/media/{id}",
+            axum::routing::delete(media::leave),
+        );
     Router::new()
         .nest(TALK_BASE, talk)
         .nest("/api/v1", own)

@@ -150,10 +150,18 @@ pub trait Dialer: Send + Sync {
     fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
 }
 
+/// Told which sessions left a room's call, after the change is committed (the media engine
+/// ends their media). Leaving the call, leaving the room, removal and ending the call for
+/// everyone all count.
+pub trait CallObserver: Send + Sync {
+    fn left_call(&self, room_id: i64, sessions: &[String]);
+}
+
 pub struct Rooms {
     store: Arc<Store>,
     events: Arc<EventBus>,
     dialer: Option<Arc<dyn Dialer>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 pub fn unix_now() -> i64 {
@@ -245,7 +253,14 @@ impl Rooms {
             store,
             events,
             dialer,
+            observer: None,
         }
+    }
+
+    /// Adds the observer told about sessions leaving calls.
+    pub fn with_call_observer(mut self, observer: Arc<dyn CallObserver>) -> Rooms {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -256,6 +271,28 @@ impl Rooms {
     fn transact<T>(&self, f: impl FnOnce(&Tx, &mut Outbox) -> RoomResult<T>) -> RoomResult<T> {
         let mut outbox = Outbox::new();
         let result = self.store.write(|tx| f(tx, &mut outbox))?;
+        if let Some(observer) = &self.observer {
+            // The events say exactly which sessions left a call: flags back to 0, or gone.
+            let mut left: Vec<(i64, Vec<String>)> = Vec::new();
+            for (room_id, _, event) in &outbox {
+                let session = match event {
+                    RoomEvent::ParticipantFlags {
+                        session_id,
+                        in_call: in_call::DISCONNECTED,
+                        ..
+                    }
+                    | RoomEvent::ParticipantLeft { session_id, .. } => session_id,
+                    _ => continue,
+                };
+                match left.iter_mut().find(|(r, _)| r == room_id) {
+                    Some((_, sessions)) => sessions.push(session.clone()),
+                    None => left.push((*room_id, vec![session.clone()])),
+                }
+            }
+            for (room_id, sessions) in left {
+                observer.left_call(room_id, &sessions);
+            }
+        }
         for (room_id, target, event) in outbox {
             self.events.publish(room_id, target, event);
         }
@@ -1027,6 +1064,36 @@ impl Rooms {
             let m = Self::membership(tx, user, token)?;
             m.check_moderator()?;
             Ok(tx.call_records(m.room.id)?)
+        })
+    }
+
+    /// The caller's session for media (`POST /api/v1/rooms/{token}/media`): the room id and the
+    /// session, which must be in the call.
+    pub fn media_session(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        cookie: Option<&str>,
+    ) -> RoomResult<(i64, String)> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
+            if session.in_call == in_call::DISCONNECTED {
+                return Err(RoomError::forbidden(
+                    "call",
+                    "your session is not in the call: join it with POST /call/{token} first",
+                ));
+            }
+            Ok((m.room.id, session.id))
+        })
+    }
+
+    /// The room id and all of the caller's sessions in it (whose media the caller may end).
+    pub fn own_sessions(&self, user: &AuthUser, token: &str) -> RoomResult<(i64, Vec<String>)> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            let sessions = tx.sessions_of_attendee(m.attendee.id)?;
+            Ok((m.room.id, sessions.into_iter().map(|s| s.id).collect()))
         })
     }
 

@@ -25,6 +25,8 @@ pub const USERS: &[(&str, &str, &str)] = &[
 pub struct Gateway {
     child: Option<Child>,
     pub base: String,
+    /// The bound WebRTC media address (`webrtc=` on the ready line).
+    pub webrtc: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     config_path: PathBuf,
 }
@@ -34,7 +36,7 @@ impl Gateway {
     pub fn start(extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
@@ -48,6 +50,7 @@ impl Gateway {
         let mut gateway = Gateway {
             child: None,
             base: String::new(),
+            webrtc: None,
             dir,
             config_path,
         };
@@ -74,13 +77,24 @@ impl Gateway {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("dialbridge ready http=") {
-                    let _ = tx.send(addr.to_string());
+                if let Some(fields) = line.strip_prefix("dialbridge ready ") {
+                    let _ = tx.send(fields.to_string());
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => self.base = format!("http://{addr}"),
+            Ok(fields) => {
+                // `http=ADDR` comes first; other `name=value` fields follow.
+                let field = |name: &str| {
+                    fields
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                        .map(str::to_string)
+                };
+                let http = field("http").expect("ready line names the http address");
+                self.base = format!("http://{http}");
+                self.webrtc = field("webrtc").and_then(|a| a.parse().ok());
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!("dialbridge did not become ready:\n{}", self.log());

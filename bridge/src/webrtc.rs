@@ -1,0 +1,804 @@
+//! WebRTC leg: one WebRTC participant, served by a str0m `Rtc` as an ICE-lite answerer.
+//!
+//! The leg accepts a complete SDP offer and answers with Opus/48000/2 and telephone-event/48000
+//! on one audio m-line (DTLS-SRTP, RTCP as str0m provides it). str0m runs in RTP mode: inbound
+//! Opus packets go through this crate's jitter buffer and decoder (FEC from the next packet,
+//! PLC otherwise) to one PCM frame per tick at the room's mixing rate; outbound PCM is encoded
+//! and written as one 20 ms packet per tick with our own sequence numbers and timestamps, and
+//! telephone-events use this crate's RFC 4733 sender and receiver.
+//!
+//! Sans-IO like the rest of the crate: the driver feeds datagrams ([`WebRtcLeg::handle_input`])
+//! and timeouts ([`WebRtcLeg::handle_timeout`]) and takes out what to send
+//! ([`WebRtcLeg::poll_transmit`]) and what happened ([`WebRtcLeg::poll_event`]).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::CryptoProvider;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use crate::dtmf::{DtmfDigit, DtmfError, DtmfReceiver, DtmfSender};
+use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::opus_codec::{
+    OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK,
+};
+use crate::transcode::{DecodeStats, FrameSource};
+
+/// Packetization on WebRTC legs, as on phone legs.
+pub const FRAME_MS: u32 = 20;
+
+/// RTP timestamp units per 20 ms at the Opus (and telephone-event) clock.
+const RTP_STEP: u32 = OPUS_RTP_CLOCK / 1000 * FRAME_MS;
+
+/// Payload type we offer for telephone-event/48000 when the offer's own numbers are unknown;
+/// str0m answers with the offerer's numbers.
+const TELEPHONE_EVENT_PT: u8 = 110;
+
+/// Errors of a WebRTC leg.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebRtcError {
+    /// The SDP offer cannot be used; the text says why (for a 400 answer).
+    #[error("unusable SDP offer: {0}")]
+    Offer(String),
+    /// The local setup failed (certificate, codec, candidate).
+    #[error("WebRTC setup failed: {0}")]
+    Setup(String),
+    /// A datagram that str0m refused (malformed, or not for this leg).
+    #[error("datagram refused: {0}")]
+    Input(String),
+    /// The Opus codec failed.
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+    /// A DTMF digit that cannot be sent.
+    #[error(transparent)]
+    Dtmf(#[from] DtmfError),
+}
+
+/// What the leg reports to its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegEvent {
+    /// ICE and DTLS are up: media flows from now on.
+    Connected,
+    /// The peer is gone (ICE disconnected, DTLS closed, or a fatal error). Reported once.
+    Disconnected,
+    /// A key press (RFC 4733), reported once per press.
+    Dtmf(DtmfDigit),
+}
+
+/// A datagram to send from the leg's UDP socket.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// Settings of a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebRtcLegConfig {
+    /// The host candidate announced in the answer: the public (or listen) IP and the bound port.
+    pub candidate: SocketAddr,
+    /// Sample rate of the PCM frames exchanged with the mixer (8000..=48000, an Opus API rate).
+    pub mix_rate: u32,
+    /// Encoder settings; `sample_rate` and `frame_ms` are taken from this leg.
+    pub opus: OpusConfig,
+    /// Jitter buffer settings (clock rate 48000).
+    pub jitter: JitterConfig,
+}
+
+impl WebRtcLegConfig {
+    /// Voice defaults for a leg announcing `candidate` and mixing at `mix_rate`.
+    pub fn new(candidate: SocketAddr, mix_rate: u32) -> WebRtcLegConfig {
+        WebRtcLegConfig {
+            candidate,
+            mix_rate,
+            opus: OpusConfig::default(),
+            jitter: JitterConfig::new(OPUS_RTP_CLOCK),
+        }
+    }
+}
+
+/// Counters of one leg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegStats {
+    /// Opus packets received.
+    pub opus_received: u64,
+    /// Packets sent (audio and telephone-event).
+    pub sent: u64,
+    /// Datagrams str0m refused.
+    pub refused: u64,
+    /// Jitter buffer counters.
+    pub jitter: JitterStats,
+    /// Decoder counters.
+    pub decode: DecodeStats,
+}
+
+fn crypto() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(str0m::crypto::from_feature_flags()))
+        .clone()
+}
+
+/// The str0m configuration of a server leg: ICE-lite, RTP mode, Opus and telephone-event only.
+fn rtc_config() -> Result<RtcConfig, WebRtcError> {
+    let provider = crypto();
+    let cert = provider
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| WebRtcError::Setup("cannot generate a DTLS certificate".into()))?;
+    let mut config = Rtc::builder()
+        .set_crypto_provider(provider)
+        .set_dtls_cert(cert)
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false);
+    config.codec_config().add_config(
+        TELEPHONE_EVENT_PT.into(),
+        None,
+        Codec::Tele,
+        Frequency::FORTY_EIGHT_KHZ,
+        None,
+        FormatParams::parse_line("0-16"),
+    );
+    Ok(config)
+}
+
+/// Inbound audio: jitter buffer (48 kHz RTP clock) and Opus decoder at the mixing rate.
+#[derive(Debug)]
+struct Inbound {
+    jb: JitterBuffer,
+    dec: OpusDecoder,
+    pcm: Vec<i16>,
+    stats: DecodeStats,
+}
+
+impl Inbound {
+    /// One frame for this tick: decoded, rebuilt from the next packet's FEC, concealed, or
+    /// silence when nothing plays.
+    fn tick(&mut self, now: Instant) -> FrameSource {
+        match self.jb.pop(now) {
+            Playout::Frame(p) => match self.dec.decode(p, &mut self.pcm) {
+                Ok(_) => {
+                    self.stats.decoded += 1;
+                    FrameSource::Decoded
+                }
+                Err(_) => {
+                    self.stats.corrupt += 1;
+                    self.conceal()
+                }
+            },
+            Playout::Missing => match self.jb.peek() {
+                Some(next) if self.dec.decode_fec(next, &mut self.pcm).is_ok() => {
+                    self.stats.fec += 1;
+                    FrameSource::Fec
+                }
+                _ => self.conceal(),
+            },
+            Playout::Empty => {
+                self.pcm.fill(0);
+                FrameSource::Silence
+            }
+        }
+    }
+
+    fn conceal(&mut self) -> FrameSource {
+        self.stats.concealed += 1;
+        if self.dec.conceal(&mut self.pcm).is_err() {
+            self.pcm.fill(0);
+        }
+        FrameSource::Concealed
+    }
+}
+
+/// Outbound RTP state: our sequence numbers and timestamps on the negotiated stream.
+#[derive(Debug)]
+struct Outbound {
+    enc: OpusEncoder,
+    packet: Vec<u8>,
+    seq: u64,
+    timestamp: u32,
+    dtmf: DtmfSender,
+}
+
+/// See the module documentation.
+pub struct WebRtcLeg {
+    rtc: Rtc,
+    mid: Mid,
+    opus_pt: Pt,
+    tele_pt: Option<Pt>,
+    inbound: Inbound,
+    outbound: Outbound,
+    dtmf_rx: DtmfReceiver,
+    dtmf_ssrc: Option<u32>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<LegEvent>,
+    timeout: Instant,
+    connected: bool,
+    gone: bool,
+    failure: Option<String>,
+    stats: LegStats,
+}
+
+impl std::fmt::Debug for WebRtcLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRtcLeg")
+            .field("mid", &self.mid)
+            .field("connected", &self.connected)
+            .field("gone", &self.gone)
+            .finish()
+    }
+}
+
+impl WebRtcLeg {
+    /// Accepts a complete SDP offer and returns the leg with its SDP answer.
+    ///
+    /// The offer needs one audio m-line with Opus/48000/2; telephone-event/48000 is used when
+    /// offered. Other m-lines (video, data) are answered as rejected.
+    pub fn accept(
+        now: Instant,
+        offer: &str,
+        cfg: &WebRtcLegConfig,
+    ) -> Result<(WebRtcLeg, String), WebRtcError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
+        let mids: Vec<Mid> = offer
+            .media_lines
+            .iter()
+            .filter(|m| !m.disabled)
+            .map(|m| m.mid())
+            .collect();
+        let mut rtc = rtc_config()?.build(now);
+        let candidate = Candidate::host(cfg.candidate, "udp")
+            .map_err(|e| WebRtcError::Setup(format!("candidate {}: {e}", cfg.candidate)))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| WebRtcError::Offer(e.to_string()))?;
+
+        let mut early = VecDeque::new();
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => early.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(_)) => {}
+                Err(e) => return Err(WebRtcError::Offer(e.to_string())),
+            }
+        };
+        let mid = mids
+            .into_iter()
+            .find(|mid| rtc.media(*mid).map(|m| m.kind()) == Some(MediaKind::Audio))
+            .ok_or_else(|| WebRtcError::Offer("the offer has no audio m-line".into()))?;
+        let remote = rtc
+            .media(mid)
+            .map(|m| m.remote_pts().to_vec())
+            .unwrap_or_default();
+        let negotiated = |codec: Codec| {
+            rtc.codec_config()
+                .find(|p| {
+                    p.spec().codec == codec
+                        && p.spec().clock_rate == Frequency::FORTY_EIGHT_KHZ
+                        && remote.contains(&p.pt())
+                })
+                .map(|p| p.pt())
+        };
+        let opus_pt = negotiated(Codec::Opus).ok_or_else(|| {
+            WebRtcError::Offer("the audio m-line does not offer opus/48000/2".into())
+        })?;
+        let tele_pt = negotiated(Codec::Tele);
+        let mut api = rtc.direct_api();
+        let ssrc = api
+            .stream_tx_by_mid(mid, None)
+            .map(|s| *s.ssrc())
+            .ok_or_else(|| {
+                WebRtcError::Offer(
+                    "the audio m-line does not receive (recvonly or inactive)".into(),
+                )
+            })?;
+
+        let frame = (cfg.mix_rate * FRAME_MS / 1000) as usize;
+        let enc = OpusEncoder::new(OpusConfig {
+            sample_rate: cfg.mix_rate,
+            frame_ms: FRAME_MS,
+            ..cfg.opus
+        })?;
+        let leg = WebRtcLeg {
+            rtc,
+            mid,
+            opus_pt,
+            tele_pt,
+            inbound: Inbound {
+                jb: JitterBuffer::new(JitterConfig {
+                    clock_rate: OPUS_RTP_CLOCK,
+                    ..cfg.jitter
+                }),
+                dec: OpusDecoder::new(cfg.mix_rate, FRAME_MS)?,
+                pcm: vec![0; frame],
+                stats: DecodeStats::default(),
+            },
+            outbound: Outbound {
+                enc,
+                packet: vec![0; MAX_PACKET],
+                // Start below 2^16 (no rollover to signal) and away from zero; the random SSRC
+                // str0m drew seeds the timestamp base, as RFC 3550 asks for a random one.
+                seq: u64::from(ssrc & 0x3fff) + 1,
+                timestamp: ssrc.wrapping_mul(0x9e37_79b9),
+                dtmf: DtmfSender::new(OPUS_RTP_CLOCK, Duration::from_millis(FRAME_MS as u64)),
+            },
+            dtmf_rx: DtmfReceiver::new(),
+            dtmf_ssrc: None,
+            transmits: early,
+            events: VecDeque::new(),
+            timeout,
+            connected: false,
+            gone: false,
+            failure: None,
+            stats: LegStats::default(),
+        };
+        Ok((leg, answer.to_sdp_string()))
+    }
+
+    /// Whether a datagram from `from` to `to` belongs to this leg (its nominated peer, a STUN
+    /// request carrying its ICE username, or a known remote candidate).
+    pub fn accepts(&self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
+        match Receive::new(Protocol::Udp, from, to, bytes) {
+            Ok(r) => self.rtc.accepts(&Input::Receive(now, r)),
+            Err(_) => false,
+        }
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), WebRtcError> {
+        let receive = match Receive::new(Protocol::Udp, from, to, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.refused += 1;
+                return Err(WebRtcError::Input(e.to_string()));
+            }
+        };
+        let result = self.rtc.handle_input(Input::Receive(now, receive));
+        self.drain();
+        result.map_err(|e| {
+            self.stats.refused += 1;
+            WebRtcError::Input(e.to_string())
+        })
+    }
+
+    /// Advances time to `now` (retransmissions, RTCP reports, ICE state).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.fail(&e.to_string());
+        }
+        self.drain();
+    }
+
+    /// When [`WebRtcLeg::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.timeout
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<LegEvent> {
+        self.events.pop_front()
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the peer is gone; the driver drops the leg.
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// Why the leg failed, when a str0m error ended it (the crate does not log).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LegStats {
+        LegStats {
+            jitter: self.inbound.jb.stats(),
+            decode: self.inbound.stats,
+            ..self.stats
+        }
+    }
+
+    /// This tick's received audio at the mixing rate, and how it came about.
+    pub fn pull_frame(&mut self, now: Instant) -> (&[i16], FrameSource) {
+        let source = self.inbound.tick(now);
+        (&self.inbound.pcm, source)
+    }
+
+    /// Sends this tick's audio (one mixing-rate frame): one Opus packet, or the telephone-event
+    /// packets due while a digit is being sent. Nothing goes out before the leg is connected.
+    pub fn push_frame(&mut self, now: Instant, pcm: &[i16]) -> Result<(), WebRtcError> {
+        let timestamp = self.outbound.timestamp;
+        self.outbound.timestamp = timestamp.wrapping_add(RTP_STEP);
+        if !self.connected || self.gone {
+            return Ok(());
+        }
+        if let (true, Some(tele_pt)) = (self.outbound.dtmf.is_active(), self.tele_pt) {
+            while let Some(p) = self.outbound.dtmf.poll_packet(now) {
+                let payload = p.payload.to_bytes();
+                self.write(now, tele_pt, p.timestamp, p.marker, &payload);
+            }
+            return Ok(());
+        }
+        // The packet buffer is lent out for the write and put back: no allocation per frame.
+        let mut packet = std::mem::take(&mut self.outbound.packet);
+        let result = self.outbound.enc.encode(pcm, &mut packet);
+        if let Ok(n) = result {
+            if let Some(payload) = packet.get(..n) {
+                self.write(now, self.opus_pt, timestamp, false, payload);
+            }
+        }
+        self.outbound.packet = packet;
+        result.map(|_| ()).map_err(WebRtcError::from)
+    }
+
+    /// Starts sending a DTMF digit as telephone-events (replacing audio while it lasts).
+    /// Refused when the peer did not negotiate telephone-event.
+    pub fn send_dtmf(
+        &mut self,
+        now: Instant,
+        digit: char,
+        duration: Duration,
+    ) -> Result<(), WebRtcError> {
+        if self.tele_pt.is_none() {
+            return Err(WebRtcError::Setup(
+                "the peer did not negotiate telephone-event/48000".into(),
+            ));
+        }
+        let timestamp = self.outbound.timestamp;
+        Ok(self.outbound.dtmf.start(now, digit, duration, timestamp)?)
+    }
+
+    /// Starts an orderly close (RTCP BYE, DTLS close_notify); poll transmits once more, then drop.
+    pub fn close(&mut self) {
+        if let Err(e) = self.rtc.close() {
+            self.fail(&e.to_string());
+        }
+        self.drain();
+    }
+
+    fn write(&mut self, now: Instant, pt: Pt, timestamp: u32, marker: bool, payload: &[u8]) {
+        let seq = SeqNo::from(self.outbound.seq);
+        self.outbound.seq += 1;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
+            return;
+        };
+        stream.write_rtp(RtpWrite::new(pt, seq, timestamp, now, payload).marker(marker));
+        self.stats.sent += 1;
+        self.drain();
+    }
+
+    fn fail(&mut self, reason: &str) {
+        if self.failure.is_none() {
+            self.failure = Some(reason.to_string());
+        }
+        self.rtc.disconnect();
+        self.disconnected();
+    }
+
+    fn disconnected(&mut self) {
+        if !self.gone {
+            self.gone = true;
+            self.connected = false;
+            self.events.push_back(LegEvent::Disconnected);
+        }
+    }
+
+    /// Drains str0m's output after a mutation, as its API requires.
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(e) => {
+                    self.fail(&e.to_string());
+                    break;
+                }
+            }
+        }
+        if !self.rtc.is_alive() {
+            self.disconnected();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected if !self.connected && !self.gone => {
+                self.connected = true;
+                self.events.push_back(LegEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                self.disconnected()
+            }
+            Event::RtpPacket(p) => {
+                let h = &p.header;
+                let ssrc = *h.ssrc;
+                if h.payload_type == self.opus_pt {
+                    self.stats.opus_received += 1;
+                    self.inbound.jb.insert(
+                        p.timestamp,
+                        h.sequence_number,
+                        h.timestamp,
+                        h.marker,
+                        ssrc,
+                        &p.payload,
+                    );
+                } else if Some(h.payload_type) == self.tele_pt {
+                    if self.dtmf_ssrc != Some(ssrc) {
+                        self.dtmf_rx.reset();
+                        self.dtmf_ssrc = Some(ssrc);
+                    }
+                    if let Ok(Some(digit)) = self.dtmf_rx.handle_packet(h.timestamp, &p.payload) {
+                        self.events.push_back(LegEvent::Dtmf(digit));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{tone_ratio, Sine};
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaTime, TelephoneEvent};
+
+    const CLIENT: &str = "127.0.0.1:5000";
+    const SERVER: &str = "127.0.0.1:10000";
+    const MIX: u32 = 48000;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// A browser-like peer: full ICE, controlling, frame mode.
+    struct Peer {
+        rtc: Rtc,
+        mid: Mid,
+        connected: bool,
+        heard: Vec<i16>,
+        dec: OpusDecoder,
+    }
+
+    fn offer(now: Instant, video: bool) -> (Peer, String, str0m::change::SdpPendingOffer) {
+        let mut config = Rtc::builder()
+            .set_crypto_provider(crypto())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(video);
+        config.codec_config().add_config(
+            101.into(),
+            None,
+            Codec::Tele,
+            Frequency::FORTY_EIGHT_KHZ,
+            None,
+            FormatParams::parse_line("0-16"),
+        );
+        let mut rtc = config.build(now);
+        let candidate = Candidate::host(addr(CLIENT), "udp").unwrap_or_else(|e| panic!("{e}"));
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        if video {
+            change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        }
+        let (offer, pending) = change.apply().unwrap_or_else(|| panic!("no offer"));
+        let peer = Peer {
+            rtc,
+            mid,
+            connected: false,
+            heard: Vec::new(),
+            dec: OpusDecoder::new(MIX, FRAME_MS).unwrap_or_else(|e| panic!("{e}")),
+        };
+        (peer, offer.to_sdp_string(), pending)
+    }
+
+    fn connect(video: bool) -> (Instant, Peer, WebRtcLeg, String) {
+        let now = Instant::now();
+        let (mut peer, offer_sdp, pending) = offer(now, video);
+        let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+        let (leg, answer) =
+            WebRtcLeg::accept(now, &offer_sdp, &cfg).unwrap_or_else(|e| panic!("{e}"));
+        let answer_sdp = SdpAnswer::from_sdp_string(&answer).unwrap_or_else(|e| panic!("{e}"));
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer_sdp)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (now, peer, leg, answer)
+    }
+
+    /// Moves datagrams both ways and advances virtual time by `step`.
+    fn pump(now: &mut Instant, step: Duration, peer: &mut Peer, leg: &mut WebRtcLeg) {
+        let end = *now + step;
+        loop {
+            loop {
+                match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(_)) => break,
+                    Ok(Output::Transmit(t)) => {
+                        let _ = leg.handle_input(*now, addr(CLIENT), addr(SERVER), &t.contents);
+                    }
+                    Ok(Output::Event(Event::Connected)) => peer.connected = true,
+                    Ok(Output::Event(Event::MediaData(m))) => {
+                        let mut pcm = vec![0i16; 960];
+                        if m.params.spec().codec == Codec::Opus
+                            && peer.dec.decode(&m.data, &mut pcm).is_ok()
+                        {
+                            peer.heard.extend_from_slice(&pcm);
+                        }
+                    }
+                    Ok(Output::Event(_)) => {}
+                    Err(e) => panic!("client: {e}"),
+                }
+            }
+            let mut any = false;
+            while let Some(t) = leg.poll_transmit() {
+                any = true;
+                let r = Receive::new(Protocol::Udp, addr(SERVER), addr(CLIENT), &t.contents)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                peer.rtc
+                    .handle_input(Input::Receive(*now, r))
+                    .unwrap_or_else(|e| panic!("client input: {e}"));
+            }
+            if any {
+                continue;
+            }
+            let next = (*now + Duration::from_millis(1)).min(end);
+            if next >= end && *now >= end {
+                break;
+            }
+            *now = next;
+            let _ = peer.rtc.handle_input(Input::Timeout(*now));
+            if leg.poll_timeout() <= *now {
+                leg.handle_timeout(*now);
+            }
+        }
+    }
+
+    fn until_connected(now: &mut Instant, peer: &mut Peer, leg: &mut WebRtcLeg) {
+        for _ in 0..500 {
+            if peer.connected && leg.is_connected() {
+                return;
+            }
+            pump(now, Duration::from_millis(10), peer, leg);
+        }
+        panic!("no connection in 5 s of virtual time");
+    }
+
+    #[test]
+    fn answers_ice_lite_with_opus_and_telephone_event_and_rejects_video() {
+        let (_, _, _, answer) = connect(true);
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("opus/48000/2"), "{answer}");
+        assert!(answer.contains("telephone-event/48000"), "{answer}");
+        assert!(answer.contains("a=candidate:"), "{answer}");
+        assert!(answer.contains("127.0.0.1 10000"), "{answer}");
+        let video = answer
+            .split("m=")
+            .find(|m| m.starts_with("video"))
+            .unwrap_or_else(|| panic!("no video m-line in the answer:\n{answer}"));
+        assert!(
+            video.starts_with("video 0 "),
+            "video not rejected:\n{answer}"
+        );
+    }
+
+    #[test]
+    fn bad_offers_are_errors_with_a_reason() {
+        let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+        let now = Instant::now();
+        for bad in ["", "v=0\r\nnonsense", "hello"] {
+            match WebRtcLeg::accept(now, bad, &cfg) {
+                Err(WebRtcError::Offer(reason)) => assert!(!reason.is_empty()),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tones_cross_both_ways_and_dtmf_is_reported_once() {
+        let (mut now, mut peer, mut leg, _) = connect(false);
+        until_connected(&mut now, &mut peer, &mut leg);
+        assert_eq!(leg.poll_event(), Some(LegEvent::Connected));
+
+        let mut enc = OpusEncoder::new(OpusConfig {
+            sample_rate: MIX,
+            ..OpusConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut from_client = Sine::new(440.0, MIX, 8000);
+        let mut from_leg = Sine::new(1000.0, MIX, 8000);
+        let pt = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+            .unwrap_or_else(|| panic!("opus pt"));
+        let mut heard_by_leg = Vec::new();
+        let mut packet = [0u8; MAX_PACKET];
+        for i in 0..60u64 {
+            let n = enc
+                .encode(&from_client.take(960), &mut packet)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut writer = peer
+                .rtc
+                .writer(peer.mid)
+                .unwrap_or_else(|| panic!("writer"));
+            if i == 30 {
+                writer = writer.telephone_event(TelephoneEvent {
+                    event: 5,
+                    end: true,
+                    volume: 10,
+                    duration: Duration::from_millis(100),
+                });
+            }
+            let time = MediaTime::new(i * 960, Frequency::FORTY_EIGHT_KHZ);
+            writer
+                .write(pt, now, time, &packet[..n])
+                .unwrap_or_else(|e| panic!("{e}"));
+            pump(&mut now, Duration::ZERO, &mut peer, &mut leg);
+            let (pcm, _) = leg.pull_frame(now);
+            heard_by_leg.extend_from_slice(pcm);
+            leg.push_frame(now, &from_leg.take(960))
+                .unwrap_or_else(|e| panic!("{e}"));
+            pump(&mut now, Duration::from_millis(20), &mut peer, &mut leg);
+        }
+        let tail = &heard_by_leg[heard_by_leg.len() - 9600..];
+        assert!(tone_ratio(tail, 440.0, MIX) > 0.5, "leg hears the client");
+        assert!(tone_ratio(tail, 1000.0, MIX) < 0.05);
+        let tail = &peer.heard[peer.heard.len().saturating_sub(9600)..];
+        assert_eq!(tail.len(), 9600, "client received audio");
+        assert!(tone_ratio(tail, 1000.0, MIX) > 0.5, "client hears the leg");
+        assert!(tone_ratio(tail, 440.0, MIX) < 0.05);
+
+        let digits: Vec<char> = std::iter::from_fn(|| leg.poll_event())
+            .filter_map(|e| match e {
+                LegEvent::Dtmf(d) => d.digit(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec!['5']);
+        let st = leg.stats();
+        assert!(st.opus_received >= 55 && st.sent >= 55, "{st:?}");
+    }
+}

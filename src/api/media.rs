@@ -1,0 +1,118 @@
+//! WebRTC join, WHIP-style (RFC 9725): `POST /api/v1/rooms/{token}/media` with an SDP offer answers
+//! `201 Created` with the SDP answer and the media session's `Location`; `DELETE` there ends it.
+
+use axum::body::Body;
+use axum::extract::{Path, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::ocs::{Ocs, OcsError};
+use super::{session_from_cookies, Auth, St};
+use crate::runtime::{MediaError, MediaId};
+
+/// Largest offer read; browser offers are a few kilobytes.
+const MAX_OFFER: usize = 64 * 1024;
+
+const SDP: &str = "application/sdp";
+
+impl From<MediaError> for OcsError {
+    fn from(e: MediaError) -> OcsError {
+        match e {
+            MediaError::Offer(reason) => OcsError::bad_request("sdp", reason),
+            MediaError::Unavailable => OcsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "media",
+                "the media engine is not running",
+            ),
+            MediaError::Internal(reason) => {
+                tracing::error!(%reason, "media request failed");
+                OcsError::internal()
+            }
+        }
+    }
+}
+
+fn is_sdp(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(SDP))
+}
+
+pub async fn join(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+    request: Request,
+) -> Result<Response, OcsError> {
+    let headers = request.headers().clone();
+    if !is_sdp(&headers) {
+        return Err(OcsError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type",
+            "send the SDP offer with Content-Type: application/sdp",
+        ));
+    }
+    let cookie = session_from_cookies(&headers, &token);
+    let (room_id, session_id) = state
+        .rooms
+        .media_session(&user, &token, cookie.as_deref())?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_OFFER)
+        .await
+        .map_err(|_| {
+            OcsError::bad_request("sdp", format!("the offer is larger than {MAX_OFFER} bytes"))
+        })?;
+    let offer = String::from_utf8(body.to_vec())
+        .map_err(|_| OcsError::bad_request("sdp", "the offer is not UTF-8 text"))?;
+    if offer.trim().is_empty() {
+        return Err(OcsError::bad_request(
+            "sdp",
+            "the request body holds no offer",
+        ));
+    }
+    let (id, answer) = state.media.join(room_id, session_id.clone(), offer).await?;
+    // A leave that committed while the leg was being set up has already told the engine, before
+    // the leg existed; look again so such a leg does not outlive its session's call.
+    match state.rooms.media_session(&user, &token, cookie.as_deref()) {
+        Ok((_, current)) if current == session_id => {}
+        other => {
+            state.media.end_sessions(room_id, vec![session_id]);
+            return Err(match other {
+                Err(e) => e.into(),
+                Ok(_) => OcsError::new(
+                    StatusCode::NOT_FOUND,
+                    "session",
+                    "the session left the conversation while joining",
+                ),
+            });
+        }
+    }
+    tracing::info!(%token, user = %user.id, media = %id, "WebRTC media joined");
+    let location = format!("{}/api/v1/rooms/{token}/media/{id}", state.public_url);
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, location),
+            (header::CONTENT_TYPE, SDP.to_string()),
+        ],
+        Body::from(answer),
+    )
+        .into_response())
+}
+
+pub async fn leave(
+    state: St,
+    Auth(user): Auth,
+    Path((token, id)): Path<(String, String)>,
+) -> Result<Ocs<Value>, OcsError> {
+    let (room_id, sessions) = state.rooms.own_sessions(&user, &token)?;
+    let unknown = || OcsError::new(StatusCode::NOT_FOUND, "media", "no such media session");
+    let id: MediaId = id.parse().map_err(|_| unknown())?;
+    if !state.media.leave(id, room_id, sessions).await? {
+        return Err(unknown());
+    }
+    tracing::info!(%token, user = %user.id, media = %id, "WebRTC media ended");
+    Ok(Ocs::ok(json!([])))
+}

@@ -1,0 +1,554 @@
+//! The media engine: one UDP socket at `[media] webrtc_listen` for every WebRTC peer, the WebRTC
+//! legs, and one N-1 mixer per room, all on one dedicated thread.
+//!
+//! The thread runs a single-threaded tokio runtime with one loop: it reads datagrams, hands each
+//! to the leg it belongs to (by remote address; the first packets of a peer by its ICE
+//! username), sends what the legs produce, fires their timers, and every 20 ms (paced from a
+//! monotonic clock, without drift) pulls one frame from every leg, mixes each room and pushes
+//! each listener's mix back. Datagrams are read into one reused buffer and frames into the
+//! mixer's own buffers: the loop allocates nothing per packet or per tick (str0m keeps its own
+//! packet buffers). Leg setup (SDP, DTLS certificate, codecs) runs off this thread, on the API's
+//! blocking pool, so a join never stalls the audio of calls in progress.
+//!
+//! The API talks to the engine through [`MediaHandle`] (a channel); when sessions leave a call,
+//! the room service calls [`CallObserver::left_call`] and the engine ends their media.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dialbridge_bridge::mixer::{Mixer, ParticipantId};
+use dialbridge_bridge::webrtc::{LegEvent, WebRtcError, WebRtcLeg, WebRtcLegConfig, FRAME_MS};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::MediaConfig;
+use crate::room::CallObserver;
+
+/// Sample rate rooms mix at. Rooms hold only WebRTC participants so far, whose Opus carries
+/// wideband speech, so they mix at 48 kHz (the rate libopus decodes to natively).
+pub const MIX_RATE: u32 = 48_000;
+
+/// One mixing tick.
+const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
+/// A tick this late is skipped rather than caught up (the thread was descheduled).
+const MAX_LAG: Duration = Duration::from_millis(100);
+/// A leg whose peer never completes ICE and DTLS within this is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connected leg that receives nothing for this long is dropped (ICE consent lapsed).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// Identifies one media session (one WebRTC leg) in `Location` URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaId(pub u64);
+
+impl fmt::Display for MediaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for MediaId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<MediaId, ()> {
+        if s.len() != 16 {
+            return Err(());
+        }
+        u64::from_str_radix(s, 16).map(MediaId).map_err(|_| ())
+    }
+}
+
+/// Why a media request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The offer cannot be answered; the reason is for the client (400).
+    #[error("{0}")]
+    Offer(String),
+    /// The engine is not running (503).
+    #[error("the media engine is not running")]
+    Unavailable,
+    /// Anything else (500); logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+enum Command {
+    Add {
+        id: MediaId,
+        room_id: i64,
+        session_id: String,
+        leg: Box<WebRtcLeg>,
+        done: oneshot::Sender<()>,
+    },
+    Remove {
+        id: MediaId,
+        room_id: i64,
+        /// The caller's sessions: only media of these may be removed.
+        sessions: Vec<String>,
+        done: oneshot::Sender<bool>,
+    },
+    EndSessions {
+        room_id: i64,
+        sessions: Vec<String>,
+    },
+}
+
+/// The API's handle on the engine.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    leg_config: WebRtcLegConfig,
+    local_addr: SocketAddr,
+}
+
+impl MediaHandle {
+    /// The bound address of the WebRTC socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers `offer` for `session_id` in room `room_id` and starts its leg, replacing any leg
+    /// the session had. Returns the media id and the SDP answer.
+    pub async fn join(
+        &self,
+        room_id: i64,
+        session_id: String,
+        offer: String,
+    ) -> Result<(MediaId, String), MediaError> {
+        let cfg = self.leg_config;
+        let (leg, answer) =
+            tokio::task::spawn_blocking(move || WebRtcLeg::accept(Instant::now(), &offer, &cfg))
+                .await
+                .map_err(|e| MediaError::Internal(format!("leg setup failed: {e}")))?
+                .map_err(|e| match e {
+                    WebRtcError::Offer(reason) => MediaError::Offer(reason),
+                    other => MediaError::Internal(other.to_string()),
+                })?;
+        let id = MediaId(rand::random());
+        let (done, added) = oneshot::channel();
+        self.commands
+            .send(Command::Add {
+                id,
+                room_id,
+                session_id,
+                leg: Box::new(leg),
+                done,
+            })
+            .map_err(|_| MediaError::Unavailable)?;
+        added.await.map_err(|_| MediaError::Unavailable)?;
+        Ok((id, answer))
+    }
+
+    /// Ends media `id` if it belongs to one of `sessions` in room `room_id`; false if there is
+    /// no such media.
+    pub async fn leave(
+        &self,
+        id: MediaId,
+        room_id: i64,
+        sessions: Vec<String>,
+    ) -> Result<bool, MediaError> {
+        let (done, removed) = oneshot::channel();
+        self.commands
+            .send(Command::Remove {
+                id,
+                room_id,
+                sessions,
+                done,
+            })
+            .map_err(|_| MediaError::Unavailable)?;
+        removed.await.map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Ends the media of these sessions (they left the call); does not wait.
+    pub fn end_sessions(&self, room_id: i64, sessions: Vec<String>) {
+        if sessions.is_empty() {
+            return;
+        }
+        if self
+            .commands
+            .send(Command::EndSessions { room_id, sessions })
+            .is_err()
+        {
+            tracing::warn!(
+                room_id,
+                "media engine stopped; cannot end media of sessions"
+            );
+        }
+    }
+}
+
+impl CallObserver for MediaHandle {
+    fn left_call(&self, room_id: i64, sessions: &[String]) {
+        self.end_sessions(room_id, sessions.to_vec());
+    }
+}
+
+/// Binds the WebRTC socket and starts the media thread. Candidates announce `public_ip` when
+/// set, else the listen IP, with the bound port.
+pub fn start(config: &MediaConfig) -> anyhow::Result<MediaHandle> {
+    let socket = std::net::UdpSocket::bind(config.webrtc_listen)
+        .with_context(|| format!("cannot bind media.webrtc_listen = {}", config.webrtc_listen))?;
+    socket.set_nonblocking(true)?;
+    let local_addr = socket.local_addr()?;
+    let ip = config.public_ip.unwrap_or(local_addr.ip());
+    let leg_config = WebRtcLegConfig::new(SocketAddr::new(ip, local_addr.port()), MIX_RATE);
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the media runtime")?;
+    std::thread::Builder::new()
+        .name("dialbridge-media".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => Engine::new(socket, local_addr, receiver).run().await,
+                    Err(e) => tracing::error!(error = %e, "media socket unusable"),
+                }
+            })
+        })
+        .context("cannot start the media thread")?;
+    tracing::info!(%local_addr, candidate = %leg_config.candidate, "WebRTC media listening");
+    Ok(MediaHandle {
+        commands,
+        leg_config,
+        local_addr,
+    })
+}
+
+struct Slot {
+    room_id: i64,
+    session_id: String,
+    leg: Box<WebRtcLeg>,
+    created: Instant,
+    last_rx: Instant,
+    addrs: Vec<SocketAddr>,
+}
+
+struct Room {
+    mixer: Mixer,
+    members: Vec<MediaId>,
+}
+
+struct Engine {
+    socket: UdpSocket,
+    local: SocketAddr,
+    commands: mpsc::UnboundedReceiver<Command>,
+    legs: HashMap<MediaId, Slot>,
+    by_addr: HashMap<SocketAddr, MediaId>,
+    rooms: HashMap<i64, Room>,
+    next_tick: Instant,
+    buf: Vec<u8>,
+    gone: Vec<MediaId>,
+}
+
+fn participant(id: MediaId) -> ParticipantId {
+    ParticipantId(id.0)
+}
+
+impl Engine {
+    fn new(
+        socket: UdpSocket,
+        local: SocketAddr,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Engine {
+        Engine {
+            socket,
+            local,
+            commands,
+            legs: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            next_tick: Instant::now() + TICK,
+            buf: vec![0; MAX_DATAGRAM],
+            gone: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let deadline = self
+                .legs
+                .values()
+                .map(|s| s.leg.poll_timeout())
+                .fold(self.next_tick, Instant::min);
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    // Every handle is gone: the service is shutting down.
+                    None => break,
+                },
+                readable = self.socket.readable() => {
+                    if let Err(e) = readable {
+                        tracing::error!(error = %e, "media socket failed");
+                        break;
+                    }
+                    self.read_all();
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            self.timeouts(now);
+            if now >= self.next_tick {
+                self.tick(now);
+            }
+            self.reap(now);
+        }
+        let ids: Vec<MediaId> = self.legs.keys().copied().collect();
+        for id in ids {
+            self.remove(id, "shutdown");
+        }
+        tracing::info!("media engine stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Add {
+                id,
+                room_id,
+                session_id,
+                leg,
+                done,
+            } => {
+                let replaced: Vec<MediaId> = self
+                    .legs
+                    .iter()
+                    .filter(|(_, s)| s.room_id == room_id && s.session_id == session_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for old in replaced {
+                    self.remove(old, "replaced by a new offer");
+                }
+                let room = self.rooms.entry(room_id).or_insert_with(|| Room {
+                    mixer: Mixer::new((MIX_RATE * FRAME_MS / 1000) as usize),
+                    members: Vec::new(),
+                });
+                if room.mixer.add(participant(id)).is_ok() {
+                    room.members.push(id);
+                    let now = Instant::now();
+                    self.legs.insert(
+                        id,
+                        Slot {
+                            room_id,
+                            session_id,
+                            leg,
+                            created: now,
+                            last_rx: now,
+                            addrs: Vec::new(),
+                        },
+                    );
+                    self.flush(id);
+                    metrics::gauge!("dialbridge_webrtc_legs").set(self.legs.len() as f64);
+                    tracing::info!(media = %id, room_id, "WebRTC leg added");
+                }
+                let _ = done.send(());
+            }
+            Command::Remove {
+                id,
+                room_id,
+                sessions,
+                done,
+            } => {
+                let owned = self
+                    .legs
+                    .get(&id)
+                    .is_some_and(|s| s.room_id == room_id && sessions.contains(&s.session_id));
+                if owned {
+                    self.remove(id, "ended by the client");
+                }
+                let _ = done.send(owned);
+            }
+            Command::EndSessions { room_id, sessions } => {
+                let ending: Vec<MediaId> = self
+                    .legs
+                    .iter()
+                    .filter(|(_, s)| s.room_id == room_id && sessions.contains(&s.session_id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ending {
+                    self.remove(id, "session left the call");
+                }
+            }
+        }
+    }
+
+    fn read_all(&mut self) {
+        loop {
+            match self.socket.try_recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    self.datagram(now, from, n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // ICMP errors of earlier sends surface here on some systems; they concern one peer.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "media socket read failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, n: usize) {
+        let Some(bytes) = self.buf.get(..n) else {
+            return;
+        };
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => {
+                let found = self
+                    .legs
+                    .iter()
+                    .find(|(_, s)| s.leg.accepts(now, from, self.local, bytes))
+                    .map(|(id, _)| *id);
+                match found {
+                    Some(id) => {
+                        self.by_addr.insert(from, id);
+                        if let Some(slot) = self.legs.get_mut(&id) {
+                            slot.addrs.push(from);
+                        }
+                        id
+                    }
+                    None => {
+                        tracing::trace!(%from, "datagram for no leg");
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(slot) = self.legs.get_mut(&id) else {
+            return;
+        };
+        slot.last_rx = now;
+        if let Err(e) = slot.leg.handle_input(now, from, self.local, bytes) {
+            tracing::debug!(media = %id, %from, error = %e, "datagram refused");
+        }
+        self.flush(id);
+    }
+
+    /// Sends what the leg wants sent and handles its events.
+    fn flush(&mut self, id: MediaId) {
+        if let Some(slot) = self.legs.get_mut(&id) {
+            flush(&self.socket, id, slot, &mut self.gone);
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        for (id, slot) in self.legs.iter_mut() {
+            if slot.leg.poll_timeout() <= now {
+                slot.leg.handle_timeout(now);
+                flush(&self.socket, *id, slot, &mut self.gone);
+            }
+        }
+    }
+
+    /// One mixing tick for every room.
+    fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.next_tick) > MAX_LAG {
+            tracing::debug!(
+                late_ms = now.duration_since(self.next_tick).as_millis() as u64,
+                "media ticks skipped"
+            );
+            self.next_tick = now;
+        }
+        self.next_tick += TICK;
+        for room in self.rooms.values_mut() {
+            for id in &room.members {
+                if let Some(slot) = self.legs.get_mut(id) {
+                    let (pcm, _) = slot.leg.pull_frame(now);
+                    let _ = room.mixer.push(participant(*id), pcm);
+                }
+            }
+            room.mixer.mix();
+            for id in &room.members {
+                let (Some(slot), Some(pcm)) =
+                    (self.legs.get_mut(id), room.mixer.output(participant(*id)))
+                else {
+                    continue;
+                };
+                if let Err(e) = slot.leg.push_frame(now, pcm) {
+                    tracing::debug!(media = %id, error = %e, "frame not sent");
+                }
+                flush(&self.socket, *id, slot, &mut self.gone);
+            }
+        }
+    }
+
+    /// Drops legs whose peer is gone or never came, or went silent.
+    fn reap(&mut self, now: Instant) {
+        for (id, slot) in &self.legs {
+            let stale = if slot.leg.is_connected() {
+                now.duration_since(slot.last_rx) > SILENCE_TIMEOUT
+            } else {
+                now.duration_since(slot.created) > CONNECT_TIMEOUT
+            };
+            if stale && !self.gone.contains(id) {
+                self.gone.push(*id);
+            }
+        }
+        while let Some(id) = self.gone.pop() {
+            self.remove(id, "peer gone");
+        }
+    }
+
+    fn remove(&mut self, id: MediaId, why: &str) {
+        let Some(mut slot) = self.legs.remove(&id) else {
+            return;
+        };
+        slot.leg.close();
+        while let Some(t) = slot.leg.poll_transmit() {
+            let _ = self.socket.try_send_to(&t.contents, t.destination);
+        }
+        for addr in &slot.addrs {
+            self.by_addr.remove(addr);
+        }
+        if let Some(room) = self.rooms.get_mut(&slot.room_id) {
+            let _ = room.mixer.remove(participant(id));
+            room.members.retain(|m| *m != id);
+            if room.members.is_empty() {
+                self.rooms.remove(&slot.room_id);
+            }
+        }
+        metrics::gauge!("dialbridge_webrtc_legs").set(self.legs.len() as f64);
+        tracing::info!(media = %id, room_id = slot.room_id, reason = why, "WebRTC leg removed");
+    }
+}
+
+/// Sends what a leg wants sent and handles its events; a leg that is gone is queued in `gone`.
+fn flush(socket: &UdpSocket, id: MediaId, slot: &mut Slot, gone: &mut Vec<MediaId>) {
+    while let Some(t) = slot.leg.poll_transmit() {
+        match socket.try_send_to(&t.contents, t.destination) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                metrics::counter!("dialbridge_webrtc_send_dropped_total").increment(1);
+            }
+            Err(e) => tracing::debug!(media = %id, to = %t.destination, error = %e, "send failed"),
+        }
+    }
+    while let Some(event) = slot.leg.poll_event() {
+        match event {
+            LegEvent::Connected => {
+                tracing::info!(media = %id, room_id = slot.room_id, "WebRTC leg connected")
+            }
+            LegEvent::Disconnected => {
+                if let Some(reason) = slot.leg.failure() {
+                    tracing::info!(media = %id, %reason, "WebRTC leg failed");
+                }
+                if !gone.contains(&id) {
+                    gone.push(id);
+                }
+            }
+            LegEvent::Dtmf(d) => {
+                tracing::info!(media = %id, digit = ?d.digit(), "DTMF from WebRTC leg")
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Drivers that own sockets, threads and clocks, and pump the sans-IO cores of `sip` and `bridge`.
+
+pub mod media;
+
+pub use media::{MediaError, MediaHandle, MediaId};
