@@ -814,6 +814,18 @@ impl Endpoint {
         Ok(())
     }
 
+    /// After a CANCEL, gives the INVITE client transaction 64*T1 to reach a final response before
+    /// it times out (RFC 3261 section 9.1), even in Proceeding where Timer B no longer runs.
+    pub fn arm_cancel_timeout(&mut self, now: Instant, invite: TransactionId) {
+        let timeout = self.config.timers.timeout();
+        if let Some(tx) = self.txs.get_mut(&invite) {
+            if tx.kind == Kind::InviteClient && tx.state == State::Proceeding {
+                tx.timeout_at = Some(now + timeout);
+                self.reschedule(invite);
+            }
+        }
+    }
+
     /// The driver could not send to `destination`: every transaction using it fails.
     pub fn handle_transport_error(
         &mut self,
@@ -875,7 +887,7 @@ impl Endpoint {
         if tx.timeout_at == Some(at) {
             tx.timeout_at = None;
             let report = match (tx.kind, tx.state) {
-                (Kind::InviteClient, State::Calling) => true,
+                (Kind::InviteClient, State::Calling | State::Proceeding) => true,
                 (Kind::NonInviteClient, State::Trying | State::Proceeding) => true,
                 (Kind::InviteServer, State::Completed) => true,
                 (Kind::InviteServer, State::Accepted) => !tx.acked,

@@ -437,8 +437,12 @@ impl UserAgent {
         }
         cancel.headers.push("Content-Length", "0");
         let target = c.target;
+        let invite_tx = c.invite_tx;
         let tx = self.endpoint.send_request(now, cancel, target)?;
         self.txs.insert(tx, (call, Purpose::Cancel));
+        if let Some(inv) = invite_tx {
+            self.endpoint.arm_cancel_timeout(now, inv);
+        }
         Ok(())
     }
 

@@ -836,3 +836,42 @@ fn reinvite_answered_by_the_application_and_glare_gets_491() {
         .respond_reinvite(t0 + ms(1300), call, 200, "OK", None)
         .is_err());
 }
+
+#[test]
+fn cancelled_invite_without_a_final_response_times_out_after_64_t1() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, invite) = dial(&mut ua, t0, Some(Body::sdp(OFFER)));
+    deliver(
+        &mut ua,
+        t0 + ms(100),
+        &reply(&invite, 180, Some("t1"), &[], None),
+    );
+    events(&mut ua);
+    ua.cancel(t0 + ms(1000), call).expect("cancel");
+    let cancel = parse_request(&transmits(&mut ua)[0].bytes);
+    deliver(
+        &mut ua,
+        t0 + ms(1050),
+        &reply(&cancel, 200, Some("t1"), &[], None),
+    );
+    // The peer never sends 487: the INVITE gives up 64*T1 after the CANCEL.
+    let mut seen = Vec::new();
+    while let Some(t) = ua.poll_timeout() {
+        ua.handle_timeout(t);
+        seen.extend(events(&mut ua).into_iter().map(|e| (t - t0, e)));
+    }
+    match seen.as_slice() {
+        [(
+            at,
+            UaEvent::Failed {
+                call: c, code: 408, ..
+            },
+        )] => {
+            assert_eq!(*c, call);
+            assert_eq!(*at, ms(1000) + Duration::from_secs(32));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ua.call_count(), 0);
+}
