@@ -181,7 +181,7 @@ fn transcode(c: &mut Criterion) {
                     bridged.step(&g711[i % g711.len()]);
                     start.elapsed()
                 };
-                let (a, d) = if i % 2 == 0 {
+                let (a, d) = if i & 1 == 0 {
                     let a = run_bare();
                     (a, run_bridged())
                 } else {

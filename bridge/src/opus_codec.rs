@@ -206,6 +206,25 @@ mod tests {
     use super::*;
     use crate::testing::{rms, tone_ratio, Sine};
 
+    proptest::proptest! {
+        #[test]
+        fn decoder_survives_arbitrary_packets(
+            packets in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..20)
+        ) {
+            let mut dec = OpusDecoder::new(8000, 20).unwrap_or_else(|e| panic!("{e}"));
+            let mut out = [0i16; 160];
+            for p in &packets {
+                if let Ok(n) = dec.decode(p, &mut out) {
+                    proptest::prop_assert!(n <= 160);
+                }
+                if let Ok(n) = dec.decode_fec(p, &mut out) {
+                    proptest::prop_assert!(n <= 160);
+                }
+            }
+            proptest::prop_assert_eq!(dec.conceal(&mut out), Ok(160));
+        }
+    }
+
     #[test]
     fn links_libopus_1_6() {
         assert!(libopus_version().contains("1.6"), "{}", libopus_version());

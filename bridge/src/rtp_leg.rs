@@ -391,7 +391,6 @@ impl RtpLeg {
             let marker = !self.first_sent;
             let (pt, ts) = (self.cfg.law.payload_type(), self.timestamp);
             self.push_rtp(dest, pt, marker, ts, &payload);
-            self.first_sent = true;
         }
         self.last_slot = Some((now, self.timestamp));
         // The media clock runs on whether audio or events were sent.
@@ -399,6 +398,10 @@ impl RtpLeg {
     }
 
     fn push_rtp(&mut self, to: SocketAddr, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        if to.ip().is_unspecified() || to.port() == 0 {
+            // On hold the old way (c=0.0.0.0) or port 0: nothing to send to.
+            return;
+        }
         let mut out = Outgoing {
             to,
             rtcp: false,
@@ -419,6 +422,7 @@ impl RtpLeg {
             self.sent_packets = self.sent_packets.wrapping_add(1);
             self.sent_octets = self.sent_octets.wrapping_add(payload.len() as u32);
             self.sent_since_report = true;
+            self.first_sent = true;
             self.enqueue(out);
         }
     }
@@ -468,7 +472,7 @@ impl RtpLeg {
             self.events.push_back(LegEvent::Inactive);
         }
         if now >= self.next_rtcp {
-            self.send_report(now);
+            self.send_report(now, false);
             // RFC 3550 6.3.1: randomize over [0.5, 1.5] x the interval (deterministic spread).
             self.rtcp_round = self.rtcp_round.wrapping_add(1);
             let spread = (self.cfg.ssrc ^ self.rtcp_round.wrapping_mul(0x9E37_79B9)) % 1001;
@@ -516,7 +520,12 @@ impl RtpLeg {
         )
     }
 
-    fn send_report(&mut self, now: Instant) {
+    /// Ends the session: queues a last report with an RTCP BYE (RFC 3550 section 6.6).
+    pub fn close(&mut self, now: Instant) {
+        self.send_report(now, true);
+    }
+
+    fn send_report(&mut self, now: Instant, bye: bool) {
         let block = self.report_block(now);
         let ssrc = self.cfg.ssrc;
         let mut compound = CompoundBuilder::default();
@@ -548,6 +557,9 @@ impl RtpLeg {
             SdesChunk::builder(ssrc).add_item(SdesItem::builder(SdesItem::CNAME, &self.cfg.cname)),
         );
         compound = compound.add_packet(sdes);
+        if bye {
+            compound = compound.add_packet(rtcp_types::Bye::builder().add_source(ssrc));
+        }
         let mut out = Outgoing {
             to: self.latched_rtcp.unwrap_or(self.cfg.remote_rtcp),
             rtcp: true,
@@ -928,6 +940,58 @@ mod tests {
             .and_then(|p| p.ok())
             .map(|p| matches!(p, RtcpPacket::Rr(_)));
         assert_eq!(first, Some(true));
+    }
+
+    #[test]
+    fn close_sends_a_report_with_bye() {
+        let t0 = Instant::now();
+        let mut leg = leg(t0);
+        leg.send_audio(t0, &[0; FRAME_8K]);
+        let _ = drain(&mut leg);
+        leg.close(t0 + Duration::from_millis(20));
+        let sent = drain(&mut leg);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0.rtcp);
+        assert_eq!(sent[0].0.to, addr("192.0.2.1:4001"));
+        let kinds: Vec<&str> = Compound::parse(&sent[0].1)
+            .map(|c| {
+                c.filter_map(Result::ok)
+                    .map(|p| match p {
+                        RtcpPacket::Sr(_) => "SR",
+                        RtcpPacket::Sdes(_) => "SDES",
+                        RtcpPacket::Bye(b) => {
+                            if b.ssrcs().eq([0xAABBCCDD]) {
+                                "BYE"
+                            } else {
+                                "BYE of someone else"
+                            }
+                        }
+                        _ => "other",
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(kinds, vec!["SR", "SDES", "BYE"]);
+    }
+
+    #[test]
+    fn nothing_is_sent_to_an_unspecified_address() {
+        let t0 = Instant::now();
+        let cfg = RtpLegConfig::new(G711::Pcma, 5, addr("0.0.0.0:4000"));
+        let mut leg = RtpLeg::new(t0, UNIX_EPOCH, cfg);
+        leg.send_audio(t0, &[0; FRAME_8K]);
+        assert!(drain(&mut leg).is_empty());
+        // Once the phone's packets arrive we latch and send there, continuing the sequence.
+        let a = addr("198.51.100.7:30000");
+        let _ = leg.handle_datagram(t0, a, &rtp(8, 1, 0, true, 7, &[0xD5; 160]));
+        leg.send_audio(t0 + Duration::from_millis(20), &[0; FRAME_8K]);
+        let sent = drain(&mut leg);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0.to, a);
+        let p = RtpPacket::parse(&sent[0].1)
+            .ok()
+            .map(|p| (p.payload_type(), p.marker_bit()));
+        assert_eq!(p, Some((8, true)));
     }
 
     #[test]
