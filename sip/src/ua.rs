@@ -191,6 +191,8 @@ struct Call {
     local_tag: String,
     /// A re-INVITE from the peer waiting for our answer.
     reinvite_tx: Option<TransactionId>,
+    /// BYE requested before the ACK for our 2xx arrived.
+    bye_pending: bool,
 }
 
 /// See the module documentation.
@@ -399,6 +401,7 @@ impl UserAgent {
                 local_body: call.body,
                 local_tag,
                 reinvite_tx: None,
+                bye_pending: false,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -447,11 +450,22 @@ impl UserAgent {
     }
 
     /// Hangs up an established call with BYE.
+    /// On an incoming call whose 2xx is not acknowledged yet, the BYE waits for the ACK (or for
+    /// the 2xx to time out), as RFC 3261 section 15 requires.
     pub fn bye(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
         let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
-        if !matches!(c.state, CallState::Confirmed | CallState::AwaitingAck) {
-            return Err(UaError::InvalidState("BYE needs an established call"));
+        match c.state {
+            CallState::AwaitingAck => {
+                c.bye_pending = true;
+                Ok(())
+            }
+            CallState::Confirmed => self.send_bye(now, call),
+            _ => Err(UaError::InvalidState("BYE needs an established call")),
         }
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         let dialog = c
             .dialog
             .as_mut()
@@ -636,7 +650,7 @@ impl UserAgent {
                     remote,
                     cancels,
                 } => self.on_request(now, id, request, transport, remote, cancels),
-                Event::Ack { request, acked, .. } => self.on_ack(request, acked),
+                Event::Ack { request, acked, .. } => self.on_ack(now, request, acked),
                 Event::Response { id, response } => self.on_response(now, id, response),
                 Event::Timeout { id } => self.on_failure(now, id, 408, "Request Timeout"),
                 Event::TransportError { id, .. } => {
@@ -677,7 +691,7 @@ impl UserAgent {
                     .get(&call)
                     .is_some_and(|c| c.state == CallState::AwaitingAck)
                 {
-                    let _ = self.bye(now, call);
+                    let _ = self.send_bye(now, call);
                 }
             }
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
@@ -810,7 +824,7 @@ impl UserAgent {
         }
     }
 
-    fn on_ack(&mut self, request: Request, acked: Option<TransactionId>) {
+    fn on_ack(&mut self, now: Instant, request: Request, acked: Option<TransactionId>) {
         let by_tx = acked.and_then(|id| self.txs.get(&id).map(|(c, _)| *c));
         let call = by_tx.or_else(|| self.dialog_of(&request));
         let Some(call) = call else {
@@ -821,10 +835,14 @@ impl UserAgent {
         };
         if c.state == CallState::AwaitingAck {
             c.state = CallState::Confirmed;
+            let bye = c.bye_pending;
             self.events.push_back(UaEvent::Confirmed {
                 call,
                 body: Body::of(&request.headers, &request.body),
             });
+            if bye {
+                let _ = self.send_bye(now, call);
+            }
         }
     }
 
@@ -895,6 +913,7 @@ impl UserAgent {
                         local_body: None,
                         local_tag,
                         reinvite_tx: None,
+                        bye_pending: false,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));

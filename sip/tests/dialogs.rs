@@ -875,3 +875,24 @@ fn cancelled_invite_without_a_final_response_times_out_after_64_t1() {
     }
     assert_eq!(ua.call_count(), 0);
 }
+
+#[test]
+fn bye_before_the_ack_waits_for_it() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, tag) = answered_incoming(&mut ua, t0);
+    ua.bye(t0 + ms(100), call).expect("bye");
+    assert!(transmits(&mut ua).is_empty(), "no BYE before the ACK");
+    deliver(
+        &mut ua,
+        t0 + ms(200),
+        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::Confirmed { call, body: None }]
+    );
+    let sent = transmits(&mut ua);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(parse_request(&sent[0].bytes).method.as_str(), "BYE");
+}
