@@ -846,3 +846,54 @@ fn transaction_limit_answers_503_and_refuses_sends() {
         Err(dialbridge_sip::endpoint::SendError::TooManyTransactions)
     );
 }
+
+mod configurable_timers {
+    use super::*;
+    use dialbridge_sip::endpoint::Timers;
+    use proptest::prelude::*;
+
+    fn endpoint_with(timers: Timers) -> Endpoint {
+        Endpoint::new(Config {
+            timers,
+            local_addrs: vec![(Transport::Udp, addr(LOCAL))],
+            ..Config::default()
+        })
+    }
+
+    /// The retransmission offsets RFC 3261 prescribes: intervals T1, 2*T1, ... capped at `cap`,
+    /// stopping before the 64*T1 timeout.
+    fn expected_offsets(t1: u64, cap: Option<u64>) -> Vec<u64> {
+        let (mut out, mut at, mut interval) = (Vec::new(), 0, t1);
+        loop {
+            at += interval;
+            if at >= 64 * t1 {
+                return out;
+            }
+            out.push(at);
+            interval = cap.map_or(interval * 2, |c| (interval * 2).min(c));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn schedules_follow_t1_and_t2(t1 in 50u64..1000, t2_factor in 1u64..16) {
+            let t2 = t1 * t2_factor;
+            let timers = Timers { t1: ms(t1), t2: ms(t2), ..Timers::default() };
+            let t0 = Instant::now();
+
+            let mut ep = endpoint_with(timers);
+            let id = ep.send_request(t0, request(Method::Invite), target(Transport::Udp)).expect("send");
+            transmits(&mut ep);
+            let sent = run(&mut ep, t0, ms(64 * t1 + 1));
+            prop_assert_eq!(offsets(&sent), expected_offsets(t1, None));
+            prop_assert_eq!(events(&mut ep), vec![Event::Timeout { id }]);
+
+            let mut ep = endpoint_with(timers);
+            let id = ep.send_request(t0, request(Method::Options), target(Transport::Udp)).expect("send");
+            transmits(&mut ep);
+            let sent = run(&mut ep, t0, ms(64 * t1 + 1));
+            prop_assert_eq!(offsets(&sent), expected_offsets(t1, Some(t2)));
+            prop_assert_eq!(events(&mut ep), vec![Event::Timeout { id }]);
+        }
+    }
+}
