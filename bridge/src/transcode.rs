@@ -133,28 +133,31 @@ impl G711Inbound {
     }
 }
 
-/// Inbound Opus leg: jitter buffer (48 kHz RTP clock), decoder at 8 kHz, FEC from the next
-/// packet when it is already buffered, PLC otherwise.
+/// Inbound Opus leg: jitter buffer (48 kHz RTP clock), decoder at the output rate (8 kHz for
+/// a phone or an 8 kHz room, 48 kHz for a wideband room), FEC from the next packet when it is
+/// already buffered, PLC otherwise.
 #[derive(Debug)]
 pub struct OpusInbound {
     jb: JitterBuffer,
     dec: OpusDecoder,
-    pcm: [i16; FRAME_8K],
+    pcm: Vec<i16>,
     stats: DecodeStats,
 }
 
 impl OpusInbound {
-    /// An inbound leg with default jitter settings.
+    /// An inbound leg decoding to 8 kHz with default jitter settings.
     pub fn new() -> Result<OpusInbound, OpusError> {
-        OpusInbound::with_jitter(JitterConfig::new(OPUS_RTP_CLOCK))
+        OpusInbound::with_rate(8000, JitterConfig::new(OPUS_RTP_CLOCK))
     }
 
-    /// An inbound leg with explicit jitter settings (clock rate must be 48000).
-    pub fn with_jitter(cfg: JitterConfig) -> Result<OpusInbound, OpusError> {
+    /// An inbound leg decoding 20 ms frames at `sample_rate` (8000 to 48000), with explicit
+    /// jitter settings (their clock rate must be 48000).
+    pub fn with_rate(sample_rate: u32, cfg: JitterConfig) -> Result<OpusInbound, OpusError> {
+        let dec = OpusDecoder::new(sample_rate, 20)?;
         Ok(OpusInbound {
             jb: JitterBuffer::new(cfg),
-            dec: OpusDecoder::new(8000, 20)?,
-            pcm: [0; FRAME_8K],
+            pcm: vec![0; dec.frame_samples()],
+            dec,
             stats: DecodeStats::default(),
         })
     }
@@ -165,8 +168,8 @@ impl OpusInbound {
             .insert(now, rtp.seq, rtp.timestamp, rtp.marker, rtp.ssrc, payload)
     }
 
-    /// Produces this tick's 8 kHz frame.
-    pub fn tick(&mut self, now: Instant) -> (&[i16; FRAME_8K], FrameSource) {
+    /// Produces this tick's frame (20 ms at the output rate).
+    pub fn tick(&mut self, now: Instant) -> (&[i16], FrameSource) {
         let source = match self.jb.pop(now) {
             Playout::Frame(p) => match self.dec.decode(p, &mut self.pcm) {
                 Ok(_) => {
@@ -349,6 +352,37 @@ mod tests {
         );
         let st = inbound.decode_stats();
         assert_eq!((st.fec, st.concealed, st.corrupt), (2, 1, 0));
+    }
+
+    /// A browser encodes at 48 kHz: the phone side decodes its packets straight to 8 kHz, a
+    /// wideband room to 48 kHz.
+    #[test]
+    fn browser_packets_decode_at_8k_and_48k() {
+        let mut enc = OpusEncoder::new(OpusConfig {
+            sample_rate: 48000,
+            bitrate: 32_000,
+            ..OpusConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut narrow = OpusInbound::new().unwrap_or_else(|e| panic!("{e}"));
+        let mut wide = OpusInbound::with_rate(48000, JitterConfig::new(OPUS_RTP_CLOCK))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut gen = Sine::new(1000.0, 48000, 10000);
+        let mut pkt = [0u8; MAX_PACKET];
+        let t0 = Instant::now();
+        let (mut out8, mut out48) = (Vec::new(), Vec::new());
+        for i in 0..25u16 {
+            let n = enc.encode(&gen.take(960), &mut pkt).unwrap_or(0);
+            let now = t0 + Duration::from_millis(i as u64 * 20);
+            narrow.insert(now, meta(i, i as u32 * 960), &pkt[..n]);
+            wide.insert(now, meta(i, i as u32 * 960), &pkt[..n]);
+            out8.extend_from_slice(narrow.tick(now).0);
+            out48.extend_from_slice(wide.tick(now).0);
+        }
+        assert_eq!((out8.len(), out48.len()), (25 * 160, 25 * 960));
+        assert!(tone_ratio(&out8[1600..], 1000.0, 8000) > 0.8);
+        assert!(tone_ratio(&out48[9600..], 1000.0, 48000) > 0.8);
+        assert!(tone_ratio(&out8[1600..], 440.0, 8000) < 0.01);
     }
 
     #[test]
