@@ -100,7 +100,7 @@ impl G711Inbound {
                 let n = self.law.decode(p, &mut self.pcm);
                 // A short packet's tail is silence rather than stale samples.
                 self.pcm[n..].fill(0);
-                self.plc.good(&self.pcm);
+                self.plc.good(&mut self.pcm);
                 self.stats.decoded += 1;
                 FrameSource::Decoded
             }
