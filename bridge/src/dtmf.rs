@@ -105,12 +105,13 @@ pub struct DtmfSender {
 
 impl DtmfSender {
     /// `clock_rate` is the telephone-event RTP clock (8000 or 48000); `interval` the update
-    /// period (20 ms or 50 ms are usual; zero is treated as 20 ms).
+    /// period (20 ms or 50 ms are usual; zero is treated as 20 ms, and it is kept within
+    /// 1 ms..=1 s).
     pub fn new(clock_rate: u32, interval: Duration) -> DtmfSender {
         let interval = if interval.is_zero() {
             Duration::from_millis(20)
         } else {
-            interval
+            interval.clamp(Duration::from_millis(1), Duration::from_secs(1))
         };
         DtmfSender {
             clock_rate,

@@ -151,9 +151,10 @@ impl JitterBuffer {
     pub fn new(cfg: JitterConfig) -> JitterBuffer {
         let cap = cfg
             .max_packets
-            .clamp(4, 1 << 15)
+            .clamp(4, 1 << 12)
             .next_power_of_two()
             .max(cfg.frames(cfg.max_delay) as usize + 1)
+            .min(1 << 12)
             .next_power_of_two();
         let slots = (0..cap)
             .map(|_| Slot {
@@ -293,7 +294,11 @@ impl JitterBuffer {
         if let Some(prev) = self.prev_transit {
             let d = (transit.wrapping_sub(prev) as i32).unsigned_abs();
             // A timestamp discontinuity is not network jitter: re-anchor instead.
-            let jump = (self.cfg.max_delay * 2).max(Duration::from_millis(500));
+            let jump = self
+                .cfg
+                .max_delay
+                .saturating_mul(2)
+                .max(Duration::from_millis(500));
             let jump_units = (jump.as_micros() as u64 * self.cfg.clock_rate as u64 / 1_000_000)
                 .min(u32::MAX as u64) as u32;
             if d <= jump_units {

@@ -140,6 +140,13 @@ pub struct RemoteReport {
     pub jitter: u32,
 }
 
+/// `t + d`, or a point a year on when a configured duration is too large to add.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Outgoing {
     to: SocketAddr,
@@ -185,7 +192,7 @@ impl RtpLeg {
     /// A leg starting at `now`; `wall` is the wall clock at `now` (for RTCP NTP timestamps).
     pub fn new(now: Instant, wall: SystemTime, cfg: RtpLegConfig) -> RtpLeg {
         let inbound = G711Inbound::with_jitter(cfg.law, cfg.jitter);
-        let first_rtcp = now + cfg.rtcp_interval / 2;
+        let first_rtcp = later(now, cfg.rtcp_interval / 2);
         RtpLeg {
             inbound,
             dtmf_rx: DtmfReceiver::new(),
@@ -462,7 +469,7 @@ impl RtpLeg {
 
     fn inactivity_deadline(&self) -> Option<Instant> {
         let timeout = self.cfg.inactivity_timeout?;
-        Some(self.last_rtp.unwrap_or(self.wall_base.0) + timeout)
+        Some(later(self.last_rtp.unwrap_or(self.wall_base.0), timeout))
     }
 
     /// Runs timers: inactivity and RTCP reports.
@@ -476,8 +483,11 @@ impl RtpLeg {
             // RFC 3550 6.3.1: randomize over [0.5, 1.5] x the interval (deterministic spread).
             self.rtcp_round = self.rtcp_round.wrapping_add(1);
             let spread = (self.cfg.ssrc ^ self.rtcp_round.wrapping_mul(0x9E37_79B9)) % 1001;
-            let interval = self.cfg.rtcp_interval.mul_f64(0.5 + spread as f64 / 1000.0);
-            self.next_rtcp = now + interval;
+            let factor = 0.5 + spread as f64 / 1000.0;
+            let interval =
+                Duration::try_from_secs_f64(self.cfg.rtcp_interval.as_secs_f64() * factor)
+                    .unwrap_or(self.cfg.rtcp_interval);
+            self.next_rtcp = later(now, interval);
         }
     }
 
@@ -992,6 +1002,22 @@ mod tests {
             .ok()
             .map(|p| (p.payload_type(), p.marker_bit()));
         assert_eq!(p, Some((8, true)));
+    }
+
+    #[test]
+    fn absurd_durations_in_the_config_do_not_panic() {
+        let t0 = Instant::now();
+        let cfg = RtpLegConfig {
+            rtcp_interval: Duration::MAX,
+            inactivity_timeout: Some(Duration::MAX),
+            relatch_after: Duration::MAX,
+            ..RtpLegConfig::new(G711::Pcmu, 1, addr("192.0.2.1:4000"))
+        };
+        let mut leg = RtpLeg::new(t0, UNIX_EPOCH, cfg);
+        let deadline = leg.poll_timeout();
+        assert!(deadline.is_some_and(|t| t > t0 + Duration::from_secs(3600)));
+        leg.handle_timeout(t0 + Duration::from_secs(3600));
+        assert_eq!(events(&mut leg), vec![]);
     }
 
     #[test]
