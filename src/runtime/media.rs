@@ -244,6 +244,9 @@ struct Engine {
     by_addr: HashMap<SocketAddr, MediaId>,
     rooms: HashMap<i64, Room>,
     next_tick: Instant,
+    /// The earliest timeout any leg asked for (no later than the true one; a full scan makes
+    /// it exact), so a wake for one datagram does not visit every leg.
+    leg_deadline: Instant,
     buf: Vec<u8>,
     gone: Vec<MediaId>,
 }
@@ -266,6 +269,7 @@ impl Engine {
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
             next_tick: Instant::now() + TICK,
+            leg_deadline: Instant::now() + TICK,
             buf: vec![0; MAX_DATAGRAM],
             gone: Vec::new(),
         }
@@ -273,11 +277,7 @@ impl Engine {
 
     async fn run(mut self) {
         loop {
-            let deadline = self
-                .legs
-                .values()
-                .map(|s| s.leg.poll_timeout())
-                .fold(self.next_tick, Instant::min);
+            let deadline = self.leg_deadline.min(self.next_tick);
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -295,11 +295,15 @@ impl Engine {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
-            self.timeouts(now);
+            if now >= self.leg_deadline {
+                self.timeouts(now);
+            }
             if now >= self.next_tick {
                 self.tick(now);
+                self.reap(now);
+            } else if !self.gone.is_empty() {
+                self.reap(now);
             }
-            self.reap(now);
         }
         let ids: Vec<MediaId> = self.legs.keys().copied().collect();
         for id in ids {
@@ -437,17 +441,28 @@ impl Engine {
     /// Sends what the leg wants sent and handles its events.
     fn flush(&mut self, id: MediaId) {
         if let Some(slot) = self.legs.get_mut(&id) {
-            flush(&self.socket, id, slot, &mut self.gone);
+            flush(
+                &self.socket,
+                id,
+                slot,
+                &mut self.gone,
+                &mut self.leg_deadline,
+            );
         }
     }
 
+    /// Fires the legs' due timers and recomputes the earliest deadline.
     fn timeouts(&mut self, now: Instant) {
+        let mut earliest = now + SILENCE_TIMEOUT;
         for (id, slot) in self.legs.iter_mut() {
             if slot.leg.poll_timeout() <= now {
                 slot.leg.handle_timeout(now);
-                flush(&self.socket, *id, slot, &mut self.gone);
+                flush(&self.socket, *id, slot, &mut self.gone, &mut earliest);
             }
+            earliest = earliest.min(slot.leg.poll_timeout());
         }
+        // A leg whose timer stays due (a closed one) must not make the loop spin.
+        self.leg_deadline = earliest.max(now + Duration::from_millis(1));
     }
 
     /// One mixing tick for every room.
@@ -477,7 +492,13 @@ impl Engine {
                 if let Err(e) = slot.leg.push_frame(now, pcm) {
                     tracing::debug!(media = %id, error = %e, "frame not sent");
                 }
-                flush(&self.socket, *id, slot, &mut self.gone);
+                flush(
+                    &self.socket,
+                    *id,
+                    slot,
+                    &mut self.gone,
+                    &mut self.leg_deadline,
+                );
             }
         }
     }
@@ -523,7 +544,14 @@ impl Engine {
 }
 
 /// Sends what a leg wants sent and handles its events; a leg that is gone is queued in `gone`.
-fn flush(socket: &UdpSocket, id: MediaId, slot: &mut Slot, gone: &mut Vec<MediaId>) {
+fn flush(
+    socket: &UdpSocket,
+    id: MediaId,
+    slot: &mut Slot,
+    gone: &mut Vec<MediaId>,
+    deadline: &mut Instant,
+) {
+    *deadline = (*deadline).min(slot.leg.poll_timeout());
     while let Some(t) = slot.leg.poll_transmit() {
         match socket.try_send_to(&t.contents, t.destination) {
             Ok(_) => {}
