@@ -9,6 +9,7 @@
 //!   buffer wait excluded: the packet is played on the tick it arrives); p50/p99/max of the
 //!   individual iterations are printed, the target is p99 under 1 ms.
 //! - `opus/*`: encode per complexity and decode alone, at the 8 kHz API rate.
+//! - `parts/*`: G.711 per frame and a jitter buffer insert + pop.
 //! - `mixer/*`: one mixer tick (push every participant's frame, mix); throughput is per
 //!   participant.
 //!
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dialbridge_bridge::g711::G711;
+use dialbridge_bridge::jitter::{JitterBuffer, JitterConfig};
 use dialbridge_bridge::mixer::{Mixer, ParticipantId};
 use dialbridge_bridge::opus_codec::{OpusConfig, OpusDecoder, OpusEncoder, MAX_PACKET};
 use dialbridge_bridge::testing::Sine;
@@ -374,5 +376,48 @@ fn opus_parts(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transcode, latency, mixer, opus_parts);
+/// The bridge's own per-frame work next to the codec: G.711 both ways and a jitter buffer
+/// insert + pop.
+fn parts(c: &mut Criterion) {
+    let (g711, pcm) = phone_audio();
+    let mut g = c.benchmark_group("parts");
+    let mut out = [0u8; FRAME_8K];
+    let mut i = 0usize;
+    g.bench_function("g711_encode_frame", |b| {
+        b.iter(|| {
+            G711::Pcmu.encode(black_box(&pcm[i % pcm.len()]), &mut out);
+            i += 1;
+            black_box(&out);
+        })
+    });
+    let mut frame = [0i16; FRAME_8K];
+    g.bench_function("g711_decode_frame", |b| {
+        b.iter(|| {
+            G711::Pcmu.decode(black_box(&g711[i % g711.len()]), &mut frame);
+            i += 1;
+            black_box(&frame);
+        })
+    });
+    let mut jb = JitterBuffer::new(JitterConfig::new(8000));
+    let t0 = Instant::now();
+    let mut k = 0u32;
+    g.bench_function("jitter_insert_pop", |b| {
+        b.iter(|| {
+            let now = t0 + Duration::from_millis(k as u64 * 20);
+            jb.insert(
+                now,
+                k as u16,
+                k.wrapping_mul(160),
+                false,
+                1,
+                &g711[k as usize % g711.len()],
+            );
+            black_box(jb.pop(now));
+            k = k.wrapping_add(1);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, transcode, latency, mixer, opus_parts, parts);
 criterion_main!(benches);

@@ -2,8 +2,9 @@
 //!
 //! Linear samples are 16-bit, left-justified as in ITU-T G.191: mu-law uses the top 14 bits,
 //! A-law the top 13. Negative inputs use the one's complement magnitude like the G.191
-//! reference, so `encode` matches that reference bit for bit. Decoding is a 256-entry table
-//! built at compile time; encoding is a few bit operations (no branches on the segment).
+//! reference, so `encode` matches that reference bit for bit. Decoding is a 256-entry table,
+//! encoding a 16 KiB (mu-law) or 4 KiB (A-law) table, all built at compile time from the
+//! segment arithmetic.
 
 /// Which G.711 law a leg speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,21 +137,42 @@ const fn alaw_table() -> [i16; 256] {
     t
 }
 
-/// Linear sample -> mu-law code.
-#[inline]
-pub fn ulaw_encode(x: i16) -> u8 {
+/// mu-law code for every 14-bit input (the encoder looks only at the top 14 bits).
+static ULAW_ENCODE: [u8; 1 << 14] = {
+    let mut t = [0u8; 1 << 14];
+    let mut i = 0;
+    while i < 1 << 14 {
+        t[i] = ulaw_compute(((i as u16) << 2) as i16);
+        i += 1;
+    }
+    t
+};
+
+/// A-law code for every 12-bit input (the encoder looks only at the top 12 bits).
+static ALAW_ENCODE: [u8; 1 << 12] = {
+    let mut t = [0u8; 1 << 12];
+    let mut i = 0;
+    while i < 1 << 12 {
+        t[i] = alaw_compute(((i as u16) << 4) as i16);
+        i += 1;
+    }
+    t
+};
+
+const fn ulaw_compute(x: i16) -> u8 {
     let x = x as i32;
     let (mag, sign) = if x < 0 { (!x, 0x00u8) } else { (x, 0x80u8) };
     // Biased 14-bit magnitude, clipped to the top of segment 7.
-    let biased = ((mag >> 2) + 33).min(0x1FFF) as u32;
+    let mut biased = ((mag >> 2) + 33) as u32;
+    if biased > 0x1FFF {
+        biased = 0x1FFF;
+    }
     let exp = 32 - (biased >> 6).leading_zeros();
     let mant = (biased >> (exp + 1)) & 0x0F;
     sign | ((7 - exp) << 4) as u8 | (15 - mant) as u8
 }
 
-/// Linear sample -> A-law code.
-#[inline]
-pub fn alaw_encode(x: i16) -> u8 {
+const fn alaw_compute(x: i16) -> u8 {
     let x = x as i32;
     let (mag, sign) = if x < 0 { (!x, 0x00u8) } else { (x, 0x80u8) };
     let ix = (mag >> 4) as u32; // 12-bit magnitude, 0..=2047
@@ -161,6 +183,19 @@ pub fn alaw_encode(x: i16) -> u8 {
         (exp << 4) | ((ix >> (exp - 1)) & 0x0F)
     };
     (sign | code as u8) ^ 0x55
+}
+
+/// Linear sample -> mu-law code. The code depends on the top 14 bits only (the one's
+/// complement of a negative sample shifts like the sample), so one table lookup does it.
+#[inline]
+pub fn ulaw_encode(x: i16) -> u8 {
+    ULAW_ENCODE[((x >> 2) as u16 & 0x3FFF) as usize]
+}
+
+/// Linear sample -> A-law code, from the top 12 bits by table.
+#[inline]
+pub fn alaw_encode(x: i16) -> u8 {
+    ALAW_ENCODE[((x >> 4) as u16 & 0x0FFF) as usize]
 }
 
 /// mu-law code -> linear sample.
