@@ -284,6 +284,16 @@ impl UserAgent {
         self.events.pop_front()
     }
 
+    /// The SIP Call-ID of a call (for logs and call records).
+    pub fn call_id(&self, call: CallHandle) -> Option<&str> {
+        self.calls.get(&call)?.invite.headers.call_id().ok()
+    }
+
+    /// The dialog of a call, once a 1xx with a tag or a 2xx established it.
+    pub fn dialog(&self, call: CallHandle) -> Option<&Dialog> {
+        self.calls.get(&call)?.dialog.as_ref()
+    }
+
     /// Number of calls the agent tracks.
     pub fn call_count(&self) -> usize {
         self.calls.len()

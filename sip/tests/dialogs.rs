@@ -207,6 +207,13 @@ fn outgoing_call_with_early_dialogs_ack_for_2xx_and_bye() {
         invite.headers.top_via().expect("via").branch(),
         "the ACK for a 2xx is a new transaction"
     );
+    assert_eq!(ua.call_id(call), invite.headers.call_id().ok());
+    let dialog = ua.dialog(call).expect("dialog");
+    assert_eq!(dialog.id.remote_tag, "e2");
+    assert_eq!(
+        dialog.remote_target.to_string(),
+        "sip:callee@198.51.100.9:5070"
+    );
     match events(&mut ua).as_slice() {
         [UaEvent::Answered { call: c, body, .. }] => {
             assert_eq!(*c, call);
