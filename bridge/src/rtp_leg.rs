@@ -10,6 +10,49 @@
 //! dropped while the latched source is alive; once that source has been silent for
 //! `relatch_after`, the next valid packet moves the latch (NAT rebinding, a media move without
 //! a re-INVITE). [`RtpLeg::relatch`] opens the latch again after an SDP change.
+//!
+//! A phone bridged to a browser, one 20 ms tick (no mixer: the two-party path):
+//!
+//! ```
+//! use std::time::{Instant, SystemTime};
+//! use dialbridge_bridge::g711::G711;
+//! use dialbridge_bridge::opus_codec::{OpusConfig, OpusEncoder, MAX_PACKET};
+//! use dialbridge_bridge::rtp_leg::{RtpLeg, RtpLegConfig, MAX_DATAGRAM};
+//! use dialbridge_bridge::transcode::{OpusInbound, RtpMeta};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = Instant::now();
+//! let sdp_addr = "192.0.2.1:4000".parse()?;
+//! let cfg = RtpLegConfig::new(G711::Pcmu, 0x1234, sdp_addr);
+//! let mut phone = RtpLeg::new(now, SystemTime::now(), cfg);
+//! let mut to_browser = OpusEncoder::new(OpusConfig::default())?;
+//! let mut from_browser = OpusInbound::new()?;
+//!
+//! // The driver hands in what its sockets received...
+//! let mut datagram = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7]; // RTP header, PCMU
+//! datagram.extend_from_slice(&[0xFF; 160]);
+//! phone.handle_datagram(now, "198.51.100.7:30000".parse()?, &datagram)?;
+//! let browser_meta = RtpMeta { seq: 1, timestamp: 960, marker: true, ssrc: 9 };
+//! from_browser.insert(now, browser_meta, &[0xF8, 0xFF, 0xFE]); // an Opus packet from str0m
+//!
+//! // ...and on each 20 ms tick moves one frame each way.
+//! let (pcm, _) = phone.tick(now);
+//! let mut opus = [0u8; MAX_PACKET];
+//! let n = to_browser.encode(pcm, &mut opus)?; // goes to the WebRTC leg
+//! let (pcm, _) = from_browser.tick(now);
+//! let mut frame = [0i16; 160];
+//! frame.copy_from_slice(pcm);
+//! phone.send_audio(now, &frame);
+//!
+//! let mut buf = [0u8; MAX_DATAGRAM];
+//! while let Some(t) = phone.poll_transmit(&mut buf) {
+//!     // socket.send_to(&buf[..t.len], t.to)
+//!     assert_eq!(t.to, "198.51.100.7:30000".parse()?); // latched
+//! }
+//! assert!(n > 0);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
