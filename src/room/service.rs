@@ -1102,3 +1102,108 @@ impl Rooms {
         self.transact(|tx, _| Ok(Self::membership(tx, user, token)?.room.id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what the observer is told.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(i64, Vec<String>)>>);
+
+    impl CallObserver for Seen {
+        fn left_call(&self, room_id: i64, sessions: &[String]) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((room_id, sessions.to_vec()));
+        }
+    }
+
+    impl Seen {
+        /// The sessions reported since the last call, each once.
+        fn take(&self, room_id: i64) -> Vec<String> {
+            let mut all: Vec<String> = std::mem::take(&mut *self.0.lock().expect("lock"))
+                .into_iter()
+                .inspect(|(room, _)| assert_eq!(*room, room_id))
+                .flat_map(|(_, s)| s)
+                .collect();
+            all.dedup();
+            all
+        }
+    }
+
+    fn user(id: &str) -> AuthUser {
+        AuthUser {
+            id: id.into(),
+            display_name: id.into(),
+        }
+    }
+
+    #[test]
+    fn call_observer_hears_of_every_way_out_of_a_call_and_nothing_else() {
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        store
+            .write(|tx| {
+                for id in ["alice", "bob", "carol"] {
+                    tx.upsert_user(id, id, &format!("hash-{id}"), 0)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .expect("users");
+        let seen = Arc::new(Seen::default());
+        let rooms =
+            Rooms::new(store, Arc::new(EventBus::default()), None).with_call_observer(seen.clone());
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        let room = rooms.create_room(&alice, 2, "Room").expect("room");
+        let token = room.token.as_str();
+        let bob_attendee = rooms
+            .add_participant(&alice, token, NewParticipant::User("bob".into()))
+            .expect("bob")
+            .attendee_id;
+        rooms
+            .add_participant(&alice, token, NewParticipant::User("carol".into()))
+            .expect("carol");
+        let join = |u: &AuthUser| {
+            let (_, session) = rooms.join_room(u, token).expect("join room");
+            rooms
+                .join_call(u, token, Some(&session), Some(3), false, false)
+                .expect("join call");
+            session
+        };
+        let (a, b, c) = (join(&alice), join(&bob), join(&carol));
+        assert!(seen.take(room.id).is_empty(), "joining is not leaving");
+
+        rooms
+            .update_call_flags(&alice, token, Some(&a), 7)
+            .expect("flags");
+        assert!(
+            seen.take(room.id).is_empty(),
+            "changing flags is not leaving"
+        );
+
+        rooms
+            .leave_call(&bob, token, Some(&b), false)
+            .expect("leave call");
+        assert_eq!(seen.take(room.id), vec![b.clone()]);
+
+        rooms
+            .leave_room(&carol, token, Some(&c))
+            .expect("leave room");
+        assert_eq!(seen.take(room.id), vec![c]);
+
+        rooms
+            .join_call(&bob, token, Some(&b), Some(3), false, false)
+            .expect("rejoin");
+        rooms
+            .remove_attendee(&alice, token, bob_attendee)
+            .expect("remove");
+        assert_eq!(seen.take(room.id), vec![b]);
+
+        rooms
+            .leave_call(&alice, token, Some(&a), true)
+            .expect("end for all");
+        assert_eq!(seen.take(room.id), vec![a]);
+    }
+}
