@@ -1,5 +1,6 @@
-//! A 440 Hz tone from a phone (PCMU RTP with 5 % loss and reordering) crosses the bridge to
-//! Opus and back to G.711, in virtual time; the tone must be heard in every 100 ms window.
+//! A 440 Hz tone from a phone (G.711 RTP with 5 % loss and reordering) crosses the bridge to
+//! Opus, in virtual time; the tone must be heard in every 100 ms window: back on the phone side
+//! after an Opus round trip, and on the browser side at 48 kHz through the real RTP leg.
 
 use std::time::{Duration, Instant};
 
@@ -164,4 +165,99 @@ fn pcmu_tone_survives_loss_reordering_and_opus_round_trip() {
 #[test]
 fn pcma_tone_survives_loss_reordering_and_opus_round_trip() {
     check(11, G711::Pcma);
+}
+
+/// The phone side through the real RTP leg (datagrams with 5 % loss and reordering, parsed,
+/// latched, buffered, concealed), encoded to Opus, and decoded at 48 kHz as a browser hears it.
+#[test]
+fn rtp_leg_to_browser_at_48k_hears_the_tone_throughout() {
+    use dialbridge_bridge::jitter::JitterConfig;
+    use dialbridge_bridge::opus_codec::{OpusEncoder, OPUS_RTP_CLOCK};
+    use dialbridge_bridge::rtp_leg::{RtpLeg, RtpLegConfig};
+    use dialbridge_bridge::transcode::OpusInbound;
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
+
+    let t0 = Instant::now();
+    let phone: SocketAddr = "198.51.100.20:40000"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = RtpLegConfig::new(G711::Pcmu, 77, "192.0.2.9:40000".parse().unwrap_or(phone));
+    let mut leg = RtpLeg::new(t0, SystemTime::now(), cfg);
+    let mut enc = OpusEncoder::new(OpusConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut browser = OpusInbound::with_rate(48000, JitterConfig::new(OPUS_RTP_CLOCK))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut rng = Lcg(23);
+    let mut gen = Sine::new(440.0, 8000, 12000);
+    let mut net: Vec<(u64, Vec<u8>)> = Vec::new();
+    let (mut lost, mut burst, mut longest) = (0, 0, 0);
+    for i in 0..500u32 {
+        let mut payload = [0u8; FRAME_8K];
+        G711::Pcmu.encode(&gen.take(FRAME_8K), &mut payload);
+        if rng.chance(5) {
+            lost += 1;
+            burst += 1;
+            longest = usize::max(longest, burst);
+            continue;
+        }
+        burst = 0;
+        let mut arrival = i as u64 * 20 + rng.next() % 8;
+        if rng.chance(5) {
+            arrival += 25 + rng.next() % 20;
+        }
+        let seq = (30_000 + i) as u16;
+        let mut d = vec![0x80, if i == 0 { 0x80 } else { 0 }];
+        d.extend_from_slice(&seq.to_be_bytes());
+        d.extend_from_slice(&(i * 160).to_be_bytes());
+        d.extend_from_slice(&0xFACEu32.to_be_bytes());
+        d.extend_from_slice(&payload);
+        net.push((arrival, d));
+    }
+    net.sort_by_key(|p| p.0);
+    assert!(
+        lost >= 15 && longest < 3,
+        "lost {lost}, longest burst {longest}"
+    );
+
+    let mut heard = Vec::new();
+    let mut next = 0;
+    let mut opus = [0u8; MAX_PACKET];
+    for tick in 0..520u32 {
+        let now_ms = 3 + tick as u64 * 20;
+        let now = t0 + Duration::from_millis(now_ms);
+        while next < net.len() && net[next].0 <= now_ms {
+            let at = t0 + Duration::from_millis(net[next].0);
+            assert_eq!(leg.handle_datagram(at, phone, &net[next].1), Ok(()));
+            next += 1;
+        }
+        let (pcm, _) = leg.tick(now);
+        let n = enc.encode(pcm, &mut opus).unwrap_or_else(|e| panic!("{e}"));
+        let meta = RtpMeta {
+            seq: tick as u16,
+            timestamp: tick * 960,
+            marker: tick == 0,
+            ssrc: 5,
+        };
+        browser.insert(now, meta, &opus[..n]);
+        heard.extend_from_slice(browser.tick(now).0);
+    }
+    let s = leg.inbound().jitter_stats();
+    assert_eq!(s.lost, lost as u64, "{s:?}");
+    assert!(leg.inbound().decode_stats().concealed >= lost as u64);
+    // 48 kHz: 4800 samples per 100 ms window, 960 per 20 ms detector block.
+    let start = 300 * 48;
+    let end = heard.len() - 25 * 960;
+    let mut windows = 0;
+    for (w, window) in heard[start..end].chunks_exact(4800).enumerate() {
+        let hear = tone_ratio_blocks(window, 440.0, 48000, 960);
+        let other = tone_ratio_blocks(window, 1000.0, 48000, 960);
+        assert!(
+            hear > 0.8 && other < 0.02 && rms(window) > 3000.0,
+            "window {w}: 440 Hz {hear:.3}, 1 kHz {other:.3}, rms {:.0}",
+            rms(window)
+        );
+        windows += 1;
+    }
+    assert!(windows >= 90);
 }
