@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod events;
 pub mod room;

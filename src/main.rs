@@ -12,7 +12,7 @@ use dialbridge::config::{self, Config};
 use dialbridge::events::EventBus;
 use dialbridge::room::{unix_now, Rooms};
 use dialbridge::store::Store;
-use dialbridge::{api, auth, runtime};
+use dialbridge::{api, auth, calls, runtime};
 
 #[derive(Parser)]
 #[command(name = "dialbridge", version, about = "SIP-bridging telephony gateway")]
@@ -165,6 +165,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let media = runtime::media::start(&config.media)?;
 
+    let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
+    let sip = runtime::sip::start(&config.sip.listen, sip_events_tx, shutdown_rx.clone()).await?;
+    tokio::spawn(calls::run_sip_events(sip.clone(), sip_events));
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -181,11 +185,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         media: media.clone(),
         public_url,
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
     });
     // One line on stdout once every socket is bound, for scripts and tests that start with port 0.
+    let sip_addrs: Vec<String> = sip
+        .local_addrs
+        .iter()
+        .map(|(transport, addr)| format!("{}:{addr}", transport.as_str().to_ascii_lowercase()))
+        .collect();
     println!(
-        "dialbridge ready http={http_addr} webrtc={}",
+        "dialbridge ready http={http_addr} sip={} webrtc={}",
+        sip_addrs.join(","),
         media.local_addr()
     );
 

@@ -1,5 +1,6 @@
 //! Drivers that own sockets, threads and clocks, and pump the sans-IO cores of `sip` and `bridge`.
 
 pub mod media;
+pub mod sip;
 
 pub use media::{MediaError, MediaHandle, MediaId};

@@ -80,7 +80,10 @@ pub struct SipHandle {
 }
 
 impl SipHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SipError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SipError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(make(reply))
@@ -170,9 +173,9 @@ pub async fn start(
     for entry in listen {
         match entry.transport {
             ConfigTransport::Udp => {
-                let socket = UdpSocket::bind(entry.addr).await.map_err(|e| {
-                    anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}")
-                })?;
+                let socket = UdpSocket::bind(entry.addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
                 let local = socket.local_addr()?;
                 let socket = Arc::new(socket);
                 tokio::spawn(read_udp(socket.clone(), local, input_tx.clone()));
@@ -180,9 +183,9 @@ pub async fn start(
                 udp.push(socket);
             }
             ConfigTransport::Tcp => {
-                let listener = TcpListener::bind(entry.addr).await.map_err(|e| {
-                    anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}")
-                })?;
+                let listener = TcpListener::bind(entry.addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
                 let local = listener.local_addr()?;
                 tokio::spawn(accept_tcp(listener, local, input_tx.clone()));
                 local_addrs.push((Transport::Tcp, local));
