@@ -723,6 +723,94 @@ mod tests {
         );
     }
 
+    /// An offer as a browser sends it: BUNDLE of audio, video and data, many audio codecs,
+    /// telephone-event at two rates, SSRC lines and a host candidate.
+    const BROWSER_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1 2\r\n\
+a=extmap-allow-mixed\r\n\
+a=msid-semantic: WMS stream\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0 network-id 1\r\n\
+a=ice-ufrag:Abcd\r\n\
+a=ice-pwd:0123456789abcdefghijklmn\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=sendrecv\r\n\
+a=msid:stream track-a\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=rtcp-fb:111 transport-cc\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=rtpmap:63 red/48000/2\r\n\
+a=fmtp:63 111/111\r\n\
+a=rtpmap:9 G722/8000\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:13 CN/8000\r\n\
+a=rtpmap:110 telephone-event/48000\r\n\
+a=rtpmap:126 telephone-event/8000\r\n\
+a=ssrc:1001 cname:abcdefghijklmnop\r\n\
+a=ssrc:1001 msid:stream track-a\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Abcd\r\n\
+a=ice-pwd:0123456789abcdefghijklmn\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
+a=setup:actpass\r\n\
+a=mid:1\r\n\
+a=sendrecv\r\n\
+a=msid:stream track-v\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack\r\n\
+a=rtcp-fb:96 nack pli\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=ssrc-group:FID 2001 2002\r\n\
+a=ssrc:2001 cname:abcdefghijklmnop\r\n\
+a=ssrc:2002 cname:abcdefghijklmnop\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Abcd\r\n\
+a=ice-pwd:0123456789abcdefghijklmn\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
+a=setup:actpass\r\n\
+a=mid:2\r\n\
+a=sctp-port:5000\r\n\
+a=max-message-size:262144\r\n";
+
+    #[test]
+    fn answers_a_browser_offer_with_its_opus_and_telephone_event_numbers() {
+        let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+        let (leg, answer) = WebRtcLeg::accept(Instant::now(), BROWSER_OFFER, &cfg)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+        assert!(
+            answer.contains("a=rtpmap:110 telephone-event/48000"),
+            "{answer}"
+        );
+        assert!(!answer.contains("telephone-event/8000"), "{answer}");
+        assert!(!answer.contains("PCMU"), "{answer}");
+        assert!(answer.contains("m=video 0 "), "{answer}");
+        assert_eq!((*leg.opus_pt, leg.tele_pt.map(|p| *p)), (111, Some(110)));
+    }
+
     #[test]
     fn bad_offers_are_errors_with_a_reason() {
         let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
