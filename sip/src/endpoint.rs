@@ -59,6 +59,10 @@ pub struct Config {
     pub local_addrs: Vec<(Transport, SocketAddr)>,
     /// Seeds branch and tag generation; the driver passes a random value.
     pub seed: u64,
+    /// Send UDP responses to the packet's source, as if every request carried `rport` (RFC 3581).
+    /// Reaches clients behind NAT, and never reflects a response to an address the sender merely
+    /// wrote into its Via.
+    pub symmetric_responses: bool,
     /// Live transactions at most; beyond it new requests get 503 and sends fail.
     pub max_transactions: usize,
 }
@@ -71,6 +75,7 @@ impl Default for Config {
             policy: Policy::default(),
             local_addrs: Vec::new(),
             seed: 0x5eed,
+            symmetric_responses: true,
             max_transactions: 100_000,
         }
     }
@@ -354,6 +359,9 @@ impl Endpoint {
         transport: Transport,
         source: SocketAddr,
     ) -> Result<SocketAddr, ParseError> {
+        if self.config.symmetric_responses {
+            return Ok(source);
+        }
         Ok(match response_target(via, transport, source)? {
             ResponseTarget::Connection(a) | ResponseTarget::Addr(a) => a,
             // Name resolution belongs to the driver; the source address reaches the client through NAT.
