@@ -47,6 +47,36 @@ struct Participant {
     output: Vec<i16>,
 }
 
+/// `out = soft_clip(sum - own)` (`own` empty: nothing to subtract). The plain pass has no
+/// per-sample branch, so it vectorizes; only a frame whose peak passes the knee (rare: loud
+/// talkers at once) takes the clipping pass.
+fn mix_out(out: &mut [i16], sum: &[i32], own: &[i16]) {
+    let mut peak = 0u32;
+    if own.is_empty() {
+        for (o, &s) in out.iter_mut().zip(sum) {
+            peak = peak.max(s.unsigned_abs());
+            *o = s as i16;
+        }
+    } else {
+        for ((o, &s), &x) in out.iter_mut().zip(sum).zip(own) {
+            let v = s - x as i32;
+            peak = peak.max(v.unsigned_abs());
+            *o = v as i16;
+        }
+    }
+    if peak > SOFT_CLIP_KNEE as u32 {
+        if own.is_empty() {
+            for (o, &s) in out.iter_mut().zip(sum) {
+                *o = soft_clip(s);
+            }
+        } else {
+            for ((o, &s), &x) in out.iter_mut().zip(sum).zip(own) {
+                *o = soft_clip(s - x as i32);
+            }
+        }
+    }
+}
+
 /// Copies participant `src`'s input into participant `dst`'s output (`src != dst`).
 fn copy_input(parts: &mut [Participant], src: usize, dst: usize) {
     if src < dst {
@@ -220,15 +250,8 @@ impl Mixer {
                 copy_input(&mut self.parts, src, i);
             } else {
                 let p = &mut self.parts[i];
-                if own {
-                    for ((o, &s), &x) in p.output.iter_mut().zip(&self.sum).zip(&p.input) {
-                        *o = soft_clip(s - x as i32);
-                    }
-                } else {
-                    for (o, &s) in p.output.iter_mut().zip(&self.sum) {
-                        *o = soft_clip(s);
-                    }
-                }
+                let own_input: &[i16] = if own { &p.input } else { &[] };
+                mix_out(&mut p.output, &self.sum, own_input);
             }
         }
         for p in &mut self.parts {
