@@ -48,6 +48,14 @@ pub enum RoomEvent {
     },
     /// `all` is true when a moderator ended the call for everyone.
     CallEnded { all: bool },
+    /// A key press (RFC 4733 telephone-event) received on a participant's media.
+    Dtmf {
+        attendee_id: i64,
+        actor_type: String,
+        actor_id: String,
+        session_id: String,
+        digit: String,
+    },
     /// A call notification for one user; only that user's streams receive it.
     Ring {
         attendee_id: i64,
@@ -67,6 +75,7 @@ impl RoomEvent {
             RoomEvent::ParticipantFlags { .. } => "participant-flags",
             RoomEvent::CallStarted { .. } => "call-started",
             RoomEvent::CallEnded { .. } => "call-ended",
+            RoomEvent::Dtmf { .. } => "dtmf",
             RoomEvent::Ring { .. } => "ring",
         }
     }

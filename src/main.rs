@@ -163,7 +163,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot install the metrics recorder")?;
     let events = Arc::new(EventBus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let media = runtime::media::start(&config.media)?;
+    let media = runtime::media::start(&config.media, events.clone())?;
 
     let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
     let sip = runtime::sip::start(&config.sip.listen, sip_events_tx, shutdown_rx.clone()).await?;

@@ -7,9 +7,11 @@ mod common;
 #[path = "common/webrtc_client.rs"]
 mod webrtc_client;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{check_openapi, Client, Gateway};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use webrtc_client::{Offer, WebRtcClient};
@@ -110,6 +112,49 @@ fn levels(name: &str, c: &WebRtcClient) -> String {
     )
 }
 
+/// Collects the `data:` JSON of a room's event stream in the background.
+async fn collect_events(client: &Client, token: &str) -> Arc<Mutex<Vec<Value>>> {
+    let response = client
+        .request(Method::GET, &format!("/api/v1/rooms/{token}/events"))
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(response.status(), 200);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    tokio::spawn(async move {
+        let mut stream = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    if let Ok(event) = serde_json::from_str::<Value>(data.trim_start()) {
+                        sink.lock().expect("lock").push(event);
+                    }
+                }
+            }
+        }
+    });
+    events
+}
+
+fn dtmf_digits(events: &Mutex<Vec<Value>>) -> Vec<(String, String)> {
+    events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e["type"] == "dtmf")
+        .map(|e| {
+            (
+                e["actorId"].as_str().unwrap_or("").to_string(),
+                e["digit"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 async fn room_with(gw: &Gateway, users: &[&str]) -> String {
     let alice = gw.client("alice");
     let token = alice.create_room(2).await;
@@ -137,6 +182,32 @@ async fn participants_hear_each_other_not_themselves_and_leavers_go_quiet() {
                 && b.hears(1000.0) < 0.05
         },
         describe,
+    )
+    .await;
+
+    // Key presses arrive as room events, once per press.
+    let events = collect_events(&gw.client("carol"), &token).await;
+    a.press(7);
+    let pressed = |digits: &[(&str, &str)]| {
+        let digits: Vec<(String, String)> = digits
+            .iter()
+            .map(|(a, d)| (a.to_string(), d.to_string()))
+            .collect();
+        move |events: &Mutex<Vec<Value>>| dtmf_digits(events) == digits
+    };
+    let seven = pressed(&[("alice", "7")]);
+    wait_for(
+        "A's key press as a room event",
+        || seven(&events),
+        || format!("{:?}", dtmf_digits(&events)),
+    )
+    .await;
+    b.press(11);
+    let both = pressed(&[("alice", "7"), ("bob", "#")]);
+    wait_for(
+        "B's key press after A's, each once",
+        || both(&events),
+        || format!("{:?}", dtmf_digits(&events)),
     )
     .await;
 

@@ -563,6 +563,12 @@ impl WebRtcLeg {
                         &p.payload,
                     );
                 } else if Some(h.payload_type) == self.tele_pt {
+                    // Events sent instead of audio share its sequence space: not loss.
+                    if self.inbound.jb.ssrc() == Some(ssrc) {
+                        self.inbound
+                            .jb
+                            .insert_no_audio(p.timestamp, h.sequence_number, ssrc);
+                    }
                     if self.dtmf_ssrc != Some(ssrc) {
                         self.dtmf_rx.reset();
                         self.dtmf_ssrc = Some(ssrc);
@@ -888,5 +894,6 @@ a=max-message-size:262144\r\n";
         assert_eq!(digits, vec!['5']);
         let st = leg.stats();
         assert!(st.opus_received >= 55 && st.sent >= 55, "{st:?}");
+        assert_eq!(st.jitter.lost, 0, "telephone-events are not loss: {st:?}");
     }
 }

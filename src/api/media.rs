@@ -56,7 +56,7 @@ pub async fn join(
         ));
     }
     let cookie = session_from_cookies(&headers, &token);
-    let (room_id, session_id) = state
+    let who = state
         .rooms
         .media_session(&user, &token, cookie.as_deref())?;
     let body = axum::body::to_bytes(request.into_body(), MAX_OFFER)
@@ -72,13 +72,13 @@ pub async fn join(
             "the request body holds no offer",
         ));
     }
-    let (id, answer) = state.media.join(room_id, session_id.clone(), offer).await?;
+    let (id, answer) = state.media.join(who.clone(), offer).await?;
     // A leave that committed while the leg was being set up has already told the engine, before
     // the leg existed; look again so such a leg does not outlive its session's call.
     match state.rooms.media_session(&user, &token, cookie.as_deref()) {
-        Ok((_, current)) if current == session_id => {}
+        Ok(current) if current.session_id == who.session_id => {}
         other => {
-            state.media.end_sessions(room_id, vec![session_id]);
+            state.media.end_sessions(who.room_id, vec![who.session_id]);
             return Err(match other {
                 Err(e) => e.into(),
                 Ok(_) => OcsError::new(

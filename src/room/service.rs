@@ -157,6 +157,16 @@ pub trait CallObserver: Send + Sync {
     fn left_call(&self, room_id: i64, sessions: &[String]);
 }
 
+/// The participant a media session belongs to (`POST /api/v1/rooms/{token}/media`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaParticipant {
+    pub room_id: i64,
+    pub session_id: String,
+    pub attendee_id: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+}
+
 pub struct Rooms {
     store: Arc<Store>,
     events: Arc<EventBus>,
@@ -1067,14 +1077,13 @@ impl Rooms {
         })
     }
 
-    /// The caller's session for media (`POST /api/v1/rooms/{token}/media`): the room id and the
-    /// session, which must be in the call.
+    /// The caller's session for media (`POST /api/v1/rooms/{token}/media`); it must be in the call.
     pub fn media_session(
         &self,
         user: &AuthUser,
         token: &str,
         cookie: Option<&str>,
-    ) -> RoomResult<(i64, String)> {
+    ) -> RoomResult<MediaParticipant> {
         self.transact(|tx, _| {
             let m = Self::membership(tx, user, token)?;
             let session = Self::session(tx, &m, cookie)?.ok_or_else(no_session)?;
@@ -1084,7 +1093,13 @@ impl Rooms {
                     "your session is not in the call: join it with POST /call/{token} first",
                 ));
             }
-            Ok((m.room.id, session.id))
+            Ok(MediaParticipant {
+                room_id: m.room.id,
+                session_id: session.id,
+                attendee_id: m.attendee.id,
+                actor_type: m.attendee.actor_type,
+                actor_id: m.attendee.actor_id,
+            })
         })
     }
 

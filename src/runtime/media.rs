@@ -18,6 +18,7 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,7 +28,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::MediaConfig;
-use crate::room::CallObserver;
+use crate::events::{EventBus, RoomEvent};
+use crate::room::{CallObserver, MediaParticipant};
 
 /// Sample rate rooms mix at. Rooms hold only WebRTC participants so far, whose Opus carries
 /// wideband speech, so they mix at 48 kHz (the rate libopus decodes to natively).
@@ -81,8 +83,7 @@ pub enum MediaError {
 enum Command {
     Add {
         id: MediaId,
-        room_id: i64,
-        session_id: String,
+        who: MediaParticipant,
         leg: Box<WebRtcLeg>,
         done: oneshot::Sender<()>,
     },
@@ -113,12 +114,11 @@ impl MediaHandle {
         self.local_addr
     }
 
-    /// Answers `offer` for `session_id` in room `room_id` and starts its leg, replacing any leg
-    /// the session had. Returns the media id and the SDP answer.
+    /// Answers `offer` for the participant's session and starts its leg, replacing any leg the
+    /// session had. Returns the media id and the SDP answer.
     pub async fn join(
         &self,
-        room_id: i64,
-        session_id: String,
+        who: MediaParticipant,
         offer: String,
     ) -> Result<(MediaId, String), MediaError> {
         let cfg = self.leg_config;
@@ -135,8 +135,7 @@ impl MediaHandle {
         self.commands
             .send(Command::Add {
                 id,
-                room_id,
-                session_id,
+                who,
                 leg: Box::new(leg),
                 done,
             })
@@ -191,7 +190,8 @@ impl CallObserver for MediaHandle {
 
 /// Binds the WebRTC socket and starts the media thread. Candidates announce `public_ip` when
 /// set, else the listen IP, with the bound port.
-pub fn start(config: &MediaConfig) -> anyhow::Result<MediaHandle> {
+/// Key presses on the legs are published as room events on `events`.
+pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<MediaHandle> {
     let socket = std::net::UdpSocket::bind(config.webrtc_listen)
         .with_context(|| format!("cannot bind media.webrtc_listen = {}", config.webrtc_listen))?;
     socket.set_nonblocking(true)?;
@@ -208,7 +208,11 @@ pub fn start(config: &MediaConfig) -> anyhow::Result<MediaHandle> {
         .spawn(move || {
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
-                    Ok(socket) => Engine::new(socket, local_addr, receiver).run().await,
+                    Ok(socket) => {
+                        Engine::new(socket, local_addr, receiver, events)
+                            .run()
+                            .await
+                    }
                     Err(e) => tracing::error!(error = %e, "media socket unusable"),
                 }
             })
@@ -223,8 +227,7 @@ pub fn start(config: &MediaConfig) -> anyhow::Result<MediaHandle> {
 }
 
 struct Slot {
-    room_id: i64,
-    session_id: String,
+    who: MediaParticipant,
     leg: Box<WebRtcLeg>,
     created: Instant,
     last_rx: Instant,
@@ -240,6 +243,7 @@ struct Engine {
     socket: UdpSocket,
     local: SocketAddr,
     commands: mpsc::UnboundedReceiver<Command>,
+    events: Arc<EventBus>,
     legs: HashMap<MediaId, Slot>,
     by_addr: HashMap<SocketAddr, MediaId>,
     rooms: HashMap<i64, Room>,
@@ -260,11 +264,13 @@ impl Engine {
         socket: UdpSocket,
         local: SocketAddr,
         commands: mpsc::UnboundedReceiver<Command>,
+        events: Arc<EventBus>,
     ) -> Engine {
         Engine {
             socket,
             local,
             commands,
+            events,
             legs: HashMap::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
@@ -314,17 +320,12 @@ impl Engine {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Add {
-                id,
-                room_id,
-                session_id,
-                leg,
-                done,
-            } => {
+            Command::Add { id, who, leg, done } => {
+                let room_id = who.room_id;
                 let replaced: Vec<MediaId> = self
                     .legs
                     .iter()
-                    .filter(|(_, s)| s.room_id == room_id && s.session_id == session_id)
+                    .filter(|(_, s)| s.who.room_id == room_id && s.who.session_id == who.session_id)
                     .map(|(id, _)| *id)
                     .collect();
                 for old in replaced {
@@ -340,8 +341,7 @@ impl Engine {
                     self.legs.insert(
                         id,
                         Slot {
-                            room_id,
-                            session_id,
+                            who,
                             leg,
                             created: now,
                             last_rx: now,
@@ -360,10 +360,9 @@ impl Engine {
                 sessions,
                 done,
             } => {
-                let owned = self
-                    .legs
-                    .get(&id)
-                    .is_some_and(|s| s.room_id == room_id && sessions.contains(&s.session_id));
+                let owned = self.legs.get(&id).is_some_and(|s| {
+                    s.who.room_id == room_id && sessions.contains(&s.who.session_id)
+                });
                 if owned {
                     self.remove(id, "ended by the client");
                 }
@@ -373,7 +372,9 @@ impl Engine {
                 let ending: Vec<MediaId> = self
                     .legs
                     .iter()
-                    .filter(|(_, s)| s.room_id == room_id && sessions.contains(&s.session_id))
+                    .filter(|(_, s)| {
+                        s.who.room_id == room_id && sessions.contains(&s.who.session_id)
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ending {
@@ -443,6 +444,7 @@ impl Engine {
         if let Some(slot) = self.legs.get_mut(&id) {
             flush(
                 &self.socket,
+                &self.events,
                 id,
                 slot,
                 &mut self.gone,
@@ -457,7 +459,14 @@ impl Engine {
         for (id, slot) in self.legs.iter_mut() {
             if slot.leg.poll_timeout() <= now {
                 slot.leg.handle_timeout(now);
-                flush(&self.socket, *id, slot, &mut self.gone, &mut earliest);
+                flush(
+                    &self.socket,
+                    &self.events,
+                    *id,
+                    slot,
+                    &mut self.gone,
+                    &mut earliest,
+                );
             }
             earliest = earliest.min(slot.leg.poll_timeout());
         }
@@ -494,6 +503,7 @@ impl Engine {
                 }
                 flush(
                     &self.socket,
+                    &self.events,
                     *id,
                     slot,
                     &mut self.gone,
@@ -531,21 +541,24 @@ impl Engine {
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
         }
-        if let Some(room) = self.rooms.get_mut(&slot.room_id) {
+        let room_id = slot.who.room_id;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
             let _ = room.mixer.remove(participant(id));
             room.members.retain(|m| *m != id);
             if room.members.is_empty() {
-                self.rooms.remove(&slot.room_id);
+                self.rooms.remove(&room_id);
             }
         }
         metrics::gauge!("dialbridge_webrtc_legs").set(self.legs.len() as f64);
-        tracing::info!(media = %id, room_id = slot.room_id, reason = why, "WebRTC leg removed");
+        tracing::info!(media = %id, room_id, reason = why, "WebRTC leg removed");
     }
 }
 
-/// Sends what a leg wants sent and handles its events; a leg that is gone is queued in `gone`.
+/// Sends what a leg wants sent and handles its events: key presses become room events, a leg
+/// that is gone is queued in `gone`.
 fn flush(
     socket: &UdpSocket,
+    events: &EventBus,
     id: MediaId,
     slot: &mut Slot,
     gone: &mut Vec<MediaId>,
@@ -564,7 +577,7 @@ fn flush(
     while let Some(event) = slot.leg.poll_event() {
         match event {
             LegEvent::Connected => {
-                tracing::info!(media = %id, room_id = slot.room_id, "WebRTC leg connected")
+                tracing::info!(media = %id, room_id = slot.who.room_id, "WebRTC leg connected")
             }
             LegEvent::Disconnected => {
                 if let Some(reason) = slot.leg.failure() {
@@ -575,7 +588,22 @@ fn flush(
                 }
             }
             LegEvent::Dtmf(d) => {
-                tracing::info!(media = %id, digit = ?d.digit(), "DTMF from WebRTC leg")
+                let Some(digit) = d.digit() else {
+                    continue;
+                };
+                tracing::info!(media = %id, %digit, "DTMF from WebRTC leg");
+                let who = &slot.who;
+                events.publish(
+                    who.room_id,
+                    None,
+                    RoomEvent::Dtmf {
+                        attendee_id: who.attendee_id,
+                        actor_type: who.actor_type.clone(),
+                        actor_id: who.actor_id.clone(),
+                        session_id: who.session_id.clone(),
+                        digit: digit.to_string(),
+                    },
+                );
             }
         }
     }

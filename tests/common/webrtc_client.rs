@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use dialbridge_bridge::opus_codec::{OpusConfig, OpusDecoder, OpusEncoder, MAX_PA
 use dialbridge_bridge::testing::{tone_ratio_blocks, Sine};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, TelephoneEvent};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -43,10 +43,14 @@ pub struct Offer {
     pub sdp: String,
 }
 
+/// No key press pending.
+const NO_KEY: u8 = u8::MAX;
+
 /// A running client.
 pub struct WebRtcClient {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
+    key: Arc<AtomicU8>,
     thread: Option<JoinHandle<()>>,
     pub local: SocketAddr,
 }
@@ -95,12 +99,13 @@ impl Offer {
             .expect("answer accepted");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let key = Arc::new(AtomicU8::new(NO_KEY));
         let local = self.socket.local_addr().expect("local addr");
         let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, stop, key) = (shared.clone(), stop.clone(), key.clone());
             let (rtc, socket, mid) = (self.rtc, self.socket, self.mid);
             std::thread::spawn(move || {
-                if let Err(e) = run(rtc, socket, mid, tone_hz, &shared, &stop) {
+                if let Err(e) = run(rtc, socket, mid, tone_hz, &shared, &stop, &key) {
                     shared.lock().expect("lock").failed = Some(e);
                 }
             })
@@ -108,6 +113,7 @@ impl Offer {
         WebRtcClient {
             shared,
             stop,
+            key,
             thread: Some(thread),
             local,
         }
@@ -121,6 +127,11 @@ impl WebRtcClient {
 
     pub fn failure(&self) -> Option<String> {
         self.shared.lock().expect("lock").failed.clone()
+    }
+
+    /// Presses a key: RFC 4733 event `event` (0-9, 10 *, 11 #) for 100 ms, sent with the next frame.
+    pub fn press(&self, event: u8) {
+        self.key.store(event, Ordering::Relaxed);
     }
 
     /// Audio frames received so far.
@@ -170,6 +181,7 @@ fn run(
     tone_hz: f64,
     shared: &Mutex<Shared>,
     stop: &AtomicBool,
+    key: &AtomicU8,
 ) -> Result<(), String> {
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let mut enc = OpusEncoder::new(OpusConfig {
@@ -221,7 +233,16 @@ fn run(
                 .find(|p| p.spec().codec == Codec::Opus)
                 .map(|p| p.pt())
                 .ok_or("no opus payload type")?;
-            if let Some(writer) = rtc.writer(mid) {
+            if let Some(mut writer) = rtc.writer(mid) {
+                let event = key.swap(NO_KEY, Ordering::Relaxed);
+                if event != NO_KEY {
+                    writer = writer.telephone_event(TelephoneEvent {
+                        event,
+                        end: true,
+                        volume: 10,
+                        duration: Duration::from_millis(100),
+                    });
+                }
                 let time = MediaTime::new(media_time, Frequency::FORTY_EIGHT_KHZ);
                 writer
                     .write(pt, now, time, &packet[..n])
