@@ -223,6 +223,8 @@ pub struct WebRtcLeg {
     transmits: VecDeque<Transmit>,
     events: VecDeque<LegEvent>,
     timeout: Instant,
+    /// Whether the answer lets us send (not for a sendonly peer).
+    sends: bool,
     connected: bool,
     gone: bool,
     failure: Option<String>,
@@ -299,15 +301,11 @@ impl WebRtcLeg {
             WebRtcError::Offer("the audio m-line does not offer opus/48000/2".into())
         })?;
         let tele_pt = negotiated(Codec::Tele);
-        let mut api = rtc.direct_api();
-        let ssrc = api
-            .stream_tx_by_mid(mid, None)
-            .map(|s| *s.ssrc())
-            .ok_or_else(|| {
-                WebRtcError::Offer(
-                    "the audio m-line does not receive (recvonly or inactive)".into(),
-                )
-            })?;
+        // A random seed for our sequence numbers and timestamps (RFC 3550 asks for random
+        // starts). A peer that only sends (sendonly offer) gets no stream from us; writes then
+        // find no stream and send nothing.
+        let seed = *rtc.direct_api().new_ssrc();
+        let sends = rtc.direct_api().stream_tx_by_mid(mid, None).is_some();
 
         let frame = (cfg.mix_rate * FRAME_MS / 1000) as usize;
         let enc = OpusEncoder::new(OpusConfig {
@@ -332,10 +330,9 @@ impl WebRtcLeg {
             outbound: Outbound {
                 enc,
                 packet: vec![0; MAX_PACKET],
-                // Start below 2^16 (no rollover to signal) and away from zero; the random SSRC
-                // str0m drew seeds the timestamp base, as RFC 3550 asks for a random one.
-                seq: u64::from(ssrc & 0x3fff) + 1,
-                timestamp: ssrc.wrapping_mul(0x9e37_79b9),
+                // Start below 2^16: a rollover counter would need signalling.
+                seq: u64::from(seed & 0x3fff) + 1,
+                timestamp: seed.wrapping_mul(0x9e37_79b9),
                 dtmf: DtmfSender::new(OPUS_RTP_CLOCK, Duration::from_millis(FRAME_MS as u64)),
             },
             dtmf_rx: DtmfReceiver::new(),
@@ -343,6 +340,7 @@ impl WebRtcLeg {
             transmits: early,
             events: VecDeque::new(),
             timeout,
+            sends,
             connected: false,
             gone: false,
             failure: None,
@@ -437,11 +435,12 @@ impl WebRtcLeg {
     }
 
     /// Sends this tick's audio (one mixing-rate frame): one Opus packet, or the telephone-event
-    /// packets due while a digit is being sent. Nothing goes out before the leg is connected.
+    /// packets due while a digit is being sent. Nothing goes out before the leg is connected, or
+    /// to a peer that only sends.
     pub fn push_frame(&mut self, now: Instant, pcm: &[i16]) -> Result<(), WebRtcError> {
         let timestamp = self.outbound.timestamp;
         self.outbound.timestamp = timestamp.wrapping_add(RTP_STEP);
-        if !self.connected || self.gone {
+        if !self.connected || self.gone || !self.sends {
             return Ok(());
         }
         if let (true, Some(tele_pt)) = (self.outbound.dtmf.is_active(), self.tele_pt) {
@@ -815,6 +814,22 @@ a=max-message-size:262144\r\n";
         assert!(!answer.contains("PCMU"), "{answer}");
         assert!(answer.contains("m=video 0 "), "{answer}");
         assert_eq!((*leg.opus_pt, leg.tele_pt.map(|p| *p)), (111, Some(110)));
+    }
+
+    #[test]
+    fn one_way_offers_are_answered_the_other_way() {
+        let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+        for (offered, answered) in [
+            ("a=sendrecv", "a=sendrecv"),
+            ("a=sendonly", "a=recvonly"),
+            ("a=recvonly", "a=sendonly"),
+        ] {
+            let offer = BROWSER_OFFER.replacen("a=sendrecv", offered, 1);
+            let (_, answer) = WebRtcLeg::accept(Instant::now(), &offer, &cfg)
+                .unwrap_or_else(|e| panic!("{offered}: {e}"));
+            let audio = answer.split("m=video").next().unwrap_or_default();
+            assert!(audio.contains(answered), "{offered}:\n{answer}");
+        }
     }
 
     #[test]
