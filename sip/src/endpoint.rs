@@ -508,9 +508,14 @@ impl Endpoint {
         req: Request,
     ) {
         let t4 = self.config.timers.t4;
+        let symmetric = self.config.symmetric_responses;
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
+        // The client may have moved (a NAT rebinding, a new socket): answer where it sends from.
+        if symmetric && !tx.transport.is_reliable() && req.method != Method::Ack {
+            tx.remote = input.remote;
+        }
         match (tx.kind, tx.state, req.method == Method::Ack) {
             // ACK for a non-2xx final response: stop retransmitting, absorb ACK retransmissions (Timer I).
             (Kind::InviteServer, State::Completed, true) => {

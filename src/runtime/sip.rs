@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dialbridge_sip::auth::{
+    select_challenge, ChallengeKind, DigestClient, DigestRequest, RetryDecision,
+};
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
@@ -31,6 +34,7 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 enum Command {
     Invite {
         call: Box<OutgoingCall>,
+        credentials: Option<Credentials>,
         reply: oneshot::Sender<Result<CallHandle, UaError>>,
     },
     Respond {
@@ -52,6 +56,24 @@ enum Command {
     Stats {
         reply: oneshot::Sender<SipStats>,
     },
+}
+
+/// Digest credentials for challenges to an outgoing call (a trunk's account).
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Only challenges of this realm are answered, when set.
+    pub realm: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of the SIP core, for metrics and leak checks.
@@ -92,11 +114,18 @@ impl SipHandle {
         answer.await.map_err(|_| SipError::Stopped)
     }
 
-    /// Sends an INVITE; events for the call arrive on the driver's event channel.
-    pub async fn invite(&self, call: OutgoingCall) -> Result<CallHandle, SipError> {
+    /// Sends an INVITE; events for the call arrive on the driver's event channel. With
+    /// credentials, a 401/407 challenge is answered once (the retry keeps the handle) and only a
+    /// refused or unanswerable challenge surfaces as `Failed`.
+    pub async fn invite(
+        &self,
+        call: OutgoingCall,
+        credentials: Option<Credentials>,
+    ) -> Result<CallHandle, SipError> {
         Ok(self
             .ask(|reply| Command::Invite {
                 call: Box::new(call),
+                credentials,
                 reply,
             })
             .await??)
@@ -213,6 +242,9 @@ pub async fn start(
         pending: HashMap::new(),
         input_tx,
         events,
+        challengeable: HashMap::new(),
+        first_handle: HashMap::new(),
+        current_handle: HashMap::new(),
     };
     tokio::spawn(core.run(input_rx, command_rx, shutdown));
     Ok(SipHandle {
@@ -336,6 +368,18 @@ struct Core {
     pending: HashMap<SocketAddr, Vec<Vec<u8>>>,
     input_tx: mpsc::Sender<Input>,
     events: mpsc::UnboundedSender<UaEvent>,
+    /// Outgoing calls that may answer a challenge, by their current handle.
+    challengeable: HashMap<CallHandle, Challengeable>,
+    /// A call re-sent after a challenge gets a new handle from the user agent; the service keeps
+    /// the first one. Current handle -> first handle, and back.
+    first_handle: HashMap<CallHandle, CallHandle>,
+    current_handle: HashMap<CallHandle, CallHandle>,
+}
+
+struct Challengeable {
+    call: OutgoingCall,
+    client: DigestClient,
+    realm: Option<String>,
 }
 
 impl Core {
@@ -414,8 +458,26 @@ impl Core {
     fn on_command(&mut self, command: Command) {
         let now = Instant::now().into_std();
         match command {
-            Command::Invite { call, reply } => {
-                let _ = reply.send(self.ua.invite(now, *call));
+            Command::Invite {
+                call,
+                credentials,
+                reply,
+            } => {
+                let template = credentials.as_ref().map(|_| (*call).clone());
+                let result = self.ua.invite(now, *call);
+                if let (Ok(handle), Some(call), Some(credentials)) =
+                    (&result, template, credentials)
+                {
+                    self.challengeable.insert(
+                        *handle,
+                        Challengeable {
+                            call,
+                            client: DigestClient::new(credentials.username, credentials.password),
+                            realm: credentials.realm,
+                        },
+                    );
+                }
+                let _ = reply.send(result);
             }
             Command::Respond {
                 call,
@@ -424,6 +486,7 @@ impl Core {
                 body,
                 reply,
             } => {
+                let call = self.current(call);
                 let _ = reply.send(self.ua.respond(now, call, code, &reason, body));
             }
             Command::Ack {
@@ -431,9 +494,11 @@ impl Core {
                 answer,
                 reply,
             } => {
+                let call = self.current(call);
                 let _ = reply.send(self.ua.ack(call, answer));
             }
             Command::Hangup { call, reply } => {
+                let call = self.current(call);
                 let _ = reply.send(self.ua.hangup(now, call));
             }
             Command::Stats { reply } => {
@@ -455,10 +520,120 @@ impl Core {
             if let UaEvent::Discarded { remote, reason } = &event {
                 tracing::info!(%remote, %reason, "SIP message discarded");
             }
+            let Some(event) = self.answer_challenge(event) else {
+                continue;
+            };
+            let event = self.named_by_first_handle(event);
             if self.events.send(event).is_err() {
                 tracing::warn!("SIP events have no consumer");
             }
         }
+        // Answering a challenge queued an INVITE.
+        while let Some(transmit) = self.ua.poll_transmit() {
+            self.send(transmit).await;
+        }
+    }
+
+    fn current(&self, call: CallHandle) -> CallHandle {
+        self.current_handle.get(&call).copied().unwrap_or(call)
+    }
+
+    /// Re-sends a challenged INVITE with credentials; returns the event when it is not handled.
+    fn answer_challenge(&mut self, event: UaEvent) -> Option<UaEvent> {
+        let UaEvent::Failed {
+            call,
+            code,
+            response: Some(response),
+            ..
+        } = &event
+        else {
+            if let UaEvent::Answered { call, .. } = &event {
+                if let Some(c) = self.challengeable.get_mut(call) {
+                    c.client.on_success();
+                }
+            }
+            return Some(event);
+        };
+        let kind = ChallengeKind::from_status(*code)?;
+        let mut state = match self.challengeable.remove(call) {
+            Some(state) => state,
+            None => return Some(event),
+        };
+        let values: Vec<&str> = response.headers.get_all(kind.challenge_header()).collect();
+        if let Some(realm) = &state.realm {
+            let offered = select_challenge(values.iter().copied()).map(|c| c.realm);
+            if offered.as_deref().ok() != Some(realm.as_str()) {
+                tracing::info!(?offered, expected = %realm, "challenge for another realm: not answered");
+                return Some(event);
+            }
+        }
+        let uri = state.call.request_uri.to_string();
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let headers = match state.client.on_challenge(
+            kind,
+            values.iter().copied(),
+            &DigestRequest::new("INVITE", &uri),
+            &cnonce,
+        ) {
+            RetryDecision::Retry(headers) => headers,
+            RetryDecision::GiveUp(why) => {
+                tracing::info!(code, ?why, "challenge not answered");
+                return Some(event);
+            }
+        };
+        let mut retry = state.call.clone();
+        retry
+            .headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(kind.authorization_header()));
+        retry
+            .headers
+            .extend(headers.into_iter().map(|h| (h.name.to_string(), h.value)));
+        let now = Instant::now().into_std();
+        match self.ua.invite_after_challenge(now, response, retry) {
+            Ok(new) => {
+                let first = self.first_handle.remove(call).unwrap_or(*call);
+                tracing::debug!(code, "challenge answered");
+                self.first_handle.insert(new, first);
+                self.current_handle.insert(first, new);
+                self.challengeable.insert(new, state);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
+                Some(event)
+            }
+        }
+    }
+
+    /// Names the call by the handle the service knows, and forgets calls that ended.
+    fn named_by_first_handle(&mut self, mut event: UaEvent) -> UaEvent {
+        let ended = matches!(
+            event,
+            UaEvent::Failed { .. } | UaEvent::Ended { .. } | UaEvent::Cancelled { .. }
+        );
+        let handle = match &mut event {
+            UaEvent::IncomingCall { call, .. }
+            | UaEvent::Progress { call, .. }
+            | UaEvent::Answered { call, .. }
+            | UaEvent::Confirmed { call, .. }
+            | UaEvent::Failed { call, .. }
+            | UaEvent::Cancelled { call }
+            | UaEvent::ReInvite { call, .. }
+            | UaEvent::Info { call, .. }
+            | UaEvent::Ended { call, .. } => call,
+            UaEvent::Discarded { .. } => return event,
+        };
+        let current = *handle;
+        if let Some(first) = self.first_handle.get(&current) {
+            *handle = *first;
+        }
+        if ended {
+            self.challengeable.remove(&current);
+            if let Some(first) = self.first_handle.remove(&current) {
+                self.current_handle.remove(&first);
+            }
+        }
+        event
     }
 
     async fn send(&mut self, transmit: Transmit) {

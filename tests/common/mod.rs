@@ -27,6 +27,9 @@ pub struct Gateway {
     pub base: String,
     /// The bound WebRTC media address (`webrtc=` on the ready line).
     pub webrtc: Option<std::net::SocketAddr>,
+    /// The bound SIP listeners (`sip=udp:ADDR,tcp:ADDR` on the ready line).
+    pub sip_udp: Option<std::net::SocketAddr>,
+    pub sip_tcp: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     config_path: PathBuf,
 }
@@ -36,7 +39,7 @@ impl Gateway {
     pub fn start(extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
@@ -51,6 +54,8 @@ impl Gateway {
             child: None,
             base: String::new(),
             webrtc: None,
+            sip_udp: None,
+            sip_tcp: None,
             dir,
             config_path,
         };
@@ -94,6 +99,13 @@ impl Gateway {
                 let http = field("http").expect("ready line names the http address");
                 self.base = format!("http://{http}");
                 self.webrtc = field("webrtc").and_then(|a| a.parse().ok());
+                let sip = field("sip").unwrap_or_default();
+                let sip_addr = |prefix: &str| {
+                    sip.split(',')
+                        .find_map(|entry| entry.strip_prefix(prefix)?.parse().ok())
+                };
+                self.sip_udp = sip_addr("udp:");
+                self.sip_tcp = sip_addr("tcp:");
             }
             Err(_) => {
                 let _ = child.kill();
