@@ -550,7 +550,19 @@ impl Engine {
             }
         }
         metrics::gauge!("dialbridge_webrtc_legs").set(self.legs.len() as f64);
-        tracing::info!(media = %id, room_id, reason = why, "WebRTC leg removed");
+        let st = slot.leg.stats();
+        tracing::info!(
+            media = %id,
+            room_id,
+            reason = why,
+            received = st.opus_received,
+            sent = st.sent,
+            lost = st.jitter.lost,
+            late = st.jitter.late,
+            fec = st.decode.fec,
+            concealed = st.decode.concealed,
+            "WebRTC leg removed"
+        );
     }
 }
 
