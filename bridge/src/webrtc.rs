@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -227,6 +228,8 @@ pub struct WebRtcLeg {
     sends: bool,
     connected: bool,
     gone: bool,
+    /// str0m panicked: the `Rtc` is never called again.
+    poisoned: bool,
     failure: Option<String>,
     stats: LegStats,
 }
@@ -343,6 +346,7 @@ impl WebRtcLeg {
             sends,
             connected: false,
             gone: false,
+            poisoned: false,
             failure: None,
             stats: LegStats::default(),
         };
@@ -352,8 +356,14 @@ impl WebRtcLeg {
     /// Whether a datagram from `from` to `to` belongs to this leg (its nominated peer, a STUN
     /// request carrying its ICE username, or a known remote candidate).
     pub fn accepts(&self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
+        if self.poisoned {
+            return false;
+        }
         match Receive::new(Protocol::Udp, from, to, bytes) {
-            Ok(r) => self.rtc.accepts(&Input::Receive(now, r)),
+            Ok(r) => catch_unwind(AssertUnwindSafe(|| {
+                self.rtc.accepts(&Input::Receive(now, r))
+            }))
+            .unwrap_or(false),
             Err(_) => false,
         }
     }
@@ -373,17 +383,25 @@ impl WebRtcLeg {
                 return Err(WebRtcError::Input(e.to_string()));
             }
         };
-        let result = self.rtc.handle_input(Input::Receive(now, receive));
+        let result = self.guard("str0m panicked on a datagram", |rtc| {
+            rtc.handle_input(Input::Receive(now, receive))
+        });
         self.drain();
-        result.map_err(|e| {
-            self.stats.refused += 1;
-            WebRtcError::Input(e.to_string())
-        })
+        match result {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                self.stats.refused += 1;
+                Err(WebRtcError::Input(e.to_string()))
+            }
+            None => Err(WebRtcError::Input("str0m panicked on a datagram".into())),
+        }
     }
 
     /// Advances time to `now` (retransmissions, RTCP reports, ICE state).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+        if let Some(Err(e)) = self.guard("str0m panicked on a timeout", |rtc| {
+            rtc.handle_input(Input::Timeout(now))
+        }) {
             self.fail(&e.to_string());
         }
         self.drain();
@@ -481,7 +499,7 @@ impl WebRtcLeg {
 
     /// Starts an orderly close (RTCP BYE, DTLS close_notify); poll transmits once more, then drop.
     pub fn close(&mut self) {
-        if let Err(e) = self.rtc.close() {
+        if let Some(Err(e)) = self.guard("str0m panicked on close", |rtc| rtc.close()) {
             self.fail(&e.to_string());
         }
         self.drain();
@@ -490,13 +508,33 @@ impl WebRtcLeg {
     fn write(&mut self, now: Instant, pt: Pt, timestamp: u32, marker: bool, payload: &[u8]) {
         let seq = SeqNo::from(self.outbound.seq);
         self.outbound.seq += 1;
-        let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
-            return;
-        };
-        stream.write_rtp(RtpWrite::new(pt, seq, timestamp, now, payload).marker(marker));
-        self.stats.sent += 1;
+        let mid = self.mid;
+        let written = self.guard("str0m panicked on a write", |rtc| {
+            let mut api = rtc.direct_api();
+            let stream = api.stream_tx_by_mid(mid, None)?;
+            stream.write_rtp(RtpWrite::new(pt, seq, timestamp, now, payload).marker(marker));
+            Some(())
+        });
+        if written.flatten().is_some() {
+            self.stats.sent += 1;
+        }
         self.drain();
+    }
+
+    /// Runs one call into str0m. A panic inside it (a bug one peer's packets might reach) ends
+    /// this leg instead of the thread serving every call; the `Rtc` is not called again.
+    fn guard<T>(&mut self, what: &str, f: impl FnOnce(&mut Rtc) -> T) -> Option<T> {
+        if self.poisoned {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(|| f(&mut self.rtc))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.poisoned = true;
+                self.fail(what);
+                None
+            }
+        }
     }
 
     fn fail(&mut self, reason: &str) {
@@ -518,7 +556,11 @@ impl WebRtcLeg {
     /// Drains str0m's output after a mutation, as its API requires.
     fn drain(&mut self) {
         loop {
-            match self.rtc.poll_output() {
+            let Some(output) = self.guard("str0m panicked on output", |rtc| rtc.poll_output())
+            else {
+                break;
+            };
+            match output {
                 Ok(Output::Timeout(t)) => {
                     self.timeout = t;
                     break;
@@ -534,7 +576,7 @@ impl WebRtcLeg {
                 }
             }
         }
-        if !self.rtc.is_alive() {
+        if self.poisoned || !self.rtc.is_alive() {
             self.disconnected();
         }
     }
@@ -830,6 +872,29 @@ a=max-message-size:262144\r\n";
             let audio = answer.split("m=video").next().unwrap_or_default();
             assert!(audio.contains(answered), "{offered}:\n{answer}");
         }
+    }
+
+    #[test]
+    fn a_panic_inside_str0m_ends_only_that_leg() {
+        let (mut now, mut peer, mut leg, _) = connect(false);
+        until_connected(&mut now, &mut peer, &mut leg);
+        assert_eq!(leg.poll_event(), Some(LegEvent::Connected));
+        let mid = leg.mid;
+        // str0m panics when asked for its frame-level writer in RTP mode: a stand-in for a
+        // str0m bug reached by a peer's packets.
+        assert_eq!(leg.guard("test", |rtc| rtc.writer(mid).is_some()), None);
+        assert!(leg.is_gone());
+        assert_eq!(leg.poll_event(), Some(LegEvent::Disconnected));
+        assert_eq!(leg.failure(), Some("test"));
+        // The leg stays inert and safe to drive until the driver drops it.
+        assert!(leg
+            .handle_input(now, addr(CLIENT), addr(SERVER), &[0x80; 40])
+            .is_err());
+        leg.handle_timeout(now);
+        assert_eq!(leg.push_frame(now, &[0; 960]), Ok(()));
+        leg.close();
+        assert!(!leg.accepts(now, addr(CLIENT), addr(SERVER), &[0x80; 40]));
+        assert_eq!(leg.poll_event(), None);
     }
 
     #[test]
