@@ -408,6 +408,12 @@ impl Engine {
         };
         let id = match self.by_addr.get(&from) {
             Some(id) => *id,
+            // A new peer address starts with an ICE check (STUN, first byte 0-3 by RFC 7983);
+            // anything else from an unknown address is dropped without asking every leg.
+            None if bytes.first().is_some_and(|b| *b > 3) => {
+                tracing::trace!(%from, "non-STUN datagram from an unknown address");
+                return;
+            }
             None => {
                 let found = self
                     .legs
