@@ -199,6 +199,7 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
     let ip = config.public_ip.unwrap_or(local_addr.ip());
     let leg_config = WebRtcLegConfig::new(SocketAddr::new(ip, local_addr.port()), MIX_RATE);
     let (commands, receiver) = mpsc::unbounded_channel();
+    let announced = leg_config.candidate;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,11 +209,7 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
         .spawn(move || {
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
-                    Ok(socket) => {
-                        Engine::new(socket, local_addr, receiver, events)
-                            .run()
-                            .await
-                    }
+                    Ok(socket) => Engine::new(socket, announced, receiver, events).run().await,
                     Err(e) => tracing::error!(error = %e, "media socket unusable"),
                 }
             })
@@ -241,6 +238,8 @@ struct Room {
 
 struct Engine {
     socket: UdpSocket,
+    /// The announced candidate, given to the legs as every datagram's destination: with a
+    /// wildcard listen address or behind NAT the socket's own address is not the one ICE knows.
     local: SocketAddr,
     commands: mpsc::UnboundedReceiver<Command>,
     events: Arc<EventBus>,
