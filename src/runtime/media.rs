@@ -556,6 +556,11 @@ impl Engine {
         }
         metrics::gauge!("dialbridge_webrtc_legs").set(self.legs.len() as f64);
         let st = slot.leg.stats();
+        // Totals are added when a leg ends: nothing is counted per packet on the media thread.
+        metrics::counter!("dialbridge_webrtc_packets_received_total").increment(st.opus_received);
+        metrics::counter!("dialbridge_webrtc_packets_lost_total").increment(st.jitter.lost);
+        metrics::counter!("dialbridge_webrtc_frames_concealed_total")
+            .increment(st.decode.concealed);
         tracing::info!(
             media = %id,
             room_id,
