@@ -554,7 +554,9 @@ impl Core {
             }
             return Some(event);
         };
-        let kind = ChallengeKind::from_status(*code)?;
+        let Some(kind) = ChallengeKind::from_status(*code) else {
+            return Some(event);
+        };
         let mut state = match self.challengeable.remove(call) {
             Some(state) => state,
             None => return Some(event),
