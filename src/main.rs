@@ -207,6 +207,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })
         .await
         .context("HTTP server failed")?;
+    media.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

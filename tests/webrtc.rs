@@ -166,7 +166,7 @@ async fn room_with(gw: &Gateway, users: &[&str]) -> String {
 
 #[tokio::test]
 async fn participants_hear_each_other_not_themselves_and_leavers_go_quiet() {
-    let gw = Gateway::start("");
+    let mut gw = Gateway::start("");
     assert!(gw.webrtc.is_some(), "ready line names the WebRTC address");
     let token = room_with(&gw, &["bob", "carol"]).await;
     let (_alice, a, a_media) = participant(&gw, "alice", &token, 440.0).await;
@@ -249,6 +249,9 @@ async fn participants_hear_each_other_not_themselves_and_leavers_go_quiet() {
     assert_eq!(a.failure(), None);
     assert_eq!(b.failure(), None);
     assert_eq!(c.failure(), None);
+    // SIGTERM with C's media up: the engine closes it and the process exits cleanly.
+    assert!(gw.terminate(), "clean exit:\n{}", gw.log());
+    assert!(gw.log().contains("\"shutdown\""), "{}", gw.log());
 }
 
 #[tokio::test]

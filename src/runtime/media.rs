@@ -98,6 +98,10 @@ enum Command {
         room_id: i64,
         sessions: Vec<String>,
     },
+    /// Close every leg (RTCP BYE, DTLS close_notify) and stop.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// The API's handle on the engine.
@@ -178,6 +182,16 @@ impl MediaHandle {
                 room_id,
                 "media engine stopped; cannot end media of sessions"
             );
+        }
+    }
+}
+
+impl MediaHandle {
+    /// Closes every leg, so peers learn at once that the call is over, and stops the engine.
+    pub async fn shutdown(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).is_ok() {
+            let _ = closed.await;
         }
     }
 }
@@ -286,6 +300,11 @@ impl Engine {
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { done }) => {
+                        self.close_all();
+                        let _ = done.send(());
+                        break;
+                    }
                     Some(c) => self.command(c),
                     // Every handle is gone: the service is shutting down.
                     None => break,
@@ -310,11 +329,15 @@ impl Engine {
                 self.reap(now);
             }
         }
+        self.close_all();
+        tracing::info!("media engine stopped");
+    }
+
+    fn close_all(&mut self) {
         let ids: Vec<MediaId> = self.legs.keys().copied().collect();
         for id in ids {
             self.remove(id, "shutdown");
         }
-        tracing::info!("media engine stopped");
     }
 
     fn command(&mut self, command: Command) {
@@ -379,6 +402,10 @@ impl Engine {
                 for id in ending {
                     self.remove(id, "session left the call");
                 }
+            }
+            Command::Shutdown { done } => {
+                self.close_all();
+                let _ = done.send(());
             }
         }
     }
