@@ -254,6 +254,21 @@ impl WebRtcLeg {
         offer: &str,
         cfg: &WebRtcLegConfig,
     ) -> Result<(WebRtcLeg, String), WebRtcError> {
+        // The offer is a client's text; should str0m panic on it, that is this offer's failure.
+        catch_unwind(AssertUnwindSafe(|| Self::accept_inner(now, offer, cfg))).unwrap_or_else(
+            |_| {
+                Err(WebRtcError::Offer(
+                    "the offer could not be processed".into(),
+                ))
+            },
+        )
+    }
+
+    fn accept_inner(
+        now: Instant,
+        offer: &str,
+        cfg: &WebRtcLegConfig,
+    ) -> Result<(WebRtcLeg, String), WebRtcError> {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
         let mids: Vec<Mid> = offer
@@ -895,6 +910,32 @@ a=max-message-size:262144\r\n";
         leg.close();
         assert!(!leg.accepts(now, addr(CLIENT), addr(SERVER), &[0x80; 40]));
         assert_eq!(leg.poll_event(), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Offers with lines dropped or cut short are answered or refused, never a panic.
+        #[test]
+        fn damaged_offers_never_panic(
+            drop in proptest::collection::vec(proptest::prelude::any::<bool>(), 80),
+            cut in 0usize..4000,
+        ) {
+            let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+            let lines: Vec<&str> = BROWSER_OFFER
+                .split("\r\n")
+                .zip(drop.iter().chain(std::iter::repeat(&false)))
+                .filter(|(_, d)| !**d)
+                .map(|(l, _)| l)
+                .collect();
+            let offer = lines.join("\r\n");
+            let offer = offer.get(..cut.min(offer.len())).unwrap_or(&offer);
+            match WebRtcLeg::accept(Instant::now(), offer, &cfg) {
+                Ok((_, answer)) => proptest::prop_assert!(answer.contains("opus/48000/2")),
+                Err(WebRtcError::Offer(reason)) => proptest::prop_assert!(!reason.is_empty()),
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
     }
 
     #[test]
