@@ -939,6 +939,33 @@ a=max-message-size:262144\r\n";
     }
 
     #[test]
+    fn junk_datagrams_leave_a_connected_leg_working() {
+        let (mut now, mut peer, mut leg, _) = connect(false);
+        until_connected(&mut now, &mut peer, &mut leg);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // STUN, DTLS and RTP/RTCP first bytes (RFC 7983 ranges) and anything else.
+        for first in [0u8, 1, 20, 23, 63, 128, 129, 200, 255] {
+            for len in [0usize, 1, 12, 20, 40, 200, 1500] {
+                let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if let Some(b) = d.first_mut() {
+                    *b = first;
+                }
+                let _ = leg.handle_input(now, addr(CLIENT), addr(SERVER), &d);
+                let _ = leg.accepts(now, addr("127.0.0.1:6000"), addr(SERVER), &d);
+            }
+        }
+        assert!(leg.is_connected() && !leg.is_gone(), "{:?}", leg.failure());
+        pump(&mut now, Duration::from_millis(100), &mut peer, &mut leg);
+        assert!(leg.is_connected());
+    }
+
+    #[test]
     fn bad_offers_are_errors_with_a_reason() {
         let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
         let now = Instant::now();
