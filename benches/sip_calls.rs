@@ -15,7 +15,8 @@ use dialbridge::runtime::sip;
 use dialbridge_sip::ua::{Body, UaEvent};
 use tokio::sync::{mpsc, watch};
 
-const ANSWER: &str = "v=0\r\no=dialbridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+const ANSWER: &str =
+    "v=0\r\no=dialbridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n";
 
 /// CPU time (user + system) of this thread, from /proc.
@@ -26,7 +27,12 @@ fn thread_cpu() -> Duration {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
