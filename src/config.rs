@@ -32,6 +32,10 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub inbound: Vec<InboundConfig>,
+    #[serde(default)]
+    pub dialin: DialinConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,12 +66,16 @@ fn default_http_listen() -> SocketAddr {
 pub struct SipConfig {
     #[serde(default = "default_sip_listen")]
     pub listen: Vec<SipListen>,
+    /// Refused INVITEs (source not allowed, scanner) get no answer at all instead of 403.
+    #[serde(default)]
+    pub silent_reject: bool,
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: default_sip_listen(),
+            silent_reject: false,
         }
     }
 }
@@ -194,6 +202,118 @@ fn default_media_timeout() -> Seconds {
     Seconds(Duration::from_secs(30))
 }
 
+/// A trunk that may deliver inbound calls (dial-in).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    pub name: String,
+    /// Source addresses the trunk sends from; an INVITE from anywhere else is refused.
+    pub allowed_sources: Vec<IpNet>,
+    /// Digest credentials the trunk must present (407 challenge); both or neither.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Dialled numbers the trunk serves; empty means any number.
+    #[serde(default)]
+    pub numbers: Vec<PhoneNumber>,
+    /// 0 means no limit.
+    #[serde(default)]
+    pub max_concurrent_calls: u32,
+}
+
+/// How inbound calls find rooms and how callers are treated on the way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialinConfig {
+    /// The shared number callers dial to enter a room's PIN.
+    #[serde(default)]
+    pub pin_number: Option<PhoneNumber>,
+    #[serde(default = "default_pin_attempts")]
+    pub pin_attempts: u32,
+    /// Longest pause between two PIN digits.
+    #[serde(default = "default_digit_timeout")]
+    pub digit_timeout: Seconds,
+    /// How long a caller waits for a room's call to start (rooms that let callers wait).
+    #[serde(default = "default_wait_for_call")]
+    pub wait_for_call: Seconds,
+    /// Realm of the digest challenges sent to inbound trunks.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Lifetime of a challenge nonce; an older one is answered with stale=true.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime: Seconds,
+    /// INVITEs per second accepted from one source address (sustained), and the burst above it.
+    #[serde(default = "default_invite_rate")]
+    pub invites_per_second: f64,
+    #[serde(default = "default_invite_burst")]
+    pub invite_burst: u32,
+    /// Failed digest authentications per minute from one source before it is refused outright.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
+    /// Numbers routed to rooms by configuration (in addition to numbers set through the API).
+    #[serde(default)]
+    pub routes: Vec<DialinRoute>,
+}
+
+impl Default for DialinConfig {
+    fn default() -> Self {
+        DialinConfig {
+            pin_number: None,
+            pin_attempts: default_pin_attempts(),
+            digit_timeout: default_digit_timeout(),
+            wait_for_call: default_wait_for_call(),
+            realm: default_realm(),
+            nonce_lifetime: default_nonce_lifetime(),
+            invites_per_second: default_invite_rate(),
+            invite_burst: default_invite_burst(),
+            auth_failures_per_minute: default_auth_failures(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_pin_attempts() -> u32 {
+    3
+}
+
+fn default_digit_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+fn default_wait_for_call() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+
+fn default_realm() -> String {
+    "dialbridge".to_string()
+}
+
+fn default_nonce_lifetime() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+
+fn default_invite_rate() -> f64 {
+    5.0
+}
+
+fn default_invite_burst() -> u32 {
+    20
+}
+
+fn default_auth_failures() -> u32 {
+    10
+}
+
+/// A number that leads to a room.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialinRoute {
+    pub number: PhoneNumber,
+    /// The room's token.
+    pub room: String,
+}
+
 /// Everything that can be wrong with a configuration file, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -310,6 +430,64 @@ impl Config {
                 return Err((
                     format!("trunks[{i}].calls_per_second"),
                     "must be a number >= 0 (0 means no limit)".into(),
+                ));
+            }
+        }
+        for (i, trunk) in self.inbound.iter().enumerate() {
+            if trunk.name.trim().is_empty() {
+                return Err((format!("inbound[{i}].name"), "must not be empty".into()));
+            }
+            if self.inbound[..i].iter().any(|t| t.name == trunk.name) {
+                return Err((
+                    format!("inbound[{i}].name"),
+                    format!("inbound trunk `{}` is declared twice", trunk.name),
+                ));
+            }
+            if trunk.allowed_sources.is_empty() {
+                return Err((
+                    format!("inbound[{i}].allowed_sources"),
+                    "list at least one address or network the trunk sends from".into(),
+                ));
+            }
+            if trunk.username.is_some() != trunk.password.is_some() {
+                return Err((
+                    format!("inbound[{i}].password"),
+                    "username and password go together: set both or neither".into(),
+                ));
+            }
+        }
+        let dialin = &self.dialin;
+        if dialin.pin_attempts == 0 {
+            return Err(("dialin.pin_attempts".into(), "must be at least 1".into()));
+        }
+        if !(dialin.invites_per_second.is_finite() && dialin.invites_per_second > 0.0) {
+            return Err((
+                "dialin.invites_per_second".into(),
+                "must be a number > 0".into(),
+            ));
+        }
+        if dialin.invite_burst == 0 {
+            return Err(("dialin.invite_burst".into(), "must be at least 1".into()));
+        }
+        if dialin.auth_failures_per_minute == 0 {
+            return Err((
+                "dialin.auth_failures_per_minute".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if dialin.realm.is_empty() || dialin.realm.contains(['"', '\\']) {
+            return Err((
+                "dialin.realm".into(),
+                "must be non-empty text without quotes or backslashes".into(),
+            ));
+        }
+        for (i, route) in dialin.routes.iter().enumerate() {
+            let taken = dialin.routes[..i].iter().any(|r| r.number == route.number)
+                || dialin.pin_number.as_ref() == Some(&route.number);
+            if taken {
+                return Err((
+                    format!("dialin.routes[{i}].number"),
+                    format!("number {} is routed twice", route.number),
                 ));
             }
         }
@@ -531,6 +709,77 @@ impl FromStr for Token {
 }
 deserialize_from_str!(Token, "an API token");
 
+/// An IP network written as an address (`192.0.2.10`, `2001:db8::1`) or in CIDR notation
+/// (`192.0.2.0/24`, `2001:db8::/32`). Host bits below the prefix must be zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network; IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or network like \"192.0.2.0/24\""))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max}"))?,
+        };
+        let net = IpNet { addr, prefix };
+        let host_bits_clear = match addr {
+            IpAddr::V4(a) => {
+                u32::from(a) & !u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0) == 0
+            }
+            IpAddr::V6(a) => {
+                u128::from(a) & !u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0) == 0
+            }
+        };
+        if !host_bits_clear {
+            return Err(format!(
+                "`{s}` has bits set below its /{prefix} prefix; write the network address"
+            ));
+        }
+        Ok(net)
+    }
+}
+deserialize_from_str!(IpNet, "an IP address or network like \"192.0.2.0/24\"");
+
 /// A regular expression a dialled number must match in full.
 #[derive(Debug, Clone)]
 pub struct NumberPattern(pub regex::Regex);
@@ -677,6 +926,131 @@ max_call_duration = 3600
             "[[trunks]]\nname = \"a\"\naddress = \"h:5060\"\n[[trunks]]\nname = \"a\"\naddress = \"h:5061\"\n",
         );
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn inbound_trunks_and_dialin_are_parsed() {
+        let ok = Config::parse(
+            r#"
+[sip]
+silent_reject = true
+
+[[inbound]]
+name = "carrier"
+allowed_sources = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]
+username = "u"
+password = "p"
+numbers = ["+4930123456"]
+max_concurrent_calls = 2
+
+[dialin]
+pin_number = "+4930999999"
+pin_attempts = 4
+wait_for_call = "2m"
+
+[[dialin.routes]]
+number = "+4930111111"
+room = "abcdefgh"
+"#,
+            "t",
+        )
+        .expect("valid dial-in configuration");
+        assert!(ok.sip.silent_reject);
+        let trunk = &ok.inbound[0];
+        assert_eq!(trunk.max_concurrent_calls, 2);
+        assert!(trunk.allowed_sources[0].contains("192.0.2.77".parse().expect("ip")));
+        assert!(!trunk.allowed_sources[0].contains("192.0.3.1".parse().expect("ip")));
+        assert!(trunk.allowed_sources[1].contains("2001:db8:1::5".parse().expect("ip")));
+        assert!(!trunk.allowed_sources[1].contains("192.0.2.1".parse().expect("ip")));
+        assert!(trunk.allowed_sources[2].contains("::ffff:198.51.100.7".parse().expect("ip")));
+        assert!(!trunk.allowed_sources[2].contains("198.51.100.8".parse().expect("ip")));
+        assert_eq!(ok.dialin.pin_attempts, 4);
+        assert_eq!(ok.dialin.wait_for_call.0, Duration::from_secs(120));
+        assert_eq!(ok.dialin.routes[0].room, "abcdefgh");
+        let defaults = Config::load(None).expect("default");
+        assert!(!defaults.sip.silent_reject);
+        assert_eq!(defaults.dialin.pin_attempts, 3);
+        assert!(defaults.inbound.is_empty());
+    }
+
+    #[test]
+    fn inbound_errors_name_key_and_line() {
+        let head = "[[inbound]]\nname = \"t\"\n";
+        let e = error_of(&format!("{head}allowed_sources = [\"10.0.0.1/8\"]\n"));
+        assert!(
+            e.contains("inbound[0].allowed_sources[0]") && e.contains("line 3") && e.contains("/8"),
+            "{e}"
+        );
+        let e = error_of(&format!("{head}allowed_sources = [\"10.0.0.0/33\"]\n"));
+        assert!(e.contains("prefix length") && e.contains("line 3"), "{e}");
+        let e = error_of(&format!("{head}allowed_sources = [\"example.com\"]\n"));
+        assert!(e.contains("not an IP address"), "{e}");
+        let e = error_of(&format!("{head}allowed_sources = [\"2001:db8::1/64\"]\n"));
+        assert!(e.contains("below its /64"), "{e}");
+        let e = error_of(&format!("{head}allowed_sources = []\n"));
+        assert!(e.contains("inbound[0].allowed_sources"), "{e}");
+        let e = error_of(&format!(
+            "{head}allowed_sources = [\"10.0.0.0/8\"]\nusername = \"u\"\n"
+        ));
+        assert!(
+            e.contains("inbound[0].password") && e.contains("both"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{head}allowed_sources = [\"10.0.0.0/8\"]\nnumbers = [\"030123\"]\n"
+        ));
+        assert!(
+            e.contains("inbound[0].numbers[0]") && e.contains("line 4"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{head}allowed_sources = [\"10.0.0.0/8\"]\nmax_concurrent_calls = -1\n"
+        ));
+        assert!(e.contains("inbound[0].max_concurrent_calls"), "{e}");
+        let e = error_of(&format!(
+            "{head}allowed_sources = [\"10.0.0.0/8\"]\n{head}allowed_sources = [\"10.0.0.0/8\"]\n"
+        ));
+        assert!(e.contains("declared twice"), "{e}");
+        let e = error_of(&format!(
+            "{head}allowed_sources = [\"10.0.0.0/8\"]\nsecret = 1\n"
+        ));
+        assert!(e.contains("secret") && e.contains("line 4"), "{e}");
+        let e = error_of("[sip]\nsilent_reject = \"yes\"\n");
+        assert!(
+            e.contains("sip.silent_reject") && e.contains("line 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dialin_errors_name_key_and_line() {
+        let e = error_of("[dialin]\npin_number = \"12345\"\n");
+        assert!(
+            e.contains("dialin.pin_number") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = error_of("[dialin]\npin_attempts = 0\n");
+        assert!(e.contains("dialin.pin_attempts"), "{e}");
+        let e = error_of("[dialin]\nwait_for_call = \"soon\"\n");
+        assert!(
+            e.contains("dialin.wait_for_call") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = error_of("[dialin]\ninvites_per_second = 0\n");
+        assert!(e.contains("dialin.invites_per_second"), "{e}");
+        let e = error_of("[dialin]\nrealm = \"a\\\"b\"\n");
+        assert!(e.contains("dialin.realm"), "{e}");
+        let e = error_of("[[dialin.routes]]\nnumber = \"+4930111111\"\n");
+        assert!(e.contains("room"), "{e}");
+        let e = error_of(
+            "[[dialin.routes]]\nnumber = \"+4930111111\"\nroom = \"a\"\n[[dialin.routes]]\nnumber = \"+4930111111\"\nroom = \"b\"\n",
+        );
+        assert!(
+            e.contains("dialin.routes[1].number") && e.contains("routed twice"),
+            "{e}"
+        );
+        let e = error_of("[dialin]\npin_number = \"+4930111111\"\n[[dialin.routes]]\nnumber = \"+4930111111\"\nroom = \"b\"\n");
+        assert!(e.contains("routed twice"), "{e}");
     }
 
     #[test]
