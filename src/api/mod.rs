@@ -2,6 +2,7 @@
 //! under `/api/v1`, plus `/healthz` and `/metrics`.
 
 mod call;
+mod dialin;
 mod events;
 mod media;
 mod ocs;
@@ -90,6 +91,7 @@ pub fn router(state: SharedState) -> Router {
     let own = Router::new()
         .route("/rooms/{token}/events", get(events::stream))
         .route("/rooms/{token}/calls", get(call::records))
+        .route("/rooms/{token}/dialin", put(dialin::set))
         .route("/rooms/{token}/media", post(media::join))
         .route(
             "/rooms/{token}/media/{id}",

@@ -103,6 +103,7 @@ impl From<RoomError> for OcsError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Lobby => StatusCode::PRECONDITION_FAILED,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         OcsError::new(status, e.error, e.message)

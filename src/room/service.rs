@@ -15,6 +15,10 @@ use crate::auth::AuthUser;
 use crate::events::{EventBus, RoomEvent};
 use crate::store::{AttendeeRow, CallRecord, RoomRow, SessionRow, Store, StoreError, Tx};
 
+mod dialin;
+
+pub use dialin::{DialinRoom, DialinSettings, PIN_DIGITS};
+
 /// Length of a session id, as in Talk.
 const SESSION_ID_LEN: usize = 512;
 const ROOM_TOKEN_LEN: usize = 8;
@@ -28,6 +32,8 @@ pub enum ErrorKind {
     /// The lobby keeps non-moderators out (412).
     Lobby,
     NotImplemented,
+    /// The change clashes with another room's (a dial-in number in use): 409.
+    Conflict,
     Internal,
 }
 
@@ -92,6 +98,11 @@ pub struct RoomView {
     pub can_start_call: bool,
     pub participant_flags: i64,
     pub session_id: String,
+    /// The room's dial-in number and PIN, shown to moderators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialin_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialin_pin: Option<String>,
 }
 
 /// One attendee in `GET /room/{token}/participants`.
@@ -172,6 +183,8 @@ pub struct Rooms {
     events: Arc<EventBus>,
     dialer: Option<Arc<dyn Dialer>>,
     observer: Option<Arc<dyn CallObserver>>,
+    /// Dial-in numbers the configuration routes; rooms cannot take them.
+    reserved_numbers: Vec<PhoneNumber>,
 }
 
 pub fn unix_now() -> i64 {
@@ -264,6 +277,7 @@ impl Rooms {
             events,
             dialer,
             observer: None,
+            reserved_numbers: Vec::new(),
         }
     }
 
@@ -388,6 +402,7 @@ impl Rooms {
         let call_flag = sessions.iter().fold(0, |acc, s| acc | s.in_call);
         let own = Self::session(tx, m, cookie)?;
         let perms = m.permissions();
+        let (dialin_number, dialin_pin) = Self::dialin_fields(tx, m)?;
         Ok(RoomView {
             id: m.room.id,
             token: m.room.token.clone(),
@@ -409,6 +424,8 @@ impl Rooms {
             can_start_call: perms & permissions::CALL_START != 0,
             participant_flags: own.as_ref().map(|s| s.in_call).unwrap_or(0),
             session_id: own.map(|s| s.id).unwrap_or_else(|| "0".to_string()),
+            dialin_number,
+            dialin_pin,
         })
     }
 

@@ -9,8 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub mod dialin;
+
 /// Schema migrations, applied in order; `user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
     display_name  TEXT NOT NULL,
@@ -66,7 +69,9 @@ CREATE TABLE call_records (
     sip_code         INTEGER
 );
 CREATE INDEX call_records_room ON call_records(room_id, started_at);
-"#];
+"#,
+    dialin::MIGRATION,
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
