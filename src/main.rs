@@ -167,7 +167,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
     let sip = runtime::sip::start(&config.sip.listen, sip_events_tx, shutdown_rx.clone()).await?;
-    tokio::spawn(calls::run_sip_events(sip.clone(), sip_events));
+    let dialin = Arc::new(calls::dialin::DialIn::new(
+        &config,
+        Rooms::new(store.clone(), events.clone(), None),
+    ));
+    tokio::spawn(calls::run_sip_events(sip.clone(), sip_events, dialin));
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -180,7 +184,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(%http_addr, %public_url, "HTTP API listening");
     let state = Arc::new(api::AppState {
-        rooms: Rooms::new(store, events.clone(), None).with_call_observer(Arc::new(media.clone())),
+        rooms: Rooms::new(store, events.clone(), None)
+            .with_call_observer(Arc::new(media.clone()))
+            .with_reserved_numbers(calls::dialin::DialIn::reserved_numbers(&config)),
         events,
         metrics,
         media: media.clone(),

@@ -972,6 +972,22 @@ impl Endpoint {
         }
     }
 
+    /// Leaves an INVITE server transaction unanswered for good: no 100 Trying, retransmissions
+    /// absorbed, and it ends silently after 64*T1 (a refused caller learns nothing).
+    pub fn ignore(&mut self, now: Instant, id: TransactionId) -> Result<(), SendError> {
+        let timeout = self.config.timers.timeout();
+        let tx = self.txs.get_mut(&id).ok_or(SendError::UnknownTransaction)?;
+        if tx.kind != Kind::InviteServer || !tx.bytes.is_empty() {
+            return Err(SendError::InvalidState(
+                "only an unanswered INVITE can be ignored",
+            ));
+        }
+        tx.trying_at = None;
+        tx.timeout_at = Some(now + timeout);
+        self.reschedule(id);
+        Ok(())
+    }
+
     /// The request of a live transaction.
     pub fn request(&self, id: TransactionId) -> Option<&Request> {
         self.txs.get(&id).map(|t| &t.request)

@@ -490,6 +490,23 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Never answers an incoming call (silent rejection): nothing is sent, not even 100 Trying,
+    /// and retransmissions of its INVITE are absorbed.
+    pub fn ignore(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+        if c.outgoing || c.state != CallState::Ringing {
+            return Err(UaError::InvalidState(
+                "only an incoming call that got no answer can be ignored",
+            ));
+        }
+        let tx = c
+            .invite_tx
+            .ok_or(UaError::InvalidState("no INVITE transaction"))?;
+        self.endpoint.ignore(now, tx)?;
+        self.remove_call(call);
+        Ok(())
+    }
+
     /// Ends a call whatever its state: CANCEL, BYE, or a 480 for an unanswered incoming call.
     pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
         let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
@@ -551,6 +568,19 @@ impl UserAgent {
         reason: &str,
         body: Option<Body>,
     ) -> Result<(), UaError> {
+        self.respond_with_headers(now, call, code, reason, &[], body)
+    }
+
+    /// [`UserAgent::respond`] with extra headers (Proxy-Authenticate on a 407, Retry-After on a 503).
+    pub fn respond_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        headers: &[(String, String)],
+        body: Option<Body>,
+    ) -> Result<(), UaError> {
         let contact = {
             let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
             self.contact(c.target.transport)
@@ -580,6 +610,9 @@ impl UserAgent {
         }
         if let Some(ua) = &self.config.user_agent {
             resp.headers.push("Server", ua.clone());
+        }
+        for (name, value) in headers {
+            resp.headers.push(name, value.clone());
         }
         if let Some(b) = &body {
             resp.set_body(&b.content_type, b.bytes.clone());

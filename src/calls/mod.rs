@@ -1,14 +1,23 @@
 //! Call orchestration: ties SIP dialogs, media legs and room participants together.
 
+pub mod admission;
+pub mod dialin;
+pub mod pin;
+pub mod wav;
+
 use dialbridge_sip::ua::UaEvent;
 use tokio::sync::mpsc;
 
 use crate::runtime::sip::SipHandle;
 
-/// Consumes the SIP driver's events. Until dial-in routing exists, every inbound call is refused
-/// with 404: no room is reachable by a number yet.
-pub async fn run_sip_events(sip: SipHandle, mut events: mpsc::UnboundedReceiver<UaEvent>) {
+/// Consumes the SIP driver's events. Inbound calls go through dial-in admission and routing.
+pub async fn run_sip_events(
+    sip: SipHandle,
+    mut events: mpsc::UnboundedReceiver<UaEvent>,
+    dialin: std::sync::Arc<dialin::DialIn>,
+) {
     while let Some(event) = events.recv().await {
+        dialin.observe(&event);
         match event {
             UaEvent::IncomingCall {
                 call,
@@ -16,10 +25,9 @@ pub async fn run_sip_events(sip: SipHandle, mut events: mpsc::UnboundedReceiver<
                 transport,
                 remote,
             } => {
-                tracing::info!(%remote, %transport, uri = %request.uri, "inbound call refused: no route");
-                if let Err(e) = sip.respond(call, 404, "Not Found", None).await {
-                    tracing::warn!(error = %e, "cannot refuse inbound call");
-                }
+                dialin
+                    .incoming(&sip, call, request, transport, remote)
+                    .await
             }
             UaEvent::Discarded { .. } => {}
             other => tracing::debug!(?other, "SIP event"),

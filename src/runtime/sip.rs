@@ -53,6 +53,17 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
+    Ignore {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    RespondWithHeaders {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
     Stats {
         reply: oneshot::Sender<SipStats>,
     },
@@ -164,6 +175,35 @@ impl SipHandle {
     /// Ends a call in whatever state it is: CANCEL, BYE, or a rejection.
     pub async fn hangup(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
+    }
+
+    /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
+    pub async fn ignore(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self.ask(|reply| Command::Ignore { call, reply }).await??)
+    }
+
+    /// Refuses or challenges an incoming call with extra headers (Proxy-Authenticate, Retry-After).
+    pub async fn respond_with_headers(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::RespondWithHeaders {
+                call,
+                code,
+                reason: reason.to_string(),
+                headers,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
+    pub async fn ignore(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self.ask(|reply| Command::Ignore { call, reply }).await??)
     }
 
     pub async fn stats(&self) -> Result<SipStats, SipError> {
@@ -500,6 +540,22 @@ impl Core {
             Command::Hangup { call, reply } => {
                 let call = self.current(call);
                 let _ = reply.send(self.ua.hangup(now, call));
+            }
+            Command::Ignore { call, reply } => {
+                let _ = reply.send(self.ua.ignore(now, call));
+            }
+            Command::RespondWithHeaders {
+                call,
+                code,
+                reason,
+                headers,
+                reply,
+            } => {
+                let call = self.current(call);
+                let result = self
+                    .ua
+                    .respond_with_headers(now, call, code, &reason, &headers, None);
+                let _ = reply.send(result);
             }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {

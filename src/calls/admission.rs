@@ -1,0 +1,802 @@
+//! Admission of inbound INVITEs: which `[[inbound]]` trunk may send them, digest authentication
+//! (407 with MD5 and SHA-256, nonces made and checked here), scanner refusal, per-trunk concurrency
+//! and per-source rate limits.
+//!
+//! Pure logic: time comes in as `now`, the decision goes out as a value, and the caller answers on
+//! the wire. Refusals never say whether a number or user exists: an unknown user and a wrong
+//! password get the same fresh challenge, and every refused source gets the same 403 (or silence).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dialbridge_sip::auth::{Algorithm, Authorization, Challenge};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, InboundConfig};
+use crate::room::PhoneNumber;
+
+/// User-Agent substrings of SIP scanners and war-diallers (compared case-insensitively).
+const SCANNERS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "iwar",
+    "sivus",
+    "sundayddr",
+    "vaxsipuseragent",
+    "smap",
+    "pplsip",
+    "voipsec",
+];
+
+/// Sources remembered by each rate limiter at most; beyond it idle, then oldest entries go.
+const MAX_TRACKED_SOURCES: usize = 10_000;
+
+/// What to do with an inbound INVITE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted through `trunk`; the caller must call [`Admission::release`] when the call ends.
+    Admit { trunk: String },
+    /// Answer with this final response (403 or 404).
+    Refuse { code: u16, reason: &'static str },
+    /// Send nothing at all.
+    Drop,
+    /// 407 with these `Proxy-Authenticate` values.
+    Challenge { proxy_authenticate: Vec<String> },
+    /// 503 with `Retry-After: retry_after` seconds.
+    Busy { retry_after: u32 },
+}
+
+/// What admission looks at in an INVITE.
+#[derive(Debug, Clone)]
+pub struct InviteFacts<'a> {
+    pub source: IpAddr,
+    /// The Request-URI as received (digest credentials must name it).
+    pub request_uri: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub proxy_authorization: Vec<&'a str>,
+    /// The dialled number, when the Request-URI or To names a valid one.
+    pub dialed: Option<&'a PhoneNumber>,
+}
+
+struct Trunk {
+    config: InboundConfig,
+    active: u32,
+}
+
+/// See the module documentation.
+pub struct Admission {
+    trunks: Vec<Trunk>,
+    silent_reject: bool,
+    realm: String,
+    nonce_lifetime: Duration,
+    secret: [u8; 32],
+    epoch: Instant,
+    invites: RateLimiter,
+    auth_failures: RateLimiter,
+}
+
+impl Admission {
+    pub fn new(config: &Config, now: Instant, secret: [u8; 32]) -> Admission {
+        let d = &config.dialin;
+        let failures = f64::from(d.auth_failures_per_minute);
+        Admission {
+            trunks: config
+                .inbound
+                .iter()
+                .map(|c| Trunk {
+                    config: c.clone(),
+                    active: 0,
+                })
+                .collect(),
+            silent_reject: config.sip.silent_reject,
+            realm: d.realm.clone(),
+            nonce_lifetime: d.nonce_lifetime.0,
+            secret,
+            epoch: now,
+            invites: RateLimiter::new(d.invites_per_second, f64::from(d.invite_burst)),
+            auth_failures: RateLimiter::new(failures / 60.0, failures),
+        }
+    }
+
+    /// Decides on one INVITE and logs the decision.
+    pub fn decide(&mut self, now: Instant, invite: &InviteFacts<'_>) -> Decision {
+        let (decision, why, trunk) = self.decide_inner(now, invite);
+        tracing::info!(
+            source = %invite.source,
+            uri = invite.request_uri,
+            user_agent = invite.user_agent.unwrap_or(""),
+            trunk = trunk.unwrap_or(""),
+            decision = ?decision,
+            why,
+            "inbound INVITE admission"
+        );
+        decision
+    }
+
+    fn refuse(&self) -> Decision {
+        if self.silent_reject {
+            Decision::Drop
+        } else {
+            Decision::Refuse {
+                code: 403,
+                reason: "Forbidden",
+            }
+        }
+    }
+
+    fn decide_inner(
+        &mut self,
+        now: Instant,
+        invite: &InviteFacts<'_>,
+    ) -> (Decision, &'static str, Option<&str>) {
+        if invite.user_agent.is_some_and(is_scanner) {
+            return (self.refuse(), "scanner user agent", None);
+        }
+        let allowed: Vec<usize> = (0..self.trunks.len())
+            .filter(|&i| {
+                self.trunks[i]
+                    .config
+                    .allowed_sources
+                    .iter()
+                    .any(|n| n.contains(invite.source))
+            })
+            .collect();
+        let serves = |t: &Trunk| {
+            t.config.numbers.is_empty()
+                || invite.dialed.is_some_and(|d| t.config.numbers.contains(d))
+        };
+        let Some(index) = allowed
+            .iter()
+            .copied()
+            .find(|&i| serves(&self.trunks[i]))
+            .or_else(|| allowed.first().copied())
+        else {
+            return (self.refuse(), "no inbound trunk allows the source", None);
+        };
+        // Strangers are refused before this, so they never take memory here.
+        if let Err(wait) = self.invites.take(invite.source, now) {
+            let decision = if self.silent_reject {
+                Decision::Drop
+            } else {
+                Decision::Busy {
+                    retry_after: retry_seconds(wait),
+                }
+            };
+            let name = self.trunks[index].config.name.as_str();
+            return (
+                decision,
+                "INVITE rate limit of the source exceeded",
+                Some(name),
+            );
+        }
+        if self.trunks[index].config.password.is_some() {
+            if !self.auth_failures.has_token(invite.source, now) {
+                let decision = self.refuse();
+                let name = self.trunks[index].config.name.as_str();
+                return (decision, "too many failed authentications", Some(name));
+            }
+            match self.check_credentials(now, index, invite) {
+                Credentials::Valid => {}
+                Credentials::Missing => {
+                    let d = self.challenge(now, invite.source, false);
+                    return (
+                        d,
+                        "challenged",
+                        Some(self.trunks[index].config.name.as_str()),
+                    );
+                }
+                Credentials::Stale => {
+                    let d = self.challenge(now, invite.source, true);
+                    return (
+                        d,
+                        "stale nonce",
+                        Some(self.trunks[index].config.name.as_str()),
+                    );
+                }
+                Credentials::Wrong => {
+                    // Unknown user and wrong password look alike, and count alike.
+                    let _ = self.auth_failures.take(invite.source, now);
+                    let d = if self.auth_failures.has_token(invite.source, now) {
+                        self.challenge(now, invite.source, false)
+                    } else {
+                        self.refuse()
+                    };
+                    return (
+                        d,
+                        "authentication failed",
+                        Some(self.trunks[index].config.name.as_str()),
+                    );
+                }
+            }
+        }
+        let trunk = &mut self.trunks[index];
+        if !serves(trunk) {
+            let d = Decision::Refuse {
+                code: 404,
+                reason: "Not Found",
+            };
+            return (
+                d,
+                "number not served by the trunk",
+                Some(&trunk.config.name),
+            );
+        }
+        let limit = trunk.config.max_concurrent_calls;
+        if limit != 0 && trunk.active >= limit {
+            let d = Decision::Busy { retry_after: 5 };
+            return (
+                d,
+                "trunk at its concurrent call limit",
+                Some(&trunk.config.name),
+            );
+        }
+        trunk.active += 1;
+        let d = Decision::Admit {
+            trunk: trunk.config.name.clone(),
+        };
+        (d, "admitted", Some(&trunk.config.name))
+    }
+
+    /// Gives back the concurrency slot of an admitted call.
+    pub fn release(&mut self, trunk: &str) {
+        if let Some(t) = self.trunks.iter_mut().find(|t| t.config.name == trunk) {
+            t.active = t.active.saturating_sub(1);
+        }
+    }
+
+    /// Calls currently admitted through `trunk`.
+    pub fn active(&self, trunk: &str) -> u32 {
+        self.trunks
+            .iter()
+            .find(|t| t.config.name == trunk)
+            .map_or(0, |t| t.active)
+    }
+
+    fn challenge(&self, now: Instant, source: IpAddr, stale: bool) -> Decision {
+        let nonce = self.nonce(self.seconds(now), source);
+        let proxy_authenticate = [Algorithm::Sha256, Algorithm::Md5]
+            .into_iter()
+            .map(|alg| {
+                let mut c = Challenge::new(self.realm.clone(), nonce.clone(), alg);
+                c.stale = stale;
+                c.to_string()
+            })
+            .collect();
+        Decision::Challenge { proxy_authenticate }
+    }
+
+    fn seconds(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// `{issued}-{mac}`: the gateway keeps no nonce table; the MAC binds the issue time and source.
+    fn nonce(&self, issued: u64, source: IpAddr) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(issued.to_be_bytes());
+        h.update(source.to_string().as_bytes());
+        let mac = h.finalize();
+        let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{issued:x}-{hex}")
+    }
+
+    fn check_credentials(
+        &self,
+        now: Instant,
+        index: usize,
+        invite: &InviteFacts<'_>,
+    ) -> Credentials {
+        let trunk = &self.trunks[index].config;
+        let (Some(user), Some(password)) = (&trunk.username, &trunk.password) else {
+            return Credentials::Valid;
+        };
+        let ours = invite
+            .proxy_authorization
+            .iter()
+            .filter_map(|v| Authorization::parse(v).ok())
+            .find(|a| a.realm == self.realm);
+        let Some(auth) = ours else {
+            return if invite.proxy_authorization.is_empty() {
+                Credentials::Missing
+            } else {
+                Credentials::Wrong
+            };
+        };
+        let Some(issued) = auth
+            .nonce
+            .split_once('-')
+            .and_then(|(t, _)| u64::from_str_radix(t, 16).ok())
+            .filter(|t| self.nonce(*t, invite.source) == auth.nonce)
+        else {
+            // Not our nonce (or one of a previous run): ask again, it is no failed password.
+            return Credentials::Missing;
+        };
+        let algorithm = auth.algorithm.unwrap_or(Algorithm::Md5);
+        if !matches!(algorithm, Algorithm::Md5 | Algorithm::Sha256) {
+            return Credentials::Wrong;
+        }
+        let challenge = Challenge::new(self.realm.clone(), auth.nonce.clone(), algorithm);
+        let verified = auth.username == *user
+            && auth.uri == invite.request_uri
+            && auth
+                .verify_against(&challenge, "INVITE", password, b"")
+                .is_ok();
+        if !verified {
+            return Credentials::Wrong;
+        }
+        if self.seconds(now).saturating_sub(issued) > self.nonce_lifetime.as_secs() {
+            return Credentials::Stale;
+        }
+        Credentials::Valid
+    }
+}
+
+enum Credentials {
+    Valid,
+    Missing,
+    Stale,
+    Wrong,
+}
+
+fn retry_seconds(wait: Duration) -> u32 {
+    u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Whether a User-Agent names a known SIP scanner.
+pub fn is_scanner(user_agent: &str) -> bool {
+    let ua = user_agent.to_ascii_lowercase();
+    SCANNERS.iter().any(|s| ua.contains(s))
+}
+
+/// Token buckets per source address, in bounded memory. IPv6 sources count per /64, since one
+/// host usually holds the whole prefix.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    /// `rate` tokens per second, at most `burst` saved up.
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        RateLimiter {
+            rate,
+            burst: burst.max(1.0),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            },
+            v4 => v4,
+        }
+    }
+
+    fn level(&self, b: Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        (b.tokens + elapsed * self.rate).min(self.burst)
+    }
+
+    /// Whether `source` has a token left, without taking it.
+    pub fn has_token(&self, source: IpAddr, now: Instant) -> bool {
+        self.buckets
+            .get(&Self::key(source))
+            .is_none_or(|b| self.level(*b, now) >= 1.0)
+    }
+
+    /// Takes a token, or says how long until one is there.
+    pub fn take(&mut self, source: IpAddr, now: Instant) -> Result<(), Duration> {
+        let key = Self::key(source);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED_SOURCES {
+            self.make_room(now);
+        }
+        let current = self
+            .buckets
+            .get(&key)
+            .map_or(self.burst, |b| self.level(*b, now));
+        if current < 1.0 {
+            self.buckets.insert(
+                key,
+                Bucket {
+                    tokens: current,
+                    at: now,
+                },
+            );
+            return Err(Duration::from_secs_f64((1.0 - current) / self.rate));
+        }
+        self.buckets.insert(
+            key,
+            Bucket {
+                tokens: current - 1.0,
+                at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets full buckets (as good as absent), then the least recently used one if need be.
+    fn make_room(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, b| {
+            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+            b.tokens + elapsed * rate < burst
+        });
+        if self.buckets.len() >= MAX_TRACKED_SOURCES {
+            if let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(k, _)| *k)
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dialbridge_sip::auth::{DigestRequest, Qop};
+
+    const URI: &str = "sip:+4930123456@127.0.0.1:5060";
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!(
+                r#"
+[[inbound]]
+name = "open"
+allowed_sources = ["192.0.2.0/24"]
+numbers = ["+4930123456", "+4930123457"]
+max_concurrent_calls = 2
+
+[[inbound]]
+name = "secure"
+allowed_sources = ["198.51.100.7", "2001:db8::/32"]
+username = "trunk"
+password = "s3cret"
+
+{extra}"#
+            ),
+            "test",
+        )
+        .expect("config")
+    }
+
+    fn admission(extra: &str, now: Instant) -> Admission {
+        Admission::new(&config(extra), now, [7; 32])
+    }
+
+    fn number(s: &str) -> PhoneNumber {
+        s.parse().expect("number")
+    }
+
+    fn facts<'a>(source: &str, dialed: Option<&'a PhoneNumber>) -> InviteFacts<'a> {
+        InviteFacts {
+            source: source.parse().expect("ip"),
+            request_uri: URI,
+            user_agent: Some("Carrier SBC"),
+            proxy_authorization: Vec::new(),
+            dialed,
+        }
+    }
+
+    fn forbidden() -> Decision {
+        Decision::Refuse {
+            code: 403,
+            reason: "Forbidden",
+        }
+    }
+
+    /// Answers the first challenge of `decision` as a client would.
+    fn answer(decision: &Decision, pick: Algorithm, user: &str, password: &str) -> String {
+        let Decision::Challenge { proxy_authenticate } = decision else {
+            panic!("expected a challenge, got {decision:?}");
+        };
+        let value = proxy_authenticate
+            .iter()
+            .find(|v| Challenge::parse(v).is_ok_and(|c| c.algorithm == pick))
+            .expect("challenge with the algorithm");
+        let challenge = Challenge::parse(value).expect("parses");
+        assert_eq!(challenge.qop, vec![Qop::Auth]);
+        challenge
+            .respond(
+                &DigestRequest::new("INVITE", URI),
+                user,
+                password,
+                "c0ffee",
+                1,
+            )
+            .to_string()
+    }
+
+    #[test]
+    fn source_decides_the_trunk_and_strangers_are_refused() {
+        let now = Instant::now();
+        let mut a = admission("", now);
+        let n = number("+4930123456");
+        assert_eq!(
+            a.decide(now, &facts("192.0.2.9", Some(&n))),
+            Decision::Admit {
+                trunk: "open".into()
+            }
+        );
+        assert_eq!(a.active("open"), 1);
+        a.release("open");
+        assert_eq!(a.active("open"), 0);
+        for stranger in ["203.0.113.1", "192.0.3.1", "2001:db9::1", "::1"] {
+            assert_eq!(
+                a.decide(now, &facts(stranger, Some(&n))),
+                forbidden(),
+                "{stranger}"
+            );
+        }
+        // IPv4-mapped IPv6 is the IPv4 source.
+        assert_eq!(
+            a.decide(now, &facts("::ffff:192.0.2.9", Some(&n))),
+            Decision::Admit {
+                trunk: "open".into()
+            }
+        );
+    }
+
+    #[test]
+    fn silent_reject_drops_instead_of_403() {
+        let now = Instant::now();
+        let mut a = admission("[sip]\nsilent_reject = true\n", now);
+        let n = number("+4930123456");
+        assert_eq!(
+            a.decide(now, &facts("203.0.113.1", Some(&n))),
+            Decision::Drop
+        );
+        let mut scanner = facts("192.0.2.9", Some(&n));
+        scanner.user_agent = Some("friendly-scanner");
+        assert_eq!(a.decide(now, &scanner), Decision::Drop);
+    }
+
+    #[test]
+    fn scanners_are_refused_even_from_an_allowed_source() {
+        let now = Instant::now();
+        let mut a = admission("", now);
+        let n = number("+4930123456");
+        for ua in [
+            "friendly-scanner",
+            "sipvicious/0.3.4",
+            "SIPVicious PRO",
+            "sipcli/v1.8",
+            "VaxSIPUserAgent/3.1",
+        ] {
+            let mut f = facts("192.0.2.9", Some(&n));
+            f.user_agent = Some(ua);
+            assert_eq!(a.decide(now, &f), forbidden(), "{ua}");
+        }
+        assert!(!is_scanner("Asterisk PBX 20.1"));
+        assert!(!is_scanner("Twilio Gateway"));
+    }
+
+    #[test]
+    fn numbers_the_trunk_does_not_serve_are_404_and_concurrency_is_503() {
+        let now = Instant::now();
+        let mut a = admission("", now);
+        let other = number("+4940999999");
+        assert_eq!(
+            a.decide(now, &facts("192.0.2.9", Some(&other))),
+            Decision::Refuse {
+                code: 404,
+                reason: "Not Found"
+            }
+        );
+        assert_eq!(
+            a.decide(now, &facts("192.0.2.9", None)),
+            Decision::Refuse {
+                code: 404,
+                reason: "Not Found"
+            }
+        );
+        let n = number("+4930123457");
+        for _ in 0..2 {
+            assert!(matches!(
+                a.decide(now, &facts("192.0.2.9", Some(&n))),
+                Decision::Admit { .. }
+            ));
+        }
+        assert_eq!(
+            a.decide(now, &facts("192.0.2.10", Some(&n))),
+            Decision::Busy { retry_after: 5 }
+        );
+        a.release("open");
+        assert!(matches!(
+            a.decide(now, &facts("192.0.2.10", Some(&n))),
+            Decision::Admit { .. }
+        ));
+    }
+
+    #[test]
+    fn digest_trunk_is_challenged_until_valid_credentials_md5_and_sha256() {
+        let now = Instant::now();
+        let mut a = admission("", now);
+        let n = number("+4930123456");
+        let first = a.decide(now, &facts("198.51.100.7", Some(&n)));
+        let Decision::Challenge { proxy_authenticate } = &first else {
+            panic!("{first:?}");
+        };
+        let algorithms: Vec<Algorithm> = proxy_authenticate
+            .iter()
+            .map(|v| Challenge::parse(v).expect("parses").algorithm)
+            .collect();
+        assert_eq!(algorithms, vec![Algorithm::Sha256, Algorithm::Md5]);
+        assert!(proxy_authenticate
+            .iter()
+            .all(|v| v.contains("realm=\"dialbridge\"") && !v.contains("stale")));
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let header = answer(&first, alg, "trunk", "s3cret");
+            let mut f = facts("198.51.100.7", Some(&n));
+            f.proxy_authorization = vec![&header];
+            assert_eq!(
+                a.decide(now, &f),
+                Decision::Admit {
+                    trunk: "secure".into()
+                },
+                "{alg:?}"
+            );
+        }
+        // Credentials made for another Request-URI, or from another source, do not pass.
+        let header = answer(&first, Algorithm::Md5, "trunk", "s3cret");
+        let mut f = facts("198.51.100.7", Some(&n));
+        f.request_uri = "sip:+4930999999@127.0.0.1:5060";
+        f.proxy_authorization = vec![&header];
+        assert!(matches!(a.decide(now, &f), Decision::Challenge { .. }));
+        let mut f = facts("2001:db8::5", Some(&n));
+        f.proxy_authorization = vec![&header];
+        assert!(matches!(a.decide(now, &f), Decision::Challenge { .. }));
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_get_the_same_answer_then_403() {
+        let now = Instant::now();
+        let mut a = admission("[dialin]\nauth_failures_per_minute = 3\n", now);
+        let n = number("+4930123456");
+        let first = a.decide(now, &facts("198.51.100.7", Some(&n)));
+        let shape = |d: &Decision| match d {
+            Decision::Challenge { proxy_authenticate } => proxy_authenticate
+                .iter()
+                .map(|v| {
+                    let mut c = Challenge::parse(v).expect("parses");
+                    c.nonce.clear();
+                    c
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        let wrong_user = answer(&first, Algorithm::Md5, "nobody", "s3cret");
+        let wrong_password = answer(&first, Algorithm::Md5, "trunk", "guess");
+        let mut f = facts("198.51.100.7", Some(&n));
+        f.proxy_authorization = vec![&wrong_user];
+        let d1 = a.decide(now, &f);
+        f.proxy_authorization = vec![&wrong_password];
+        let d2 = a.decide(now, &f);
+        assert_eq!(shape(&d1), shape(&d2));
+        assert_eq!(shape(&d1), shape(&first));
+        // The third failure within a minute spends the allowance: refused outright, even when
+        // the next credentials would be right.
+        assert_eq!(a.decide(now, &f), forbidden());
+        let good = answer(&first, Algorithm::Md5, "trunk", "s3cret");
+        f.proxy_authorization = vec![&good];
+        assert_eq!(a.decide(now, &f), forbidden());
+        // Another source is not affected; after a while the source may try again.
+        assert!(matches!(
+            a.decide(now, &facts("2001:db8::1", Some(&n))),
+            Decision::Challenge { .. }
+        ));
+        let later = now + Duration::from_secs(30);
+        let again = a.decide(later, &facts("198.51.100.7", Some(&n)));
+        let good = answer(&again, Algorithm::Sha256, "trunk", "s3cret");
+        f.proxy_authorization = vec![&good];
+        assert!(matches!(a.decide(later, &f), Decision::Admit { .. }));
+    }
+
+    #[test]
+    fn expired_nonce_is_stale_and_foreign_nonce_is_challenged_again() {
+        let now = Instant::now();
+        let mut a = admission("[dialin]\nnonce_lifetime = 60\n", now);
+        let n = number("+4930123456");
+        let first = a.decide(now, &facts("198.51.100.7", Some(&n)));
+        let header = answer(&first, Algorithm::Sha256, "trunk", "s3cret");
+        let mut f = facts("198.51.100.7", Some(&n));
+        f.proxy_authorization = vec![&header];
+        let late = now + Duration::from_secs(61);
+        match a.decide(late, &f) {
+            Decision::Challenge { proxy_authenticate } => {
+                assert!(proxy_authenticate
+                    .iter()
+                    .all(|v| Challenge::parse(v).expect("parses").stale))
+            }
+            other => panic!("expected a stale challenge, got {other:?}"),
+        }
+        // A nonce this gateway did not make (say, from before a restart) is no failure.
+        let other = Admission::new(&config(""), now, [9; 32]).challenge(now, f.source, false);
+        let foreign = answer(&other, Algorithm::Md5, "trunk", "s3cret");
+        f.proxy_authorization = vec![&foreign];
+        for _ in 0..10 {
+            assert!(matches!(a.decide(now, &f), Decision::Challenge { .. }));
+        }
+        f.proxy_authorization = vec![&header];
+        assert!(matches!(a.decide(now, &f), Decision::Admit { .. }));
+    }
+
+    #[test]
+    fn invite_rate_per_source_is_limited() {
+        let now = Instant::now();
+        let mut a = admission("[dialin]\ninvites_per_second = 1\ninvite_burst = 3\n", now);
+        let n = number("+4930123456");
+        for _ in 0..3 {
+            assert!(matches!(
+                a.decide(now, &facts("192.0.2.9", Some(&n))),
+                Decision::Admit { .. }
+            ));
+            a.release("open");
+        }
+        assert_eq!(
+            a.decide(now, &facts("192.0.2.9", Some(&n))),
+            Decision::Busy { retry_after: 1 }
+        );
+        assert!(matches!(
+            a.decide(now, &facts("192.0.2.10", Some(&n))),
+            Decision::Admit { .. }
+        ));
+        a.release("open");
+        assert!(matches!(
+            a.decide(now + Duration::from_secs(1), &facts("192.0.2.9", Some(&n))),
+            Decision::Admit { .. }
+        ));
+        // Strangers are refused without being counted (they cannot fill the table).
+        for _ in 0..10 {
+            assert_eq!(a.decide(now, &facts("203.0.113.1", Some(&n))), forbidden());
+        }
+        assert_eq!(a.invites.tracked(), 2);
+        // One IPv6 /64 is one source.
+        for i in 0..3 {
+            a.decide(now, &facts(&format!("2001:db8:1:2::{i}"), Some(&n)));
+        }
+        assert!(matches!(
+            a.decide(now, &facts("2001:db8:1:2::ffff", Some(&n))),
+            Decision::Busy { .. }
+        ));
+    }
+
+    #[test]
+    fn rate_limiter_memory_is_bounded() {
+        let now = Instant::now();
+        let mut limiter = RateLimiter::new(1.0, 2.0);
+        for i in 0..(MAX_TRACKED_SOURCES as u32 + 500) {
+            let ip = IpAddr::V4((0x0a00_0000 + i).into());
+            assert!(limiter.take(ip, now).is_ok());
+            assert!(limiter.tracked() <= MAX_TRACKED_SOURCES);
+        }
+        // Idle buckets are the first to go: a source that refilled is as good as new.
+        let later = now + Duration::from_secs(10);
+        limiter
+            .take("192.0.2.1".parse().expect("ip"), later)
+            .expect("token");
+        assert_eq!(limiter.tracked(), 1);
+    }
+}

@@ -1,0 +1,369 @@
+//! Dial-in: inbound INVITEs go through admission, then find their room by the dialled number (a
+//! room's own number, a configured route, or the shared PIN number), and are answered on the wire.
+//!
+//! Joining the caller into the room's call with media is the phone leg's work; until it exists an
+//! admitted, routed call hears 180 Ringing and then 480, with a log line that says so.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dialbridge_sip::message::{Request, Uri};
+use dialbridge_sip::transport::Transport;
+use dialbridge_sip::ua::{CallHandle, UaEvent};
+use tokio::sync::oneshot;
+
+use super::admission::{Admission, Decision, InviteFacts};
+use crate::config::Config;
+use crate::room::{DialinRoom, PhoneNumber, Rooms};
+use crate::runtime::sip::SipHandle;
+
+/// How often a waiting caller's room is checked for a call.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Where a dialled number leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Room(DialinRoom),
+    /// The shared number: the caller types a room's PIN.
+    Pin,
+    Unknown,
+}
+
+pub struct DialIn {
+    admission: Mutex<Admission>,
+    rooms: Rooms,
+    pin_number: Option<PhoneNumber>,
+    routes: Vec<(PhoneNumber, String)>,
+    wait_for_call: Duration,
+    /// Callers waiting for a room's call, told when they cancel.
+    waiting: Mutex<HashMap<CallHandle, oneshot::Sender<()>>>,
+}
+
+/// The dialled number of an INVITE: the Request-URI's user (or tel: number), else the To URI's,
+/// normalised to E.164.
+pub fn dialed_number(request: &Request) -> Option<PhoneNumber> {
+    let from_uri = |uri: &Uri| -> Option<String> {
+        match uri {
+            Uri::Sip(u) => u
+                .user_unescaped()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Uri::Tel(t) => Some(t.number.clone()),
+            Uri::Other { .. } => None,
+        }
+    };
+    from_uri(&request.uri)
+        .and_then(|u| normalize(&u))
+        .or_else(|| {
+            let to = request.headers.to().ok()?;
+            normalize(&from_uri(&to.uri)?)
+        })
+}
+
+/// `+49 (30) 123-456`, `004930123456` and `4930123456` all become `+4930123456`; user parameters
+/// (`;npdi`, `;phone-context=...`) are dropped. A national number (leading 0) has no E.164 form.
+pub fn normalize(user: &str) -> Option<PhoneNumber> {
+    let number = user.split(';').next().unwrap_or("");
+    let cleaned: String = number
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let e164 = if let Some(rest) = cleaned.strip_prefix("00") {
+        format!("+{rest}")
+    } else if cleaned.starts_with('+') {
+        cleaned
+    } else {
+        format!("+{cleaned}")
+    };
+    e164.parse().ok()
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers.get(name)
+}
+
+impl DialIn {
+    pub fn new(config: &Config, rooms: Rooms) -> DialIn {
+        DialIn {
+            admission: Mutex::new(Admission::new(config, Instant::now(), rand::random())),
+            rooms,
+            pin_number: config.dialin.pin_number.clone(),
+            routes: config
+                .dialin
+                .routes
+                .iter()
+                .map(|r| (r.number.clone(), r.room.clone()))
+                .collect(),
+            wait_for_call: config.dialin.wait_for_call.0,
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Numbers the configuration routes itself (no room may take them through the API).
+    pub fn reserved_numbers(config: &Config) -> Vec<PhoneNumber> {
+        config
+            .dialin
+            .pin_number
+            .iter()
+            .cloned()
+            .chain(config.dialin.routes.iter().map(|r| r.number.clone()))
+            .collect()
+    }
+
+    fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a number leads: the PIN number, a room's own number, then the configured routes.
+    pub fn route(&self, number: Option<&PhoneNumber>) -> Route {
+        let Some(number) = number else {
+            return Route::Unknown;
+        };
+        if self.pin_number.as_ref() == Some(number) {
+            return Route::Pin;
+        }
+        match self.rooms.dialin_by_number(number) {
+            Ok(Some(room)) => return Route::Room(room),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e.message, "dial-in lookup failed");
+                return Route::Unknown;
+            }
+        }
+        let Some((_, token)) = self.routes.iter().find(|(n, _)| n == number) else {
+            return Route::Unknown;
+        };
+        match self.rooms.dialin_by_token(token) {
+            Ok(Some(room)) => Route::Room(room),
+            Ok(None) => {
+                tracing::warn!(%number, room = %token, "[[dialin.routes]] names a room that does not exist");
+                Route::Unknown
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "dial-in lookup failed");
+                Route::Unknown
+            }
+        }
+    }
+
+    /// Sees every SIP event: a waiting caller who cancels gives its place back.
+    pub fn observe(&self, event: &UaEvent) {
+        let call = match event {
+            UaEvent::Cancelled { call }
+            | UaEvent::Ended { call, .. }
+            | UaEvent::Failed { call, .. } => call,
+            _ => return,
+        };
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Decides on a new inbound call and answers it (admission at once; routing in a task).
+    pub async fn incoming(
+        self: &Arc<Self>,
+        sip: &SipHandle,
+        call: CallHandle,
+        request: Request,
+        transport: Transport,
+        remote: SocketAddr,
+    ) {
+        let dialed = dialed_number(&request);
+        let request_uri = request.uri.to_string();
+        let facts = InviteFacts {
+            source: remote.ip(),
+            request_uri: &request_uri,
+            user_agent: header(&request, "User-Agent"),
+            proxy_authorization: request.headers.proxy_authorization().collect(),
+            dialed: dialed.as_ref(),
+        };
+        let decision = self.admission().decide(Instant::now(), &facts);
+        let sent = match decision {
+            Decision::Drop => sip.ignore(call).await,
+            Decision::Refuse { code, reason } => sip.respond(call, code, reason, None).await,
+            Decision::Challenge { proxy_authenticate } => {
+                let headers = proxy_authenticate
+                    .into_iter()
+                    .map(|v| ("Proxy-Authenticate".to_string(), v))
+                    .collect();
+                sip.respond_with_headers(call, 407, "Proxy Authentication Required", headers)
+                    .await
+            }
+            Decision::Busy { retry_after } => {
+                let headers = vec![("Retry-After".to_string(), retry_after.to_string())];
+                sip.respond_with_headers(call, 503, "Service Unavailable", headers)
+                    .await
+            }
+            Decision::Admit { trunk } => {
+                let this = self.clone();
+                let sip = sip.clone();
+                tokio::spawn(async move {
+                    this.admitted(&sip, call, dialed, &trunk, transport, remote)
+                        .await;
+                    this.admission().release(&trunk);
+                });
+                Ok(())
+            }
+        };
+        if let Err(e) = sent {
+            tracing::info!(%remote, error = %e, "cannot answer inbound call");
+        }
+    }
+
+    async fn admitted(
+        &self,
+        sip: &SipHandle,
+        call: CallHandle,
+        dialed: Option<PhoneNumber>,
+        trunk: &str,
+        transport: Transport,
+        remote: SocketAddr,
+    ) {
+        let route = self.route(dialed.as_ref());
+        let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
+        tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
+        let room = match route {
+            Route::Unknown => {
+                let _ = sip.respond(call, 404, "Not Found", None).await;
+                return;
+            }
+            Route::Pin => None,
+            Route::Room(room) => Some(room),
+        };
+        if sip.respond(call, 180, "Ringing", None).await.is_err() {
+            return;
+        }
+        if let Some(room) = &room {
+            let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
+            if !active {
+                if !room.wait_for_call {
+                    tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
+                    let _ = sip
+                        .respond(call, 480, "Temporarily Unavailable", None)
+                        .await;
+                    return;
+                }
+                if !self.wait_for_call(sip, call, room).await {
+                    return;
+                }
+            }
+        }
+        tracing::warn!(
+            room = room
+                .as_ref()
+                .map(|r| r.token.as_str())
+                .unwrap_or("(PIN entry)"),
+            number,
+            "inbound call admitted, but dial-in media is not yet wired: answering 480"
+        );
+        let _ = sip
+            .respond(call, 480, "Temporarily Unavailable", None)
+            .await;
+    }
+
+    /// Keeps the caller ringing until the room's call starts (true), the wait ends (480 sent,
+    /// false) or the caller gives up (false).
+    async fn wait_for_call(&self, sip: &SipHandle, call: CallHandle, room: &DialinRoom) -> bool {
+        let (tx, mut cancelled) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call, tx);
+        tracing::info!(room = %room.token, wait_s = self.wait_for_call.as_secs(), "caller waits for the room's call to start");
+        let deadline = tokio::time::Instant::now() + self.wait_for_call;
+        let started = loop {
+            tokio::select! {
+                _ = &mut cancelled => {
+                    tracing::info!(room = %room.token, "waiting caller hung up");
+                    return false;
+                }
+                () = tokio::time::sleep(WAIT_POLL) => {}
+            }
+            if self.rooms.call_in_progress(room.room_id).unwrap_or(false) {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+        };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&call);
+        if !started {
+            tracing::info!(room = %room.token, "no call started in time: waiting caller refused");
+            let _ = sip
+                .respond(call, 480, "Temporarily Unavailable", None)
+                .await;
+        }
+        started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dialbridge_sip::message::Message;
+
+    #[test]
+    fn numbers_are_normalised_to_e164() {
+        for (user, want) in [
+            ("+4930123456", Some("+4930123456")),
+            ("004930123456", Some("+4930123456")),
+            ("4930123456", Some("+4930123456")),
+            ("+49 (30) 123-456", Some("+4930123456")),
+            ("+4930123456;npdi;rn=+4930999", Some("+4930123456")),
+            ("030123456", None),
+            ("alice", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                normalize(user).as_ref().map(PhoneNumber::as_str),
+                want,
+                "{user}"
+            );
+        }
+    }
+
+    fn invite(uri: &str, to: &str) -> Request {
+        let text = format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
+             From: <sip:caller@127.0.0.1>;tag=1\r\nTo: {to}\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        match Message::parse(text.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dialled_number_is_the_request_uri_user_else_to() {
+        let r = invite(
+            "sip:%2B4930123456@gw.example",
+            "<sip:+4930999999@gw.example>",
+        );
+        assert_eq!(
+            dialed_number(&r).map(|n| n.to_string()),
+            Some("+4930123456".into())
+        );
+        let r = invite("sip:gw.example", "<sip:004930999999@gw.example>");
+        assert_eq!(
+            dialed_number(&r).map(|n| n.to_string()),
+            Some("+4930999999".into())
+        );
+        let r = invite("tel:+4930123456", "<tel:+4930999999>");
+        assert_eq!(
+            dialed_number(&r).map(|n| n.to_string()),
+            Some("+4930123456".into())
+        );
+        let r = invite("sip:conference@gw.example", "<sip:conference@gw.example>");
+        assert_eq!(dialed_number(&r), None);
+    }
+}
