@@ -177,11 +177,6 @@ impl SipHandle {
         Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
     }
 
-    /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
-    pub async fn ignore(&self, call: CallHandle) -> Result<(), SipError> {
-        Ok(self.ask(|reply| Command::Ignore { call, reply }).await??)
-    }
-
     /// Refuses or challenges an incoming call with extra headers (Proxy-Authenticate, Retry-After).
     pub async fn respond_with_headers(
         &self,
