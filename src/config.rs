@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use dialbridge_sip::auth::Algorithm;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -243,6 +244,9 @@ pub struct DialinConfig {
     /// Lifetime of a challenge nonce; an older one is answered with stale=true.
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime: Seconds,
+    /// Digest algorithms offered in 407 challenges, most preferred first (RFC 8760).
+    #[serde(default = "default_digest_algorithms")]
+    pub digest_algorithms: Vec<DigestAlgorithm>,
     /// INVITEs per second accepted from one source address (sustained), and the burst above it.
     #[serde(default = "default_invite_rate")]
     pub invites_per_second: f64,
@@ -265,6 +269,7 @@ impl Default for DialinConfig {
             wait_for_call: default_wait_for_call(),
             realm: default_realm(),
             nonce_lifetime: default_nonce_lifetime(),
+            digest_algorithms: default_digest_algorithms(),
             invites_per_second: default_invite_rate(),
             invite_burst: default_invite_burst(),
             auth_failures_per_minute: default_auth_failures(),
@@ -291,6 +296,13 @@ fn default_realm() -> String {
 
 fn default_nonce_lifetime() -> Seconds {
     Seconds(Duration::from_secs(300))
+}
+
+fn default_digest_algorithms() -> Vec<DigestAlgorithm> {
+    vec![
+        DigestAlgorithm(Algorithm::Sha256),
+        DigestAlgorithm(Algorithm::Md5),
+    ]
 }
 
 fn default_invite_rate() -> f64 {
@@ -480,6 +492,20 @@ impl Config {
                 "dialin.realm".into(),
                 "must be non-empty text without quotes or backslashes".into(),
             ));
+        }
+        if dialin.digest_algorithms.is_empty() {
+            return Err((
+                "dialin.digest_algorithms".into(),
+                "offer at least one of \"SHA-256\" and \"MD5\"".into(),
+            ));
+        }
+        for (i, a) in dialin.digest_algorithms.iter().enumerate() {
+            if dialin.digest_algorithms[..i].contains(a) {
+                return Err((
+                    format!("dialin.digest_algorithms[{i}]"),
+                    format!("{} is listed twice", a.0),
+                ));
+            }
         }
         for (i, route) in dialin.routes.iter().enumerate() {
             let taken = dialin.routes[..i].iter().any(|r| r.number == route.number)
@@ -780,6 +806,23 @@ impl FromStr for IpNet {
 }
 deserialize_from_str!(IpNet, "an IP address or network like \"192.0.2.0/24\"");
 
+/// A digest algorithm offered to inbound trunks: `SHA-256` or `MD5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestAlgorithm(pub Algorithm);
+
+impl FromStr for DigestAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match Algorithm::parse(s) {
+            Ok(a @ (Algorithm::Sha256 | Algorithm::Md5)) => Ok(DigestAlgorithm(a)),
+            _ => Err(format!(
+                "`{s}` is not a digest algorithm offered here (SHA-256 or MD5)"
+            )),
+        }
+    }
+}
+deserialize_from_str!(DigestAlgorithm, "\"SHA-256\" or \"MD5\"");
+
 /// A regular expression a dialled number must match in full.
 #[derive(Debug, Clone)]
 pub struct NumberPattern(pub regex::Regex);
@@ -1036,6 +1079,18 @@ room = "abcdefgh"
             e.contains("dialin.wait_for_call") && e.contains("line 2"),
             "{e}"
         );
+        let e = error_of("[dialin]\ndigest_algorithms = [\"SHA-512-256\"]\n");
+        assert!(
+            e.contains("dialin.digest_algorithms[0]") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = error_of("[dialin]\ndigest_algorithms = [\"MD5\", \"md5\"]\n");
+        assert!(
+            e.contains("dialin.digest_algorithms[1]") && e.contains("twice"),
+            "{e}"
+        );
+        let e = error_of("[dialin]\ndigest_algorithms = []\n");
+        assert!(e.contains("dialin.digest_algorithms"), "{e}");
         let e = error_of("[dialin]\ninvites_per_second = 0\n");
         assert!(e.contains("dialin.invites_per_second"), "{e}");
         let e = error_of("[dialin]\nrealm = \"a\\\"b\"\n");

@@ -72,6 +72,8 @@ pub struct Admission {
     trunks: Vec<Trunk>,
     silent_reject: bool,
     realm: String,
+    /// Offered in this order, most preferred first.
+    algorithms: Vec<Algorithm>,
     nonce_lifetime: Duration,
     secret: [u8; 32],
     epoch: Instant,
@@ -94,6 +96,7 @@ impl Admission {
                 .collect(),
             silent_reject: config.sip.silent_reject,
             realm: d.realm.clone(),
+            algorithms: d.digest_algorithms.iter().map(|a| a.0).collect(),
             nonce_lifetime: d.nonce_lifetime.0,
             secret,
             epoch: now,
@@ -258,9 +261,10 @@ impl Admission {
 
     fn challenge(&self, now: Instant, source: IpAddr, stale: bool) -> Decision {
         let nonce = self.nonce(self.seconds(now), source);
-        let proxy_authenticate = [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
-            .map(|alg| {
+        let proxy_authenticate = self
+            .algorithms
+            .iter()
+            .map(|&alg| {
                 let mut c = Challenge::new(self.realm.clone(), nonce.clone(), alg);
                 c.stale = stale;
                 c.to_string()
@@ -316,7 +320,7 @@ impl Admission {
             return Credentials::Missing;
         };
         let algorithm = auth.algorithm.unwrap_or(Algorithm::Md5);
-        if !matches!(algorithm, Algorithm::Md5 | Algorithm::Sha256) {
+        if !self.algorithms.contains(&algorithm) {
             return Credentials::Wrong;
         }
         let challenge = Challenge::new(self.realm.clone(), auth.nonce.clone(), algorithm);
@@ -659,6 +663,31 @@ password = "s3cret"
                 "{alg:?}"
             );
         }
+        // An algorithm that is not offered is refused, whatever the digest says.
+        let mut only_md5 = admission("[dialin]\ndigest_algorithms = [\"MD5\"]\n", now);
+        let md5_first = only_md5.decide(now, &facts("198.51.100.7", Some(&n)));
+        let Decision::Challenge { proxy_authenticate } = &md5_first else {
+            panic!("{md5_first:?}");
+        };
+        assert_eq!(proxy_authenticate.len(), 1);
+        let nonce = Challenge::parse(&proxy_authenticate[0])
+            .expect("parses")
+            .nonce;
+        let sha = Challenge::new("dialbridge", nonce, Algorithm::Sha256)
+            .respond(
+                &DigestRequest::new("INVITE", URI),
+                "trunk",
+                "s3cret",
+                "c0ffee",
+                1,
+            )
+            .to_string();
+        let mut f = facts("198.51.100.7", Some(&n));
+        f.proxy_authorization = vec![&sha];
+        assert!(matches!(
+            only_md5.decide(now, &f),
+            Decision::Challenge { .. }
+        ));
         // Credentials made for another Request-URI, or from another source, do not pass.
         let header = answer(&first, Algorithm::Md5, "trunk", "s3cret");
         let mut f = facts("198.51.100.7", Some(&n));

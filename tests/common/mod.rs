@@ -37,9 +37,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the binary with the test users and `extra` appended to the configuration.
     pub fn start(extra: &str) -> Gateway {
+        Gateway::start_with_sip("", extra)
+    }
+
+    /// [`Gateway::start`] with more keys of the `[sip]` table (`sip`, e.g. "silent_reject = true\n").
+    pub fn start_with_sip(sip: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {

@@ -1,0 +1,857 @@
+//! Dial-in admission and routing against the real binary on loopback: SIPp plays the trunk (uac
+//! scenarios in tests/sipp/), a small SIP client in this file plays callers whose silence or
+//! cancelling matters, and a scan probes many numbers and users the way SIPVicious does.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Gateway};
+use dialbridge_sip::auth::{Challenge, DigestRequest};
+use dialbridge_sip::message::{Message, Response};
+use dialbridge_sip::transport::{Frame, StreamFramer};
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const ROOM_NUMBER: &str = "+4930123456";
+const UNKNOWN_NUMBER: &str = "+4940999999";
+/// How long to listen for an answer that must not come (silence can only pass, never flake).
+const SILENCE: Duration = Duration::from_millis(1500);
+const ANSWER: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+fn sip_addr(gw: &Gateway, transport: Transport) -> SocketAddr {
+    match transport {
+        Transport::Udp => gw.sip_udp.expect("SIP UDP address"),
+        Transport::Tcp => gw.sip_tcp.expect("SIP TCP address"),
+    }
+}
+
+/// Runs a uac scenario of tests/sipp/ against the gateway; returns success and SIPp's trace.
+async fn sipp(
+    gw: &Gateway,
+    scenario: &str,
+    transport: Transport,
+    number: &str,
+    user_agent: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
+        .iter()
+        .collect();
+    let target = sip_addr(gw, transport);
+    let mut child = Command::new("sipp")
+        .arg("-sf")
+        .arg(&path)
+        .arg(target.to_string())
+        .args(["-i", "127.0.0.1", "-p", &free_port(transport).to_string()])
+        .args(["-m", "1", "-s", number])
+        .args(["-key", "ua", user_agent])
+        // SIPp's digest names the host alone unless told the Request-URI.
+        .args(["-auth_uri", &format!("{number}@{target}")])
+        .args([
+            "-t",
+            if transport == Transport::Tcp {
+                "t1"
+            } else {
+                "u1"
+            },
+        ])
+        .args(["-timeout", "20s", "-nostdin", "-trace_msg", "-trace_err"])
+        .args(extra)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp must be installed (scripts/setup installs sip-tester)");
+    let mut success = None;
+    for _ in 0..800 {
+        if let Ok(Some(status)) = child.try_wait() {
+            success = Some(status.success());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if success.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut trace = String::new();
+    for entry in std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        trace.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    (success == Some(true), trace)
+}
+
+fn free_port(transport: Transport) -> u16 {
+    let port = match transport {
+        Transport::Udp => std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
+        Transport::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
+    };
+    port.expect("free port").port()
+}
+
+/// A bare SIP peer: writes requests as text and reads whatever responses come back.
+enum Wire {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream, StreamFramer),
+}
+
+struct Peer {
+    wire: Wire,
+    local: SocketAddr,
+    transport: Transport,
+    seq: u32,
+}
+
+impl Peer {
+    async fn connect(gw: &Gateway, transport: Transport) -> Peer {
+        let target = sip_addr(gw, transport);
+        match transport {
+            Transport::Udp => {
+                let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                let local = socket.local_addr().expect("local");
+                Peer {
+                    wire: Wire::Udp(socket, target),
+                    local,
+                    transport,
+                    seq: 0,
+                }
+            }
+            Transport::Tcp => {
+                let stream = TcpStream::connect(target).await.expect("connect");
+                let local = stream.local_addr().expect("local");
+                Peer {
+                    wire: Wire::Tcp(stream, StreamFramer::new(Default::default())),
+                    local,
+                    transport,
+                    seq: 0,
+                }
+            }
+        }
+    }
+
+    /// A request for `user` at the gateway, with a fresh branch and Call-ID unless given.
+    fn request(
+        &mut self,
+        method: &str,
+        user: &str,
+        user_agent: &str,
+        call_id: Option<&str>,
+    ) -> (String, String) {
+        self.seq += 1;
+        let branch = format!("z9hG4bK-{}-{}", self.local.port(), self.seq);
+        let call_id = call_id
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}-{}@127.0.0.1", self.local.port(), self.seq));
+        let t = if self.transport == Transport::Tcp {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let text = format!(
+            "{method} sip:{user}@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {local};branch={branch};rport\r\n\
+             From: \"probe\" <sip:100@{local}>;tag=t{seq}\r\n\
+             To: <sip:{user}@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 {method}\r\n\
+             Contact: <sip:100@{local}>\r\n\
+             Max-Forwards: 70\r\n\
+             User-Agent: {user_agent}\r\n\
+             Content-Length: 0\r\n\r\n",
+            local = self.local,
+            seq = self.seq,
+        );
+        (text, branch)
+    }
+
+    async fn send(&mut self, text: &str) {
+        match &mut self.wire {
+            Wire::Udp(socket, target) => {
+                socket
+                    .send_to(text.as_bytes(), *target)
+                    .await
+                    .expect("send");
+            }
+            Wire::Tcp(stream, _) => stream.write_all(text.as_bytes()).await.expect("write"),
+        }
+    }
+
+    /// The next response within `wait`, if any.
+    async fn recv(&mut self, wait: Duration) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let bytes = match &mut self.wire {
+                Wire::Udp(socket, _) => {
+                    let mut buf = vec![0u8; 65535];
+                    let (n, _) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf))
+                        .await
+                        .ok()?
+                        .expect("recv");
+                    buf.truncate(n);
+                    buf
+                }
+                Wire::Tcp(stream, framer) => loop {
+                    if let Some(frame) = framer.next_frame() {
+                        match frame {
+                            Ok(Frame::Message(bytes)) => break bytes,
+                            Ok(Frame::Ping) => continue,
+                            Err(e) => panic!("unframeable answer: {e}"),
+                        }
+                    }
+                    let mut buf = vec![0u8; 16384];
+                    let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                        .await
+                        .ok()?
+                        .expect("read");
+                    if n == 0 {
+                        return None;
+                    }
+                    framer.push(&buf[..n]);
+                },
+            };
+            if let Ok(Message::Response(r)) = Message::parse(&bytes) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// The first final response to `request` within `wait` (provisional ones are collected into
+    /// `seen`). Answers to earlier requests (retransmitted finals over UDP) are skipped.
+    async fn final_response(
+        &mut self,
+        request: &str,
+        wait: Duration,
+        seen: &mut Vec<u16>,
+    ) -> Option<Response> {
+        let call_id = request
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or_default()
+            .to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let r = self.recv(left).await?;
+            if r.headers.get("Call-ID") != Some(call_id.as_str()) {
+                continue;
+            }
+            if r.code >= 200 {
+                return Some(r);
+            }
+            seen.push(r.code);
+        }
+    }
+}
+
+/// What a scanner can compare between two answers: code, reason and header names.
+fn shape(r: &Response) -> (u16, String, BTreeSet<String>) {
+    (
+        r.code,
+        r.reason.clone(),
+        r.headers
+            .iter()
+            .map(|h| h.name.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
+fn inbound(extra: &str) -> String {
+    format!("[[inbound]]\nname = \"carrier\"\n{extra}")
+}
+
+/// A room with the dial-in number `ROOM_NUMBER`; with `call`, alice is in its call.
+async fn room_with_number(gw: &Gateway, call: bool) -> (Client, String) {
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    alice
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rooms/{token}/dialin"),
+            Some(json!({"number": ROOM_NUMBER})),
+        )
+        .await
+        .expect(200);
+    if call {
+        alice.join_room(&token).await;
+        alice.join_call(&token, 3).await;
+    }
+    (alice, token)
+}
+
+#[tokio::test]
+async fn disallowed_source_is_refused_with_403_over_udp_and_tcp() {
+    let gw = Gateway::start(&inbound("allowed_sources = [\"192.0.2.0/24\"]\n"));
+    room_with_number(&gw, true).await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (ok, trace) = sipp(
+            &gw,
+            "uac_403.xml",
+            transport,
+            ROOM_NUMBER,
+            "Carrier SBC",
+            &[],
+        )
+        .await;
+        assert!(ok, "{transport:?}: SIPp got 403 for its INVITE:\n{trace}");
+        assert!(
+            !trace.contains("SIP/2.0 180"),
+            "no ringing before a refusal:\n{trace}"
+        );
+    }
+    assert!(
+        gw.log().contains("no inbound trunk allows the source"),
+        "decision logged"
+    );
+}
+
+#[tokio::test]
+async fn silent_reject_answers_nothing_over_udp_and_tcp() {
+    let gw = Gateway::start_with_sip(
+        "silent_reject = true\n",
+        &inbound("allowed_sources = [\"192.0.2.0/24\"]\n"),
+    );
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut peer = Peer::connect(&gw, transport).await;
+        let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+        peer.send(&invite).await;
+        if transport == Transport::Udp {
+            // A retransmission is absorbed as silently.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peer.send(&invite).await;
+        }
+        assert_eq!(
+            peer.recv(SILENCE).await.map(|r| r.code),
+            None,
+            "{transport:?}: no answer, not even 100 Trying"
+        );
+        // The gateway is there for everything else.
+        let (options, _) = peer.request("OPTIONS", "probe", "Carrier SBC", None);
+        peer.send(&options).await;
+        assert_eq!(
+            peer.recv(ANSWER).await.map(|r| r.code),
+            Some(200),
+            "{transport:?}: OPTIONS answered"
+        );
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("Drop") && log.contains("no inbound trunk allows the source"),
+        "decision logged:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn scanner_user_agents_are_refused_like_strangers() {
+    let gw = Gateway::start(&inbound("allowed_sources = [\"127.0.0.1\"]\n"));
+    room_with_number(&gw, true).await;
+    for ua in ["friendly-scanner", "sipvicious", "sipcli/v1.8"] {
+        let (ok, trace) = sipp(&gw, "uac_403.xml", Transport::Udp, ROOM_NUMBER, ua, &[]).await;
+        assert!(
+            ok,
+            "{ua}: 403 even from an allowed source to a real number:\n{trace}"
+        );
+    }
+    let silent = Gateway::start_with_sip(
+        "silent_reject = true\n",
+        &inbound("allowed_sources = [\"127.0.0.1\"]\n"),
+    );
+    let mut peer = Peer::connect(&silent, Transport::Udp).await;
+    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "friendly-scanner", None);
+    peer.send(&invite).await;
+    assert_eq!(
+        peer.recv(SILENCE).await.map(|r| r.code),
+        None,
+        "scanner gets silence"
+    );
+}
+
+const DIGEST_TRUNK: &str =
+    "allowed_sources = [\"127.0.0.0/8\"]\nusername = \"trunk\"\npassword = \"s3cret\"\n";
+/// SIPp answers only the first challenge it reads and knows MD5 alone: offer MD5 first.
+const MD5_FIRST: &str = "digest_algorithms = [\"MD5\", \"SHA-256\"]\n";
+
+#[tokio::test]
+async fn digest_trunk_is_challenged_then_admitted_over_udp_and_tcp() {
+    let gw = Gateway::start(&format!("{}[dialin]\n{MD5_FIRST}", inbound(DIGEST_TRUNK)));
+    room_with_number(&gw, true).await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (ok, trace) = sipp(
+            &gw,
+            "uac_auth_ringing.xml",
+            transport,
+            ROOM_NUMBER,
+            "Carrier SBC",
+            &["-au", "trunk", "-ap", "s3cret"],
+        )
+        .await;
+        assert!(
+            ok,
+            "{transport:?}: 407, then 180 and 480 for the authenticated INVITE:\n{trace}"
+        );
+        let challenges: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.starts_with("Proxy-Authenticate:"))
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.contains("algorithm=SHA-256"))
+                && challenges.iter().any(|c| c.contains("algorithm=MD5"))
+                && challenges
+                    .iter()
+                    .all(|c| c.contains("realm=\"dialbridge\"") && c.contains("qop=\"auth\"")),
+            "SHA-256 and MD5 offered: {challenges:?}"
+        );
+    }
+    assert!(
+        gw.log().contains("dial-in media is not yet wired"),
+        "the 480 says why in the log"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_a_fresh_challenge_whatever_was_wrong() {
+    let gw = Gateway::start(&inbound(DIGEST_TRUNK));
+    room_with_number(&gw, true).await;
+    let mut answers = Vec::new();
+    for (user, password) in [
+        ("trunk", "guess"),
+        ("nobody", "s3cret"),
+        ("trunk", "s3cret"),
+    ] {
+        let mut peer = Peer::connect(&gw, Transport::Udp).await;
+        let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+        peer.send(&invite).await;
+        let challenge = peer
+            .final_response(&invite, ANSWER, &mut Vec::new())
+            .await
+            .expect("407");
+        assert_eq!(challenge.code, 407);
+        let offered: Vec<Challenge> = challenge
+            .headers
+            .get_all("Proxy-Authenticate")
+            .map(|v| Challenge::parse(v).expect("a digest challenge"))
+            .collect();
+        let uri = format!("sip:{ROOM_NUMBER}@127.0.0.1");
+        let credentials = offered[0]
+            .respond(
+                &DigestRequest::new("INVITE", &uri),
+                user,
+                password,
+                "0a4f113b",
+                1,
+            )
+            .to_string();
+        let call_id = format!("retry-{user}-{password}@127.0.0.1");
+        let (retry, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", Some(&call_id));
+        let retry = retry.replace(
+            "Content-Length: 0",
+            &format!("Proxy-Authorization: {credentials}\r\nContent-Length: 0"),
+        );
+        peer.send(&retry).await;
+        let mut provisional = Vec::new();
+        let answer = peer
+            .final_response(&retry, Duration::from_secs(3), &mut provisional)
+            .await;
+        answers.push((user, password, provisional, answer));
+    }
+    // The right credentials pass (the room has a call: 180, then 480 until media is wired) ...
+    let (_, _, provisional, answer) = &answers[2];
+    assert!(provisional.contains(&180), "{provisional:?}");
+    assert_eq!(answer.as_ref().map(|r| r.code), Some(480));
+    // ... and both wrong ones get the same fresh challenge, not a word about which part was wrong.
+    let again: Vec<_> = answers[..2]
+        .iter()
+        .map(|(user, _, provisional, answer)| {
+            assert!(
+                provisional.iter().all(|c| *c == 100),
+                "{user}: {provisional:?}"
+            );
+            let answer = answer.as_ref().expect("an answer");
+            let challenges: Vec<Challenge> = answer
+                .headers
+                .get_all("Proxy-Authenticate")
+                .map(|v| {
+                    let mut c = Challenge::parse(v).expect("challenge");
+                    c.nonce.clear();
+                    c
+                })
+                .collect();
+            (shape(answer), challenges)
+        })
+        .collect();
+    assert_eq!(again[0].0 .0, 407);
+    assert_eq!(
+        again[0], again[1],
+        "unknown user and wrong password answered alike"
+    );
+}
+
+#[tokio::test]
+async fn unknown_number_is_404() {
+    let gw = Gateway::start(&inbound("allowed_sources = [\"127.0.0.1\"]\n"));
+    room_with_number(&gw, true).await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (ok, trace) = sipp(
+            &gw,
+            "uac_404.xml",
+            transport,
+            UNKNOWN_NUMBER,
+            "Carrier SBC",
+            &[],
+        )
+        .await;
+        assert!(ok, "{transport:?}: 404 for a number no room has:\n{trace}");
+    }
+}
+
+#[tokio::test]
+async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_on_cancel() {
+    let gw = Gateway::start(&inbound(
+        "allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n",
+    ));
+    // No call in the room yet: the first caller waits, ringing, and holds the trunk's one slot.
+    room_with_number(&gw, false).await;
+    let mut first = Peer::connect(&gw, Transport::Udp).await;
+    let (invite, branch) =
+        first.request("INVITE", ROOM_NUMBER, "Carrier SBC", Some("held@127.0.0.1"));
+    first.send(&invite).await;
+    let mut ringing = false;
+    while let Some(r) = first.recv(ANSWER).await {
+        assert!(
+            r.code < 200,
+            "the first caller waits: {} {}",
+            r.code,
+            r.reason
+        );
+        if r.code == 180 {
+            ringing = true;
+            break;
+        }
+    }
+    assert!(ringing, "the first caller hears ringing");
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (ok, trace) = sipp(
+            &gw,
+            "uac_503.xml",
+            transport,
+            ROOM_NUMBER,
+            "Carrier SBC",
+            &[],
+        )
+        .await;
+        assert!(
+            ok,
+            "{transport:?}: 503 with Retry-After beyond the limit:\n{trace}"
+        );
+    }
+    // The first caller gives up: its slot is free again.
+    let cancel = invite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    assert!(cancel.contains(&branch));
+    first.send(&cancel).await;
+    let mut codes = Vec::new();
+    while let Some(r) = first.recv(ANSWER).await {
+        codes.push(r.code);
+        if r.code == 487 {
+            break;
+        }
+    }
+    assert!(
+        codes.contains(&487),
+        "the cancelled INVITE ends with 487: {codes:?}"
+    );
+    // The slot is given back as the cancel is handled; allow that a moment.
+    let mut next = Peer::connect(&gw, Transport::Udp).await;
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let (invite, _) = next.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+        next.send(&invite).await;
+        let mut provisional = Vec::new();
+        let answer = next
+            .final_response(&invite, Duration::from_secs(2), &mut provisional)
+            .await;
+        answers.push((provisional.clone(), answer.as_ref().map(|r| r.code)));
+        if provisional.contains(&180) && answer.is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the slot was never given back: {answers:?}");
+}
+
+#[tokio::test]
+async fn invites_per_source_are_rate_limited() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\ninvites_per_second = 0.2\ninvite_burst = 2\n",
+        inbound("allowed_sources = [\"127.0.0.1\"]\n")
+    ));
+    let mut peer = Peer::connect(&gw, Transport::Udp).await;
+    let mut finals = Vec::new();
+    for _ in 0..3 {
+        let (invite, _) = peer.request("INVITE", UNKNOWN_NUMBER, "Carrier SBC", None);
+        peer.send(&invite).await;
+        let r = peer
+            .final_response(&invite, ANSWER, &mut Vec::new())
+            .await
+            .expect("a final answer");
+        finals.push((r.code, r.headers.get("Retry-After").map(str::to_string)));
+    }
+    assert_eq!(finals[0], (404, None));
+    assert_eq!(finals[1], (404, None));
+    assert_eq!(finals[2].0, 503);
+    let retry: u32 = finals[2]
+        .1
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=5).contains(&retry), "{retry}");
+}
+
+#[tokio::test]
+async fn dialin_api_sets_numbers_and_shows_the_pin_to_moderators_only() {
+    let gw = Gateway::start("[dialin]\npin_number = \"+4930123400\"\n");
+    let alice = gw.client("alice");
+    let bob = gw.client("bob");
+    let token = alice.create_room(2).await;
+    alice.add_user(&token, "bob").await;
+    let path = format!("/api/v1/rooms/{token}/dialin");
+
+    bob.call(Method::PUT, &path, Some(json!({"number": ROOM_NUMBER})))
+        .await
+        .expect(403);
+    alice
+        .call(
+            Method::PUT,
+            "/api/v1/rooms/nosuchrm/dialin",
+            Some(json!({"number": ROOM_NUMBER})),
+        )
+        .await
+        .expect(404);
+    gw.anonymous()
+        .call(Method::PUT, &path, Some(json!({"number": ROOM_NUMBER})))
+        .await
+        .expect(401);
+    for bad in [
+        json!({"number": "030123456"}),
+        json!({"number": 4930123456u64}),
+        json!({}),
+    ] {
+        alice
+            .call(Method::PUT, &path, Some(bad.clone()))
+            .await
+            .expect(400);
+    }
+    alice
+        .call(Method::PUT, &path, Some(json!({"number": "+4930123400"})))
+        .await
+        .expect(409);
+    let set = alice
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"number": ROOM_NUMBER, "waitForCall": false})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(set.data()["number"], ROOM_NUMBER);
+    assert_eq!(set.data()["waitForCall"], false);
+    let pin = set.data()["pin"].as_str().expect("pin").to_string();
+    assert!(
+        pin.len() == 8 && pin.bytes().all(|b| b.is_ascii_digit()),
+        "{pin}"
+    );
+
+    let other = alice.create_room(2).await;
+    let other_path = format!("/api/v1/rooms/{other}/dialin");
+    alice
+        .call(
+            Method::PUT,
+            &other_path,
+            Some(json!({"number": ROOM_NUMBER})),
+        )
+        .await
+        .expect(409);
+
+    let seen = alice
+        .talk(Method::GET, &format!("/room/{token}"), None)
+        .await
+        .expect(200);
+    assert_eq!(seen.data()["dialinNumber"], ROOM_NUMBER);
+    assert_eq!(
+        seen.data()["dialinPin"],
+        pin.as_str(),
+        "the PIN stays the same"
+    );
+    let hidden = bob
+        .talk(Method::GET, &format!("/room/{token}"), None)
+        .await
+        .expect(200);
+    assert!(hidden.data().get("dialinPin").is_none(), "{}", hidden.body);
+    assert!(
+        hidden.data().get("dialinNumber").is_none(),
+        "{}",
+        hidden.body
+    );
+    let other_pin = alice
+        .talk(Method::GET, &format!("/room/{other}"), None)
+        .await
+        .expect(200);
+    assert_ne!(
+        other_pin.data()["dialinPin"],
+        pin.as_str(),
+        "each room has its own PIN"
+    );
+
+    let cleared = alice
+        .call(Method::PUT, &path, Some(json!({"number": null})))
+        .await
+        .expect(200);
+    assert!(cleared.data()["number"].is_null());
+    alice
+        .call(
+            Method::PUT,
+            &other_path,
+            Some(json!({"number": ROOM_NUMBER})),
+        )
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn a_room_that_refuses_waiting_callers_answers_480_at_once() {
+    let gw = Gateway::start(&inbound("allowed_sources = [\"127.0.0.1\"]\n"));
+    let (alice, token) = room_with_number(&gw, false).await;
+    alice
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rooms/{token}/dialin"),
+            Some(json!({"waitForCall": false})),
+        )
+        .await
+        .expect(200);
+    let mut peer = Peer::connect(&gw, Transport::Tcp).await;
+    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    peer.send(&invite).await;
+    let mut provisional = Vec::new();
+    let r = peer
+        .final_response(&invite, ANSWER, &mut provisional)
+        .await
+        .expect("answer");
+    assert_eq!(r.code, 480);
+    assert!(provisional.contains(&180), "{provisional:?}");
+    assert!(gw.log().contains("does not let callers wait"));
+}
+
+/// Probes many extensions with OPTIONS, INVITE and REGISTER, as `sipvicious_svmap` and
+/// `sipvicious_svwar` do; returns each method's answers per extension.
+async fn scan(
+    gw: &Gateway,
+    transport: Transport,
+    user_agent: &str,
+    extensions: &[String],
+) -> Vec<(String, String, Option<(u16, String, BTreeSet<String>)>)> {
+    let mut peer = Peer::connect(gw, transport).await;
+    let mut out = Vec::new();
+    for method in ["OPTIONS", "INVITE", "REGISTER"] {
+        for ext in extensions {
+            let (request, _) = peer.request(method, ext, user_agent, None);
+            peer.send(&request).await;
+            let wait = if method == "INVITE" {
+                ANSWER
+            } else {
+                Duration::from_secs(5)
+            };
+            let answer = peer.final_response(&request, wait, &mut Vec::new()).await;
+            out.push((method.to_string(), ext.clone(), answer.as_ref().map(shape)));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_scan_cannot_tell_numbers_or_users_apart_and_calls_keep_working() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\n{MD5_FIRST}pin_number = \"+4930123400\"\ninvites_per_second = 1000\ninvite_burst = 1000\n",
+        inbound(DIGEST_TRUNK)
+    ));
+    room_with_number(&gw, true).await;
+    // Real: the room's number, the PIN number, the trunk's user name. Made up: the rest.
+    let mut extensions: Vec<String> =
+        vec![ROOM_NUMBER.into(), "+4930123400".into(), "trunk".into()];
+    extensions.extend((0..40).map(|i| format!("+49301234{i:02}")));
+    extensions.extend(["100", "1000", "admin", "alice", "dialbridge"].map(String::from));
+    let checker = gw.anonymous();
+    for (transport, user_agent) in [
+        (Transport::Udp, "friendly-scanner"),
+        (Transport::Udp, "pplsip"),
+        (Transport::Tcp, "Probe/1.0"),
+    ] {
+        let (answers, health) = tokio::join!(
+            scan(&gw, transport, user_agent, &extensions),
+            checker.request(Method::GET, "/healthz").send()
+        );
+        assert!(health
+            .expect("healthz during the scan")
+            .status()
+            .is_success());
+        for method in ["OPTIONS", "INVITE", "REGISTER"] {
+            let of_method: Vec<_> = answers.iter().filter(|(m, _, _)| m == method).collect();
+            let first = &of_method[0].2;
+            assert!(
+                first.is_some(),
+                "{method} is answered ({transport:?}, {user_agent})"
+            );
+            for (_, ext, answer) in &of_method {
+                assert_eq!(
+                    answer, first,
+                    "{method} to {ext} answered like {method} to {ROOM_NUMBER} ({transport:?}, {user_agent})"
+                );
+            }
+        }
+        let invite = &answers
+            .iter()
+            .find(|(m, _, _)| m == "INVITE")
+            .expect("invite")
+            .2;
+        let expected = if user_agent == "Probe/1.0" { 407 } else { 403 };
+        assert_eq!(invite.as_ref().map(|s| s.0), Some(expected), "{user_agent}");
+    }
+    // The gateway still serves: OPTIONS, the API, and an authenticated call.
+    let mut peer = Peer::connect(&gw, Transport::Udp).await;
+    let (options, _) = peer.request("OPTIONS", "probe", "Carrier SBC", None);
+    peer.send(&options).await;
+    assert_eq!(peer.recv(ANSWER).await.map(|r| r.code), Some(200));
+    gw.client("alice")
+        .talk(Method::GET, "/room", None)
+        .await
+        .expect(200);
+    let (ok, trace) = sipp(
+        &gw,
+        "uac_auth_ringing.xml",
+        Transport::Udp,
+        ROOM_NUMBER,
+        "Carrier SBC",
+        &["-au", "trunk", "-ap", "s3cret"],
+    )
+    .await;
+    assert!(ok, "a real call after the scan:\n{trace}");
+}
