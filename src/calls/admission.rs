@@ -108,6 +108,14 @@ impl Admission {
     /// Decides on one INVITE and logs the decision.
     pub fn decide(&mut self, now: Instant, invite: &InviteFacts<'_>) -> Decision {
         let (decision, why, trunk) = self.decide_inner(now, invite);
+        let kind = match &decision {
+            Decision::Admit { .. } => "admit",
+            Decision::Refuse { .. } => "refuse",
+            Decision::Drop => "drop",
+            Decision::Challenge { .. } => "challenge",
+            Decision::Busy { .. } => "busy",
+        };
+        metrics::counter!("dialbridge_dialin_admissions_total", "decision" => kind).increment(1);
         tracing::info!(
             source = %invite.source,
             uri = invite.request_uri,

@@ -1,0 +1,159 @@
+//! Virtual-time tests of how the user agent refuses incoming calls: silently (nothing ever sent,
+//! retransmissions absorbed, the transaction gone after 64*T1) and with extra headers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dialbridge_sip::endpoint::{Config, Incoming, Transmit};
+use dialbridge_sip::message::{Message, Response};
+use dialbridge_sip::transport::Transport;
+use dialbridge_sip::ua::{CallHandle, UaConfig, UaError, UaEvent, UserAgent};
+
+const LOCAL: &str = "192.0.2.10:5060";
+const PEER: &str = "198.51.100.7:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn agent() -> UserAgent {
+    UserAgent::new(UaConfig {
+        endpoint: Config {
+            local_addrs: vec![(Transport::Udp, addr(LOCAL))],
+            ..Config::default()
+        },
+        ..UaConfig::default()
+    })
+}
+
+fn transmits(ua: &mut UserAgent) -> Vec<Transmit> {
+    std::iter::from_fn(|| ua.poll_transmit()).collect()
+}
+
+const INVITE: &str = "INVITE sip:+4930123456@192.0.2.10 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-scan-1\r\n\
+From: <sip:100@198.51.100.7>;tag=a1\r\n\
+To: <sip:+4930123456@192.0.2.10>\r\n\
+Call-ID: scan-1@198.51.100.7\r\n\
+CSeq: 1 INVITE\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n";
+
+fn deliver(ua: &mut UserAgent, now: Instant, bytes: &[u8]) {
+    ua.handle_input(
+        now,
+        Incoming {
+            transport: Transport::Udp,
+            local: addr(LOCAL),
+            remote: addr(PEER),
+            message: bytes,
+        },
+    );
+}
+
+fn incoming(ua: &mut UserAgent, now: Instant) -> CallHandle {
+    deliver(ua, now, INVITE.as_bytes());
+    match ua.poll_event() {
+        Some(UaEvent::IncomingCall { call, .. }) => call,
+        other => panic!("expected an incoming call, got {other:?}"),
+    }
+}
+
+/// Runs the agent's timers from `from` to `to` in 100 ms steps; returns what it sent.
+fn run(ua: &mut UserAgent, from: Instant, to: Instant) -> Vec<Transmit> {
+    let mut sent = Vec::new();
+    let mut now = from;
+    while now <= to {
+        ua.handle_timeout(now);
+        sent.extend(transmits(ua));
+        now += Duration::from_millis(100);
+    }
+    sent
+}
+
+#[test]
+fn an_ignored_invite_gets_nothing_ever_and_leaves_no_state() {
+    let t0 = Instant::now();
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    ua.ignore(t0, call).expect("ignore");
+    assert_eq!(ua.call_count(), 0);
+    // No 100 Trying (due after 200 ms otherwise), and a retransmission is absorbed.
+    let mut sent = run(&mut ua, t0, t0 + Duration::from_secs(2));
+    deliver(&mut ua, t0 + Duration::from_secs(1), INVITE.as_bytes());
+    assert!(ua.poll_event().is_none(), "a retransmission is no new call");
+    sent.extend(transmits(&mut ua));
+    sent.extend(run(
+        &mut ua,
+        t0 + Duration::from_secs(2),
+        t0 + Duration::from_secs(33),
+    ));
+    assert!(sent.is_empty(), "nothing sent: {sent:?}");
+    assert_eq!(ua.endpoint().transaction_count(), 0, "gone after 64*T1");
+    assert!(ua.poll_event().is_none());
+    assert_eq!(
+        ua.respond(t0, call, 403, "Forbidden", None),
+        Err(UaError::UnknownCall)
+    );
+}
+
+#[test]
+fn an_answered_invite_cannot_be_ignored() {
+    let t0 = Instant::now();
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    ua.respond(t0, call, 180, "Ringing", None).expect("180");
+    assert!(ua.ignore(t0, call).is_err(), "ringing already");
+    assert_eq!(ua.call_count(), 1, "the call goes on");
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    ua.handle_timeout(t0 + Duration::from_millis(300));
+    assert_eq!(transmits(&mut ua).len(), 1, "100 Trying went out");
+    assert!(ua.ignore(t0, call).is_err(), "too late to stay silent");
+}
+
+#[test]
+fn refusals_carry_extra_headers() {
+    let t0 = Instant::now();
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    let headers = vec![
+        (
+            "Proxy-Authenticate".to_string(),
+            "Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256".to_string(),
+        ),
+        (
+            "Proxy-Authenticate".to_string(),
+            "Digest realm=\"r\", nonce=\"n\", algorithm=MD5".to_string(),
+        ),
+    ];
+    ua.respond_with_headers(
+        t0,
+        call,
+        407,
+        "Proxy Authentication Required",
+        &headers,
+        None,
+    )
+    .expect("407");
+    let sent = transmits(&mut ua);
+    let response = match Message::parse(&sent[0].bytes) {
+        Ok(Message::Response(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    let Response {
+        code, headers: h, ..
+    } = response;
+    assert_eq!(code, 407);
+    let values: Vec<&str> = h.get_all("Proxy-Authenticate").collect();
+    assert_eq!(values.len(), 2);
+    assert!(
+        values[0].contains("SHA-256") && values[1].contains("MD5"),
+        "order kept: {values:?}"
+    );
+    assert!(
+        h.to().expect("To").tag().is_some(),
+        "a final answer has a To tag"
+    );
+    assert_eq!(ua.call_count(), 0);
+}
