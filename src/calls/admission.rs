@@ -34,6 +34,8 @@ const SCANNERS: &[&str] = &[
 
 /// Sources remembered by each rate limiter at most; beyond it idle, then oldest entries go.
 const MAX_TRACKED_SOURCES: usize = 10_000;
+/// Nonces whose last nonce count is remembered (replay check); expired ones go first.
+const MAX_TRACKED_NONCES: usize = 10_000;
 
 /// What to do with an inbound INVITE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,10 @@ pub struct Admission {
     nonce_lifetime: Duration,
     secret: [u8; 32],
     epoch: Instant,
+    /// Makes every challenge's nonce different, even within one second.
+    challenges: u64,
+    /// Nonce -> (issue time, highest nonce count accepted): a count seen before is a replay.
+    nonce_counts: HashMap<String, (u64, u32)>,
     invites: RateLimiter,
     auth_failures: RateLimiter,
 }
@@ -100,6 +106,8 @@ impl Admission {
             nonce_lifetime: d.nonce_lifetime.0,
             secret,
             epoch: now,
+            challenges: 0,
+            nonce_counts: HashMap::new(),
             invites: RateLimiter::new(d.invites_per_second, f64::from(d.invite_burst)),
             auth_failures: RateLimiter::new(failures / 60.0, failures),
         }
@@ -191,7 +199,13 @@ impl Admission {
                 return (decision, "too many failed authentications", Some(name));
             }
             match self.check_credentials(now, index, invite) {
-                Credentials::Valid => {}
+                Credentials::Valid { nonce, issued, nc } => {
+                    if !self.first_use(now, nonce, issued, nc) {
+                        let d = self.challenge(now, invite.source, true);
+                        let name = self.trunks[index].config.name.as_str();
+                        return (d, "nonce count used before (replay)", Some(name));
+                    }
+                }
                 Credentials::Missing => {
                     let d = self.challenge(now, invite.source, false);
                     return (
@@ -267,8 +281,9 @@ impl Admission {
             .map_or(0, |t| t.active)
     }
 
-    fn challenge(&self, now: Instant, source: IpAddr, stale: bool) -> Decision {
-        let nonce = self.nonce(self.seconds(now), source);
+    fn challenge(&mut self, now: Instant, source: IpAddr, stale: bool) -> Decision {
+        self.challenges += 1;
+        let nonce = self.nonce(self.seconds(now), self.challenges, source);
         let proxy_authenticate = self
             .algorithms
             .iter()
@@ -285,15 +300,50 @@ impl Admission {
         now.saturating_duration_since(self.epoch).as_secs()
     }
 
-    /// `{issued}-{mac}`: the gateway keeps no nonce table; the MAC binds the issue time and source.
-    fn nonce(&self, issued: u64, source: IpAddr) -> String {
+    /// `{issued}-{serial}-{mac}`: the MAC binds issue time, serial and source, so a nonce is
+    /// checked without a table of issued nonces.
+    fn nonce(&self, issued: u64, serial: u64, source: IpAddr) -> String {
         let mut h = Sha256::new();
         h.update(self.secret);
         h.update(issued.to_be_bytes());
+        h.update(serial.to_be_bytes());
         h.update(source.to_string().as_bytes());
         let mac = h.finalize();
         let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{issued:x}-{hex}")
+        format!("{issued:x}-{serial:x}-{hex}")
+    }
+
+    /// The issue time of a nonce this gateway made for `source`.
+    fn issued(&self, nonce: &str, source: IpAddr) -> Option<u64> {
+        let mut parts = nonce.splitn(3, '-');
+        let issued = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let serial = u64::from_str_radix(parts.next()?, 16).ok()?;
+        (self.nonce(issued, serial, source) == nonce).then_some(issued)
+    }
+
+    /// Records a nonce count; false when this count (or a higher one) was accepted before.
+    fn first_use(&mut self, now: Instant, nonce: String, issued: u64, nc: u32) -> bool {
+        if let Some((_, last)) = self.nonce_counts.get(&nonce) {
+            if nc <= *last {
+                return false;
+            }
+        } else if self.nonce_counts.len() >= MAX_TRACKED_NONCES {
+            let (oldest_valid, lifetime) = (self.seconds(now), self.nonce_lifetime.as_secs());
+            self.nonce_counts
+                .retain(|_, (t, _)| oldest_valid.saturating_sub(*t) <= lifetime);
+            if self.nonce_counts.len() >= MAX_TRACKED_NONCES {
+                let oldest = self
+                    .nonce_counts
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.nonce_counts.remove(&k);
+                }
+            }
+        }
+        self.nonce_counts.insert(nonce, (issued, nc));
+        true
     }
 
     fn check_credentials(
@@ -304,7 +354,7 @@ impl Admission {
     ) -> Credentials {
         let trunk = &self.trunks[index].config;
         let (Some(user), Some(password)) = (&trunk.username, &trunk.password) else {
-            return Credentials::Valid;
+            return Credentials::Wrong;
         };
         let ours = invite
             .proxy_authorization
@@ -318,12 +368,7 @@ impl Admission {
                 Credentials::Wrong
             };
         };
-        let Some(issued) = auth
-            .nonce
-            .split_once('-')
-            .and_then(|(t, _)| u64::from_str_radix(t, 16).ok())
-            .filter(|t| self.nonce(*t, invite.source) == auth.nonce)
-        else {
+        let Some(issued) = self.issued(&auth.nonce, invite.source) else {
             // Not our nonce (or one of a previous run): ask again, it is no failed password.
             return Credentials::Missing;
         };
@@ -343,12 +388,16 @@ impl Admission {
         if self.seconds(now).saturating_sub(issued) > self.nonce_lifetime.as_secs() {
             return Credentials::Stale;
         }
-        Credentials::Valid
+        Credentials::Valid {
+            nc: auth.nc.unwrap_or(0),
+            nonce: auth.nonce,
+            issued,
+        }
     }
 }
 
 enum Credentials {
-    Valid,
+    Valid { nonce: String, issued: u64, nc: u32 },
     Missing,
     Stale,
     Wrong,
@@ -660,7 +709,8 @@ password = "s3cret"
             .iter()
             .all(|v| v.contains("realm=\"dialbridge\"") && !v.contains("stale")));
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            let header = answer(&first, alg, "trunk", "s3cret");
+            let fresh = a.decide(now, &facts("198.51.100.7", Some(&n)));
+            let header = answer(&fresh, alg, "trunk", "s3cret");
             let mut f = facts("198.51.100.7", Some(&n));
             f.proxy_authorization = vec![&header];
             assert_eq!(
@@ -777,6 +827,50 @@ password = "s3cret"
             assert!(matches!(a.decide(now, &f), Decision::Challenge { .. }));
         }
         f.proxy_authorization = vec![&header];
+        assert!(matches!(a.decide(now, &f), Decision::Admit { .. }));
+    }
+
+    #[test]
+    fn replayed_credentials_are_stale_and_nonces_are_unique() {
+        let now = Instant::now();
+        let mut a = admission("", now);
+        let n = number("+4930123456");
+        let first = a.decide(now, &facts("198.51.100.7", Some(&n)));
+        let second = a.decide(now, &facts("198.51.100.7", Some(&n)));
+        let nonce = |d: &Decision| match d {
+            Decision::Challenge { proxy_authenticate } => {
+                Challenge::parse(&proxy_authenticate[0])
+                    .expect("parses")
+                    .nonce
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(nonce(&first), nonce(&second), "a nonce per challenge");
+        let header = answer(&first, Algorithm::Md5, "trunk", "s3cret");
+        let mut f = facts("198.51.100.7", Some(&n));
+        f.proxy_authorization = vec![&header];
+        assert!(matches!(a.decide(now, &f), Decision::Admit { .. }));
+        match a.decide(now, &f) {
+            Decision::Challenge { proxy_authenticate } => assert!(proxy_authenticate
+                .iter()
+                .all(|v| Challenge::parse(v).expect("parses").stale)),
+            other => panic!("a replay must not pass: {other:?}"),
+        }
+        // The same nonce with a higher count is a new request (preemptive authentication).
+        let Decision::Challenge { proxy_authenticate } = &first else {
+            panic!("{first:?}");
+        };
+        let c = Challenge::parse(&proxy_authenticate[1]).expect("MD5 challenge");
+        let next = c
+            .respond(
+                &DigestRequest::new("INVITE", URI),
+                "trunk",
+                "s3cret",
+                "c0ffee",
+                2,
+            )
+            .to_string();
+        f.proxy_authorization = vec![&next];
         assert!(matches!(a.decide(now, &f), Decision::Admit { .. }));
     }
 
