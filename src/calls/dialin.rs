@@ -312,6 +312,67 @@ mod tests {
     use dialbridge_sip::message::Message;
 
     #[test]
+    fn numbers_lead_to_the_pin_entry_a_room_or_nowhere() {
+        use crate::events::EventBus;
+        use crate::store::{Store, StoreError};
+        let config = Config::parse(
+            r#"
+[dialin]
+pin_number = "+4930123400"
+
+[[dialin.routes]]
+number = "+4930123401"
+room = "cfgroom1"
+
+[[dialin.routes]]
+number = "+4930123402"
+room = "gone0000"
+"#,
+            "test",
+        )
+        .expect("config");
+        let store = std::sync::Arc::new(Store::open_in_memory().expect("store"));
+        let (api_room, cfg_room) = store
+            .write(|tx| {
+                let a = tx.insert_room("apiroom1", "A", 2, 1)?;
+                tx.set_room_dialin_number(a, Some("+4930123456"))?;
+                tx.set_room_dialin_wait(a, false)?;
+                let c = tx.insert_room("cfgroom1", "C", 2, 1)?;
+                Ok::<_, StoreError>((a, c))
+            })
+            .expect("rooms");
+        let rooms = Rooms::new(store, std::sync::Arc::new(EventBus::default()), None);
+        let dialin = DialIn::new(&config, rooms);
+        let route = |n: &str| dialin.route(Some(&n.parse().expect("number")));
+        assert_eq!(route("+4930123400"), Route::Pin);
+        assert_eq!(
+            route("+4930123456"),
+            Route::Room(DialinRoom {
+                room_id: api_room,
+                token: "apiroom1".into(),
+                wait_for_call: false
+            })
+        );
+        assert_eq!(
+            route("+4930123401"),
+            Route::Room(DialinRoom {
+                room_id: cfg_room,
+                token: "cfgroom1".into(),
+                wait_for_call: true
+            })
+        );
+        assert_eq!(
+            route("+4930123402"),
+            Route::Unknown,
+            "a route to a missing room"
+        );
+        assert_eq!(route("+4940999999"), Route::Unknown);
+        assert_eq!(dialin.route(None), Route::Unknown);
+        let reserved = DialIn::reserved_numbers(&config);
+        assert_eq!(reserved.len(), 3);
+    }
+
+    #[test]
     fn numbers_are_normalised_to_e164() {
         for (user, want) in [
             ("+4930123456", Some("+4930123456")),
