@@ -855,3 +855,70 @@ async fn a_scan_cannot_tell_numbers_or_users_apart_and_calls_keep_working() {
     .await;
     assert!(ok, "a real call after the scan:\n{trace}");
 }
+
+/// Runs `sipvicious_svwar` (scripts/setup installs it) against `target`, bound to loopback.
+fn svwar(target: SocketAddr, method: &str, dictionary: &std::path::Path) -> String {
+    let port = free_port(Transport::Udp).to_string();
+    let output = Command::new("sipvicious_svwar")
+        .args(["--force", "-m", method, "-b", "127.0.0.1", "-P", &port])
+        .args(["-p", &target.port().to_string(), "--maximumtime", "60"])
+        .arg("-d")
+        .arg(dictionary)
+        .arg(target.ip().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipvicious_svwar must be installed (scripts/setup installs sipvicious)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn sipvicious_finds_no_numbers_or_users() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\n{MD5_FIRST}pin_number = \"+4930123400\"\ninvites_per_second = 1000\ninvite_burst = 1000\n",
+        inbound(DIGEST_TRUNK)
+    ));
+    room_with_number(&gw, true).await;
+    let dictionary = gw.dir.path().join("extensions.txt");
+    let mut words = vec![
+        ROOM_NUMBER.to_string(),
+        "+4930123400".into(),
+        "trunk".into(),
+    ];
+    words.extend((0..30).map(|i| format!("+49301299{i:02}")));
+    words.extend(["100", "1000", "admin", "alice"].map(String::from));
+    std::fs::write(&dictionary, words.join("\n")).expect("dictionary");
+    for method in ["INVITE", "REGISTER", "OPTIONS"] {
+        let target = sip_addr(&gw, Transport::Udp);
+        let dict = dictionary.clone();
+        let scan = tokio::task::spawn_blocking(move || svwar(target, method, &dict));
+        // The API answers during the scan.
+        let health = gw
+            .anonymous()
+            .request(Method::GET, "/healthz")
+            .send()
+            .await
+            .expect("healthz during the scan");
+        assert!(health.status().is_success());
+        let report = scan.await.expect("svwar ran");
+        // svwar lists what it tells apart from its probe of a made-up extension in a table.
+        assert!(
+            report.contains("found nothing") && !report.contains("| Extension"),
+            "{method}: svwar must find no extension:\n{report}"
+        );
+    }
+    // Still serving calls afterwards.
+    let (ok, trace) = sipp(
+        &gw,
+        "uac_auth_ringing.xml",
+        Transport::Udp,
+        ROOM_NUMBER,
+        "Carrier SBC",
+        &["-au", "trunk", "-ap", "s3cret"],
+    )
+    .await;
+    assert!(ok, "a real call after the scans:\n{trace}");
+}
