@@ -64,6 +64,17 @@ pub enum RoomEvent {
         caller_actor_id: String,
         caller_display_name: String,
     },
+    /// Progress of a phone leg (Nextcloud signaling's dial-out status): `cause`, `code` and
+    /// `message` accompany `rejected` and `cleared`.
+    #[serde(rename = "callstatus")]
+    CallStatus {
+        callid: String,
+        status: String,
+        cause: Option<String>,
+        code: Option<u16>,
+        message: Option<String>,
+        attendee_id: i64,
+    },
 }
 
 impl RoomEvent {
@@ -77,6 +88,7 @@ impl RoomEvent {
             RoomEvent::CallEnded { .. } => "call-ended",
             RoomEvent::Dtmf { .. } => "dtmf",
             RoomEvent::Ring { .. } => "ring",
+            RoomEvent::CallStatus { .. } => "callstatus",
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use dialbridge::config::{self, Config};
 use dialbridge::events::EventBus;
-use dialbridge::room::{unix_now, Rooms};
+use dialbridge::room::{unix_now, CallObserver, Dialer, Observers, Rooms};
 use dialbridge::store::Store;
 use dialbridge::{api, auth, calls, runtime};
 
@@ -171,7 +171,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         &config,
         Rooms::new(store.clone(), events.clone(), None),
     ));
-    tokio::spawn(calls::run_sip_events(sip.clone(), sip_events, dialin));
+    let router = Arc::new(calls::CallRouter::default());
+    tokio::spawn(calls::run_sip_events(
+        sip.clone(),
+        sip_events,
+        dialin,
+        router.clone(),
+    ));
+    // Dial-out needs trunks; without them the endpoint answers 501.
+    let dialer = if config.trunks.is_empty() {
+        None
+    } else {
+        let legs_rooms = Rooms::new(store.clone(), events.clone(), None);
+        Some(calls::dialout::TrunkDialer::new(
+            &config,
+            sip.clone(),
+            media.clone(),
+            legs_rooms,
+            router.clone(),
+        )?)
+    };
+    let mut observers: Vec<Arc<dyn CallObserver>> = vec![Arc::new(media.clone())];
+    let mut as_dialer: Option<Arc<dyn Dialer>> = None;
+    if let Some(d) = &dialer {
+        observers.push(d.clone());
+        as_dialer = Some(d.clone());
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -184,8 +209,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(%http_addr, %public_url, "HTTP API listening");
     let state = Arc::new(api::AppState {
-        rooms: Rooms::new(store, events.clone(), None)
-            .with_call_observer(Arc::new(media.clone()))
+        rooms: Rooms::new(store, events.clone(), as_dialer)
+            .with_call_observer(Arc::new(Observers(observers)))
             .with_reserved_numbers(calls::dialin::DialIn::reserved_numbers(&config)),
         events,
         metrics,

@@ -12,6 +12,7 @@
 //! - [`mixer`]: N-1 room mixer with soft clipping and mutes.
 //! - [`rtp_leg`]: the phone's RTP/RTCP session (latching, inactivity, DTMF, reports).
 //! - [`ports`]: RTP/RTCP port pairs from the configured range.
+//! - [`resample`]: 8 kHz <-> 48 kHz for phone legs in rooms mixing at 48 kHz.
 //! - [`testing`]: tone generator and Goertzel detector for tests.
 
 pub mod dtmf;
@@ -21,6 +22,7 @@ pub mod mixer;
 pub mod opus_codec;
 pub mod plc;
 pub mod ports;
+pub mod resample;
 pub mod rtp_leg;
 pub mod testing;
 pub mod transcode;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::ocs::{lenient, Ocs, OcsError, Params};
 use super::{session_from_cookies, Auth, St};
-use crate::room::CallParticipantView;
+use crate::room::{CallParticipantView, DialoutOptions};
 use crate::store::CallRecord;
 
 type ApiResult<T> = Result<Ocs<T>, OcsError>;
@@ -107,17 +107,32 @@ pub async fn ring(
     Ok(Ocs::ok(json!([])))
 }
 
+#[derive(Deserialize, Default)]
+pub struct Dialout {
+    /// The From number instead of the trunk's caller id.
+    #[serde(default)]
+    caller: Option<String>,
+    /// Withhold the caller id.
+    #[serde(default, deserialize_with = "lenient::boolean")]
+    anonymous: Option<bool>,
+}
+
 pub async fn dialout(
     state: St,
     Auth(user): Auth,
     Path((token, attendee_id)): Path<(String, String)>,
     headers: HeaderMap,
+    Params(p): Params<Dialout>,
 ) -> ApiResult<Value> {
     let attendee_id = parse_attendee_id(&attendee_id)?;
     let cookie = session_from_cookies(&headers, &token);
+    let options = DialoutOptions {
+        caller: p.caller.filter(|c| !c.is_empty()),
+        anonymous: p.anonymous.unwrap_or(false),
+    };
     let call_id = state
         .rooms
-        .dialout(&user, &token, cookie.as_deref(), attendee_id)?;
+        .dialout(&user, &token, cookie.as_deref(), attendee_id, options)?;
     Ok(Ocs::ok(json!({"callid": call_id, "status": "accepted"})))
 }
 
@@ -136,4 +151,21 @@ pub async fn records(
     Path(token): Path<String>,
 ) -> ApiResult<Vec<CallRecord>> {
     Ok(Ocs::ok(state.rooms.call_records(&user, &token)?))
+}
+
+#[derive(Deserialize)]
+pub struct PhoneDtmf {
+    #[serde(default)]
+    digits: String,
+}
+
+/// `POST /api/v1/rooms/{token}/phones/{callid}/dtmf`: key presses to a phone (moderators).
+pub async fn phone_dtmf(
+    state: St,
+    Auth(user): Auth,
+    Path((token, call_id)): Path<(String, String)>,
+    Params(p): Params<PhoneDtmf>,
+) -> ApiResult<Value> {
+    state.rooms.phone_dtmf(&user, &token, &call_id, &p.digits)?;
+    Ok(Ocs::ok(json!({"callid": call_id, "digits": p.digits})))
 }

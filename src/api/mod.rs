@@ -91,6 +91,10 @@ pub fn router(state: SharedState) -> Router {
     let own = Router::new()
         .route("/rooms/{token}/events", get(events::stream))
         .route("/rooms/{token}/calls", get(call::records))
+        .route(
+            "/rooms/{token}/phones/{call_id}/dtmf",
+            post(call::phone_dtmf),
+        )
         .route("/rooms/{token}/dialin", put(dialin::set))
         .route("/rooms/{token}/media", post(media::join))
         .route(

@@ -104,6 +104,8 @@ impl From<RoomError> for OcsError {
             ErrorKind::Lobby => StatusCode::PRECONDITION_FAILED,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         OcsError::new(status, e.error, e.message)

@@ -1,23 +1,97 @@
 //! Call orchestration: ties SIP dialogs, media legs and room participants together.
+//!
+//! - [`admission`] and [`dialin`]: which inbound INVITEs are taken, and the room they reach.
+//! - [`dialout`]: the trunk-side checks (trunk choice, limits) and the INVITE of a dial-out.
+//! - [`phone_leg`]: one phone leg from INVITE to its end, whichever side started it: status
+//!   into the room, media into the mix, hangup paths, call record.
 
 pub mod admission;
 pub mod dialin;
+pub mod dialout;
+pub mod phone_leg;
 pub mod pin;
 pub mod wav;
 
-use dialbridge_sip::ua::UaEvent;
-use tokio::sync::mpsc;
+use std::collections::HashMap;
 
-use crate::runtime::sip::SipHandle;
+use dialbridge_sip::ua::{CallHandle, OutgoingCall, UaEvent};
+use tokio::sync::{mpsc, Mutex};
 
-/// Consumes the SIP driver's events. Inbound calls go through dial-in admission and routing.
+use crate::runtime::sip::{Credentials, SipError, SipHandle};
+
+/// Hands each SIP event of a call to the task that owns the call.
+#[derive(Default)]
+pub struct CallRouter {
+    calls: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<UaEvent>>>,
+}
+
+fn call_of(event: &UaEvent) -> Option<CallHandle> {
+    match event {
+        UaEvent::Progress { call, .. }
+        | UaEvent::Answered { call, .. }
+        | UaEvent::Confirmed { call, .. }
+        | UaEvent::Failed { call, .. }
+        | UaEvent::Cancelled { call }
+        | UaEvent::ReInvite { call, .. }
+        | UaEvent::Info { call, .. }
+        | UaEvent::Ended { call, .. } => Some(*call),
+        UaEvent::IncomingCall { .. } | UaEvent::Discarded { .. } => None,
+    }
+}
+
+impl CallRouter {
+    /// Sends an INVITE and returns its handle with the call's event stream. The table stays
+    /// locked until the handle is known, so no early response can miss its owner.
+    pub async fn invite(
+        &self,
+        sip: &SipHandle,
+        call: OutgoingCall,
+        credentials: Option<Credentials>,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<UaEvent>), SipError> {
+        let mut calls = self.calls.lock().await;
+        let handle = sip.invite(call, credentials).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        calls.insert(handle, tx);
+        Ok((handle, rx))
+    }
+
+    /// Takes over the events of an incoming call.
+    pub async fn register(&self, call: CallHandle) -> mpsc::UnboundedReceiver<UaEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.calls.lock().await.insert(call, tx);
+        rx
+    }
+
+    pub async fn forget(&self, call: CallHandle) {
+        self.calls.lock().await.remove(&call);
+    }
+
+    /// Delivers `event` to its call's owner; gives it back when nobody owns it.
+    async fn route(&self, event: UaEvent) -> Option<UaEvent> {
+        let Some(call) = call_of(&event) else {
+            return Some(event);
+        };
+        let calls = self.calls.lock().await;
+        match calls.get(&call) {
+            Some(owner) => owner.send(event).err().map(|e| e.0),
+            None => Some(event),
+        }
+    }
+}
+
+/// Consumes the SIP driver's events: each call's events go to the task that owns it (phone
+/// legs); new inbound calls go to dial-in.
 pub async fn run_sip_events(
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<UaEvent>,
     dialin: std::sync::Arc<dialin::DialIn>,
+    router: std::sync::Arc<CallRouter>,
 ) {
     while let Some(event) = events.recv().await {
         dialin.observe(&event);
+        let Some(event) = router.route(event).await else {
+            continue;
+        };
         match event {
             UaEvent::IncomingCall {
                 call,
@@ -27,7 +101,7 @@ pub async fn run_sip_events(
             } => {
                 dialin
                     .incoming(&sip, call, request, transport, remote)
-                    .await
+                    .await;
             }
             UaEvent::Discarded { .. } => {}
             other => tracing::debug!(?other, "SIP event"),

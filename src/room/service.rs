@@ -10,10 +10,14 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use serde::Serialize;
 
-use super::{actor_type, in_call, lobby, participant_type, permissions, room_type, PhoneNumber};
+use super::{
+    actor_type, in_call, lobby, participant_type, permissions, room_type, CallStatus, PhoneNumber,
+};
 use crate::auth::AuthUser;
 use crate::events::{EventBus, RoomEvent};
-use crate::store::{AttendeeRow, CallRecord, RoomRow, SessionRow, Store, StoreError, Tx};
+use crate::store::{
+    AttendeeRow, CallRecord, PhoneCallRecord, RoomRow, SessionRow, Store, StoreError, Tx,
+};
 
 mod dialin;
 
@@ -34,6 +38,10 @@ pub enum ErrorKind {
     NotImplemented,
     /// The change clashes with another room's (a dial-in number in use): 409.
     Conflict,
+    /// A limit was reached (a trunk's calls per second): try again later (429).
+    TooManyRequests,
+    /// No capacity now (a trunk's concurrent calls, RTP ports): 503.
+    Unavailable,
     Internal,
 }
 
@@ -152,13 +160,47 @@ pub struct DialoutTarget {
     pub room_id: i64,
     pub room_token: String,
     pub attendee_id: i64,
+    pub actor_id: String,
     pub number: String,
+    /// The From number the moderator asked for (`caller`), instead of the trunk's.
+    pub caller: Option<String>,
+    /// Withhold the caller id (CLIR).
+    pub anonymous: bool,
+}
+
+/// Options of a dial-out request (`caller`, `anonymous`).
+#[derive(Debug, Clone, Default)]
+pub struct DialoutOptions {
+    pub caller: Option<String>,
+    pub anonymous: bool,
+}
+
+/// A phone leg's change of status, as reported into its room.
+#[derive(Debug, Clone)]
+pub struct PhoneStatus {
+    pub status: CallStatus,
+    pub cause: Option<String>,
+    pub code: Option<u16>,
+    pub message: Option<String>,
 }
 
 /// Places phone calls; provided once SIP trunks are configured.
 pub trait Dialer: Send + Sync {
     /// Starts the call and returns its call id, or refuses it.
     fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
+    /// Sends key presses (RFC 4733) to the phone of call `call_id` in room `room_id`.
+    fn send_dtmf(&self, room_id: i64, call_id: &str, digits: &str) -> RoomResult<()> {
+        let _ = (room_id, call_id, digits);
+        Err(not_configured())
+    }
+}
+
+fn not_configured() -> RoomError {
+    RoomError::new(
+        ErrorKind::NotImplemented,
+        "sip",
+        "SIP dial-out is not configured: add a [[trunks]] entry to the configuration",
+    )
 }
 
 /// Told which sessions left a room's call, after the change is committed (the media engine
@@ -166,6 +208,24 @@ pub trait Dialer: Send + Sync {
 /// everyone all count.
 pub trait CallObserver: Send + Sync {
     fn left_call(&self, room_id: i64, sessions: &[String]);
+    /// An attendee was removed from the room (a phone attendee's call must end with it).
+    fn attendee_removed(&self, _room_id: i64, _attendee_id: i64) {}
+}
+
+/// Several observers told in turn.
+pub struct Observers(pub Vec<Arc<dyn CallObserver>>);
+
+impl CallObserver for Observers {
+    fn left_call(&self, room_id: i64, sessions: &[String]) {
+        for o in &self.0 {
+            o.left_call(room_id, sessions);
+        }
+    }
+    fn attendee_removed(&self, room_id: i64, attendee_id: i64) {
+        for o in &self.0 {
+            o.attendee_removed(room_id, attendee_id);
+        }
+    }
 }
 
 /// The participant a media session belongs to (`POST /api/v1/rooms/{token}/media`).
@@ -702,7 +762,12 @@ impl Rooms {
             tx.delete_attendee(target.id)?;
             Self::settle_call(tx, out, m.room.id, was_active, &m.attendee, false, false)?;
             tracing::info!(%token, attendee_id, by = %user.id, "attendee removed");
-            Ok(())
+            Ok(m.room.id)
+        })
+        .map(|room_id| {
+            if let Some(observer) = &self.observer {
+                observer.attendee_removed(room_id, attendee_id);
+            }
         })
     }
 
@@ -1043,6 +1108,7 @@ impl Rooms {
         token: &str,
         cookie: Option<&str>,
         attendee_id: i64,
+        options: DialoutOptions,
     ) -> RoomResult<String> {
         let target = self.transact(|tx, _| {
             let m = Self::membership(tx, user, token)?;
@@ -1073,16 +1139,45 @@ impl Rooms {
                 room_id: m.room.id,
                 room_token: m.room.token.clone(),
                 attendee_id: target.id,
+                actor_id: target.actor_id.clone(),
                 number: target.phone_number.unwrap_or_default(),
+                caller: options.caller,
+                anonymous: options.anonymous,
             })
         })?;
         match &self.dialer {
             Some(dialer) => dialer.dial(target),
-            None => Err(RoomError::new(
-                ErrorKind::NotImplemented,
-                "sip",
-                "SIP dial-out is not configured: add a [[trunks]] entry to the configuration",
-            )),
+            None => Err(not_configured()),
+        }
+    }
+
+    /// Sends key presses to a phone leg of the room (moderators only).
+    pub fn phone_dtmf(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        call_id: &str,
+        digits: &str,
+    ) -> RoomResult<()> {
+        let room_id = self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            Ok(m.room.id)
+        })?;
+        let valid = !digits.is_empty()
+            && digits.len() <= 32
+            && digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'));
+        if !valid {
+            return Err(RoomError::bad_request(
+                "digits",
+                "digits must be 1 to 32 of 0-9, *, #, A-D",
+            ));
+        }
+        match &self.dialer {
+            Some(dialer) => dialer.send_dtmf(room_id, call_id, digits),
+            None => Err(not_configured()),
         }
     }
 
@@ -1126,6 +1221,147 @@ impl Rooms {
             let m = Self::membership(tx, user, token)?;
             let sessions = tx.sessions_of_attendee(m.attendee.id)?;
             Ok((m.room.id, sessions.into_iter().map(|s| s.id).collect()))
+        })
+    }
+
+    // Phone legs (reported by call orchestration, not by an API user).
+
+    /// The virtual session that stands for a phone leg in the room once it answered.
+    pub fn phone_session_id(call_id: &str) -> String {
+        format!("phone-{call_id}")
+    }
+
+    /// Opens a phone leg's call record, sets the attendee's call id and announces `accepted`.
+    /// Returns the record id.
+    pub fn phone_leg_started(&self, record: &PhoneCallRecord) -> RoomResult<i64> {
+        self.transact(|tx, out| {
+            let id = tx.insert_phone_call_record(record, unix_now())?;
+            tx.set_attendee_call(
+                record.attendee_id,
+                Some(&record.call_id),
+                Some(CallStatus::Accepted.as_str()),
+            )?;
+            out.push((
+                record.room_id,
+                None,
+                RoomEvent::CallStatus {
+                    callid: record.call_id.clone(),
+                    status: CallStatus::Accepted.as_str().into(),
+                    cause: None,
+                    code: None,
+                    message: None,
+                    attendee_id: record.attendee_id,
+                },
+            ));
+            Ok(id)
+        })
+    }
+
+    /// Records and announces a phone leg's new status. `connected` puts the phone in the call
+    /// (a virtual session with IN_CALL|WITH_PHONE); a final status takes it out again.
+    pub fn phone_leg_status(
+        &self,
+        record: &PhoneCallRecord,
+        record_id: i64,
+        change: &PhoneStatus,
+    ) -> RoomResult<()> {
+        self.transact(|tx, out| {
+            let now = unix_now();
+            let room_id = record.room_id;
+            let status = change.status.as_str();
+            if change.status.is_final() {
+                tx.end_phone_call_record(
+                    record_id,
+                    now,
+                    status,
+                    change.cause.as_deref().unwrap_or(""),
+                    change.code,
+                )?;
+            } else {
+                let answered = (change.status == CallStatus::Connected).then_some(now);
+                tx.update_phone_call_record(record_id, status, answered)?;
+            }
+            let attendee = tx.attendee(room_id, record.attendee_id)?;
+            if let Some(a) = &attendee {
+                // A newer leg of the same attendee owns its state.
+                if a.call_id.as_deref() == Some(record.call_id.as_str()) {
+                    tx.set_attendee_call(a.id, Some(&record.call_id), Some(status))?;
+                }
+            }
+            out.push((
+                room_id,
+                None,
+                RoomEvent::CallStatus {
+                    callid: record.call_id.clone(),
+                    status: status.into(),
+                    cause: change.cause.clone(),
+                    code: change.code,
+                    message: change.message.clone(),
+                    attendee_id: record.attendee_id,
+                },
+            ));
+            let Some(a) = attendee else {
+                return Ok(());
+            };
+            let session_id = Self::phone_session_id(&record.call_id);
+            let existing = tx
+                .sessions_of_attendee(a.id)?
+                .into_iter()
+                .find(|s| s.id == session_id);
+            let was_active = Self::call_active(tx, room_id)?;
+            if change.status == CallStatus::Connected && existing.is_none() {
+                let flags = in_call::IN_CALL | in_call::WITH_PHONE;
+                tx.insert_session(&session_id, a.id, now)?;
+                tx.set_session_in_call(&session_id, flags, now)?;
+                out.push((
+                    room_id,
+                    None,
+                    RoomEvent::ParticipantJoined {
+                        attendee_id: a.id,
+                        actor_type: a.actor_type.clone(),
+                        actor_id: a.actor_id.clone(),
+                        display_name: a.display_name.clone(),
+                        session_id: session_id.clone(),
+                    },
+                ));
+                out.push((room_id, None, Self::flags_event(&a, &session_id, flags)));
+            } else if change.status.is_final() {
+                if let Some(s) = existing {
+                    tx.delete_session(&s.id)?;
+                    if s.in_call != in_call::DISCONNECTED {
+                        out.push((
+                            room_id,
+                            None,
+                            Self::flags_event(&a, &s.id, in_call::DISCONNECTED),
+                        ));
+                    }
+                    out.push((room_id, None, Self::left_event(&a, &s.id)));
+                }
+            }
+            Self::settle_call(tx, out, room_id, was_active, &a, false, false)?;
+            Ok(())
+        })
+    }
+
+    /// Whether the attendee is still in the room.
+    pub fn attendee_exists(&self, room_id: i64, attendee_id: i64) -> RoomResult<bool> {
+        self.transact(|tx, _| Ok(tx.attendee(room_id, attendee_id)?.is_some()))
+    }
+
+    /// Whether a session other than phone legs is in the room's call (phones alone do not
+    /// keep a call going).
+    pub fn has_non_phone_in_call(&self, room_id: i64) -> RoomResult<bool> {
+        self.transact(|tx, _| {
+            let phones: Vec<i64> = tx
+                .attendees(room_id)?
+                .into_iter()
+                .filter(|a| a.actor_type == actor_type::PHONES)
+                .map(|a| a.id)
+                .collect();
+            Ok(tx
+                .sessions_of_room(room_id)?
+                .iter()
+                .any(|s| s.in_call != in_call::DISCONNECTED && !phones.contains(&s.attendee_id)))
         })
     }
 

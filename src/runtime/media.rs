@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::mixer::{Mixer, ParticipantId};
+use dialbridge_bridge::resample::{Downsampler, Upsampler, FRAME_48K, FRAME_8K};
+use dialbridge_bridge::rtp_leg::{self, RtpLeg, RtpLegConfig};
 use dialbridge_bridge::webrtc::{LegEvent, WebRtcError, WebRtcLeg, WebRtcLegConfig, FRAME_MS};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -31,9 +34,12 @@ use crate::config::MediaConfig;
 use crate::events::{EventBus, RoomEvent};
 use crate::room::{CallObserver, MediaParticipant};
 
-/// Sample rate rooms mix at. Rooms hold only WebRTC participants so far, whose Opus carries
-/// wideband speech, so they mix at 48 kHz (the rate libopus decodes to natively).
+/// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband
+/// speech to natively. Phone legs are resampled 8 <-> 48 kHz at the mixer's edge.
 pub const MIX_RATE: u32 = 48_000;
+/// Length of a DTMF digit sent to a phone, and the pause after it.
+const DTMF_TONE: Duration = Duration::from_millis(100);
+const DTMF_GAP: Duration = Duration::from_millis(60);
 
 /// One mixing tick.
 const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
@@ -98,10 +104,54 @@ enum Command {
         room_id: i64,
         sessions: Vec<String>,
     },
+    AddPhone {
+        id: MediaId,
+        phone: Box<PhoneMedia>,
+    },
+    UpdatePhone {
+        id: MediaId,
+        remote: PhoneRemote,
+    },
+    RemovePhone {
+        id: MediaId,
+    },
+    PhoneDtmf {
+        id: MediaId,
+        digits: String,
+    },
     /// Close every leg (RTCP BYE, DTLS close_notify) and stop.
     Shutdown {
         done: oneshot::Sender<()>,
     },
+}
+
+/// Where a phone leg's media goes, from the SDP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhoneRemote {
+    pub law: G711,
+    pub dtmf_pt: Option<u8>,
+    pub rtp: SocketAddr,
+    pub rtcp: SocketAddr,
+}
+
+/// What the engine tells the phone leg's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneMediaEvent {
+    /// No RTP for the media timeout.
+    Inactive,
+    /// The phone sent RTCP BYE.
+    Bye,
+}
+
+/// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room,
+/// where to send, and where to report.
+pub struct PhoneMedia {
+    pub who: MediaParticipant,
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
+    pub remote: PhoneRemote,
+    pub media_timeout: Duration,
+    pub events: mpsc::UnboundedSender<PhoneMediaEvent>,
 }
 
 /// The API's handle on the engine.
@@ -187,6 +237,35 @@ impl MediaHandle {
 }
 
 impl MediaHandle {
+    /// Adds a phone leg to its room's mix.
+    pub fn add_phone(&self, id: MediaId, phone: PhoneMedia) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::AddPhone {
+                id,
+                phone: Box::new(phone),
+            })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Points a phone leg at a new remote (the 200's SDP after early media from a 183).
+    pub fn update_phone(&self, id: MediaId, remote: PhoneRemote) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::UpdatePhone { id, remote })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Ends a phone leg's media (sends RTCP BYE, frees its sockets).
+    pub fn remove_phone(&self, id: MediaId) {
+        let _ = self.commands.send(Command::RemovePhone { id });
+    }
+
+    /// Queues RFC 4733 key presses to a phone leg.
+    pub fn phone_dtmf(&self, id: MediaId, digits: String) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::PhoneDtmf { id, digits })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
     /// Closes every leg, so peers learn at once that the call is over, and stops the engine.
     pub async fn shutdown(&self) {
         let (done, closed) = oneshot::channel();
@@ -245,9 +324,43 @@ struct Slot {
     addrs: Vec<SocketAddr>,
 }
 
+struct PhoneSlot {
+    who: MediaParticipant,
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
+    leg: RtpLeg,
+    media_timeout: Duration,
+    events: mpsc::UnboundedSender<PhoneMediaEvent>,
+    up: Upsampler,
+    down: Downsampler,
+    wide: Box<[i16; FRAME_48K]>,
+    narrow: [i16; FRAME_8K],
+    dtmf: std::collections::VecDeque<char>,
+    dtmf_next: Instant,
+}
+
+fn phone_leg(now: Instant, remote: &PhoneRemote, media_timeout: Duration) -> RtpLeg {
+    let mut cfg = RtpLegConfig::new(remote.law, rand::random(), remote.rtp);
+    cfg.remote_rtcp = remote.rtcp;
+    cfg.dtmf_pt = remote.dtmf_pt;
+    cfg.inactivity_timeout = Some(media_timeout);
+    RtpLeg::new(now, std::time::SystemTime::now(), cfg)
+}
+
 struct Room {
     mixer: Mixer,
     members: Vec<MediaId>,
+    phones: Vec<MediaId>,
+}
+
+impl Room {
+    fn new() -> Room {
+        Room {
+            mixer: Mixer::new((MIX_RATE * FRAME_MS / 1000) as usize),
+            members: Vec::new(),
+            phones: Vec::new(),
+        }
+    }
 }
 
 struct Engine {
@@ -258,6 +371,7 @@ struct Engine {
     commands: mpsc::UnboundedReceiver<Command>,
     events: Arc<EventBus>,
     legs: HashMap<MediaId, Slot>,
+    phones: HashMap<MediaId, PhoneSlot>,
     by_addr: HashMap<SocketAddr, MediaId>,
     rooms: HashMap<i64, Room>,
     next_tick: Instant,
@@ -285,6 +399,7 @@ impl Engine {
             commands,
             events,
             legs: HashMap::new(),
+            phones: HashMap::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
             next_tick: Instant::now() + TICK,
@@ -338,6 +453,10 @@ impl Engine {
         for id in ids {
             self.remove(id, "shutdown");
         }
+        let ids: Vec<MediaId> = self.phones.keys().copied().collect();
+        for id in ids {
+            self.remove_phone(id, "shutdown");
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -353,10 +472,7 @@ impl Engine {
                 for old in replaced {
                     self.remove(old, "replaced by a new offer");
                 }
-                let room = self.rooms.entry(room_id).or_insert_with(|| Room {
-                    mixer: Mixer::new((MIX_RATE * FRAME_MS / 1000) as usize),
-                    members: Vec::new(),
-                });
+                let room = self.rooms.entry(room_id).or_insert_with(Room::new);
                 if room.mixer.add(participant(id)).is_ok() {
                     room.members.push(id);
                     let now = Instant::now();
@@ -407,7 +523,80 @@ impl Engine {
                 self.close_all();
                 let _ = done.send(());
             }
+            Command::AddPhone { id, phone } => self.add_phone(id, *phone),
+            Command::UpdatePhone { id, remote } => {
+                if let Some(slot) = self.phones.get_mut(&id) {
+                    let now = Instant::now();
+                    slot.leg.close(now);
+                    send_phone(id, slot);
+                    slot.leg = phone_leg(now, &remote, slot.media_timeout);
+                    tracing::info!(media = %id, remote = %remote.rtp, "phone leg re-pointed");
+                }
+            }
+            Command::RemovePhone { id } => self.remove_phone(id, "call ended"),
+            Command::PhoneDtmf { id, digits } => {
+                if let Some(slot) = self.phones.get_mut(&id) {
+                    slot.dtmf.extend(digits.chars());
+                }
+            }
         }
+    }
+
+    fn add_phone(&mut self, id: MediaId, phone: PhoneMedia) {
+        let PhoneMedia {
+            who,
+            rtp,
+            rtcp,
+            remote,
+            media_timeout,
+            events,
+        } = phone;
+        let now = Instant::now();
+        let room_id = who.room_id;
+        let room = self.rooms.entry(room_id).or_insert_with(Room::new);
+        if room.mixer.add(participant(id)).is_err() {
+            tracing::warn!(media = %id, room_id, "phone leg not added: already in the mix");
+            return;
+        }
+        room.phones.push(id);
+        self.phones.insert(
+            id,
+            PhoneSlot {
+                who,
+                rtp,
+                rtcp,
+                leg: phone_leg(now, &remote, media_timeout),
+                media_timeout,
+                events,
+                up: Upsampler::default(),
+                down: Downsampler::default(),
+                wide: Box::new([0; FRAME_48K]),
+                narrow: [0; FRAME_8K],
+                dtmf: Default::default(),
+                dtmf_next: now,
+            },
+        );
+        metrics::gauge!("dialbridge_phone_media_legs").set(self.phones.len() as f64);
+        tracing::info!(media = %id, room_id, remote = %remote.rtp, "phone leg added");
+    }
+
+    fn remove_phone(&mut self, id: MediaId, why: &str) {
+        let Some(mut slot) = self.phones.remove(&id) else {
+            return;
+        };
+        slot.leg.close(Instant::now());
+        send_phone(id, &mut slot);
+        let room_id = slot.who.room_id;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            let _ = room.mixer.remove(participant(id));
+            room.phones.retain(|m| *m != id);
+            if room.members.is_empty() && room.phones.is_empty() {
+                self.rooms.remove(&room_id);
+            }
+        }
+        metrics::gauge!("dialbridge_phone_media_legs").set(self.phones.len() as f64);
+        let st = slot.leg.inbound().jitter_stats();
+        tracing::info!(media = %id, room_id, reason = why, lost = st.lost, "phone leg removed");
     }
 
     fn read_all(&mut self) {
@@ -523,7 +712,41 @@ impl Engine {
                     let _ = room.mixer.push(participant(*id), pcm);
                 }
             }
+            // Phone datagrams are read once per tick: the jitter buffer absorbs the wait.
+            for id in &room.phones {
+                if let Some(slot) = self.phones.get_mut(id) {
+                    receive_phone(now, &mut self.buf, slot);
+                    let (pcm, _) = slot.leg.tick(now);
+                    slot.up.process(pcm, &mut slot.wide);
+                    let _ = room.mixer.push(participant(*id), &slot.wide[..]);
+                }
+            }
             room.mixer.mix();
+            for id in &room.phones {
+                let (Some(slot), Some(pcm)) =
+                    (self.phones.get_mut(id), room.mixer.output(participant(*id)))
+                else {
+                    continue;
+                };
+                slot.down.process(pcm, &mut slot.narrow);
+                if now >= slot.dtmf_next {
+                    if let Some(digit) = slot.dtmf.pop_front() {
+                        match slot.leg.send_dtmf(now, digit, DTMF_TONE) {
+                            Ok(()) => tracing::info!(media = %id, %digit, "DTMF to phone"),
+                            Err(e) => {
+                                tracing::info!(media = %id, %digit, error = %e, "DTMF not sent")
+                            }
+                        }
+                        slot.dtmf_next = now + DTMF_TONE + DTMF_GAP;
+                    }
+                }
+                slot.leg.send_audio(now, &slot.narrow);
+                if slot.leg.poll_timeout().is_some_and(|t| t <= now) {
+                    slot.leg.handle_timeout(now);
+                }
+                send_phone(*id, slot);
+                phone_events(&self.events, *id, slot);
+            }
             for id in &room.members {
                 let (Some(slot), Some(pcm)) =
                     (self.legs.get_mut(id), room.mixer.output(participant(*id)))
@@ -577,7 +800,7 @@ impl Engine {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             let _ = room.mixer.remove(participant(id));
             room.members.retain(|m| *m != id);
-            if room.members.is_empty() {
+            if room.members.is_empty() && room.phones.is_empty() {
                 self.rooms.remove(&room_id);
             }
         }
@@ -600,6 +823,79 @@ impl Engine {
             concealed = st.decode.concealed,
             "WebRTC leg removed"
         );
+    }
+}
+
+/// Reads every datagram waiting on a phone leg's sockets into the leg.
+fn receive_phone(now: Instant, buf: &mut [u8], slot: &mut PhoneSlot) {
+    for socket in [&slot.rtp, &slot.rtcp] {
+        // Bounded, so a flood on one leg cannot hold up the tick.
+        for _ in 0..64 {
+            match socket.recv_from(buf) {
+                Ok((n, from)) => {
+                    if let Some(bytes) = buf.get(..n) {
+                        if let Err(e) = slot.leg.handle_datagram(now, from, bytes) {
+                            tracing::trace!(%from, error = %e, "phone datagram refused");
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "phone socket read failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn send_phone(id: MediaId, slot: &mut PhoneSlot) {
+    let mut out = [0u8; rtp_leg::MAX_DATAGRAM];
+    while let Some(t) = slot.leg.poll_transmit(&mut out) {
+        let socket = if t.rtcp { &slot.rtcp } else { &slot.rtp };
+        let Some(bytes) = out.get(..t.len) else {
+            continue;
+        };
+        if let Err(e) = socket.send_to(bytes, t.to) {
+            tracing::debug!(media = %id, to = %t.to, error = %e, "phone send failed");
+        }
+    }
+}
+
+/// Key presses become room events; inactivity and BYE go to the leg's owner.
+fn phone_events(events: &EventBus, id: MediaId, slot: &mut PhoneSlot) {
+    while let Some(event) = slot.leg.poll_event() {
+        match event {
+            rtp_leg::LegEvent::Dtmf(d) => {
+                let Some(digit) = d.digit() else {
+                    continue;
+                };
+                tracing::info!(media = %id, %digit, "DTMF from phone");
+                let who = &slot.who;
+                events.publish(
+                    who.room_id,
+                    None,
+                    RoomEvent::Dtmf {
+                        attendee_id: who.attendee_id,
+                        actor_type: who.actor_type.clone(),
+                        actor_id: who.actor_id.clone(),
+                        session_id: who.session_id.clone(),
+                        digit: digit.to_string(),
+                    },
+                );
+            }
+            rtp_leg::LegEvent::Inactive => {
+                let _ = slot.events.send(PhoneMediaEvent::Inactive);
+            }
+            rtp_leg::LegEvent::Bye => {
+                let _ = slot.events.send(PhoneMediaEvent::Bye);
+            }
+            rtp_leg::LegEvent::Latched(from) => {
+                tracing::debug!(media = %id, %from, "phone media latched")
+            }
+            rtp_leg::LegEvent::Active => {}
+        }
     }
 }
 

@@ -625,6 +625,59 @@ impl Tx<'_> {
         let rows = stmt.query_map([room_id], call_record_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Opens the record of one phone leg (`kind` 'dialout' or 'dialin'), status `accepted`.
+    pub fn insert_phone_call_record(&self, leg: &PhoneCallRecord, now: i64) -> StoreResult<i64> {
+        self.0.execute(
+            "INSERT INTO call_records (room_id, kind, attendee_id, number, trunk, call_id, started_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted')",
+            params![leg.room_id, leg.kind, leg.attendee_id, leg.number, leg.trunk, leg.call_id, now],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    /// Notes a phone leg's progress (ringing) or its answer (connected, with the time).
+    pub fn update_phone_call_record(
+        &self,
+        id: i64,
+        status: &str,
+        answered_at: Option<i64>,
+    ) -> StoreResult<()> {
+        self.0.execute(
+            "UPDATE call_records SET status = ?2, answered_at = COALESCE(?3, answered_at)
+             WHERE id = ?1 AND ended_at IS NULL",
+            params![id, status, answered_at],
+        )?;
+        Ok(())
+    }
+
+    /// Closes a phone leg's record with its final status, cause and SIP code.
+    pub fn end_phone_call_record(
+        &self,
+        id: i64,
+        now: i64,
+        status: &str,
+        cause: &str,
+        sip_code: Option<u16>,
+    ) -> StoreResult<()> {
+        self.end_call_record(id, now, status, cause)?;
+        self.0.execute(
+            "UPDATE call_records SET sip_code = ?2 WHERE id = ?1",
+            params![id, sip_code],
+        )?;
+        Ok(())
+    }
+}
+
+/// What identifies a phone leg's call record.
+#[derive(Debug, Clone)]
+pub struct PhoneCallRecord {
+    pub room_id: i64,
+    pub kind: &'static str,
+    pub attendee_id: i64,
+    pub number: String,
+    pub trunk: String,
+    pub call_id: String,
 }
 
 #[cfg(test)]

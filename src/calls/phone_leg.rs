@@ -1,0 +1,489 @@
+//! One phone leg from its INVITE to its end: status into the room (`accepted`, `ringing`,
+//! `connected`, then `rejected` or `cleared` with cause, SIP code and reason), the phone as a
+//! virtual session of its attendee once answered, its RTP in the room's mix (from a 183's
+//! early media on), every way it can end, and its call record.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialbridge_bridge::g711::G711;
+use dialbridge_bridge::ports::PortLease;
+use dialbridge_sip::endpoint::Target;
+use dialbridge_sip::message::{NameAddr, Uri};
+use dialbridge_sip::sdp::{
+    process_answer, AudioConfig, Codec, Direction, LocalMedia, NegotiatedAudio, SdpSession,
+    SessionDescription,
+};
+use dialbridge_sip::transport::Transport;
+use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::dialout::Shared;
+use crate::config::TrunkConfig;
+use crate::room::{CallStatus, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms};
+use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+use crate::runtime::sip::Credentials;
+use crate::store::PhoneCallRecord;
+
+/// How long to wait for the far end to confirm our CANCEL or BYE before giving the call up.
+const HANGUP_GRACE: Duration = Duration::from_secs(40);
+
+/// What the room asks of a running leg.
+#[derive(Debug)]
+pub enum Control {
+    /// End the call (CANCEL while ringing, BYE once answered) with this cause.
+    Hangup(&'static str),
+    /// Send these key presses to the phone.
+    Dtmf(String),
+}
+
+/// The trunk side of a dial-out.
+pub struct Outbound {
+    pub trunk: TrunkConfig,
+    pub transport: Transport,
+}
+
+/// Everything a dial-out leg starts with.
+pub struct LegSetup {
+    pub call_id: String,
+    pub target: DialoutTarget,
+    pub outbound: Outbound,
+    pub announce_ip: IpAddr,
+    pub lease: PortLease,
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
+}
+
+fn record_of(setup: &LegSetup) -> PhoneCallRecord {
+    PhoneCallRecord {
+        room_id: setup.target.room_id,
+        kind: "dialout",
+        attendee_id: setup.target.attendee_id,
+        number: setup.target.number.clone(),
+        trunk: setup.outbound.trunk.name.clone(),
+        call_id: setup.call_id.clone(),
+    }
+}
+
+/// Opens the leg's call record and announces `accepted`, before the HTTP answer goes out.
+pub(crate) fn start_recorded(shared: &Shared, setup: &LegSetup) -> RoomResult<i64> {
+    shared.rooms.phone_leg_started(&record_of(setup))
+}
+
+/// The cause word for a final non-2xx answer to our INVITE.
+pub fn rejection_cause(code: u16, from_network: bool) -> &'static str {
+    match code {
+        486 | 600 => "busy",
+        603 | 607 | 608 => "declined",
+        480 => "unavailable",
+        404 | 410 | 484 | 485 | 604 => "invalid-number",
+        408 if from_network => "no-answer",
+        _ => "failed",
+    }
+}
+
+fn g711_of(codec: Codec) -> Option<G711> {
+    match codec {
+        Codec::Pcmu => Some(G711::Pcmu),
+        Codec::Pcma => Some(G711::Pcma),
+        _ => None,
+    }
+}
+
+/// Where to send media, from the negotiated answer.
+fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> {
+    let law = g711_of(audio.codec)
+        .ok_or_else(|| format!("answer chose {}, not G.711", audio.codec.encoding_name()))?;
+    let ip = audio
+        .remote_ip
+        .ok_or_else(|| format!("answer's c= `{}` is not an IP address", audio.remote_host))?;
+    Ok(PhoneRemote {
+        law,
+        dtmf_pt: audio.telephone_event,
+        rtp: SocketAddr::new(ip, audio.remote_port),
+        rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
+    })
+}
+
+struct Leg {
+    shared: Arc<Shared>,
+    record: PhoneCallRecord,
+    record_id: i64,
+    status: CallStatus,
+    who: MediaParticipant,
+    media_id: MediaId,
+    /// The sockets until the media engine takes them.
+    sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
+    media_timeout: Duration,
+    media_events: mpsc::UnboundedSender<PhoneMediaEvent>,
+    media_remote: Option<PhoneRemote>,
+}
+
+impl Leg {
+    fn report(
+        &mut self,
+        status: CallStatus,
+        cause: Option<&str>,
+        code: Option<u16>,
+        message: Option<&str>,
+    ) {
+        self.status = status;
+        tracing::info!(
+            call_id = %self.record.call_id,
+            status = status.as_str(),
+            cause,
+            code,
+            message,
+            "phone leg status"
+        );
+        let change = PhoneStatus {
+            status,
+            cause: cause.map(str::to_string),
+            code,
+            message: message.map(str::to_string),
+        };
+        if let Err(e) = self
+            .shared
+            .rooms
+            .phone_leg_status(&self.record, self.record_id, &change)
+        {
+            tracing::warn!(call_id = %self.record.call_id, error = %e.message, "cannot record phone status");
+        }
+    }
+
+    /// Starts or re-points the leg's media at `answer`'s address.
+    fn media(&mut self, offer: &SessionDescription, answer: &Body) -> Result<(), String> {
+        let text =
+            std::str::from_utf8(&answer.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+        let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+        let audio = process_answer(offer, &answer).map_err(|e| e.to_string())?;
+        let remote = remote_of(&audio)?;
+        if let Some((rtp, rtcp)) = self.sockets.take() {
+            self.shared
+                .media
+                .add_phone(
+                    self.media_id,
+                    PhoneMedia {
+                        who: self.who.clone(),
+                        rtp,
+                        rtcp,
+                        remote,
+                        media_timeout: self.media_timeout,
+                        events: self.media_events.clone(),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+        } else {
+            // Re-created even when unchanged: the media timeout counts from the answer.
+            self.shared
+                .media
+                .update_phone(self.media_id, remote)
+                .map_err(|e| e.to_string())?;
+        }
+        self.media_remote = Some(remote);
+        Ok(())
+    }
+}
+
+fn is_sdp(body: &Option<Body>) -> Option<&Body> {
+    body.as_ref().filter(|b| {
+        b.content_type
+            .to_ascii_lowercase()
+            .starts_with("application/sdp")
+    })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host((host.trim_matches(&['[', ']'][..]), port))
+        .await
+        .map_err(|e| format!("cannot resolve trunk address {host}:{port}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("trunk address {host}:{port} resolves to nothing"))
+}
+
+/// The INVITE for `setup`: request URI at the trunk, From with the caller id (or withheld),
+/// privacy headers, SDP offer.
+fn invite_for(
+    setup: &LegSetup,
+    target: SocketAddr,
+    offer: &SessionDescription,
+) -> Result<OutgoingCall, String> {
+    let trunk = &setup.outbound.trunk;
+    let tcp = setup.outbound.transport == Transport::Tcp;
+    let host = &trunk.address.host;
+    let port = trunk.address.port;
+    let number = &setup.target.number;
+    let uri_text = format!(
+        "sip:{number}@{host}:{port}{}",
+        if tcp { ";transport=tcp" } else { "" }
+    );
+    let uri = Uri::parse(&uri_text).map_err(|e| format!("bad request URI {uri_text}: {e:?}"))?;
+    let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
+    let real = setup
+        .target
+        .caller
+        .clone()
+        .or_else(|| trunk.caller_id.as_ref().map(|c| c.as_str().to_string()));
+    let mut headers = Vec::new();
+    let from = if setup.target.anonymous {
+        headers.push(("Privacy".to_string(), "id".to_string()));
+        if let Some(real) = &real {
+            headers.push((
+                "P-Asserted-Identity".to_string(),
+                format!("<sip:{real}@{domain}>"),
+            ));
+        }
+        let mut from = NameAddr::new(
+            Uri::parse("sip:anonymous@anonymous.invalid")
+                .map_err(|e| format!("bad anonymous URI: {e:?}"))?,
+        );
+        from.display = Some("Anonymous".into());
+        from
+    } else {
+        let user = real.unwrap_or_else(|| "dialbridge".to_string());
+        let text = format!("sip:{user}@{domain}");
+        NameAddr::new(Uri::parse(&text).map_err(|e| format!("bad From URI {text}: {e:?}"))?)
+    };
+    Ok(OutgoingCall {
+        request_uri: uri.clone(),
+        from,
+        to: NameAddr::new(uri),
+        target: Target {
+            transport: setup.outbound.transport,
+            addr: target,
+        },
+        body: Some(Body::sdp(offer.to_string().into_bytes())),
+        headers,
+    })
+}
+
+/// Runs a dial-out leg to its end, then frees everything it held.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    setup: LegSetup,
+    record_id: i64,
+    control: mpsc::UnboundedReceiver<Control>,
+) {
+    let call_id = setup.call_id.clone();
+    let (media_events, media_rx) = mpsc::unbounded_channel();
+    let trunk = setup.outbound.trunk.clone();
+    let offer = SdpSession::new(rand::random::<u32>() as u64).create_offer(
+        &AudioConfig::default(),
+        &LocalMedia {
+            address: setup.announce_ip,
+            port: setup.lease.rtp(),
+            direction: Direction::SendRecv,
+        },
+    );
+    let mut leg = Leg {
+        shared: shared.clone(),
+        record: record_of(&setup),
+        record_id,
+        status: CallStatus::Accepted,
+        who: MediaParticipant {
+            room_id: setup.target.room_id,
+            session_id: Rooms::phone_session_id(&call_id),
+            attendee_id: setup.target.attendee_id,
+            actor_type: crate::room::actor_type::PHONES.to_string(),
+            actor_id: setup.target.actor_id.clone(),
+        },
+        media_id: MediaId(rand::random()),
+        sockets: None,
+        media_timeout: trunk.media_timeout.0,
+        media_events,
+        media_remote: None,
+    };
+    let invite = async {
+        let addr = resolve(&trunk.address.host, trunk.address.port).await?;
+        invite_for(&setup, addr, &offer)
+    }
+    .await;
+    let LegSetup {
+        lease, rtp, rtcp, ..
+    } = setup;
+    leg.sockets = Some((rtp, rtcp));
+    match invite {
+        Ok(invite) => {
+            let credentials = match (&trunk.username, &trunk.password) {
+                (Some(username), Some(password)) => Some(Credentials {
+                    username: username.clone(),
+                    password: password.clone(),
+                    realm: trunk.realm.clone(),
+                }),
+                _ => None,
+            };
+            match shared.router.invite(&shared.sip, invite, credentials).await {
+                Ok((handle, events)) => {
+                    drive(&mut leg, &trunk, &offer, handle, events, control, media_rx).await;
+                    shared.router.forget(handle).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%call_id, error = %e, "INVITE not sent");
+                    leg.report(
+                        CallStatus::Rejected,
+                        Some("failed"),
+                        Some(503),
+                        Some(&e.to_string()),
+                    );
+                }
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(%call_id, %reason, "INVITE not built");
+            leg.report(CallStatus::Rejected, Some("failed"), None, Some(&reason));
+        }
+    }
+    if leg.sockets.is_none() {
+        shared.media.remove_phone(leg.media_id);
+    }
+    drop(leg.sockets.take());
+    drop(lease);
+    shared.legs().remove(&call_id);
+    shared.publish_gauges();
+}
+
+/// The leg's event loop: SIP events, room commands, media events and its three timers.
+async fn drive(
+    leg: &mut Leg,
+    trunk: &TrunkConfig,
+    offer: &SessionDescription,
+    handle: CallHandle,
+    mut events: mpsc::UnboundedReceiver<UaEvent>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut media_rx: mpsc::UnboundedReceiver<PhoneMediaEvent>,
+) {
+    let call_id = leg.record.call_id.clone();
+    let ringing_deadline = Instant::now() + trunk.ringing_timeout.0;
+    let mut answered: Option<(Instant, u16, String)> = None;
+    // Set once we end the call: the cause reported when the far end confirms.
+    let mut ending: Option<(&'static str, Instant)> = None;
+    loop {
+        let deadline = match (&ending, &answered) {
+            (Some((_, since)), _) => *since + HANGUP_GRACE,
+            (None, None) => ringing_deadline,
+            (None, Some((at, _, _))) => *at + trunk.max_call_duration.0,
+        };
+        let mut hangup: Option<&'static str> = None;
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else {
+                    leg.report(final_status(&answered), Some("failed"), None, Some("SIP driver stopped"));
+                    return;
+                };
+                match event {
+                    UaEvent::Progress { code, reason, body, .. } => {
+                        if (180..=183).contains(&code) && leg.status == CallStatus::Accepted && ending.is_none() {
+                            leg.report(CallStatus::Ringing, None, Some(code), Some(&reason));
+                        }
+                        if let Some(sdp) = is_sdp(&body) {
+                            if leg.media_remote.is_none() {
+                                match leg.media(offer, sdp) {
+                                    Ok(()) => tracing::info!(%call_id, code, "early media bridged into the room"),
+                                    Err(e) => tracing::info!(%call_id, error = %e, "early media not usable"),
+                                }
+                            }
+                        }
+                    }
+                    UaEvent::Answered { response, body, .. } => {
+                        if ending.is_some() {
+                            // A CANCEL crossed the 2xx: the user agent ACKs and hangs up itself.
+                            continue;
+                        }
+                        let media = match is_sdp(&body) {
+                            Some(sdp) => leg.media(offer, sdp),
+                            None => Err("the 200 OK has no SDP answer".to_string()),
+                        };
+                        answered = Some((Instant::now(), response.code, response.reason.clone()));
+                        match media {
+                            Ok(()) => {
+                                if leg.status == CallStatus::Accepted {
+                                    // Never rang: report ringing so the sequence stays whole.
+                                    leg.report(CallStatus::Ringing, None, None, None);
+                                }
+                                leg.report(CallStatus::Connected, None, Some(response.code), Some(&response.reason));
+                            }
+                            Err(e) => {
+                                tracing::warn!(%call_id, error = %e, "answer unusable; hanging up");
+                                hangup = Some("failed");
+                            }
+                        }
+                    }
+                    UaEvent::Failed { code, reason, response, .. } => {
+                        let cause = match ending {
+                            Some((cause, _)) => cause,
+                            None => rejection_cause(code, response.is_some()),
+                        };
+                        leg.report(CallStatus::Rejected, Some(cause), Some(code), Some(&reason));
+                        return;
+                    }
+                    UaEvent::Ended { by_remote, .. } => {
+                        let cause = match (by_remote, ending) {
+                            (true, _) | (false, None) => "hangup",
+                            (false, Some((cause, _))) => cause,
+                        };
+                        let (code, reason) = answered
+                            .as_ref()
+                            .map(|(_, c, r)| (Some(*c), Some(r.clone())))
+                            .unwrap_or((None, None));
+                        leg.report(final_status(&answered), Some(cause), code, reason.as_deref());
+                        return;
+                    }
+                    other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
+                }
+            }
+            command = control.recv() => match command {
+                Some(Control::Hangup(cause)) => hangup = Some(cause),
+                Some(Control::Dtmf(digits)) => {
+                    if leg.media_remote.is_some() {
+                        if let Err(e) = leg.shared.media.phone_dtmf(leg.media_id, digits) {
+                            tracing::warn!(%call_id, error = %e, "DTMF not queued");
+                        }
+                    }
+                }
+                // The dialer is gone: the service is stopping.
+                None => hangup = Some("shutdown"),
+            },
+            Some(event) = media_rx.recv() => match event {
+                PhoneMediaEvent::Inactive if answered.is_some() => hangup = Some("media-timeout"),
+                PhoneMediaEvent::Inactive => {}
+                PhoneMediaEvent::Bye => tracing::info!(%call_id, "phone sent RTCP BYE"),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                match (&ending, &answered) {
+                    (Some((cause, _)), _) => {
+                        tracing::warn!(%call_id, "far end never confirmed the hangup; giving the call up");
+                        leg.report(final_status(&answered), Some(cause), None, Some("no answer to our hangup"));
+                        return;
+                    }
+                    (None, None) => hangup = Some("no-answer"),
+                    (None, Some(_)) => hangup = Some("max-duration"),
+                }
+            }
+        }
+        if let (Some(cause), None) = (hangup, &ending) {
+            tracing::info!(%call_id, cause, "hanging up phone leg");
+            ending = Some((cause, Instant::now()));
+            if let Err(e) = leg.shared.sip.hangup(handle).await {
+                tracing::warn!(%call_id, error = %e, "hangup refused");
+                leg.report(
+                    final_status(&answered),
+                    Some(cause),
+                    None,
+                    Some(&e.to_string()),
+                );
+                return;
+            }
+        }
+    }
+}
+
+fn final_status(answered: &Option<(Instant, u16, String)>) -> CallStatus {
+    if answered.is_some() {
+        CallStatus::Cleared
+    } else {
+        CallStatus::Rejected
+    }
+}
