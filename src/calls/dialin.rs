@@ -115,6 +115,10 @@ impl DialIn {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<CallHandle, oneshot::Sender<()>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Where a number leads: the PIN number, a room's own number, then the configured routes.
     pub fn route(&self, number: Option<&PhoneNumber>) -> Route {
         let Some(number) = number else {
@@ -155,11 +159,7 @@ impl DialIn {
             | UaEvent::Failed { call, .. } => call,
             _ => return,
         };
-        let waiter = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(call);
+        let waiter = self.waiters().remove(call);
         if let Some(waiter) = waiter {
             let _ = waiter.send(());
         }
@@ -201,11 +201,15 @@ impl DialIn {
                     .await
             }
             Decision::Admit { trunk } => {
+                // Registered here, in event order, so a CANCEL that follows at once is not missed.
+                let (tx, cancelled) = oneshot::channel();
+                self.waiters().insert(call, tx);
                 let this = self.clone();
                 let sip = sip.clone();
                 tokio::spawn(async move {
-                    this.admitted(&sip, call, dialed, &trunk, transport, remote)
+                    this.admitted(&sip, call, dialed, &trunk, (transport, remote), cancelled)
                         .await;
+                    this.waiters().remove(&call);
                     this.admission().release(&trunk);
                 });
                 Ok(())
@@ -222,8 +226,8 @@ impl DialIn {
         call: CallHandle,
         dialed: Option<PhoneNumber>,
         trunk: &str,
-        transport: Transport,
-        remote: SocketAddr,
+        (transport, remote): (Transport, SocketAddr),
+        mut cancelled: oneshot::Receiver<()>,
     ) {
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
@@ -249,7 +253,7 @@ impl DialIn {
                         .await;
                     return;
                 }
-                if !self.wait_for_call(sip, call, room).await {
+                if !self.wait_for_call(sip, call, room, &mut cancelled).await {
                     return;
                 }
             }
@@ -269,17 +273,18 @@ impl DialIn {
 
     /// Keeps the caller ringing until the room's call starts (true), the wait ends (480 sent,
     /// false) or the caller gives up (false).
-    async fn wait_for_call(&self, sip: &SipHandle, call: CallHandle, room: &DialinRoom) -> bool {
-        let (tx, mut cancelled) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(call, tx);
+    async fn wait_for_call(
+        &self,
+        sip: &SipHandle,
+        call: CallHandle,
+        room: &DialinRoom,
+        cancelled: &mut oneshot::Receiver<()>,
+    ) -> bool {
         tracing::info!(room = %room.token, wait_s = self.wait_for_call.as_secs(), "caller waits for the room's call to start");
         let deadline = tokio::time::Instant::now() + self.wait_for_call;
         let started = loop {
             tokio::select! {
-                _ = &mut cancelled => {
+                _ = &mut *cancelled => {
                     tracing::info!(room = %room.token, "waiting caller hung up");
                     return false;
                 }
@@ -292,10 +297,6 @@ impl DialIn {
                 break false;
             }
         };
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&call);
         if !started {
             tracing::info!(room = %room.token, "no call started in time: waiting caller refused");
             let _ = sip
