@@ -922,3 +922,58 @@ async fn sipvicious_finds_no_numbers_or_users() {
     .await;
     assert!(ok, "a real call after the scans:\n{trace}");
 }
+
+#[tokio::test]
+async fn a_waiting_caller_is_let_through_when_the_call_starts_or_refused_when_the_wait_ends() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\nwait_for_call = 2\n",
+        inbound("allowed_sources = [\"127.0.0.1\"]\n")
+    ));
+    let (alice, token) = room_with_number(&gw, false).await;
+    // Nobody starts the call: after wait_for_call the caller is refused.
+    let mut peer = Peer::connect(&gw, Transport::Udp).await;
+    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    let started = std::time::Instant::now();
+    peer.send(&invite).await;
+    let mut provisional = Vec::new();
+    let r = peer
+        .final_response(&invite, ANSWER, &mut provisional)
+        .await
+        .expect("answer");
+    assert_eq!(r.code, 480);
+    assert!(provisional.contains(&180), "{provisional:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "it waited"
+    );
+    assert!(gw.log().contains("no call started in time"));
+    // The call starts while the caller waits: the wait ends at once (with 480 until media).
+    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    peer.send(&invite).await;
+    // (Retransmissions of the first 480 may still arrive: look at this call's answers only.)
+    let call_id = invite
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .expect("Call-ID")
+        .to_string();
+    let first = loop {
+        let r = peer.recv(ANSWER).await.expect("ringing");
+        if r.headers.get("Call-ID") == Some(call_id.as_str()) {
+            break r;
+        }
+    };
+    assert!(first.code < 200, "waits: {}", first.code);
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    let joined = std::time::Instant::now();
+    let r = peer
+        .final_response(&invite, ANSWER, &mut Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(r.code, 480);
+    assert!(
+        joined.elapsed() < Duration::from_millis(1500),
+        "let through when the call started"
+    );
+    assert!(gw.log().contains("dial-in media is not yet wired"));
+}
