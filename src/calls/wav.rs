@@ -3,6 +3,9 @@
 //! reason, never guessed at.
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use super::pin::Prompt;
 
 /// The only sample rate prompts may have.
 pub const PROMPT_RATE: u32 = 8000;
@@ -33,6 +36,26 @@ pub enum WavError {
     OddData,
     #[error("longer than {MAX_SAMPLES} samples")]
     TooLong,
+}
+
+/// The prompts of `assets/prompts/`, embedded in the binary and parsed on first use.
+pub fn prompt(which: Prompt) -> Result<&'static [i16], WavError> {
+    static PARSED: OnceLock<[Result<Vec<i16>, WavError>; 4]> = OnceLock::new();
+    let all = PARSED.get_or_init(|| {
+        [
+            parse(include_bytes!("../../assets/prompts/welcome.wav")),
+            parse(include_bytes!("../../assets/prompts/wrong_pin.wav")),
+            parse(include_bytes!("../../assets/prompts/waiting.wav")),
+            parse(include_bytes!("../../assets/prompts/goodbye.wav")),
+        ]
+    });
+    let index = match which {
+        Prompt::Welcome => 0,
+        Prompt::WrongPin => 1,
+        Prompt::Waiting => 2,
+        Prompt::Goodbye => 3,
+    };
+    all[index].as_ref().map(Vec::as_slice).map_err(Clone::clone)
 }
 
 /// Reads and checks a prompt file.
@@ -153,6 +176,23 @@ mod tests {
             assert!(
                 samples.iter().any(|s| s.unsigned_abs() > 3000),
                 "{name}: not silent"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_prompts_match_the_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/prompts");
+        for p in [
+            Prompt::Welcome,
+            Prompt::WrongPin,
+            Prompt::Waiting,
+            Prompt::Goodbye,
+        ] {
+            let embedded = prompt(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            assert_eq!(
+                embedded,
+                load(&dir.join(p.file_name())).expect("file").as_slice()
             );
         }
     }
