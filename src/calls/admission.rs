@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::auth::{Algorithm, Authorization, Challenge};
+use dialbridge_sip::message::Uri;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, InboundConfig};
@@ -378,7 +379,9 @@ impl Admission {
         }
         let challenge = Challenge::new(self.realm.clone(), auth.nonce.clone(), algorithm);
         let verified = auth.username == *user
-            && auth.uri == invite.request_uri
+            && (auth.uri == invite.request_uri
+                // The Request-URI arrives parsed; compare the credentials' URI the same way.
+                || Uri::parse(&auth.uri).is_ok_and(|u| u.to_string() == invite.request_uri))
             && auth
                 .verify_against(&challenge, "INVITE", password, b"")
                 .is_ok();
