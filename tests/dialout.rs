@@ -494,41 +494,79 @@ async fn challenge_is_answered_with_the_trunks_credentials() {
     assert_nothing_left(&gw).await;
 }
 
+/// The phone hangs up (SIPp sends BYE): cleared with cause hangup. Dialled anonymously: From
+/// is withheld and the real number goes in P-Asserted-Identity.
+async fn phone_hangs_up(tp: Tp) {
+    let sipp = Sipp::uas("dialout_phone_hangs_up.xml", tp, &[]).await;
+    let gw = Gateway::start(&trunk(sipp.port, tp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, Some(json!({"anonymous": true})))
+        .await
+        .expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let seen = events.statuses(&call_id).await;
+    assert_eq!(
+        status_names(&seen),
+        ["accepted", "ringing", "connected", "cleared"],
+        "{tp:?}: {seen:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(seen[3]["cause"], "hangup");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "{tp:?}: SIPp scenario failed:\n{trace}");
+    let invite = invite_of(&trace);
+    assert!(
+        invite.contains("sip:anonymous@anonymous.invalid"),
+        "{invite}"
+    );
+    assert!(invite.contains("Privacy: id"), "{invite}");
+    assert!(
+        invite.contains("P-Asserted-Identity: <sip:+4940111222@"),
+        "{invite}"
+    );
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["inCall"], 0);
+    let recs = records(&alice, &token).await;
+    assert_eq!(recs[0]["status"], "cleared");
+    assert_eq!(recs[0]["cause"], "hangup");
+    assert_nothing_left(&gw).await;
+}
+
 #[tokio::test]
-async fn phone_hangs_up_over_udp_and_tcp() {
-    for tp in [Tp::Udp, Tp::Tcp] {
-        let sipp = Sipp::uas("dialout_phone_hangs_up.xml", tp, &[]).await;
-        let gw = Gateway::start(&trunk(sipp.port, tp, ""));
-        let (alice, token, phone, mut events) = room_with_phone(&gw).await;
-        let reply = dial(&alice, &token, phone, Some(json!({"anonymous": true})))
-            .await
-            .expect(200);
-        let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-        let seen = events.statuses(&call_id).await;
-        assert_eq!(
-            status_names(&seen),
-            ["accepted", "ringing", "connected", "cleared"],
-            "{tp:?}: {seen:?}\n{}",
-            gw.log()
-        );
-        assert_eq!(seen[3]["cause"], "hangup");
-        let (ok, trace) = sipp.finish().await;
-        assert!(ok, "{tp:?}: SIPp scenario failed:\n{trace}");
-        let invite = invite_of(&trace);
-        assert!(
-            invite.contains("sip:anonymous@anonymous.invalid"),
-            "{invite}"
-        );
-        assert!(invite.contains("Privacy: id"), "{invite}");
-        assert!(
-            invite.contains("P-Asserted-Identity: <sip:+4940111222@"),
-            "{invite}"
-        );
-        let recs = records(&alice, &token).await;
-        assert_eq!(recs[0]["status"], "cleared");
-        assert_eq!(recs[0]["cause"], "hangup");
-        assert_nothing_left(&gw).await;
-    }
+async fn phone_hangs_up_udp() {
+    phone_hangs_up(Tp::Udp).await;
+}
+
+#[tokio::test]
+async fn phone_hangs_up_tcp() {
+    phone_hangs_up(Tp::Tcp).await;
+}
+
+/// Limits: a second call over a trunk at max_concurrent_calls is refused with 503, one within
+/// the calls_per_second spacing with 429, and neither reaches SIPp.
+#[tokio::test]
+async fn trunk_limits_refuse_calls_without_dialling() {
+    let sipp = Sipp::uas("uas_ring_cancel.xml", Tp::Udp, &[]).await;
+    let gw = Gateway::start(&trunk(
+        sipp.port,
+        Tp::Udp,
+        "max_concurrent_calls = 1\ncalls_per_second = 0.05\nringing_timeout = \"1s\"\n",
+    ));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let second = alice.add_phone(&token, "+4930777888").await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let busy = dial(&alice, &token, second, None).await.expect(503);
+    assert!(busy.message().contains("max"), "{}", busy.message());
+    let seen = events.statuses(&call_id).await;
+    assert_eq!(seen.last().expect("final")["cause"], "no-answer");
+    let fast = dial(&alice, &token, second, None).await.expect(429);
+    assert!(fast.message().contains("per second"), "{}", fast.message());
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    assert_eq!(trace.matches("INVITE sip:").count(), 1, "{trace}");
+    assert_eq!(records(&alice, &token).await.len(), 1);
+    assert_nothing_left(&gw).await;
 }
 
 #[tokio::test]

@@ -151,21 +151,22 @@ impl TrunkDialer {
         }
         let mut recent = lock(&self.recent);
         let starts = recent.entry(trunk.name.clone()).or_default();
-        // A budget of cps calls in any window of one second (at least one call).
-        let window = Duration::from_secs(1);
+        // At most cps calls in any one second; below one per second, one per 1/cps seconds.
+        let (window, budget) = if trunk.calls_per_second >= 1.0 {
+            (
+                Duration::from_secs(1),
+                trunk.calls_per_second.floor() as usize,
+            )
+        } else {
+            (Duration::from_secs_f64(1.0 / trunk.calls_per_second), 1)
+        };
         while starts
             .front()
             .is_some_and(|t| now.duration_since(*t) >= window)
         {
             starts.pop_front();
         }
-        let budget = (trunk.calls_per_second.ceil() as usize).max(1);
-        let spacing = Duration::from_secs_f64(1.0 / trunk.calls_per_second);
-        let too_soon = trunk.calls_per_second < 1.0
-            && starts
-                .back()
-                .is_some_and(|t| now.duration_since(*t) < spacing);
-        if starts.len() >= budget || too_soon {
+        if starts.len() >= budget {
             return Err(RoomError::new(
                 ErrorKind::TooManyRequests,
                 "limit",

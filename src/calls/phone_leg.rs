@@ -487,3 +487,51 @@ fn final_status(answered: &Option<(Instant, u16, String)>) -> CallStatus {
         CallStatus::Rejected
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_answers_map_to_causes() {
+        assert_eq!(rejection_cause(486, true), "busy");
+        assert_eq!(rejection_cause(600, true), "busy");
+        assert_eq!(rejection_cause(603, true), "declined");
+        assert_eq!(rejection_cause(480, true), "unavailable");
+        assert_eq!(rejection_cause(404, true), "invalid-number");
+        // A 408 from the far end is nobody answering; our own transaction timeout is a failure.
+        assert_eq!(rejection_cause(408, true), "no-answer");
+        assert_eq!(rejection_cause(408, false), "failed");
+        assert_eq!(rejection_cause(503, false), "failed");
+        assert_eq!(rejection_cause(500, true), "failed");
+    }
+
+    #[test]
+    fn only_g711_answers_with_an_ip_are_bridged() {
+        let answer = |codec, ip: Option<IpAddr>| NegotiatedAudio {
+            media_index: 0,
+            remote_host: "phone.example".into(),
+            remote_ip: ip,
+            remote_port: 4000,
+            remote_rtcp_port: 4001,
+            codec,
+            payload_type: 0,
+            clock_rate: 8000,
+            channels: 1,
+            telephone_event: Some(101),
+            direction: Direction::SendRecv,
+            remote_direction: Direction::SendRecv,
+            ptime: 20,
+            maxptime: None,
+            remote_hold: false,
+        };
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        let remote = remote_of(&answer(Codec::Pcma, ip)).expect("PCMA");
+        assert_eq!(remote.law, G711::Pcma);
+        assert_eq!(remote.rtp, "127.0.0.1:4000".parse().expect("addr"));
+        assert_eq!(remote.rtcp.port(), 4001);
+        assert_eq!(remote.dtmf_pt, Some(101));
+        assert!(remote_of(&answer(Codec::Opus, ip)).is_err());
+        assert!(remote_of(&answer(Codec::Pcmu, None)).is_err());
+    }
+}
