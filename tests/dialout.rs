@@ -816,3 +816,109 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     assert_nothing_left(&gw).await;
     let _ = TALK;
 }
+
+/// Early media: a phone that only ever sends 183 with SDP is heard in the room while it rings;
+/// the room then ends the call, which CANCELs it.
+#[tokio::test]
+async fn early_media_is_heard_in_the_room_before_any_answer() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = Sipp::uas(
+        "dialout_early_media.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+    )
+    .await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let offer = Offer::new(false);
+    let response = alice
+        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
+        .header("Content-Type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .expect("media join");
+    assert_eq!(response.status(), 201);
+    let browser = offer.start(&response.text().await.expect("answer"), 440.0);
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events
+        .until("ringing", |e| {
+            e["type"] == "callstatus" && e["status"] == "ringing"
+        })
+        .await;
+    wait_for(
+        "the browser hearing the ringing phone's 1000 Hz",
+        || browser.hears(1000.0) > 0.5,
+        || format!("browser hears 1000 Hz {:.3}", browser.hears(1000.0)),
+    )
+    .await;
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["callStatus"], "ringing");
+    assert_eq!(
+        p["inCall"], 0,
+        "a ringing phone is not announced in the call"
+    );
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "rejected");
+    assert_eq!(last["cause"], "ended");
+    assert_eq!(last["code"], 487);
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (expected our CANCEL):\n{trace}");
+    drop(browser);
+    assert_nothing_left(&gw).await;
+}
+
+/// An answered phone that sends no RTP is hung up after media_timeout; one that talks too long
+/// after max_call_duration. Both: BYE on the wire, cleared with that cause.
+#[tokio::test]
+async fn media_timeout_and_max_duration_end_the_call() {
+    for (setting, cause) in [
+        ("media_timeout = \"2s\"\n", "media-timeout"),
+        ("max_call_duration = \"2s\"\n", "max-duration"),
+    ] {
+        // The phone's media is a socket that answers with a tone only for max-duration.
+        let phone_media = PhoneMedia::start(1000.0);
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
+        let mport = if cause == "media-timeout" {
+            silent.local_addr().expect("addr").port()
+        } else {
+            phone_media.addr.port()
+        }
+        .to_string();
+        let sipp = Sipp::uas(
+            "dialout_answer.xml",
+            Tp::Udp,
+            &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+        )
+        .await;
+        let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, setting));
+        let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+        let reply = dial(&alice, &token, phone, None).await.expect(200);
+        let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+        let seen = events.statuses(&call_id).await;
+        assert_eq!(
+            status_names(&seen),
+            ["accepted", "ringing", "connected", "cleared"],
+            "{cause}: {seen:?}"
+        );
+        assert_eq!(seen[3]["cause"], cause);
+        let (ok, trace) = sipp.finish().await;
+        assert!(
+            ok,
+            "{cause}: SIPp scenario failed (expected our BYE):\n{trace}"
+        );
+        assert_eq!(records(&alice, &token).await[0]["cause"], cause);
+        assert_nothing_left(&gw).await;
+    }
+}
