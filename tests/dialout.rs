@@ -922,3 +922,23 @@ async fn media_timeout_and_max_duration_end_the_call() {
         assert_nothing_left(&gw).await;
     }
 }
+
+/// A trunk that cannot be reached (nothing listens on its TCP port) fails the call: rejected
+/// with cause failed and the transport error's 503.
+#[tokio::test]
+async fn unreachable_trunk_is_rejected_as_failed() {
+    let port = free_port(Tp::Tcp);
+    let gw = Gateway::start(&trunk(port, Tp::Tcp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let seen = events.statuses(&call_id).await;
+    let last = seen.last().expect("final");
+    assert_eq!(last["status"], "rejected", "{seen:?}");
+    assert_eq!(last["cause"], "failed");
+    assert_eq!(last["code"], 503);
+    let recs = records(&alice, &token).await;
+    assert_eq!(recs[0]["status"], "rejected");
+    assert_eq!(recs[0]["cause"], "failed");
+    assert_nothing_left(&gw).await;
+}
