@@ -234,6 +234,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
+            // Phones hear a BYE while the SIP driver still runs.
+            if let Some(dialer) = &dialer {
+                dialer.shutdown(std::time::Duration::from_secs(5)).await;
+            }
             let _ = shutdown_tx.send(true);
         })
         .await

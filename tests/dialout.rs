@@ -942,3 +942,25 @@ async fn unreachable_trunk_is_rejected_as_failed() {
     assert_eq!(recs[0]["cause"], "failed");
     assert_nothing_left(&gw).await;
 }
+
+/// Stopping the gateway (SIGTERM) with a phone connected sends the phone a BYE first.
+#[tokio::test]
+async fn shutdown_hangs_up_connected_phones() {
+    let sipp = Sipp::uas(
+        "dialout_answer.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", "9"],
+    )
+    .await;
+    let mut gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    dial(&alice, &token, phone, None).await.expect(200);
+    events
+        .until("connected", |e| {
+            e["type"] == "callstatus" && e["status"] == "connected"
+        })
+        .await;
+    assert!(gw.terminate(), "clean exit:\n{}", gw.log());
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (expected our BYE):\n{trace}");
+}

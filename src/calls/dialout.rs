@@ -389,6 +389,23 @@ impl CallObserver for TrunkDialer {
 }
 
 impl TrunkDialer {
+    /// Ends every leg (BYE or CANCEL, cause `shutdown`) and waits up to `grace` for them to
+    /// finish, so no phone stays connected to a stopped gateway.
+    pub async fn shutdown(&self, grace: Duration) {
+        let calls: Vec<String> = self.shared.legs().keys().cloned().collect();
+        if calls.is_empty() {
+            return;
+        }
+        tracing::info!(legs = calls.len(), "ending phone legs before stopping");
+        for call_id in &calls {
+            self.hangup(call_id, "shutdown");
+        }
+        let end = Instant::now() + grace;
+        while !self.shared.legs().is_empty() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn hangup(&self, call_id: &str, cause: &'static str) {
         if let Some(leg) = self.shared.legs().get(call_id) {
             tracing::info!(%call_id, cause, "ending phone leg from the room");
