@@ -494,8 +494,9 @@ async fn challenge_is_answered_with_the_trunks_credentials() {
     assert_nothing_left(&gw).await;
 }
 
-/// The phone hangs up (SIPp sends BYE): cleared with cause hangup. Dialled anonymously: From
-/// is withheld and the real number goes in P-Asserted-Identity.
+/// The phone presses a key with SIP INFO, then hangs up (SIPp sends BYE): a dtmf event, then
+/// cleared with cause hangup. Dialled anonymously: From is withheld and the real number goes
+/// in P-Asserted-Identity.
 async fn phone_hangs_up(tp: Tp) {
     let sipp = Sipp::uas("dialout_phone_hangs_up.xml", tp, &[]).await;
     let gw = Gateway::start(&trunk(sipp.port, tp, ""));
@@ -504,13 +505,35 @@ async fn phone_hangs_up(tp: Tp) {
         .await
         .expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    let seen = events.statuses(&call_id).await;
+    let mut seen = Vec::new();
+    let mut keys = Vec::new();
+    while !seen
+        .last()
+        .is_some_and(|e: &Value| e["status"] == "cleared" || e["status"] == "rejected")
+    {
+        let e = events
+            .until("callstatus or dtmf", |e| {
+                e["type"] == "callstatus" || e["type"] == "dtmf"
+            })
+            .await;
+        if e["type"] == "dtmf" {
+            keys.push(e);
+        } else {
+            assert_eq!(e["callid"], call_id.as_str());
+            seen.push(e);
+        }
+    }
     assert_eq!(
         status_names(&seen),
         ["accepted", "ringing", "connected", "cleared"],
         "{tp:?}: {seen:?}\n{}",
         gw.log()
     );
+    // The phone's SIP INFO key press reaches the room as a dtmf event of the phone attendee.
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["digit"], "7");
+    assert_eq!(keys[0]["attendeeId"], phone);
+    assert_eq!(keys[0]["actorType"], "phones");
     assert_eq!(seen[3]["cause"], "hangup");
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "{tp:?}: SIPp scenario failed:\n{trace}");

@@ -431,6 +431,15 @@ async fn drive(
                         leg.report(final_status(&answered), Some(cause), code, reason.as_deref());
                         return;
                     }
+                    UaEvent::Info { body: Some(body), .. } => {
+                        // Key presses some phones send as SIP INFO instead of RFC 4733.
+                        if let Some(digit) = super::pin::digit_from_info(&body.content_type, &body.bytes) {
+                            tracing::info!(%call_id, %digit, "DTMF from phone (INFO)");
+                            if let Err(e) = leg.shared.rooms.phone_key(&leg.who, digit) {
+                                tracing::warn!(%call_id, error = %e.message, "key press not published");
+                            }
+                        }
+                    }
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
                 }
             }

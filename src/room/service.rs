@@ -1343,6 +1343,24 @@ impl Rooms {
         })
     }
 
+    /// Publishes a key press of a phone leg (SIP INFO) as the room's `dtmf` event.
+    pub fn phone_key(&self, who: &MediaParticipant, digit: char) -> RoomResult<()> {
+        self.transact(|_, out| {
+            out.push((
+                who.room_id,
+                None,
+                RoomEvent::Dtmf {
+                    attendee_id: who.attendee_id,
+                    actor_type: who.actor_type.clone(),
+                    actor_id: who.actor_id.clone(),
+                    session_id: who.session_id.clone(),
+                    digit: digit.to_string(),
+                },
+            ));
+            Ok(())
+        })
+    }
+
     /// Whether the attendee is still in the room.
     pub fn attendee_exists(&self, room_id: i64, attendee_id: i64) -> RoomResult<bool> {
         self.transact(|tx, _| Ok(tx.attendee(room_id, attendee_id)?.is_some()))
