@@ -316,6 +316,16 @@ fn effective_permissions(room: &RoomRow, attendee: &AttendeeRow) -> i64 {
     }
 }
 
+fn check_permission_bits(value: i64) -> RoomResult<()> {
+    if !(0..=permissions::MAX_CUSTOM).contains(&value) {
+        return Err(RoomError::bad_request(
+            "permissions",
+            "permissions must be between 0 and 255",
+        ));
+    }
+    Ok(())
+}
+
 fn room_not_found() -> RoomError {
     RoomError::not_found("room", "the conversation could not be found")
 }
@@ -554,17 +564,28 @@ impl Rooms {
         })
     }
 
+    /// A change of room settings, which only moderators may make.
+    fn moderator_change(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        change: impl FnOnce(&Tx, &RoomRow) -> Result<(), StoreError>,
+    ) -> RoomResult<()> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            Ok(change(tx, &m.room)?)
+        })
+    }
+
     pub fn set_read_only(&self, user: &AuthUser, token: &str, state: i64) -> RoomResult<()> {
         let read_only = match state {
             0 => false,
             1 => true,
             _ => return Err(RoomError::bad_request("state", "state must be 0 or 1")),
         };
-        self.transact(|tx, _| {
-            let m = Self::membership(tx, user, token)?;
-            m.check_moderator()?;
-            tx.set_room_read_only(m.room.id, read_only)?;
-            Ok(())
+        self.moderator_change(user, token, |tx, room| {
+            tx.set_room_read_only(room.id, read_only)
         })
     }
 
@@ -572,12 +593,7 @@ impl Rooms {
         if state != lobby::ALL && state != lobby::MODERATORS_ONLY {
             return Err(RoomError::bad_request("state", "state must be 0 or 1"));
         }
-        self.transact(|tx, _| {
-            let m = Self::membership(tx, user, token)?;
-            m.check_moderator()?;
-            tx.set_room_lobby(m.room.id, state)?;
-            Ok(())
-        })
+        self.moderator_change(user, token, |tx, room| tx.set_room_lobby(room.id, state))
     }
 
     pub fn set_recording_consent(
@@ -592,11 +608,8 @@ impl Rooms {
                 "recordingConsent must be 0 or 1",
             ));
         }
-        self.transact(|tx, _| {
-            let m = Self::membership(tx, user, token)?;
-            m.check_moderator()?;
-            tx.set_room_recording_consent(m.room.id, value)?;
-            Ok(())
+        self.moderator_change(user, token, |tx, room| {
+            tx.set_room_recording_consent(room.id, value)
         })
     }
 
@@ -606,17 +619,9 @@ impl Rooms {
         token: &str,
         value: i64,
     ) -> RoomResult<()> {
-        if !(0..=permissions::MAX_CUSTOM).contains(&value) {
-            return Err(RoomError::bad_request(
-                "permissions",
-                "permissions must be between 0 and 255",
-            ));
-        }
-        self.transact(|tx, _| {
-            let m = Self::membership(tx, user, token)?;
-            m.check_moderator()?;
-            tx.set_room_default_permissions(m.room.id, value)?;
-            Ok(())
+        check_permission_bits(value)?;
+        self.moderator_change(user, token, |tx, room| {
+            tx.set_room_default_permissions(room.id, value)
         })
     }
 
@@ -629,12 +634,7 @@ impl Rooms {
         method: &str,
         value: i64,
     ) -> RoomResult<()> {
-        if !(0..=permissions::MAX_CUSTOM).contains(&value) {
-            return Err(RoomError::bad_request(
-                "permissions",
-                "permissions must be between 0 and 255",
-            ));
-        }
+        check_permission_bits(value)?;
         self.transact(|tx, _| {
             let m = Self::membership(tx, user, token)?;
             m.check_moderator()?;
