@@ -450,6 +450,8 @@ async fn drive(
                         if let Err(e) = leg.shared.media.phone_dtmf(leg.media_id, digits) {
                             tracing::warn!(%call_id, error = %e, "DTMF not queued");
                         }
+                    } else {
+                        tracing::info!(%call_id, %digits, "DTMF dropped: the phone has no media yet");
                     }
                 }
                 // The dialer is gone: the service is stopping.
