@@ -1071,13 +1071,7 @@ impl Rooms {
                     "the attendee is already in the call",
                 ));
             }
-            if !Self::call_active(tx, m.room.id)? {
-                return Err(RoomError::bad_request(
-                    "room",
-                    "the conversation has no call in progress",
-                ));
-            }
-            Self::require_in_call(tx, &m, cookie)?;
+            Self::require_call_and_caller_in_it(tx, &m, cookie)?;
             out.push((
                 m.room.id,
                 Some(target.actor_id.clone()),
@@ -1094,7 +1088,18 @@ impl Rooms {
         })
     }
 
-    fn require_in_call(tx: &Tx, m: &Membership, cookie: Option<&str>) -> RoomResult<()> {
+    /// Ring and dial-out need a call in progress, with the caller in it (400 otherwise).
+    fn require_call_and_caller_in_it(
+        tx: &Tx,
+        m: &Membership,
+        cookie: Option<&str>,
+    ) -> RoomResult<()> {
+        if !Self::call_active(tx, m.room.id)? {
+            return Err(RoomError::bad_request(
+                "room",
+                "the conversation has no call in progress",
+            ));
+        }
         match Self::session(tx, m, cookie)? {
             Some(s) if s.in_call != in_call::DISCONNECTED => Ok(()),
             _ => Err(RoomError::bad_request("call", "you are not in the call")),
@@ -1119,13 +1124,7 @@ impl Rooms {
                     "you do not have the permission to start a call",
                 ));
             }
-            if !Self::call_active(tx, m.room.id)? {
-                return Err(RoomError::bad_request(
-                    "room",
-                    "the conversation has no call in progress",
-                ));
-            }
-            Self::require_in_call(tx, &m, cookie)?;
+            Self::require_call_and_caller_in_it(tx, &m, cookie)?;
             let target = tx
                 .attendee(m.room.id, attendee_id)?
                 .filter(|a| a.actor_type == actor_type::PHONES)

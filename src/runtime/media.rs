@@ -863,6 +863,21 @@ fn send_phone(id: MediaId, slot: &mut PhoneSlot) {
     }
 }
 
+/// A key press of a participant, as a room event.
+fn publish_dtmf(events: &EventBus, who: &MediaParticipant, digit: char) {
+    events.publish(
+        who.room_id,
+        None,
+        RoomEvent::Dtmf {
+            attendee_id: who.attendee_id,
+            actor_type: who.actor_type.clone(),
+            actor_id: who.actor_id.clone(),
+            session_id: who.session_id.clone(),
+            digit: digit.to_string(),
+        },
+    );
+}
+
 /// Key presses become room events; inactivity and BYE go to the leg's owner.
 fn phone_events(events: &EventBus, id: MediaId, slot: &mut PhoneSlot) {
     while let Some(event) = slot.leg.poll_event() {
@@ -872,18 +887,7 @@ fn phone_events(events: &EventBus, id: MediaId, slot: &mut PhoneSlot) {
                     continue;
                 };
                 tracing::info!(media = %id, %digit, "DTMF from phone");
-                let who = &slot.who;
-                events.publish(
-                    who.room_id,
-                    None,
-                    RoomEvent::Dtmf {
-                        attendee_id: who.attendee_id,
-                        actor_type: who.actor_type.clone(),
-                        actor_id: who.actor_id.clone(),
-                        session_id: who.session_id.clone(),
-                        digit: digit.to_string(),
-                    },
-                );
+                publish_dtmf(events, &slot.who, digit);
             }
             rtp_leg::LegEvent::Inactive => {
                 let _ = slot.events.send(PhoneMediaEvent::Inactive);
@@ -937,18 +941,7 @@ fn flush(
                     continue;
                 };
                 tracing::info!(media = %id, %digit, "DTMF from WebRTC leg");
-                let who = &slot.who;
-                events.publish(
-                    who.room_id,
-                    None,
-                    RoomEvent::Dtmf {
-                        attendee_id: who.attendee_id,
-                        actor_type: who.actor_type.clone(),
-                        actor_id: who.actor_id.clone(),
-                        session_id: who.session_id.clone(),
-                        digit: digit.to_string(),
-                    },
-                );
+                publish_dtmf(events, &slot.who, digit);
             }
         }
     }
