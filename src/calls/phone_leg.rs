@@ -153,6 +153,13 @@ impl Leg {
         }
     }
 
+    /// A key press of the phone (RFC 4733 or INFO) becomes the room's `dtmf` event.
+    fn key_press(&self, digit: char) {
+        if let Err(e) = self.shared.rooms.phone_key(&self.who, digit) {
+            tracing::warn!(call_id = %self.record.call_id, error = %e.message, "key press not published");
+        }
+    }
+
     /// Starts or re-points the leg's media at `answer`'s address.
     fn media(&mut self, offer: &SessionDescription, answer: &Body) -> Result<(), String> {
         let text =
@@ -166,7 +173,7 @@ impl Leg {
                 .add_phone(
                     self.media_id,
                     PhoneMedia {
-                        who: self.who.clone(),
+                        who: Some(self.who.clone()),
                         rtp,
                         rtcp,
                         remote,
@@ -435,9 +442,7 @@ async fn drive(
                         // Key presses some phones send as SIP INFO instead of RFC 4733.
                         if let Some(digit) = super::pin::digit_from_info(&body.content_type, &body.bytes) {
                             tracing::info!(%call_id, %digit, "DTMF from phone (INFO)");
-                            if let Err(e) = leg.shared.rooms.phone_key(&leg.who, digit) {
-                                tracing::warn!(%call_id, error = %e.message, "key press not published");
-                            }
+                            leg.key_press(digit);
                         }
                     }
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
@@ -461,6 +466,8 @@ async fn drive(
                 PhoneMediaEvent::Inactive if answered.is_some() => hangup = Some("media-timeout"),
                 PhoneMediaEvent::Inactive => {}
                 PhoneMediaEvent::Bye => tracing::info!(%call_id, "phone sent RTCP BYE"),
+                PhoneMediaEvent::Dtmf(digit) => leg.key_press(digit),
+                PhoneMediaEvent::PromptDone => {}
             },
             _ = tokio::time::sleep_until(deadline) => {
                 match (&ending, &answered) {

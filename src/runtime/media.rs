@@ -119,6 +119,18 @@ enum Command {
         id: MediaId,
         digits: String,
     },
+    PhoneJoin {
+        id: MediaId,
+        who: MediaParticipant,
+    },
+    PhonePrompt {
+        id: MediaId,
+        prompt: Option<&'static [i16]>,
+    },
+    PhoneMute {
+        id: MediaId,
+        mute: PhoneMute,
+    },
     /// Close every leg (RTCP BYE, DTLS close_notify) and stop.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -141,12 +153,26 @@ pub enum PhoneMediaEvent {
     Inactive,
     /// The phone sent RTCP BYE.
     Bye,
+    /// A key press (RFC 4733), once per press.
+    Dtmf(char),
+    /// The prompt given to [`MediaHandle::play_prompt`] has been played to its end.
+    PromptDone,
 }
 
-/// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room,
-/// where to send, and where to report.
+/// Which directions of a phone leg are muted in its room's mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhoneMute {
+    /// The room does not hear the phone.
+    pub speaking: bool,
+    /// The phone does not hear the room.
+    pub listening: bool,
+}
+
+/// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room
+/// (`None`: in no room yet, it hears only prompts and nobody hears it), where to send, and where
+/// to report.
 pub struct PhoneMedia {
-    pub who: MediaParticipant,
+    pub who: Option<MediaParticipant>,
     pub rtp: std::net::UdpSocket,
     pub rtcp: std::net::UdpSocket,
     pub remote: PhoneRemote,
@@ -259,6 +285,33 @@ impl MediaHandle {
         let _ = self.commands.send(Command::RemovePhone { id });
     }
 
+    /// Moves a phone leg that is in no room into `who`'s room mix.
+    pub fn join_phone(&self, id: MediaId, who: MediaParticipant) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::PhoneJoin { id, who })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Plays an 8 kHz prompt to a phone leg in place of what it hears, replacing any prompt
+    /// still playing; `None` stops it. [`PhoneMediaEvent::PromptDone`] follows a prompt played
+    /// to its end.
+    pub fn play_prompt(
+        &self,
+        id: MediaId,
+        prompt: Option<&'static [i16]>,
+    ) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::PhonePrompt { id, prompt })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Mutes or unmutes a phone leg's directions in its room's mix.
+    pub fn mute_phone(&self, id: MediaId, mute: PhoneMute) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::PhoneMute { id, mute })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
     /// Queues RFC 4733 key presses to a phone leg.
     pub fn phone_dtmf(&self, id: MediaId, digits: String) -> Result<(), MediaError> {
         self.commands
@@ -325,7 +378,11 @@ struct Slot {
 }
 
 struct PhoneSlot {
-    who: MediaParticipant,
+    /// `None` while in no room.
+    who: Option<MediaParticipant>,
+    mute: PhoneMute,
+    /// The prompt playing and how far it got.
+    prompt: Option<(&'static [i16], usize)>,
     rtp: std::net::UdpSocket,
     rtcp: std::net::UdpSocket,
     leg: RtpLeg,
@@ -353,6 +410,18 @@ struct Room {
     phones: Vec<MediaId>,
 }
 
+/// Puts a phone in a room's mix with its mute state; false if it is in that mix already.
+fn enter_room(rooms: &mut HashMap<i64, Room>, id: MediaId, room_id: i64, mute: PhoneMute) -> bool {
+    let room = rooms.entry(room_id).or_insert_with(Room::new);
+    if room.mixer.add(participant(id)).is_err() {
+        return false;
+    }
+    let _ = room.mixer.set_send_muted(participant(id), mute.speaking);
+    let _ = room.mixer.set_recv_muted(participant(id), mute.listening);
+    room.phones.push(id);
+    true
+}
+
 impl Room {
     fn new() -> Room {
         Room {
@@ -372,6 +441,8 @@ struct Engine {
     events: Arc<EventBus>,
     legs: HashMap<MediaId, Slot>,
     phones: HashMap<MediaId, PhoneSlot>,
+    /// Phone legs in no room (answered callers entering a PIN or waiting), in their order.
+    lobby: Vec<MediaId>,
     by_addr: HashMap<SocketAddr, MediaId>,
     rooms: HashMap<i64, Room>,
     next_tick: Instant,
@@ -400,6 +471,7 @@ impl Engine {
             events,
             legs: HashMap::new(),
             phones: HashMap::new(),
+            lobby: Vec::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
             next_tick: Instant::now() + TICK,
@@ -439,6 +511,7 @@ impl Engine {
             }
             if now >= self.next_tick {
                 self.tick(now);
+                self.tick_lobby(now);
                 self.reap(now);
             } else if !self.gone.is_empty() {
                 self.reap(now);
@@ -539,6 +612,41 @@ impl Engine {
                     slot.dtmf.extend(digits.chars());
                 }
             }
+            Command::PhoneJoin { id, who } => {
+                let Some(slot) = self.phones.get_mut(&id) else {
+                    return;
+                };
+                if slot.who.is_some() {
+                    tracing::warn!(media = %id, "phone leg is in a room already");
+                    return;
+                }
+                let room_id = who.room_id;
+                if enter_room(&mut self.rooms, id, room_id, slot.mute) {
+                    slot.who = Some(who);
+                    self.lobby.retain(|m| *m != id);
+                    tracing::info!(media = %id, room_id, "phone leg joined its room's mix");
+                }
+            }
+            Command::PhonePrompt { id, prompt } => {
+                if let Some(slot) = self.phones.get_mut(&id) {
+                    slot.prompt = prompt.map(|p| (p, 0));
+                }
+            }
+            Command::PhoneMute { id, mute } => {
+                let Some(slot) = self.phones.get_mut(&id) else {
+                    return;
+                };
+                slot.mute = mute;
+                if let Some(room) = slot
+                    .who
+                    .as_ref()
+                    .and_then(|w| self.rooms.get_mut(&w.room_id))
+                {
+                    let _ = room.mixer.set_send_muted(participant(id), mute.speaking);
+                    let _ = room.mixer.set_recv_muted(participant(id), mute.listening);
+                }
+                tracing::info!(media = %id, speaking = mute.speaking, listening = mute.listening, "phone leg mute changed");
+            }
         }
     }
 
@@ -552,17 +660,26 @@ impl Engine {
             events,
         } = phone;
         let now = Instant::now();
-        let room_id = who.room_id;
-        let room = self.rooms.entry(room_id).or_insert_with(Room::new);
-        if room.mixer.add(participant(id)).is_err() {
-            tracing::warn!(media = %id, room_id, "phone leg not added: already in the mix");
+        if self.phones.contains_key(&id) {
+            tracing::warn!(media = %id, "phone leg not added: the id is taken");
             return;
         }
-        room.phones.push(id);
+        let room_id = who.as_ref().map(|w| w.room_id);
+        match room_id {
+            Some(room_id) => {
+                if !enter_room(&mut self.rooms, id, room_id, PhoneMute::default()) {
+                    tracing::warn!(media = %id, room_id, "phone leg not added: already in the mix");
+                    return;
+                }
+            }
+            None => self.lobby.push(id),
+        }
         self.phones.insert(
             id,
             PhoneSlot {
                 who,
+                mute: PhoneMute::default(),
+                prompt: None,
                 rtp,
                 rtcp,
                 leg: phone_leg(now, &remote, media_timeout),
@@ -577,7 +694,7 @@ impl Engine {
             },
         );
         metrics::gauge!("dialbridge_phone_media_legs").set(self.phones.len() as f64);
-        tracing::info!(media = %id, room_id, remote = %remote.rtp, "phone leg added");
+        tracing::info!(media = %id, ?room_id, remote = %remote.rtp, "phone leg added");
     }
 
     fn remove_phone(&mut self, id: MediaId, why: &str) {
@@ -586,17 +703,20 @@ impl Engine {
         };
         slot.leg.close(Instant::now());
         send_phone(id, &mut slot);
-        let room_id = slot.who.room_id;
-        if let Some(room) = self.rooms.get_mut(&room_id) {
-            let _ = room.mixer.remove(participant(id));
-            room.phones.retain(|m| *m != id);
-            if room.members.is_empty() && room.phones.is_empty() {
-                self.rooms.remove(&room_id);
+        self.lobby.retain(|m| *m != id);
+        let room_id = slot.who.as_ref().map(|w| w.room_id);
+        if let Some(room_id) = room_id {
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                let _ = room.mixer.remove(participant(id));
+                room.phones.retain(|m| *m != id);
+                if room.members.is_empty() && room.phones.is_empty() {
+                    self.rooms.remove(&room_id);
+                }
             }
         }
         metrics::gauge!("dialbridge_phone_media_legs").set(self.phones.len() as f64);
         let st = slot.leg.inbound().jitter_stats();
-        tracing::info!(media = %id, room_id, reason = why, lost = st.lost, "phone leg removed");
+        tracing::info!(media = %id, ?room_id, reason = why, lost = st.lost, "phone leg removed");
     }
 
     fn read_all(&mut self) {
@@ -729,23 +849,7 @@ impl Engine {
                     continue;
                 };
                 slot.down.process(pcm, &mut slot.narrow);
-                if now >= slot.dtmf_next {
-                    if let Some(digit) = slot.dtmf.pop_front() {
-                        match slot.leg.send_dtmf(now, digit, DTMF_TONE) {
-                            Ok(()) => tracing::info!(media = %id, %digit, "DTMF to phone"),
-                            Err(e) => {
-                                tracing::info!(media = %id, %digit, error = %e, "DTMF not sent")
-                            }
-                        }
-                        slot.dtmf_next = now + DTMF_TONE + DTMF_GAP;
-                    }
-                }
-                slot.leg.send_audio(now, &slot.narrow);
-                if slot.leg.poll_timeout().is_some_and(|t| t <= now) {
-                    slot.leg.handle_timeout(now);
-                }
-                send_phone(*id, slot);
-                phone_events(&self.events, *id, slot);
+                phone_out(now, *id, slot);
             }
             for id in &room.members {
                 let (Some(slot), Some(pcm)) =
@@ -764,6 +868,19 @@ impl Engine {
                     &mut self.gone,
                     &mut self.leg_deadline,
                 );
+            }
+        }
+    }
+
+    /// Phones in no room: what they send is read and dropped (its key presses still count),
+    /// what they hear is their prompt or silence.
+    fn tick_lobby(&mut self, now: Instant) {
+        for id in &self.lobby {
+            if let Some(slot) = self.phones.get_mut(id) {
+                receive_phone(now, &mut self.buf, slot);
+                let _ = slot.leg.tick(now);
+                slot.narrow = [0; FRAME_8K];
+                phone_out(now, *id, slot);
             }
         }
     }
@@ -850,6 +967,38 @@ fn receive_phone(now: Instant, buf: &mut [u8], slot: &mut PhoneSlot) {
     }
 }
 
+/// Sends one frame to a phone: `slot.narrow` (its mix or silence), or its prompt while one
+/// plays; queued key presses go first. Then its timers, datagrams and events.
+fn phone_out(now: Instant, id: MediaId, slot: &mut PhoneSlot) {
+    if now >= slot.dtmf_next {
+        if let Some(digit) = slot.dtmf.pop_front() {
+            match slot.leg.send_dtmf(now, digit, DTMF_TONE) {
+                Ok(()) => tracing::info!(media = %id, %digit, "DTMF to phone"),
+                Err(e) => tracing::info!(media = %id, %digit, error = %e, "DTMF not sent"),
+            }
+            slot.dtmf_next = now + DTMF_TONE + DTMF_GAP;
+        }
+    }
+    if let Some((samples, at)) = slot.prompt {
+        let rest = samples.get(at..).unwrap_or(&[]);
+        let n = rest.len().min(FRAME_8K);
+        slot.narrow[..n].copy_from_slice(&rest[..n]);
+        slot.narrow[n..].fill(0);
+        if at + n >= samples.len() {
+            slot.prompt = None;
+            let _ = slot.events.send(PhoneMediaEvent::PromptDone);
+        } else {
+            slot.prompt = Some((samples, at + n));
+        }
+    }
+    slot.leg.send_audio(now, &slot.narrow);
+    if slot.leg.poll_timeout().is_some_and(|t| t <= now) {
+        slot.leg.handle_timeout(now);
+    }
+    send_phone(id, slot);
+    phone_events(id, slot);
+}
+
 fn send_phone(id: MediaId, slot: &mut PhoneSlot) {
     let mut out = [0u8; rtp_leg::MAX_DATAGRAM];
     while let Some(t) = slot.leg.poll_transmit(&mut out) {
@@ -878,8 +1027,9 @@ fn publish_dtmf(events: &EventBus, who: &MediaParticipant, digit: char) {
     );
 }
 
-/// Key presses become room events; inactivity and BYE go to the leg's owner.
-fn phone_events(events: &EventBus, id: MediaId, slot: &mut PhoneSlot) {
+/// Key presses, inactivity and BYE go to the leg's owner (who knows whether a key press is a
+/// PIN digit or the room's event).
+fn phone_events(id: MediaId, slot: &mut PhoneSlot) {
     while let Some(event) = slot.leg.poll_event() {
         match event {
             rtp_leg::LegEvent::Dtmf(d) => {
@@ -887,7 +1037,7 @@ fn phone_events(events: &EventBus, id: MediaId, slot: &mut PhoneSlot) {
                     continue;
                 };
                 tracing::info!(media = %id, %digit, "DTMF from phone");
-                publish_dtmf(events, &slot.who, digit);
+                let _ = slot.events.send(PhoneMediaEvent::Dtmf(digit));
             }
             rtp_leg::LegEvent::Inactive => {
                 let _ = slot.events.send(PhoneMediaEvent::Inactive);
