@@ -221,6 +221,12 @@ pub struct InboundConfig {
     /// 0 means no limit.
     #[serde(default)]
     pub max_concurrent_calls: u32,
+    /// A joined caller is hung up after this long (cause `max-duration`).
+    #[serde(default = "default_max_call_duration")]
+    pub max_call_duration: Seconds,
+    /// A caller whose RTP stops for this long is hung up (cause `media-timeout`).
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout: Seconds,
 }
 
 /// How inbound calls find rooms and how callers are treated on the way.

@@ -169,36 +169,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
     let sip = runtime::sip::start(&config.sip.listen, sip_events_tx, shutdown_rx.clone()).await?;
+    let router = Arc::new(calls::CallRouter::default());
+    // Phone legs of both directions; without [[trunks]] dial-out answers 501.
+    let dialer = calls::dialout::TrunkDialer::new(
+        &config,
+        sip.clone(),
+        media.clone(),
+        Rooms::new(store.clone(), events.clone(), None),
+        router.clone(),
+    )?;
     let dialin = Arc::new(calls::dialin::DialIn::new(
         &config,
         Rooms::new(store.clone(), events.clone(), None),
+        Some((&dialer, router.clone())),
     ));
-    let router = Arc::new(calls::CallRouter::default());
     tokio::spawn(calls::run_sip_events(
         sip.clone(),
         sip_events,
         dialin,
         router.clone(),
     ));
-    // Dial-out needs trunks; without them the endpoint answers 501.
-    let dialer = if config.trunks.is_empty() {
-        None
-    } else {
-        let legs_rooms = Rooms::new(store.clone(), events.clone(), None);
-        Some(calls::dialout::TrunkDialer::new(
-            &config,
-            sip.clone(),
-            media.clone(),
-            legs_rooms,
-            router.clone(),
-        )?)
-    };
-    let mut observers: Vec<Arc<dyn CallObserver>> = vec![Arc::new(media.clone())];
-    let mut as_dialer: Option<Arc<dyn Dialer>> = None;
-    if let Some(d) = &dialer {
-        observers.push(d.clone());
-        as_dialer = Some(d.clone());
-    }
+    let observers: Vec<Arc<dyn CallObserver>> = vec![Arc::new(media.clone()), dialer.clone()];
+    let as_dialer: Option<Arc<dyn Dialer>> = Some(dialer.clone());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -237,9 +229,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             // Phones hear a BYE while the SIP driver still runs.
-            if let Some(dialer) = &dialer {
-                dialer.shutdown(std::time::Duration::from_secs(5)).await;
-            }
+            dialer.shutdown(std::time::Duration::from_secs(5)).await;
             let _ = shutdown_tx.send(true);
         })
         .await

@@ -3,10 +3,11 @@
 //! cancelling matters, and a scan probes many numbers and users the way SIPVicious does.
 
 mod common;
+#[path = "common/telephony.rs"]
+mod telephony;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use dialbridge_sip::message::{Message, Response};
 use dialbridge_sip::transport::{Frame, StreamFramer};
 use reqwest::Method;
 use serde_json::json;
+use telephony::{free_port, Sipp, Tp as Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -24,12 +26,6 @@ const UNKNOWN_NUMBER: &str = "+4940999999";
 /// How long to listen for an answer that must not come (silence can only pass, never flake).
 const SILENCE: Duration = Duration::from_millis(1500);
 const ANSWER: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Transport {
-    Udp,
-    Tcp,
-}
 
 fn sip_addr(gw: &Gateway, transport: Transport) -> SocketAddr {
     match transport {
@@ -47,64 +43,16 @@ async fn sipp(
     user_agent: &str,
     extra: &[&str],
 ) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
-        .iter()
-        .collect();
-    let target = sip_addr(gw, transport);
-    let mut child = Command::new("sipp")
-        .arg("-sf")
-        .arg(&path)
-        .arg(target.to_string())
-        .args(["-i", "127.0.0.1", "-p", &free_port(transport).to_string()])
-        .args(["-m", "1", "-s", number])
-        .args(["-key", "ua", user_agent])
-        // SIPp's digest names the host alone unless told the Request-URI.
-        .args(["-auth_uri", &format!("{number}@{target}")])
-        .args([
-            "-t",
-            if transport == Transport::Tcp {
-                "t1"
-            } else {
-                "u1"
-            },
-        ])
-        .args(["-timeout", "20s", "-nostdin", "-trace_msg", "-trace_err"])
-        .args(extra)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp must be installed (scripts/setup installs sip-tester)");
-    let mut success = None;
-    for _ in 0..800 {
-        if let Ok(Some(status)) = child.try_wait() {
-            success = Some(status.success());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if success.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut trace = String::new();
-    for entry in std::fs::read_dir(dir.path())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        trace.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-    }
-    (success == Some(true), trace)
-}
-
-fn free_port(transport: Transport) -> u16 {
-    let port = match transport {
-        Transport::Udp => std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-        Transport::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-    };
-    port.expect("free port").port()
+    Sipp::uac(
+        sip_addr(gw, transport),
+        scenario,
+        transport,
+        number,
+        user_agent,
+        extra,
+    )
+    .finish()
+    .await
 }
 
 /// A bare SIP peer: writes requests as text and reads whatever responses come back.
@@ -395,7 +343,7 @@ async fn digest_trunk_is_challenged_then_admitted_over_udp_and_tcp() {
     for transport in [Transport::Udp, Transport::Tcp] {
         let (ok, trace) = sipp(
             &gw,
-            "uac_auth_ringing.xml",
+            "uac_auth_call.xml",
             transport,
             ROOM_NUMBER,
             "Carrier SBC",
@@ -404,7 +352,7 @@ async fn digest_trunk_is_challenged_then_admitted_over_udp_and_tcp() {
         .await;
         assert!(
             ok,
-            "{transport:?}: 407, then 180 and 480 for the authenticated INVITE:\n{trace}"
+            "{transport:?}: 407, then the authenticated INVITE answered and hung up:\n{trace}"
         );
         let challenges: Vec<&str> = trace
             .lines()
@@ -419,9 +367,10 @@ async fn digest_trunk_is_challenged_then_admitted_over_udp_and_tcp() {
             "SHA-256 and MD5 offered: {challenges:?}"
         );
     }
-    assert!(
-        gw.log().contains("dial-in media is not yet wired"),
-        "the 480 says why in the log"
+    assert_eq!(
+        gw.log().matches("caller joined the room").count(),
+        2,
+        "both callers joined"
     );
 }
 
@@ -471,10 +420,10 @@ async fn wrong_credentials_get_a_fresh_challenge_whatever_was_wrong() {
             .await;
         answers.push((user, password, provisional, answer));
     }
-    // The right credentials pass (the room has a call: 180, then 480 until media is wired) ...
+    // The right credentials pass (the room has a call: 180, then answered) ...
     let (_, _, provisional, answer) = &answers[2];
     assert!(provisional.contains(&180), "{provisional:?}");
-    assert_eq!(answer.as_ref().map(|r| r.code), Some(480));
+    assert_eq!(answer.as_ref().map(|r| r.code), Some(200));
     // ... and both wrong ones get the same fresh challenge, not a word about which part was wrong.
     let again: Vec<_> = answers[..2]
         .iter()
@@ -522,30 +471,33 @@ async fn unknown_number_is_404() {
 }
 
 #[tokio::test]
-async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_on_cancel() {
-    let gw = Gateway::start(&inbound(
-        "allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n",
+async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_ends() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\nwait_for_call = 4\n",
+        inbound("allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n")
     ));
-    // No call in the room yet: the first caller waits, ringing, and holds the trunk's one slot.
+    // No call in the room yet: the first caller is answered and waits, holding the trunk's one slot.
     room_with_number(&gw, false).await;
-    let mut first = Peer::connect(&gw, Transport::Udp).await;
-    let (invite, branch) =
-        first.request("INVITE", ROOM_NUMBER, "Carrier SBC", Some("held@127.0.0.1"));
-    first.send(&invite).await;
-    let mut ringing = false;
-    while let Some(r) = first.recv(ANSWER).await {
+    let media_port = free_port(Transport::Udp).to_string();
+    let first = Sipp::uac(
+        sip_addr(&gw, Transport::Udp),
+        "uac_call_until_bye.xml",
+        Transport::Udp,
+        ROOM_NUMBER,
+        "Carrier SBC",
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &media_port],
+    );
+    let end = std::time::Instant::now() + ANSWER;
+    while !gw
+        .log()
+        .contains("caller waits for the room's call to start")
+    {
         assert!(
-            r.code < 200,
-            "the first caller waits: {} {}",
-            r.code,
-            r.reason
+            std::time::Instant::now() < end,
+            "the first caller never waited"
         );
-        if r.code == 180 {
-            ringing = true;
-            break;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ringing, "the first caller hears ringing");
     for transport in [Transport::Udp, Transport::Tcp] {
         let (ok, trace) = sipp(
             &gw,
@@ -561,24 +513,9 @@ async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_on_cancel() {
             "{transport:?}: 503 with Retry-After beyond the limit:\n{trace}"
         );
     }
-    // The first caller gives up: its slot is free again.
-    let cancel = invite
-        .replacen("INVITE sip:", "CANCEL sip:", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    assert!(cancel.contains(&branch));
-    first.send(&cancel).await;
-    let mut codes = Vec::new();
-    while let Some(r) = first.recv(ANSWER).await {
-        codes.push(r.code);
-        if r.code == 487 {
-            break;
-        }
-    }
-    assert!(
-        codes.contains(&487),
-        "the cancelled INVITE ends with 487: {codes:?}"
-    );
-    // The slot is given back as the cancel is handled; allow that a moment.
+    // Nobody starts the call: goodbye and BYE end the first call, and its slot is free again.
+    let (ok, trace) = first.finish().await;
+    assert!(ok, "the first caller's wait ended with our BYE:\n{trace}");
     let mut next = Peer::connect(&gw, Transport::Udp).await;
     let mut answers = Vec::new();
     for _ in 0..10 {
@@ -589,7 +526,7 @@ async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_on_cancel() {
             .final_response(&invite, Duration::from_secs(2), &mut provisional)
             .await;
         answers.push((provisional.clone(), answer.as_ref().map(|r| r.code)));
-        if provisional.contains(&180) && answer.is_none() {
+        if provisional.contains(&180) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -846,7 +783,7 @@ async fn a_scan_cannot_tell_numbers_or_users_apart_and_calls_keep_working() {
         .expect(200);
     let (ok, trace) = sipp(
         &gw,
-        "uac_auth_ringing.xml",
+        "uac_auth_call.xml",
         Transport::Udp,
         ROOM_NUMBER,
         "Carrier SBC",
@@ -913,7 +850,7 @@ async fn sipvicious_finds_no_numbers_or_users() {
     // Still serving calls afterwards.
     let (ok, trace) = sipp(
         &gw,
-        "uac_auth_ringing.xml",
+        "uac_auth_call.xml",
         Transport::Udp,
         ROOM_NUMBER,
         "Carrier SBC",
@@ -921,59 +858,4 @@ async fn sipvicious_finds_no_numbers_or_users() {
     )
     .await;
     assert!(ok, "a real call after the scans:\n{trace}");
-}
-
-#[tokio::test]
-async fn a_waiting_caller_is_let_through_when_the_call_starts_or_refused_when_the_wait_ends() {
-    let gw = Gateway::start(&format!(
-        "{}[dialin]\nwait_for_call = 2\n",
-        inbound("allowed_sources = [\"127.0.0.1\"]\n")
-    ));
-    let (alice, token) = room_with_number(&gw, false).await;
-    // Nobody starts the call: after wait_for_call the caller is refused.
-    let mut peer = Peer::connect(&gw, Transport::Udp).await;
-    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
-    let started = std::time::Instant::now();
-    peer.send(&invite).await;
-    let mut provisional = Vec::new();
-    let r = peer
-        .final_response(&invite, ANSWER, &mut provisional)
-        .await
-        .expect("answer");
-    assert_eq!(r.code, 480);
-    assert!(provisional.contains(&180), "{provisional:?}");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1900),
-        "it waited"
-    );
-    assert!(gw.log().contains("no call started in time"));
-    // The call starts while the caller waits: the wait ends at once (with 480 until media).
-    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
-    peer.send(&invite).await;
-    // (Retransmissions of the first 480 may still arrive: look at this call's answers only.)
-    let call_id = invite
-        .lines()
-        .find_map(|l| l.strip_prefix("Call-ID: "))
-        .expect("Call-ID")
-        .to_string();
-    let first = loop {
-        let r = peer.recv(ANSWER).await.expect("ringing");
-        if r.headers.get("Call-ID") == Some(call_id.as_str()) {
-            break r;
-        }
-    };
-    assert!(first.code < 200, "waits: {}", first.code);
-    alice.join_room(&token).await;
-    alice.join_call(&token, 3).await;
-    let joined = std::time::Instant::now();
-    let r = peer
-        .final_response(&invite, ANSWER, &mut Vec::new())
-        .await
-        .expect("answer");
-    assert_eq!(r.code, 480);
-    assert!(
-        joined.elapsed() < Duration::from_millis(1500),
-        "let through when the call started"
-    );
-    assert!(gw.log().contains("dial-in media is not yet wired"));
 }

@@ -4,195 +4,30 @@
 //! WebRTC client in the room and a test-owned RTP socket as the phone's media.
 
 mod common;
+#[path = "common/telephony.rs"]
+mod telephony;
 #[path = "common/webrtc_client.rs"]
 mod webrtc_client;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::UdpSocket;
+use std::time::Duration;
 
 use common::{Client, Gateway, TALK};
-use dialbridge_bridge::g711::G711;
-use dialbridge_bridge::testing::{tone_ratio_blocks, Sine};
-use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
+use telephony::{
+    assert_nothing_left, call_records, free_port, participant, wait_for, EventReader, PhoneMedia,
+    Sipp, Tp,
+};
 use webrtc_client::{Offer, WebRtcClient};
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const PHONE: &str = "+4930123456";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tp {
-    Udp,
-    Tcp,
-}
-
-fn free_port(tp: Tp) -> u16 {
-    match tp {
-        Tp::Udp => UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-        Tp::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-    }
-    .expect("free port")
-    .port()
-}
-
-struct Sipp {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// SIPp as the phone behind the trunk, running `scenario` for one call.
-    async fn uas(scenario: &str, tp: Tp, extra: &[&str]) -> Sipp {
-        let port = free_port(tp);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
-            .iter()
-            .collect();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(&path)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
-            .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
-            .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &free_port(Tp::Udp).to_string()])
-            .args(extra)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp must be installed (scripts/setup installs sip-tester)");
-        let sipp = Sipp { child, port, dir };
-        if tp == Tp::Tcp {
-            for _ in 0..200 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        sipp
-    }
-
-    fn trace(&self) -> String {
-        let mut trace = String::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
-            for entry in entries.flatten() {
-                trace.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-        trace
-    }
-
-    /// Waits for SIPp to finish; returns whether every step of its scenario succeeded, and its
-    /// message trace.
-    async fn finish(mut self) -> (bool, String) {
-        let mut success = None;
-        for _ in 0..1200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                success = Some(status.success());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if success.is_none() {
-            let _ = self.child.kill();
-        }
-        (success == Some(true), self.trace())
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 fn trunk(port: u16, tp: Tp, extra: &str) -> String {
     format!(
         "[[trunks]]\nname = \"sipp\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"{}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\n{extra}",
         if tp == Tp::Tcp { "tcp" } else { "udp" }
     )
-}
-
-/// Reads SSE frames and yields each event's JSON.
-struct EventReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
-
-impl EventReader {
-    async fn open(client: &Client, token: &str) -> EventReader {
-        let response = client
-            .request(Method::GET, &format!("/api/v1/rooms/{token}/events"))
-            .send()
-            .await
-            .expect("event stream");
-        assert_eq!(response.status(), 200);
-        EventReader {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Value {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if !data.is_empty() {
-                    return serde_json::from_str(&data).expect("event data is JSON");
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(DEADLINE, self.stream.next())
-                .await
-                .expect("an event in time")
-                .expect("stream open")
-                .expect("chunk");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// The call's `callstatus` events up to and including a final one.
-    async fn statuses(&mut self, call_id: &str) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let e = self.next().await;
-            if e["type"] == "callstatus" && e["callid"] == call_id {
-                let done = e["status"] == "rejected" || e["status"] == "cleared";
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-        }
-    }
-
-    /// Waits for an event matching `pred`, returning it.
-    async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < end, "no {what} event in time");
-            let e = self.next().await;
-            if pred(&e) {
-                return e;
-            }
-        }
-    }
 }
 
 fn status_names(events: &[Value]) -> Vec<String> {
@@ -224,77 +59,11 @@ async fn dial(alice: &Client, token: &str, phone: i64, body: Option<Value>) -> c
 }
 
 async fn phone_participant(alice: &Client, token: &str, phone: i64) -> Value {
-    let list = alice
-        .talk(Method::GET, &format!("/room/{token}/participants"), None)
-        .await
-        .expect(200);
-    list.data()
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|p| p["attendeeId"] == phone)
-        .cloned()
-        .expect("phone attendee listed")
+    participant(alice, token, &json!(phone)).await
 }
 
 async fn records(alice: &Client, token: &str) -> Vec<Value> {
-    alice
-        .call(Method::GET, &format!("/api/v1/rooms/{token}/calls"), None)
-        .await
-        .expect(200)
-        .data()
-        .as_array()
-        .expect("records")
-        .iter()
-        .filter(|r| r["kind"] == "dialout")
-        .cloned()
-        .collect()
-}
-
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
-
-/// Waits until no dial-out leg, SIP call or transaction, RTP port or phone media leg remains.
-async fn assert_nothing_left(gw: &Gateway) {
-    let client = gw.anonymous();
-    let names = [
-        "dialbridge_dialout_legs",
-        "dialbridge_sip_calls",
-        "dialbridge_sip_transactions",
-        "dialbridge_rtp_ports_in_use",
-        "dialbridge_phone_media_legs",
-    ];
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = client
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let left: Vec<String> = names
-            .iter()
-            .filter(|n| gauge(&text, n).unwrap_or(0.0) != 0.0)
-            .map(|n| format!("{n}={:?}", gauge(&text, n)))
-            .collect();
-        // The SIP gauges must have been published at least once.
-        let published = gauge(&text, "dialbridge_sip_calls").is_some()
-            && gauge(&text, "dialbridge_dialout_legs").is_some();
-        if left.is_empty() && published {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "still held after the call: {left:?} (published {published})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    call_records(alice, token, "dialout").await
 }
 
 fn invite_of(trace: &str) -> &str {
@@ -387,17 +156,6 @@ async fn answered_then_room_ends(tp: Tp) {
     assert!(r["answeredAt"].is_i64() && r["endedAt"].is_i64(), "{r}");
     assert!(r["billableSeconds"].as_i64().is_some_and(|s| s >= 0), "{r}");
     assert_nothing_left(&gw).await;
-}
-
-impl Sipp {
-    /// A placeholder for a SIPp already handed to `finish`.
-    fn dummy() -> Sipp {
-        Sipp {
-            child: Command::new("true").spawn().expect("true"),
-            port: 0,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -617,126 +375,6 @@ async fn number_outside_allowed_numbers_is_refused_and_never_dialled() {
     assert_nothing_left(&gw).await;
 }
 
-/// The phone's media: a loopback socket that answers dialbridge's RTP with a G.711 tone and
-/// keeps what it hears.
-struct PhoneMedia {
-    addr: SocketAddr,
-    heard: Arc<Mutex<Vec<i16>>>,
-    peer: Arc<Mutex<Option<SocketAddr>>>,
-    dtmf: Arc<Mutex<Vec<u8>>>,
-    key: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-}
-
-impl PhoneMedia {
-    fn start(tone: f64) -> PhoneMedia {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("phone socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(5)))
-            .expect("timeout");
-        let addr = socket.local_addr().expect("addr");
-        let media = PhoneMedia {
-            addr,
-            heard: Default::default(),
-            peer: Default::default(),
-            dtmf: Default::default(),
-            key: Arc::new(AtomicU8::new(u8::MAX)),
-            stop: Default::default(),
-        };
-        let (heard, peer, dtmf, key, stop) = (
-            media.heard.clone(),
-            media.peer.clone(),
-            media.dtmf.clone(),
-            media.key.clone(),
-            media.stop.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut sine = Sine::new(tone, 8000, 8000);
-            let mut next = Instant::now();
-            let (mut seq, mut ts) = (1u16, 1000u32);
-            let mut buf = [0u8; 1500];
-            let mut key_frames = 0;
-            while !stop.load(Ordering::Relaxed) {
-                while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    if n < 12 || from.port() % 2 == 1 {
-                        continue;
-                    }
-                    *peer.lock().expect("lock") = Some(from);
-                    let pt = buf[1] & 0x7f;
-                    if pt == 0 {
-                        let mut h = heard.lock().expect("lock");
-                        h.extend(buf[12..n].iter().map(|&c| G711::Pcmu.decode_sample(c)));
-                        let excess = h.len().saturating_sub(8000);
-                        h.drain(..excess);
-                    } else if pt == 101 && n >= 13 {
-                        let mut d = dtmf.lock().expect("lock");
-                        if d.last() != Some(&buf[12]) {
-                            d.push(buf[12]);
-                        }
-                    }
-                }
-                if Instant::now() < next {
-                    continue;
-                }
-                next += Duration::from_millis(20);
-                let Some(to) = *peer.lock().expect("lock") else {
-                    continue;
-                };
-                let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
-                let k = key.load(Ordering::Relaxed);
-                if k != u8::MAX {
-                    // RFC 4733: event, E bit on the last packets, duration in samples.
-                    key_frames += 1;
-                    let end = key_frames >= 5;
-                    packet[1] = 101 | if key_frames == 1 { 0x80 } else { 0 };
-                    packet.extend_from_slice(&[k, if end { 0x80 } else { 0 } | 10]);
-                    packet.extend_from_slice(&((key_frames * 160) as u16).to_be_bytes());
-                    if end {
-                        key.store(u8::MAX, Ordering::Relaxed);
-                        key_frames = 0;
-                    }
-                } else {
-                    let mut pcm = [0i16; 160];
-                    sine.fill(&mut pcm);
-                    packet.extend(pcm.iter().map(|&s| G711::Pcmu.encode_sample(s)));
-                    ts = ts.wrapping_add(160);
-                }
-                packet[2..4].copy_from_slice(&seq.to_be_bytes());
-                packet[4..8].copy_from_slice(&ts.to_be_bytes());
-                seq = seq.wrapping_add(1);
-                let _ = socket.send_to(&packet, to);
-            }
-        });
-        media
-    }
-
-    fn hears(&self, freq: f64) -> f64 {
-        let h = self.heard.lock().expect("lock");
-        if h.len() < 4000 {
-            return 0.0;
-        }
-        tone_ratio_blocks(&h[h.len() - 4000..], freq, 8000, 160)
-    }
-}
-
-impl Drop for PhoneMedia {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool, describe: impl Fn() -> String) {
-    let end = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < end,
-            "{what} did not happen in time: {}",
-            describe()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Audio both ways and DTMF both ways between a WebRTC client in the room and the phone.
 #[tokio::test]
 async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
@@ -795,7 +433,7 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     .await;
 
     // DTMF from the phone becomes a room event; DTMF from a moderator reaches the phone.
-    phone_media.key.store(5, Ordering::Relaxed);
+    phone_media.press(5);
     let key = events
         .until("dtmf", |e| {
             e["type"] == "dtmf" && e["actorType"] == "phones"

@@ -169,3 +169,35 @@ pub async fn phone_dtmf(
     state.rooms.phone_dtmf(&user, &token, &call_id, &p.digits)?;
     Ok(Ocs::ok(json!({"callid": call_id, "digits": p.digits})))
 }
+
+#[derive(Deserialize)]
+pub struct PhoneMuteParams {
+    #[serde(default, deserialize_with = "lenient::int")]
+    audio: Option<i64>,
+}
+
+/// `POST /api/v1/rooms/{token}/phones/{callid}/mute`: `audio` 1 mutes what the phone says, 2
+/// what it hears, 3 both, 0 neither (moderators).
+pub async fn phone_mute(
+    state: St,
+    Auth(user): Auth,
+    Path((token, call_id)): Path<(String, String)>,
+    Params(p): Params<PhoneMuteParams>,
+) -> ApiResult<Value> {
+    let audio = p
+        .audio
+        .ok_or_else(|| OcsError::bad_request("audio", "audio is required: 0, 1, 2 or 3"))?;
+    state.rooms.phone_mute(&user, &token, &call_id, audio)?;
+    Ok(Ocs::ok(json!({"callid": call_id, "audio": audio})))
+}
+
+/// `POST /api/v1/rooms/{token}/phones/{callid}/hangup`: ends a phone call (moderators); the
+/// phone attendee stays in the room.
+pub async fn phone_hangup(
+    state: St,
+    Auth(user): Auth,
+    Path((token, call_id)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    state.rooms.phone_hangup(&user, &token, &call_id)?;
+    Ok(Ocs::ok(json!({"callid": call_id})))
+}

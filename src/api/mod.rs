@@ -95,6 +95,14 @@ pub fn router(state: SharedState) -> Router {
             "/rooms/{token}/phones/{call_id}/dtmf",
             post(call::phone_dtmf),
         )
+        .route(
+            "/rooms/{token}/phones/{call_id}/mute",
+            post(call::phone_mute),
+        )
+        .route(
+            "/rooms/{token}/phones/{call_id}/hangup",
+            post(call::phone_hangup),
+        )
         .route("/rooms/{token}/dialin", put(dialin::set))
         .route("/rooms/{token}/media", post(media::join))
         .route(

@@ -1,26 +1,23 @@
 //! Dial-in: inbound INVITEs go through admission, then find their room by the dialled number (a
-//! room's own number, a configured route, or the shared PIN number), and are answered on the wire.
-//!
-//! Joining the caller into the room's call with media is the phone leg's work; until it exists an
-//! admitted, routed call hears 180 Ringing and then 480, with a log line that says so.
+//! room's own number, a configured route, or the shared PIN number); routed calls are answered
+//! and run as inbound phone legs ([`super::inbound`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dialbridge_sip::message::{Request, Uri};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{CallHandle, UaEvent};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::admission::{Admission, Decision, InviteFacts};
+use super::dialout::{Shared, TrunkDialer};
+use super::inbound::{self, Destination, Inbound, Rules};
+use super::CallRouter;
 use crate::config::Config;
 use crate::room::{DialinRoom, PhoneNumber, Rooms};
 use crate::runtime::sip::SipHandle;
-
-/// How often a waiting caller's room is checked for a call.
-const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// Where a dialled number leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +33,10 @@ pub struct DialIn {
     rooms: Rooms,
     pin_number: Option<PhoneNumber>,
     routes: Vec<(PhoneNumber, String)>,
-    wait_for_call: Duration,
-    /// Callers waiting for a room's call, told when they cancel.
-    waiting: Mutex<HashMap<CallHandle, oneshot::Sender<()>>>,
+    /// Per `[[inbound]]` trunk name, what its legs follow.
+    rules: Vec<(String, Rules)>,
+    /// Phone legs and what they share with dial-out; `None` only in unit tests.
+    legs: Option<(Arc<Shared>, Arc<CallRouter>)>,
 }
 
 /// The dialled number of an INVITE: the Request-URI's user (or tel: number), else the To URI's,
@@ -84,8 +82,33 @@ fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 impl DialIn {
-    pub fn new(config: &Config, rooms: Rooms) -> DialIn {
+    /// Routed calls become phone legs of `legs` (the dialer's, so both directions share ports,
+    /// limits and room controls); without it they are answered 503 (unit tests route only).
+    pub fn new(
+        config: &Config,
+        rooms: Rooms,
+        legs: Option<(&TrunkDialer, Arc<CallRouter>)>,
+    ) -> DialIn {
+        let legs = legs.map(|(dialer, router)| (dialer.shared(), router));
+        let rules = config
+            .inbound
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Rules {
+                        pin_attempts: config.dialin.pin_attempts,
+                        digit_timeout: config.dialin.digit_timeout.0,
+                        wait_for_call: config.dialin.wait_for_call.0,
+                        media_timeout: t.media_timeout.0,
+                        max_call_duration: t.max_call_duration.0,
+                    },
+                )
+            })
+            .collect();
         DialIn {
+            rules,
+            legs,
             admission: Mutex::new(Admission::new(config, Instant::now(), rand::random())),
             rooms,
             pin_number: config.dialin.pin_number.clone(),
@@ -95,8 +118,6 @@ impl DialIn {
                 .iter()
                 .map(|r| (r.number.clone(), r.room.clone()))
                 .collect(),
-            wait_for_call: config.dialin.wait_for_call.0,
-            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -113,10 +134,6 @@ impl DialIn {
 
     fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<CallHandle, oneshot::Sender<()>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where a number leads: the PIN number, a room's own number, then the configured routes.
@@ -151,20 +168,6 @@ impl DialIn {
         }
     }
 
-    /// Sees every SIP event: a waiting caller who cancels gives its place back.
-    pub fn observe(&self, event: &UaEvent) {
-        let call = match event {
-            UaEvent::Cancelled { call }
-            | UaEvent::Ended { call, .. }
-            | UaEvent::Failed { call, .. } => call,
-            _ => return,
-        };
-        let waiter = self.waiters().remove(call);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(());
-        }
-    }
-
     /// Decides on a new inbound call and answers it (admission at once; routing in a task).
     pub async fn incoming(
         self: &Arc<Self>,
@@ -176,10 +179,11 @@ impl DialIn {
     ) {
         let dialed = dialed_number(&request);
         let request_uri = request.uri.to_string();
+        let user_agent = header(&request, "User-Agent").map(str::to_string);
         let facts = InviteFacts {
             source: remote.ip(),
             request_uri: &request_uri,
-            user_agent: header(&request, "User-Agent"),
+            user_agent: user_agent.as_deref(),
             proxy_authorization: request.headers.proxy_authorization().collect(),
             dialed: dialed.as_ref(),
         };
@@ -202,15 +206,21 @@ impl DialIn {
             }
             Decision::Admit { trunk } => {
                 // Registered here, in event order, so a CANCEL that follows at once is not missed.
-                let (tx, cancelled) = oneshot::channel();
-                self.waiters().insert(call, tx);
+                let events = match &self.legs {
+                    Some((_, router)) => Some(router.register(call).await),
+                    None => None,
+                };
                 let this = self.clone();
                 let sip = sip.clone();
                 tokio::spawn(async move {
-                    this.admitted(&sip, call, dialed, &trunk, (transport, remote), cancelled)
-                        .await;
-                    this.waiters().remove(&call);
-                    this.admission().release(&trunk);
+                    let admitted = Admitted {
+                        call,
+                        request,
+                        transport,
+                        remote,
+                        trunk,
+                    };
+                    this.admitted(&sip, admitted, dialed, events).await;
                 });
                 Ok(())
             }
@@ -223,88 +233,96 @@ impl DialIn {
     async fn admitted(
         &self,
         sip: &SipHandle,
-        call: CallHandle,
+        admitted: Admitted,
         dialed: Option<PhoneNumber>,
-        trunk: &str,
+        events: Option<mpsc::UnboundedReceiver<UaEvent>>,
+    ) {
+        let Admitted {
+            call,
+            request,
+            transport,
+            remote,
+            trunk,
+        } = admitted;
+        self.route_and_answer(
+            sip,
+            call,
+            request,
+            (transport, remote),
+            &trunk,
+            dialed,
+            events,
+        )
+        .await;
+        if let Some((_, router)) = &self.legs {
+            router.forget(call).await;
+        }
+        self.admission().release(&trunk);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn route_and_answer(
+        &self,
+        sip: &SipHandle,
+        call: CallHandle,
+        request: Request,
         (transport, remote): (Transport, SocketAddr),
-        mut cancelled: oneshot::Receiver<()>,
+        trunk: &str,
+        dialed: Option<PhoneNumber>,
+        events: Option<mpsc::UnboundedReceiver<UaEvent>>,
     ) {
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
         tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
-        let room = match route {
+        let to = match route {
             Route::Unknown => {
                 let _ = sip.respond(call, 404, "Not Found", None).await;
                 return;
             }
-            Route::Pin => None,
-            Route::Room(room) => Some(room),
-        };
-        if sip.respond(call, 180, "Ringing", None).await.is_err() {
-            return;
-        }
-        if let Some(room) = &room {
-            let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
-            if !active {
-                if !room.wait_for_call {
+            Route::Pin => Destination::Pin,
+            Route::Room(room) => {
+                let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
+                if !active && !room.wait_for_call {
                     tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
+                    let _ = sip.respond(call, 180, "Ringing", None).await;
                     let _ = sip
                         .respond(call, 480, "Temporarily Unavailable", None)
                         .await;
                     return;
                 }
-                if !self.wait_for_call(sip, call, room, &mut cancelled).await {
-                    return;
-                }
-            }
-        }
-        tracing::warn!(
-            room = room
-                .as_ref()
-                .map(|r| r.token.as_str())
-                .unwrap_or("(PIN entry)"),
-            number,
-            "inbound call admitted, but dial-in media is not yet wired: answering 480"
-        );
-        let _ = sip
-            .respond(call, 480, "Temporarily Unavailable", None)
-            .await;
-    }
-
-    /// Keeps the caller ringing until the room's call starts (true), the wait ends (480 sent,
-    /// false) or the caller gives up (false).
-    async fn wait_for_call(
-        &self,
-        sip: &SipHandle,
-        call: CallHandle,
-        room: &DialinRoom,
-        cancelled: &mut oneshot::Receiver<()>,
-    ) -> bool {
-        tracing::info!(room = %room.token, wait_s = self.wait_for_call.as_secs(), "caller waits for the room's call to start");
-        let deadline = tokio::time::Instant::now() + self.wait_for_call;
-        let started = loop {
-            tokio::select! {
-                _ = &mut *cancelled => {
-                    tracing::info!(room = %room.token, "waiting caller hung up");
-                    return false;
-                }
-                () = tokio::time::sleep(WAIT_POLL) => {}
-            }
-            if self.rooms.call_in_progress(room.room_id).unwrap_or(false) {
-                break true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break false;
+                Destination::Room(room)
             }
         };
-        if !started {
-            tracing::info!(room = %room.token, "no call started in time: waiting caller refused");
-            let _ = sip
-                .respond(call, 480, "Temporarily Unavailable", None)
-                .await;
+        if sip.respond(call, 180, "Ringing", None).await.is_err() {
+            return;
         }
-        started
+        let (Some((shared, _)), Some(events), Some(rules)) = (
+            &self.legs,
+            events,
+            self.rules.iter().find(|(n, _)| n == trunk).map(|(_, r)| r),
+        ) else {
+            tracing::error!(trunk, "no phone legs to answer an inbound call with");
+            let _ = sip.respond(call, 503, "Service Unavailable", None).await;
+            return;
+        };
+        let inbound = Inbound {
+            call,
+            invite: request,
+            transport,
+            trunk: trunk.to_string(),
+            events,
+        };
+        inbound::run(shared.clone(), rules.clone(), inbound, to).await;
     }
+}
+
+/// An admitted INVITE on its way to routing.
+struct Admitted {
+    call: CallHandle,
+    request: Request,
+    transport: Transport,
+    remote: SocketAddr,
+    trunk: String,
 }
 
 #[cfg(test)]
@@ -343,7 +361,7 @@ room = "gone0000"
             })
             .expect("rooms");
         let rooms = Rooms::new(store, std::sync::Arc::new(EventBus::default()), None);
-        let dialin = DialIn::new(&config, rooms);
+        let dialin = DialIn::new(&config, rooms, None);
         let route = |n: &str| dialin.route(Some(&n.parse().expect("number")));
         assert_eq!(route("+4930123400"), Route::Pin);
         assert_eq!(

@@ -13,18 +13,22 @@ use dialbridge_sip::transport::Transport;
 use super::phone_leg::{self, Control, LegSetup, Outbound};
 use super::CallRouter;
 use crate::config::{Config, Transport as ConfigTransport, TrunkConfig};
+use crate::room::PhoneMute;
 use crate::room::{CallObserver, Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult, Rooms};
-use crate::runtime::media::MediaHandle;
+use crate::runtime::media::{MediaHandle, MediaId};
 use crate::runtime::sip::SipHandle;
 
 /// Binding tries per dial-out when ports of the range are held by other programs.
 const BIND_ATTEMPTS: usize = 8;
 
-/// A leg in progress, as the dialer tracks it for limits, duplicates and hangups.
+/// A leg in progress, as the dialer tracks it for limits, duplicates and hangups. An inbound
+/// caller not in a room yet has room and attendee 0 (store ids start at 1).
 pub(crate) struct LiveLeg {
     pub room_id: i64,
     pub attendee_id: i64,
+    /// The trunk's name, in `[[trunks]]` or (when `inbound`) in `[[inbound]]`.
     pub trunk: String,
+    pub inbound: bool,
     pub session_id: String,
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
 }
@@ -36,6 +40,8 @@ pub(crate) struct Shared {
     pub router: Arc<CallRouter>,
     pub ports: RtpPortPool,
     pub legs: Mutex<HashMap<String, LiveLeg>>,
+    /// Where RTP binds and what SDP announces, per SIP transport.
+    pub media_ip: HashMap<Transport, (IpAddr, IpAddr)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,9 +55,71 @@ impl Shared {
 
     /// Refreshes the gauges the leak checks read.
     pub fn publish_gauges(&self) {
-        metrics::gauge!("dialbridge_dialout_legs").set(self.legs().len() as f64);
+        let (all, inbound) = {
+            let legs = self.legs();
+            (legs.len(), legs.values().filter(|l| l.inbound).count())
+        };
+        metrics::gauge!("dialbridge_dialout_legs").set((all - inbound) as f64);
+        metrics::gauge!("dialbridge_dialin_legs").set(inbound as f64);
         metrics::gauge!("dialbridge_rtp_ports_in_use")
             .set((self.ports.capacity() - self.ports.available()) as f64);
+    }
+
+    /// An RTP/RTCP port pair bound on `ip`, skipping ports other programs hold.
+    pub fn lease_and_bind(
+        &self,
+        ip: IpAddr,
+    ) -> RoomResult<(PortLease, std::net::UdpSocket, std::net::UdpSocket)> {
+        for _ in 0..BIND_ATTEMPTS {
+            let Some(lease) = self.ports.allocate() else {
+                break;
+            };
+            let bound =
+                std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtp())).and_then(|rtp| {
+                    let rtcp = std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtcp()))?;
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    Ok((rtp, rtcp))
+                });
+            match bound {
+                Ok((rtp, rtcp)) => return Ok((lease, rtp, rtcp)),
+                Err(e) => tracing::warn!(port = lease.rtp(), error = %e, "RTP port busy; next"),
+            }
+        }
+        Err(RoomError::new(
+            ErrorKind::Unavailable,
+            "media",
+            "no RTP port is free in [media] rtp_ports; try again later",
+        ))
+    }
+
+    /// Frees what a finished leg held: its media in the engine (`media`, once the engine took
+    /// its sockets), its RTP ports and its entry in the table.
+    pub fn end_leg(&self, call_id: &str, media: Option<MediaId>, lease: PortLease) {
+        if let Some(media) = media {
+            self.media.remove_phone(media);
+        }
+        drop(lease);
+        self.legs().remove(call_id);
+        self.publish_gauges();
+    }
+
+    /// Asks a live leg of room `room_id` to do `control`.
+    pub fn control(&self, room_id: i64, call_id: &str, control: Control) -> RoomResult<()> {
+        let legs = self.legs();
+        let leg = legs
+            .get(call_id)
+            .filter(|l| l.room_id == room_id)
+            .ok_or_else(|| {
+                RoomError::new(
+                    ErrorKind::NotFound,
+                    "call",
+                    "no phone call with this id in the conversation",
+                )
+            })?;
+        leg.control
+            .send(control)
+            .map_err(|_| RoomError::new(ErrorKind::NotFound, "call", "the phone call has ended"))
     }
 }
 
@@ -61,8 +129,6 @@ pub struct TrunkDialer {
     trunks: Vec<TrunkConfig>,
     /// Start times of the last second's calls, per trunk.
     recent: Mutex<HashMap<String, VecDeque<Instant>>>,
-    /// Where RTP binds and what SDP announces, per SIP transport.
-    media_ip: HashMap<Transport, (IpAddr, IpAddr)>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -106,10 +172,10 @@ impl TrunkDialer {
                 router,
                 ports,
                 legs: Mutex::new(HashMap::new()),
+                media_ip,
             }),
             trunks: config.trunks.clone(),
             recent: Mutex::new(HashMap::new()),
-            media_ip,
             runtime: tokio::runtime::Handle::current(),
         });
         dialer.shared.publish_gauges();
@@ -179,33 +245,6 @@ impl TrunkDialer {
         starts.push_back(now);
         Ok(())
     }
-
-    fn lease_and_bind(
-        &self,
-        ip: IpAddr,
-    ) -> RoomResult<(PortLease, std::net::UdpSocket, std::net::UdpSocket)> {
-        for _ in 0..BIND_ATTEMPTS {
-            let Some(lease) = self.shared.ports.allocate() else {
-                break;
-            };
-            let bound =
-                std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtp())).and_then(|rtp| {
-                    let rtcp = std::net::UdpSocket::bind(SocketAddr::new(ip, lease.rtcp()))?;
-                    rtp.set_nonblocking(true)?;
-                    rtcp.set_nonblocking(true)?;
-                    Ok((rtp, rtcp))
-                });
-            match bound {
-                Ok((rtp, rtcp)) => return Ok((lease, rtp, rtcp)),
-                Err(e) => tracing::warn!(port = lease.rtp(), error = %e, "RTP port busy; next"),
-            }
-        }
-        Err(RoomError::new(
-            ErrorKind::Unavailable,
-            "media",
-            "no RTP port is free in [media] rtp_ports; try again later",
-        ))
-    }
 }
 
 pub(crate) fn sip_transport(t: ConfigTransport) -> Transport {
@@ -217,6 +256,9 @@ pub(crate) fn sip_transport(t: ConfigTransport) -> Transport {
 
 impl Dialer for TrunkDialer {
     fn dial(&self, target: DialoutTarget) -> RoomResult<String> {
+        if self.trunks.is_empty() {
+            return Err(crate::room::not_configured());
+        }
         let trunk = self.trunk_for(&target.number)?;
         if let Some(caller) = &target.caller {
             if caller.parse::<crate::room::PhoneNumber>().is_err() {
@@ -237,7 +279,10 @@ impl Dialer for TrunkDialer {
                     "this phone attendee is already in a call",
                 ));
             }
-            let busy = legs.values().filter(|l| l.trunk == trunk.name).count();
+            let busy = legs
+                .values()
+                .filter(|l| !l.inbound && l.trunk == trunk.name)
+                .count();
             if trunk.max_concurrent_calls > 0 && busy >= trunk.max_concurrent_calls as usize {
                 return Err(RoomError::new(
                     ErrorKind::Unavailable,
@@ -253,14 +298,19 @@ impl Dialer for TrunkDialer {
             format!("{:032x}", rand::random::<u128>())
         };
         let transport = sip_transport(trunk.transport);
-        let (ip, announce) = self.media_ip.get(&transport).copied().ok_or_else(|| {
-            RoomError::new(
-                ErrorKind::Internal,
-                "sip",
-                "no SIP listener for the trunk's transport",
-            )
-        })?;
-        let (lease, rtp, rtcp) = self.lease_and_bind(ip)?;
+        let (ip, announce) = self
+            .shared
+            .media_ip
+            .get(&transport)
+            .copied()
+            .ok_or_else(|| {
+                RoomError::new(
+                    ErrorKind::Internal,
+                    "sip",
+                    "no SIP listener for the trunk's transport",
+                )
+            })?;
+        let (lease, rtp, rtcp) = self.shared.lease_and_bind(ip)?;
         let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let session_id = Rooms::phone_session_id(&call_id);
         {
@@ -279,6 +329,7 @@ impl Dialer for TrunkDialer {
                     room_id: target.room_id,
                     attendee_id: target.attendee_id,
                     trunk: trunk.name.clone(),
+                    inbound: false,
                     session_id,
                     control,
                 },
@@ -322,20 +373,17 @@ impl Dialer for TrunkDialer {
     }
 
     fn send_dtmf(&self, room_id: i64, call_id: &str, digits: &str) -> RoomResult<()> {
-        let legs = self.shared.legs();
-        let leg = legs
-            .get(call_id)
-            .filter(|l| l.room_id == room_id)
-            .ok_or_else(|| {
-                RoomError::new(
-                    ErrorKind::NotFound,
-                    "call",
-                    "no phone call with this id in the conversation",
-                )
-            })?;
-        leg.control
-            .send(Control::Dtmf(digits.to_string()))
-            .map_err(|_| RoomError::new(ErrorKind::NotFound, "call", "the phone call has ended"))
+        self.shared
+            .control(room_id, call_id, Control::Dtmf(digits.to_string()))
+    }
+
+    fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()> {
+        self.shared
+            .control(room_id, call_id, Control::Hangup("ended"))
+    }
+
+    fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()> {
+        self.shared.control(room_id, call_id, Control::Mute(mute))
     }
 }
 
@@ -389,6 +437,11 @@ impl CallObserver for TrunkDialer {
 }
 
 impl TrunkDialer {
+    /// What inbound legs share with dial-out legs.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Ends every leg (BYE or CANCEL, cause `shutdown`) and waits up to `grace` for them to
     /// finish, so no phone stays connected to a stopped gateway.
     pub async fn shutdown(&self, grace: Duration) {

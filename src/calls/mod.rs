@@ -2,12 +2,14 @@
 //!
 //! - [`admission`] and [`dialin`]: which inbound INVITEs are taken, and the room they reach.
 //! - [`dialout`]: the trunk-side checks (trunk choice, limits) and the INVITE of a dial-out.
-//! - [`phone_leg`]: one phone leg from INVITE to its end, whichever side started it: status
-//!   into the room, media into the mix, hangup paths, call record.
+//! - [`phone_leg`]: a dial-out leg from INVITE to its end: status into the room, media into the
+//!   mix, hangup paths, call record; [`inbound`]: the same for an answered inbound call, with PIN
+//!   entry and waiting before it joins.
 
 pub mod admission;
 pub mod dialin;
 pub mod dialout;
+pub mod inbound;
 pub mod phone_leg;
 pub mod pin;
 pub mod wav;
@@ -88,7 +90,6 @@ pub async fn run_sip_events(
     router: std::sync::Arc<CallRouter>,
 ) {
     while let Some(event) = events.recv().await {
-        dialin.observe(&event);
         let Some(event) = router.route(event).await else {
             continue;
         };

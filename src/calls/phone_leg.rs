@@ -22,13 +22,14 @@ use tokio::time::Instant;
 
 use super::dialout::Shared;
 use crate::config::TrunkConfig;
+use crate::room::PhoneMute;
 use crate::room::{CallStatus, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms};
 use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
 use crate::runtime::sip::Credentials;
 use crate::store::PhoneCallRecord;
 
 /// How long to wait for the far end to confirm our CANCEL or BYE before giving the call up.
-const HANGUP_GRACE: Duration = Duration::from_secs(40);
+pub(crate) const HANGUP_GRACE: Duration = Duration::from_secs(40);
 
 /// What the room asks of a running leg.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub enum Control {
     Hangup(&'static str),
     /// Send these key presses to the phone.
     Dtmf(String),
+    /// Mute or unmute the phone in the room's mix.
+    Mute(PhoneMute),
 }
 
 /// The trunk side of a dial-out.
@@ -93,7 +96,7 @@ fn g711_of(codec: Codec) -> Option<G711> {
 }
 
 /// Where to send media, from the negotiated answer.
-fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> {
+pub(crate) fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> {
     let law = g711_of(audio.codec)
         .ok_or_else(|| format!("answer chose {}, not G.711", audio.codec.encoding_name()))?;
     let ip = audio
@@ -105,6 +108,26 @@ fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> {
         rtp: SocketAddr::new(ip, audio.remote_port),
         rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
     })
+}
+
+/// Logs a leg's new status, records it and announces it in the room.
+pub(crate) fn report(
+    shared: &Shared,
+    record: &PhoneCallRecord,
+    record_id: i64,
+    change: PhoneStatus,
+) {
+    tracing::info!(
+        call_id = %record.call_id,
+        status = change.status.as_str(),
+        cause = change.cause.as_deref(),
+        code = change.code,
+        message = change.message.as_deref(),
+        "phone leg status"
+    );
+    if let Err(e) = shared.rooms.phone_leg_status(record, record_id, &change) {
+        tracing::warn!(call_id = %record.call_id, error = %e.message, "cannot record phone status");
+    }
 }
 
 struct Leg {
@@ -130,26 +153,22 @@ impl Leg {
         message: Option<&str>,
     ) {
         self.status = status;
-        tracing::info!(
-            call_id = %self.record.call_id,
-            status = status.as_str(),
-            cause,
-            code,
-            message,
-            "phone leg status"
+        report(
+            &self.shared,
+            &self.record,
+            self.record_id,
+            PhoneStatus {
+                status,
+                cause: cause.map(str::to_string),
+                code,
+                message: message.map(str::to_string),
+            },
         );
-        let change = PhoneStatus {
-            status,
-            cause: cause.map(str::to_string),
-            code,
-            message: message.map(str::to_string),
-        };
-        if let Err(e) = self
-            .shared
-            .rooms
-            .phone_leg_status(&self.record, self.record_id, &change)
-        {
-            tracing::warn!(call_id = %self.record.call_id, error = %e.message, "cannot record phone status");
+    }
+
+    fn mute(&self, mute: PhoneMute) {
+        if let Err(e) = self.shared.media.mute_phone(self.media_id, mute) {
+            tracing::warn!(call_id = %self.record.call_id, error = %e, "mute not applied");
         }
     }
 
@@ -194,7 +213,7 @@ impl Leg {
     }
 }
 
-fn is_sdp(body: &Option<Body>) -> Option<&Body> {
+pub(crate) fn is_sdp(body: &Option<Body>) -> Option<&Body> {
     body.as_ref().filter(|b| {
         b.content_type
             .to_ascii_lowercase()
@@ -343,13 +362,9 @@ pub(crate) async fn run(
             leg.report(CallStatus::Rejected, Some("failed"), None, Some(&reason));
         }
     }
-    if leg.sockets.is_none() {
-        shared.media.remove_phone(leg.media_id);
-    }
+    let media = leg.sockets.is_none().then_some(leg.media_id);
     drop(leg.sockets.take());
-    drop(lease);
-    shared.legs().remove(&call_id);
-    shared.publish_gauges();
+    shared.end_leg(&call_id, media, lease);
 }
 
 /// The leg's event loop: SIP events, room commands, media events and its three timers.
@@ -459,6 +474,7 @@ async fn drive(
                         tracing::info!(%call_id, %digits, "DTMF dropped: the phone has no media yet");
                     }
                 }
+                Some(Control::Mute(mute)) => leg.mute(mute),
                 // The dialer is gone: the service is stopping.
                 None => hangup = Some("shutdown"),
             },

@@ -177,3 +177,23 @@ mod tests {
         }
     }
 }
+
+/// Which directions of a phone participant are muted (the `mute` control of Talk's signaling:
+/// 1 muted speaking, 2 muted listening, 0 neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhoneMute {
+    /// The room does not hear the phone.
+    pub speaking: bool,
+    /// The phone does not hear the room.
+    pub listening: bool,
+}
+
+impl PhoneMute {
+    /// From the signaling's `audio` bits; `None` beyond 0-3.
+    pub fn from_bits(bits: i64) -> Option<PhoneMute> {
+        (0..=3).contains(&bits).then_some(PhoneMute {
+            speaking: bits & 1 != 0,
+            listening: bits & 2 != 0,
+        })
+    }
+}

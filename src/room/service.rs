@@ -11,7 +11,8 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{
-    actor_type, in_call, lobby, participant_type, permissions, room_type, CallStatus, PhoneNumber,
+    actor_type, in_call, lobby, participant_type, permissions, room_type, CallStatus, PhoneMute,
+    PhoneNumber,
 };
 use crate::auth::AuthUser;
 use crate::events::{EventBus, RoomEvent};
@@ -21,7 +22,7 @@ use crate::store::{
 
 mod dialin;
 
-pub use dialin::{DialinRoom, DialinSettings, PIN_DIGITS};
+pub use dialin::{DialinCaller, DialinRoom, DialinSettings, ANONYMOUS_CALLER, PIN_DIGITS};
 
 /// Length of a session id, as in Talk.
 const SESSION_ID_LEN: usize = 512;
@@ -193,9 +194,19 @@ pub trait Dialer: Send + Sync {
         let _ = (room_id, call_id, digits);
         Err(not_configured())
     }
+    /// Ends the phone call `call_id` in room `room_id` (BYE, or CANCEL while it rings).
+    fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()> {
+        let _ = (room_id, call_id);
+        Err(not_configured())
+    }
+    /// Mutes or unmutes the phone of call `call_id` in room `room_id`.
+    fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()> {
+        let _ = (room_id, call_id, mute);
+        Err(not_configured())
+    }
 }
 
-fn not_configured() -> RoomError {
+pub(crate) fn not_configured() -> RoomError {
     RoomError::new(
         ErrorKind::NotImplemented,
         "sip",
@@ -1158,11 +1169,7 @@ impl Rooms {
         call_id: &str,
         digits: &str,
     ) -> RoomResult<()> {
-        let room_id = self.transact(|tx, _| {
-            let m = Self::membership(tx, user, token)?;
-            m.check_moderator()?;
-            Ok(m.room.id)
-        })?;
+        let room_id = self.moderated_room(user, token)?;
         let valid = !digits.is_empty()
             && digits.len() <= 32
             && digits
@@ -1178,6 +1185,45 @@ impl Rooms {
             Some(dialer) => dialer.send_dtmf(room_id, call_id, digits),
             None => Err(not_configured()),
         }
+    }
+
+    /// Ends a phone leg of the room (moderators only); its attendee stays.
+    pub fn phone_hangup(&self, user: &AuthUser, token: &str, call_id: &str) -> RoomResult<()> {
+        let room_id = self.moderated_room(user, token)?;
+        match &self.dialer {
+            Some(dialer) => dialer.hangup_phone(room_id, call_id),
+            None => Err(not_configured()),
+        }
+    }
+
+    /// Mutes a phone leg's directions (moderators only): `audio` bits 1 speaking, 2 listening.
+    pub fn phone_mute(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        call_id: &str,
+        audio: i64,
+    ) -> RoomResult<()> {
+        let room_id = self.moderated_room(user, token)?;
+        let mute = PhoneMute::from_bits(audio).ok_or_else(|| {
+            RoomError::bad_request(
+                "audio",
+                "audio must be 0 (unmuted), 1 (muted speaking), 2 (muted listening) or 3 (both)",
+            )
+        })?;
+        match &self.dialer {
+            Some(dialer) => dialer.mute_phone(room_id, call_id, mute),
+            None => Err(not_configured()),
+        }
+    }
+
+    /// The room id, if the user moderates the room.
+    fn moderated_room(&self, user: &AuthUser, token: &str) -> RoomResult<i64> {
+        self.transact(|tx, _| {
+            let m = Self::membership(tx, user, token)?;
+            m.check_moderator()?;
+            Ok(m.room.id)
+        })
     }
 
     pub fn call_records(&self, user: &AuthUser, token: &str) -> RoomResult<Vec<CallRecord>> {

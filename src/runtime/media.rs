@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::MediaConfig;
 use crate::events::{EventBus, RoomEvent};
-use crate::room::{CallObserver, MediaParticipant};
+use crate::room::{CallObserver, MediaParticipant, PhoneMute};
 
 /// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband
 /// speech to natively. Phone legs are resampled 8 <-> 48 kHz at the mixer's edge.
@@ -157,15 +157,6 @@ pub enum PhoneMediaEvent {
     Dtmf(char),
     /// The prompt given to [`MediaHandle::play_prompt`] has been played to its end.
     PromptDone,
-}
-
-/// Which directions of a phone leg are muted in its room's mix.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PhoneMute {
-    /// The room does not hear the phone.
-    pub speaking: bool,
-    /// The phone does not hear the room.
-    pub listening: bool,
 }
 
 /// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room

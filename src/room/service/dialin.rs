@@ -4,11 +4,22 @@
 use rand::Rng;
 use serde::Serialize;
 
-use super::{ErrorKind, Membership, RoomError, RoomResult, Rooms};
+use super::{unix_now, ErrorKind, MediaParticipant, Membership, RoomError, RoomResult, Rooms};
 use crate::auth::AuthUser;
-use crate::room::PhoneNumber;
+use crate::room::{actor_type, participant_type, CallStatus, PhoneNumber};
 use crate::store::dialin::DialinRow;
-use crate::store::Tx;
+use crate::store::{PhoneCallRecord, Tx};
+
+/// Display name of a caller who withholds the number.
+pub const ANONYMOUS_CALLER: &str = "Anonymous";
+
+/// A caller about to join a room: its attendee, call record and who it is in the media.
+#[derive(Debug, Clone)]
+pub struct DialinCaller {
+    pub record: PhoneCallRecord,
+    pub record_id: i64,
+    pub who: MediaParticipant,
+}
 
 /// Digits of a room PIN: 10^8 PINs against a few tries per call and rate-limited sources.
 pub const PIN_DIGITS: usize = 8;
@@ -155,5 +166,80 @@ impl Rooms {
     /// Whether the room's call is in progress (some session is in it).
     pub fn call_in_progress(&self, room_id: i64) -> RoomResult<bool> {
         self.transact(|tx, _| Self::call_active(tx, room_id))
+    }
+
+    /// Makes an inbound caller a phone attendee of the room (the attendee of the same number
+    /// when one is not in a call; a new one otherwise, named "Anonymous" when the number is
+    /// withheld), opens its `dialin` call record and sets the attendee's call id. The caller is
+    /// in the call once [`Rooms::phone_leg_status`] reports it `connected`.
+    pub fn dialin_caller(
+        &self,
+        room_id: i64,
+        caller: Option<&PhoneNumber>,
+        trunk: &str,
+        call_id: &str,
+    ) -> RoomResult<DialinCaller> {
+        self.transact(|tx, _| {
+            let idle = |status: &Option<String>| {
+                status.as_deref().is_none_or(|s| {
+                    s == CallStatus::Cleared.as_str() || s == CallStatus::Rejected.as_str()
+                })
+            };
+            let existing = match caller {
+                Some(number) => tx.attendees(room_id)?.into_iter().find(|a| {
+                    a.actor_type == actor_type::PHONES
+                        && a.phone_number.as_deref() == Some(number.as_str())
+                        && idle(&a.call_status)
+                }),
+                None => None,
+            };
+            let (attendee_id, actor_id) = match existing {
+                Some(a) => (a.id, a.actor_id),
+                None => {
+                    let actor_id = format!("phone-{:016x}", rand::rng().random::<u64>());
+                    let name = caller.map_or(ANONYMOUS_CALLER, PhoneNumber::as_str);
+                    let id = tx.insert_attendee(
+                        room_id,
+                        actor_type::PHONES,
+                        &actor_id,
+                        name,
+                        participant_type::USER,
+                        caller.map(PhoneNumber::as_str),
+                    )?;
+                    (id, actor_id)
+                }
+            };
+            let record = PhoneCallRecord {
+                room_id,
+                kind: "dialin",
+                attendee_id,
+                number: caller.map(|n| n.as_str().to_string()).unwrap_or_default(),
+                trunk: trunk.to_string(),
+                call_id: call_id.to_string(),
+            };
+            let record_id = tx.insert_phone_call_record(&record, unix_now())?;
+            tx.set_attendee_call(
+                attendee_id,
+                Some(call_id),
+                Some(CallStatus::Accepted.as_str()),
+            )?;
+            tracing::info!(
+                room_id,
+                attendee_id,
+                call_id,
+                "inbound caller is a phone attendee"
+            );
+            Ok(DialinCaller {
+                record,
+                record_id,
+                who: MediaParticipant {
+                    room_id,
+                    session_id: Self::phone_session_id(call_id),
+                    attendee_id,
+                    actor_type: actor_type::PHONES.to_string(),
+                    actor_id,
+                },
+            })
+        })
     }
 }
