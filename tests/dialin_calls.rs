@@ -182,6 +182,16 @@ async fn direct_number_call(tp: Tp) {
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "{tp:?}: SIPp answered our BYE:\n{trace}");
     assert!(trace.contains("BYE sip:"), "{trace}");
+    let at = |what: &str| {
+        trace
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what}:\n{trace}"))
+    };
+    assert!(
+        at("SIP/2.0 100 Trying") < at("SIP/2.0 180 Ringing")
+            && at("SIP/2.0 180 Ringing") < at("SIP/2.0 200 OK"),
+        "100, 180, then 200:\n{trace}"
+    );
     let seen = events.statuses(&call_id).await;
     let last = seen.last().expect("final status");
     assert_eq!(last["status"], "cleared");
@@ -213,6 +223,37 @@ async fn direct_number_caller_joins_and_the_moderator_hangs_up_over_udp() {
 #[tokio::test]
 async fn direct_number_caller_joins_and_the_moderator_hangs_up_over_tcp() {
     direct_number_call(Tp::Tcp).await;
+}
+
+/// An INVITE without SDP: our 200 carries the offer (PCMU, PCMA, telephone-event), the ACK's
+/// answer starts the media, and the caller is in the room with audio both ways.
+#[tokio::test]
+async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
+    let gw = Gateway::start(&config(""));
+    let (alice, token, _) = room(&gw).await;
+    let browser = browser_in_call(&alice, &token).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    let phone = PhoneMedia::start(CALLER_TONE);
+    let sipp = caller(&gw, "uac_late_offer.xml", Tp::Udp, ROOM_NUMBER, &phone);
+    let up = connected(&mut events).await;
+    hears_each_other(&browser, &phone).await;
+    let call_id = up["callid"].as_str().expect("callid");
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "{trace}");
+    let ok_200 = &trace[trace.find("SIP/2.0 200 OK").expect("a 200 in the trace")..];
+    assert!(
+        ok_200.contains("m=audio") && ok_200.contains("RTP/AVP 0 8 101"),
+        "the 200 offers PCMU, PCMA and telephone-event:\n{ok_200}"
+    );
+    assert_nothing_left(&gw).await;
 }
 
 /// The caller hangs up: cleared with cause hangup, the attendee leaves the call.

@@ -424,9 +424,11 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
         || phone_media.hears(440.0) > 0.5,
         || {
             format!(
-                "phone hears 440 Hz {:.3}, 1000 Hz {:.3}",
+                "phone hears 440 Hz {:.3}, 1000 Hz {:.3} ({}); log:\n{}",
                 phone_media.hears(440.0),
-                phone_media.hears(1000.0)
+                phone_media.hears(1000.0),
+                phone_media.describe(),
+                gw.log()
             )
         },
     )

@@ -205,6 +205,10 @@ impl DialIn {
                     .await
             }
             Decision::Admit { trunk } => {
+                // The trunk hears at once that the call is taken (routing may take a moment).
+                if let Err(e) = sip.respond(call, 100, "Trying", None).await {
+                    tracing::info!(%remote, error = %e, "cannot send 100 Trying");
+                }
                 // Registered here, in event order, so a CANCEL that follows at once is not missed.
                 let events = match &self.legs {
                     Some((_, router)) => Some(router.register(call).await),

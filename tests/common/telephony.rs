@@ -338,6 +338,21 @@ impl PhoneMedia {
         media
     }
 
+    /// What arrived, for failure messages.
+    pub fn describe(&self) -> String {
+        let h = self.heard.lock().expect("lock");
+        format!(
+            "{} samples kept, level {:.0}, peer {:?}",
+            h.len(),
+            {
+                let tail = &h[h.len().saturating_sub(4000)..];
+                (tail.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / tail.len().max(1) as f64)
+                    .sqrt()
+            },
+            self.peer.lock().expect("lock")
+        )
+    }
+
     pub fn hears(&self, freq: f64) -> f64 {
         let h = self.heard.lock().expect("lock");
         if h.len() < 4000 {
