@@ -991,6 +991,12 @@ username = "u"
 password = "p"
 numbers = ["+4930123456"]
 max_concurrent_calls = 2
+media_timeout = 20
+
+[[inbound]]
+name = "pbx"
+allowed_sources = ["127.0.0.1"]
+max_call_duration = "1h"
 
 [dialin]
 pin_number = "+4930999999"
@@ -1007,6 +1013,10 @@ room = "abcdefgh"
         assert!(ok.sip.silent_reject);
         let trunk = &ok.inbound[0];
         assert_eq!(trunk.max_concurrent_calls, 2);
+        assert_eq!(trunk.media_timeout.0, Duration::from_secs(20));
+        assert_eq!(trunk.max_call_duration.0, Duration::from_secs(4 * 3600));
+        assert_eq!(ok.inbound[1].media_timeout.0, Duration::from_secs(30));
+        assert_eq!(ok.inbound[1].max_call_duration.0, Duration::from_secs(3600));
         assert!(trunk.allowed_sources[0].contains("192.0.2.77".parse().expect("ip")));
         assert!(!trunk.allowed_sources[0].contains("192.0.3.1".parse().expect("ip")));
         assert!(trunk.allowed_sources[1].contains("2001:db8:1::5".parse().expect("ip")));

@@ -25,8 +25,13 @@ const CALLER_TONE: f64 = 1000.0;
 const BROWSER_TONE: f64 = 440.0;
 
 fn config(dialin: &str) -> String {
+    config_with_trunk("", dialin)
+}
+
+/// `trunk`: more keys of the `[[inbound]]` trunk.
+fn config_with_trunk(trunk: &str, dialin: &str) -> String {
     format!(
-        "[[inbound]]\nname = \"carrier\"\nallowed_sources = [\"127.0.0.1\"]\n[dialin]\npin_number = \"{PIN_NUMBER}\"\n{dialin}"
+        "[[inbound]]\nname = \"carrier\"\nallowed_sources = [\"127.0.0.1\"]\n{trunk}[dialin]\npin_number = \"{PIN_NUMBER}\"\n{dialin}"
     )
 }
 
@@ -431,5 +436,42 @@ async fn waiting_callers_join_when_the_call_starts_or_hear_goodbye() {
     assert_eq!(last.last().expect("final")["status"], "cleared");
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "{trace}");
+    assert_nothing_left(&gw).await;
+}
+
+/// A joined caller whose RTP stops is hung up after the trunk's media_timeout; one who talks on
+/// is hung up at max_call_duration. Both get our BYE and a record with that cause.
+#[tokio::test]
+async fn media_timeout_and_max_duration_end_inbound_calls() {
+    let gw = Gateway::start(&config_with_trunk(
+        "media_timeout = 2\nmax_call_duration = 4\n",
+        "",
+    ));
+    let (alice, token, _) = room(&gw).await;
+    let _browser = browser_in_call(&alice, &token).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    for cause in ["media-timeout", "max-duration"] {
+        let phone = PhoneMedia::start(CALLER_TONE);
+        let sipp = caller(&gw, "uac_call_until_bye.xml", Tp::Udp, ROOM_NUMBER, &phone);
+        let up = connected(&mut events).await;
+        if cause == "media-timeout" {
+            // The phone goes quiet: no more RTP.
+            drop(phone);
+        }
+        let call_id = up["callid"].as_str().expect("callid");
+        let seen = events.statuses(call_id).await;
+        let last = seen.last().expect("final");
+        assert_eq!(last["status"], "cleared");
+        assert_eq!(last["cause"], cause);
+        let (ok, trace) = sipp.finish().await;
+        assert!(ok, "{cause}: our BYE answered:\n{trace}");
+    }
+    let causes: Vec<Value> = call_records(&alice, &token, "dialin")
+        .await
+        .iter()
+        .map(|r| r["cause"].clone())
+        .collect();
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert!(causes.contains(&json!("media-timeout")) && causes.contains(&json!("max-duration")));
     assert_nothing_left(&gw).await;
 }
