@@ -9,7 +9,9 @@
 //! packet arrives, then to wherever that packet came from. A packet from another address is
 //! dropped while the latched source is alive; once that source has been silent for
 //! `relatch_after`, the next valid packet moves the latch (NAT rebinding, a media move without
-//! a re-INVITE). [`RtpLeg::relatch`] opens the latch again after an SDP change.
+//! a re-INVITE). The SDP address itself always takes the latch back: stray packets that reach
+//! a reused port first (an earlier call's peer still sending) cannot capture the call's audio.
+//! [`RtpLeg::relatch`] opens the latch again after an SDP change.
 //!
 //! A phone bridged to a browser, one 20 ms tick (no mixer: the two-party path):
 //!
@@ -321,6 +323,7 @@ impl RtpLeg {
         }
         match self.latched {
             Some(addr) if addr == from => {}
+            Some(_) if from == self.cfg.remote_rtp => self.latch(from),
             Some(_) => {
                 let silent = self
                     .last_rtp
@@ -731,6 +734,33 @@ mod tests {
         assert_eq!(leg.rtp_destination(), addr("192.0.2.50:5000"));
         assert_eq!(leg.handle_datagram(t2, a, &pkt(4)), Ok(()));
         assert_eq!(events(&mut leg), vec![LegEvent::Latched(a)]);
+    }
+
+    #[test]
+    fn the_sdp_address_takes_the_latch_from_a_stray_source() {
+        let t0 = Instant::now();
+        let mut leg = leg(t0);
+        let signalled = addr("192.0.2.1:4000");
+        let stray = addr("198.51.100.7:30000");
+        let pkt = |seq: u16, ssrc: u32| rtp(0, seq, seq as u32 * 160, false, ssrc, &[0xFF; 160]);
+        // An earlier call's peer still sends to this port: it latches first.
+        assert_eq!(leg.handle_datagram(t0, stray, &pkt(1, 9)), Ok(()));
+        assert_eq!(leg.rtp_destination(), stray);
+        // The phone the SDP names speaks: it wins at once, and the stray source is dropped.
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(leg.handle_datagram(t1, signalled, &pkt(100, 7)), Ok(()));
+        assert_eq!(
+            events(&mut leg),
+            vec![LegEvent::Latched(stray), LegEvent::Latched(signalled)]
+        );
+        assert_eq!(leg.rtp_destination(), signalled);
+        let t2 = t1 + Duration::from_millis(20);
+        assert_eq!(
+            leg.handle_datagram(t2, stray, &pkt(2, 9)),
+            Err(LegError::NotLatched(stray))
+        );
+        leg.send_audio(t2, &[0; FRAME_8K]);
+        assert_eq!(drain(&mut leg)[0].0.to, signalled);
     }
 
     #[test]
