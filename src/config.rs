@@ -70,6 +70,10 @@ pub struct SipConfig {
     /// Refused INVITEs (source not allowed, scanner) get no answer at all instead of 403.
     #[serde(default)]
     pub silent_reject: bool,
+    /// RFC 3261 T1, the round-trip estimate: UDP retransmissions start at T1 and a request
+    /// with no answer times out after 64*T1 (32 s at the default 500 ms).
+    #[serde(default)]
+    pub t1: Option<Seconds>,
 }
 
 impl Default for SipConfig {
@@ -77,7 +81,19 @@ impl Default for SipConfig {
         SipConfig {
             listen: default_sip_listen(),
             silent_reject: false,
+            t1: None,
         }
+    }
+}
+
+impl SipConfig {
+    /// The SIP timers, with `t1` applied.
+    pub fn timers(&self) -> dialbridge_sip::endpoint::Timers {
+        let mut timers = dialbridge_sip::endpoint::Timers::default();
+        if let Some(t1) = self.t1 {
+            timers.t1 = t1.0;
+        }
+        timers
     }
 }
 
@@ -419,6 +435,15 @@ impl Config {
                 "sip.listen".into(),
                 "at least one listen address is needed".into(),
             ));
+        }
+        if let Some(t1) = self.sip.t1 {
+            // T2 (4 s) caps the retransmission interval; a larger T1 would exceed it.
+            if t1.0 > self.sip.timers().t2 {
+                return Err((
+                    "sip.t1".into(),
+                    "must be at most 4s (T2); the RFC 3261 default is 500ms".into(),
+                ));
+            }
         }
         for (i, user) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|u| u.id.0 == user.id.0) {
@@ -983,6 +1008,7 @@ max_call_duration = 3600
             r#"
 [sip]
 silent_reject = true
+t1 = "50ms"
 
 [[inbound]]
 name = "carrier"
@@ -1011,6 +1037,8 @@ room = "abcdefgh"
         )
         .expect("valid dial-in configuration");
         assert!(ok.sip.silent_reject);
+        assert_eq!(ok.sip.timers().t1, Duration::from_millis(50));
+        assert_eq!(ok.sip.timers().timeout(), Duration::from_millis(3200));
         let trunk = &ok.inbound[0];
         assert_eq!(trunk.max_concurrent_calls, 2);
         assert_eq!(trunk.media_timeout.0, Duration::from_secs(20));
@@ -1028,8 +1056,15 @@ room = "abcdefgh"
         assert_eq!(ok.dialin.routes[0].room, "abcdefgh");
         let defaults = Config::load(None).expect("default");
         assert!(!defaults.sip.silent_reject);
+        assert_eq!(defaults.sip.timers().t1, Duration::from_millis(500));
         assert_eq!(defaults.dialin.pin_attempts, 3);
         assert!(defaults.inbound.is_empty());
+    }
+
+    #[test]
+    fn sip_t1_above_t2_is_refused() {
+        let e = error_of("[sip]\nt1 = \"5s\"\n");
+        assert!(e.contains("sip.t1") && e.contains("line 2"), "{e}");
     }
 
     #[test]

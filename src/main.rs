@@ -168,7 +168,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let media = runtime::media::start(&config.media, events.clone())?;
 
     let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
-    let sip = runtime::sip::start(&config.sip.listen, sip_events_tx, shutdown_rx.clone()).await?;
+    let sip = runtime::sip::start_with_timers(
+        &config.sip.listen,
+        config.sip.timers(),
+        sip_events_tx,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let router = Arc::new(calls::CallRouter::default());
     // Phone legs of both directions; without [[trunks]] dial-out answers 501.
     let dialer = calls::dialout::TrunkDialer::new(

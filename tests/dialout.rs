@@ -169,8 +169,20 @@ async fn answered_call_tcp_room_ends_it() {
 }
 
 async fn rejected(scenario: &str, tp: Tp, trunk_extra: &str, cause: &str, code: u64) -> String {
+    rejected_with_sip("", scenario, tp, trunk_extra, cause, code).await
+}
+
+/// [`rejected`] with more keys of the gateway's `[sip]` table.
+async fn rejected_with_sip(
+    sip: &str,
+    scenario: &str,
+    tp: Tp,
+    trunk_extra: &str,
+    cause: &str,
+    code: u64,
+) -> String {
     let sipp = Sipp::uas(scenario, tp, &[]).await;
-    let gw = Gateway::start(&trunk(sipp.port, tp, trunk_extra));
+    let gw = Gateway::start_with_sip(sip, &trunk(sipp.port, tp, trunk_extra));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
@@ -191,6 +203,11 @@ async fn rejected(scenario: &str, tp: Tp, trunk_extra: &str, cause: &str, code: 
     assert_eq!(recs[0]["sipCode"], code);
     assert_eq!(recs[0]["billableSeconds"], 0);
     assert!(recs[0]["answeredAt"].is_null());
+    assert!(
+        recs[0]["endedAt"].is_i64(),
+        "the record is closed: {:?}",
+        recs[0]
+    );
     assert_nothing_left(&gw).await;
     trace
 }
@@ -213,6 +230,68 @@ async fn no_answer_cancels_after_the_ringing_timeout() {
     )
     .await;
     assert!(trace.contains("CANCEL sip:"), "SIPp saw a CANCEL:\n{trace}");
+}
+
+#[tokio::test]
+async fn trunk_answering_503_is_rejected_as_failed() {
+    let trace = rejected("uas_unavailable.xml", Tp::Udp, "", "failed", 503).await;
+    assert!(trace.contains("ACK sip:"), "SIPp got the ACK:\n{trace}");
+}
+
+/// A peer that never answers our INVITE: the transaction times out after 64*T1 (T1 shortened
+/// with `[sip] t1`), which is our own 408, so the cause is failed rather than no-answer.
+#[tokio::test]
+async fn unanswered_invite_times_out_as_failed_408() {
+    let trace = rejected_with_sip(
+        "t1 = \"50ms\"\n",
+        "uas_silent.xml",
+        Tp::Udp,
+        "",
+        "failed",
+        408,
+    )
+    .await;
+    assert!(
+        trace.matches("INVITE sip:").count() >= 2,
+        "SIPp saw our INVITE retransmitted:\n{trace}"
+    );
+    assert!(!trace.contains("CANCEL sip:"), "{trace}");
+}
+
+/// The trunk's 200 OK crosses our CANCEL at the ringing timeout: we ACK that 200 and hang up
+/// with BYE at once; the call never counts as answered.
+#[tokio::test]
+async fn answer_crossing_our_cancel_is_acked_and_hung_up() {
+    let sipp = Sipp::uas("uas_200_crosses_cancel.xml", Tp::Udp, &[]).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "ringing_timeout = \"1s\"\n"));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let seen = events.statuses(&call_id).await;
+    assert_eq!(
+        status_names(&seen),
+        ["accepted", "ringing", "rejected"],
+        "{seen:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(seen[2]["cause"], "no-answer", "{seen:?}");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (expected ACK then BYE):\n{trace}");
+    let cancel = trace.find("CANCEL sip:").expect("SIPp saw our CANCEL");
+    let ack = trace.find("ACK sip:").expect("SIPp saw our ACK");
+    let bye = trace.find("BYE sip:").expect("SIPp saw our BYE");
+    assert!(
+        cancel < ack && ack < bye,
+        "CANCEL, ACK, BYE in order:\n{trace}"
+    );
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["callStatus"], "rejected");
+    assert_eq!(p["inCall"], 0);
+    let recs = records(&alice, &token).await;
+    assert_eq!(recs[0]["status"], "rejected");
+    assert_eq!(recs[0]["cause"], "no-answer");
+    assert!(recs[0]["answeredAt"].is_null(), "{:?}", recs[0]);
+    assert_nothing_left(&gw).await;
 }
 
 #[tokio::test]
@@ -600,9 +679,13 @@ async fn unreachable_trunk_is_rejected_as_failed() {
     assert_eq!(last["status"], "rejected", "{seen:?}");
     assert_eq!(last["cause"], "failed");
     assert_eq!(last["code"], 503);
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["callStatus"], "rejected");
+    assert_eq!(p["inCall"], 0);
     let recs = records(&alice, &token).await;
     assert_eq!(recs[0]["status"], "rejected");
     assert_eq!(recs[0]["cause"], "failed");
+    assert!(recs[0]["endedAt"].is_i64(), "{:?}", recs[0]);
     assert_nothing_left(&gw).await;
 }
 

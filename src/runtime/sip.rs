@@ -13,7 +13,7 @@ use std::time::Duration;
 use dialbridge_sip::auth::{
     select_challenge, ChallengeKind, DigestClient, DigestRequest, RetryDecision,
 };
-use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Transmit};
+use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaConfig, UaError, UaEvent, UserAgent};
@@ -230,6 +230,16 @@ pub async fn start(
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
+    start_with_timers(listen, Timers::default(), events, shutdown).await
+}
+
+/// [`start`] with other RFC 3261 timers (`[sip] t1`).
+pub async fn start_with_timers(
+    listen: &[SipListen],
+    timers: Timers,
+    events: mpsc::UnboundedSender<UaEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SipHandle> {
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     let mut udp = Vec::new();
     let mut local_addrs = Vec::new();
@@ -264,6 +274,7 @@ pub async fn start(
         endpoint: EndpointConfig {
             local_addrs: local_addrs.clone(),
             seed: rand::random(),
+            timers,
             ..EndpointConfig::default()
         },
         ..UaConfig::default()
