@@ -191,6 +191,9 @@ struct Call {
     local_tag: String,
     /// A re-INVITE from the peer waiting for our answer.
     reinvite_tx: Option<TransactionId>,
+    /// Re-INVITEs of this call wait for [`UserAgent::respond_reinvite`] whatever
+    /// [`UaConfig::auto_answer_reinvite`] says.
+    manual_reinvite: bool,
     /// BYE requested before the ACK for our 2xx arrived.
     bye_pending: bool,
 }
@@ -411,6 +414,7 @@ impl UserAgent {
                 local_body: call.body,
                 local_tag,
                 reinvite_tx: None,
+                manual_reinvite: false,
                 bye_pending: false,
             },
         );
@@ -631,6 +635,14 @@ impl UserAgent {
         } else if code >= 300 {
             self.remove_call(call);
         }
+        Ok(())
+    }
+
+    /// Makes the re-INVITEs of `call` wait for [`UserAgent::respond_reinvite`]: its owner answers
+    /// each new offer itself (a hold needs a recvonly answer, a new codec list a new choice).
+    pub fn answer_reinvites_manually(&mut self, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        c.manual_reinvite = true;
         Ok(())
     }
 
@@ -956,6 +968,7 @@ impl UserAgent {
                         local_body: None,
                         local_tag,
                         reinvite_tx: None,
+                        manual_reinvite: false,
                         bye_pending: false,
                     },
                 );
@@ -1041,7 +1054,7 @@ impl UserAgent {
                     call,
                     body: Body::of(&req.headers, &req.body),
                 });
-                if self.config.auto_answer_reinvite {
+                if self.config.auto_answer_reinvite && !c.manual_reinvite {
                     let mut r = Response::for_request(&req, 200, "OK");
                     r.headers.push("Contact", contact);
                     r.headers.push("Allow", ALLOW);

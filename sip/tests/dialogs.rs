@@ -845,6 +845,40 @@ fn reinvite_answered_by_the_application_and_glare_gets_491() {
 }
 
 #[test]
+fn one_call_can_answer_its_reinvites_itself_while_others_are_auto_answered() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, tag) = answered_incoming(&mut ua, t0);
+    deliver(
+        &mut ua,
+        t0 + ms(100),
+        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
+    );
+    events(&mut ua);
+    ua.answer_reinvites_manually(call).expect("known call");
+    let hold = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    deliver(
+        &mut ua,
+        t0 + ms(1000),
+        &incoming("INVITE", "z9hG4bKr1", Some(&tag), 9, "", &hold),
+    );
+    assert_eq!(events(&mut ua).len(), 1);
+    assert!(transmits(&mut ua).is_empty(), "waits for the owner");
+    let held = ANSWER.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+    ua.respond_reinvite(
+        t0 + ms(1100),
+        call,
+        200,
+        "OK",
+        Some(Body::sdp(held.clone())),
+    )
+    .expect("answer");
+    let ok = parse_response(&transmits(&mut ua)[0].bytes);
+    assert_eq!((ok.code, ok.headers.get("CSeq")), (200, Some("9 INVITE")));
+    assert_eq!(ok.body, held.as_bytes());
+}
+
+#[test]
 fn cancelled_invite_without_a_final_response_times_out_after_64_t1() {
     let mut ua = agent();
     let t0 = Instant::now();

@@ -67,6 +67,17 @@ enum Command {
     Stats {
         reply: oneshot::Sender<SipStats>,
     },
+    ManualReinvites {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    RespondReinvite {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        body: Option<Body>,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
 }
 
 /// Digest credentials for challenges to an outgoing call (a trunk's account).
@@ -204,6 +215,33 @@ impl SipHandle {
     pub async fn stats(&self) -> Result<SipStats, SipError> {
         self.ask(|reply| Command::Stats { reply }).await
     }
+
+    /// The call's re-INVITEs become [`UaEvent::ReInvite`] events that wait for
+    /// [`SipHandle::respond_reinvite`] instead of being answered with our last SDP.
+    pub async fn manual_reinvites(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::ManualReinvites { call, reply })
+            .await??)
+    }
+
+    /// Answers the call's pending re-INVITE: 200 with our SDP answer, or an error such as 488.
+    pub async fn respond_reinvite(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::RespondReinvite {
+                call,
+                code,
+                reason: reason.to_string(),
+                body,
+                reply,
+            })
+            .await??)
+    }
 }
 
 /// A message from a socket reader to the core task.
@@ -291,6 +329,7 @@ pub async fn start_with_timers(
         challengeable: HashMap::new(),
         first_handle: HashMap::new(),
         current_handle: HashMap::new(),
+        manual_reinvites: Default::default(),
     };
     tokio::spawn(core.run(input_rx, command_rx, shutdown));
     Ok(SipHandle {
@@ -420,6 +459,8 @@ struct Core {
     /// the first one. Current handle -> first handle, and back.
     first_handle: HashMap<CallHandle, CallHandle>,
     current_handle: HashMap<CallHandle, CallHandle>,
+    /// Calls (by first handle) whose owner answers their re-INVITEs.
+    manual_reinvites: std::collections::HashSet<CallHandle>,
 }
 
 struct Challengeable {
@@ -563,6 +604,22 @@ impl Core {
                     .respond_with_headers(now, call, code, &reason, &headers, None);
                 let _ = reply.send(result);
             }
+            Command::ManualReinvites { call, reply } => {
+                // Kept by first handle: a retry after a challenge is a new call of the agent.
+                self.manual_reinvites.insert(call);
+                let current = self.current(call);
+                let _ = reply.send(self.ua.answer_reinvites_manually(current));
+            }
+            Command::RespondReinvite {
+                call,
+                code,
+                reason,
+                body,
+                reply,
+            } => {
+                let call = self.current(call);
+                let _ = reply.send(self.ua.respond_reinvite(now, call, code, &reason, body));
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {
                     calls: self.ua.call_count(),
@@ -659,6 +716,9 @@ impl Core {
                 tracing::debug!(code, "challenge answered");
                 self.first_handle.insert(new, first);
                 self.current_handle.insert(first, new);
+                if self.manual_reinvites.contains(&first) {
+                    let _ = self.ua.answer_reinvites_manually(new);
+                }
                 self.challengeable.insert(new, state);
                 None
             }
@@ -693,6 +753,7 @@ impl Core {
         }
         if ended {
             self.challengeable.remove(&current);
+            self.manual_reinvites.remove(&*handle);
             if let Some(first) = self.first_handle.remove(&current) {
                 self.current_handle.remove(&first);
             }
