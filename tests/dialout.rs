@@ -294,6 +294,49 @@ async fn answer_crossing_our_cancel_is_acked_and_hung_up() {
     assert_nothing_left(&gw).await;
 }
 
+/// Key presses for a phone that still rings without early media are refused with 400: there is
+/// no media to carry them yet. The room then ends the call (CANCEL).
+#[tokio::test]
+async fn dtmf_to_a_ringing_phone_without_media_is_refused() {
+    let sipp = Sipp::uas("uas_ring_cancel.xml", Tp::Udp, &[]).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events
+        .until("ringing", |e| {
+            e["type"] == "callstatus" && e["status"] == "ringing"
+        })
+        .await;
+    let refused = alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/dtmf"),
+            Some(json!({"digits": "1"})),
+        )
+        .await
+        .expect(400);
+    assert!(
+        refused.message().contains("not connected yet"),
+        "{}",
+        refused.message()
+    );
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "rejected");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (expected our CANCEL):\n{trace}");
+    assert!(!trace.contains("INFO sip:"), "{trace}");
+    assert_nothing_left(&gw).await;
+}
+
 #[tokio::test]
 async fn challenge_is_answered_with_the_trunks_credentials() {
     let sipp = Sipp::uas("uas_auth.xml", Tp::Udp, &[]).await;
@@ -557,6 +600,153 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     drop(browser);
     assert_nothing_left(&gw).await;
     let _ = TALK;
+}
+
+/// The messages SIPp received, as its trace shows them.
+fn received(trace: &str) -> Vec<&str> {
+    trace
+        .split("----------------------------------------------- ")
+        .filter_map(|entry| {
+            let (head, message) = entry.split_once("\n\n")?;
+            head.contains("message received").then_some(message)
+        })
+        .collect()
+}
+
+/// Our answer to SIPp's re-INVITE with CSeq `seq`.
+fn reinvite_answer(trace: &str, seq: u32) -> &str {
+    let cseq = format!("CSeq: {seq} INVITE");
+    received(trace)
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains(&cseq))
+        .unwrap_or_else(|| panic!("no 200 for re-INVITE {seq}:\n{trace}"))
+}
+
+/// The phone moves its media with a re-INVITE: we answer 200 with one codec and sendrecv, the
+/// room's audio goes to the new port instead of the first one, and what the phone sends from
+/// there is heard in the room.
+#[tokio::test]
+async fn reinvite_moves_the_phones_media() {
+    // The first media port only listens: RTP from it would keep the gateway latched there.
+    let first = UdpSocket::bind("127.0.0.1:0").expect("first media socket");
+    let moved = PhoneMedia::start(1300.0);
+    let mport = first.local_addr().expect("addr").port().to_string();
+    let mport2 = moved.addr.port().to_string();
+    let sipp = Sipp::uas(
+        "dialout_reinvite_move.xml",
+        Tp::Udp,
+        &[
+            "-set",
+            "mhost",
+            "127.0.0.1",
+            "-set",
+            "mport",
+            &mport,
+            "-set",
+            "mport2",
+            &mport2,
+        ],
+    )
+    .await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let offer = Offer::new(false);
+    let response = alice
+        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
+        .header("Content-Type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .expect("media join");
+    assert_eq!(response.status(), 201);
+    let browser = offer.start(&response.text().await.expect("answer"), 440.0);
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events
+        .until("connected", |e| {
+            e["type"] == "callstatus" && e["status"] == "connected"
+        })
+        .await;
+    wait_for(
+        "the moved phone port hearing the browser's 440 Hz",
+        || moved.hears(440.0) > 0.5,
+        || format!("moved port hears 440 Hz {:.3}", moved.hears(440.0)),
+    )
+    .await;
+    first.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 1500];
+    assert!(
+        first.recv_from(&mut buf).is_ok(),
+        "the room's audio went to the first port before the move"
+    );
+    wait_for(
+        "the browser hearing the moved phone's 1300 Hz",
+        || browser.hears(1300.0) > 0.5,
+        || format!("browser hears 1300 Hz {:.3}", browser.hears(1300.0)),
+    )
+    .await;
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    let answer = reinvite_answer(&trace, 1);
+    assert!(answer.contains("Content-Type: application/sdp"), "{answer}");
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    let media_line = answer
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("answer has audio:\n{answer}"));
+    assert!(
+        media_line.ends_with("RTP/AVP 0 101"),
+        "one codec of the offer and telephone-event: {media_line}"
+    );
+    drop(browser);
+    assert_nothing_left(&gw).await;
+}
+
+/// The phone holds the call (re-INVITE with a=inactive) for longer than media_timeout: we answer
+/// inactive and keep the call; it resumes (a=sendrecv, answered sendrecv) and, as its media
+/// socket never sends, the media timeout counted from the resume ends the call.
+#[tokio::test]
+async fn hold_is_answered_and_suspends_the_media_timeout() {
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
+    let mport = silent.local_addr().expect("addr").port().to_string();
+    let sipp = Sipp::uas(
+        "dialout_hold.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+    )
+    .await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "media_timeout = \"2s\"\n"));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let seen = events.statuses(&call_id).await;
+    assert_eq!(
+        status_names(&seen),
+        ["accepted", "ringing", "connected", "cleared"],
+        "{seen:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(seen[3]["cause"], "media-timeout");
+    let (ok, trace) = sipp.finish().await;
+    assert!(
+        ok,
+        "SIPp scenario failed (a BYE while held fails it):\n{trace}"
+    );
+    let held = reinvite_answer(&trace, 1);
+    assert!(held.contains("a=inactive"), "{held}");
+    let resumed = reinvite_answer(&trace, 2);
+    assert!(resumed.contains("a=sendrecv"), "{resumed}");
+    assert_nothing_left(&gw).await;
 }
 
 /// Early media: a phone that only ever sends 183 with SDP is heard in the room while it rings;

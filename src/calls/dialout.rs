@@ -31,6 +31,8 @@ pub(crate) struct LiveLeg {
     pub inbound: bool,
     pub session_id: String,
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
+    /// The phone's media runs (answered or early media): key presses can be sent.
+    pub has_media: bool,
 }
 
 pub(crate) struct Shared {
@@ -332,6 +334,7 @@ impl Dialer for TrunkDialer {
                     inbound: false,
                     session_id,
                     control,
+                    has_media: false,
                 },
             );
         }
@@ -373,6 +376,20 @@ impl Dialer for TrunkDialer {
     }
 
     fn send_dtmf(&self, room_id: i64, call_id: &str, digits: &str) -> RoomResult<()> {
+        // A phone still ringing without early media has nothing to carry key presses yet.
+        let has_media = self
+            .shared
+            .legs()
+            .get(call_id)
+            .filter(|l| l.room_id == room_id)
+            .map(|l| l.has_media);
+        if has_media == Some(false) {
+            return Err(RoomError::new(
+                ErrorKind::BadRequest,
+                "call",
+                "the phone call is not connected yet: key presses need its media",
+            ));
+        }
         self.shared
             .control(room_id, call_id, Control::Dtmf(digits.to_string()))
     }

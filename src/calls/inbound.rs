@@ -222,6 +222,8 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             inbound: true,
             session_id: Rooms::phone_session_id(&call_id),
             control: control_tx,
+            // It joins a room, where key presses can be asked for, only once its media runs.
+            has_media: true,
         },
     );
     shared.publish_gauges();

@@ -142,6 +142,32 @@ struct Leg {
     media_timeout: Duration,
     media_events: mpsc::UnboundedSender<PhoneMediaEvent>,
     media_remote: Option<PhoneRemote>,
+    sdp: Negotiation,
+}
+
+/// Our side of the SDP offer/answer of a leg, kept for the phone's re-INVITEs.
+struct Negotiation {
+    session: SdpSession,
+    local: LocalMedia,
+    /// The phone put us on hold: the room's audio towards it is muted.
+    held: bool,
+    /// The phone's last SDP says it sends RTP (not recvonly/inactive), so silence means trouble.
+    phone_sends: bool,
+}
+
+impl Negotiation {
+    /// The state with our first offer.
+    fn start(local: LocalMedia) -> (Negotiation, SessionDescription) {
+        let mut session = SdpSession::new(rand::random::<u32>() as u64);
+        let offer = session.create_offer(&AudioConfig::default(), &local);
+        let state = Negotiation {
+            session,
+            local,
+            held: false,
+            phone_sends: true,
+        };
+        (state, offer)
+    }
 }
 
 impl Leg {
@@ -186,6 +212,11 @@ impl Leg {
         let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
         let audio = process_answer(offer, &answer).map_err(|e| e.to_string())?;
         let remote = remote_of(&audio)?;
+        self.point_media(remote)
+    }
+
+    /// Hands the sockets to the media engine with `remote`, or re-points the running media.
+    fn point_media(&mut self, remote: PhoneRemote) -> Result<(), String> {
         if let Some((rtp, rtcp)) = self.sockets.take() {
             self.shared
                 .media
@@ -201,6 +232,10 @@ impl Leg {
                     },
                 )
                 .map_err(|e| e.to_string())?;
+            // Key presses from the room can be carried from now on.
+            if let Some(live) = self.shared.legs().get_mut(&self.record.call_id) {
+                live.has_media = true;
+            }
         } else {
             // Re-created even when unchanged: the media timeout counts from the answer.
             self.shared
@@ -210,6 +245,69 @@ impl Leg {
         }
         self.media_remote = Some(remote);
         Ok(())
+    }
+
+    /// Answers the phone's re-INVITE (RFC 3264 section 8): 200 with our answer, or 488 when the
+    /// offer is unusable (nothing changes then).
+    async fn reinvite(&mut self, call: CallHandle, body: &Option<Body>) {
+        let call_id = self.record.call_id.clone();
+        let (code, reason, answer) = match self.renegotiate(body) {
+            Ok(sdp) => (200, "OK", Some(Body::sdp(sdp.to_string().into_bytes()))),
+            Err(e) => {
+                tracing::warn!(%call_id, error = %e, "re-INVITE offer refused");
+                (488, "Not Acceptable Here", None)
+            }
+        };
+        if let Err(e) = self
+            .shared
+            .sip
+            .respond_reinvite(call, code, reason, answer)
+            .await
+        {
+            tracing::warn!(%call_id, error = %e, "re-INVITE not answered");
+        }
+    }
+
+    /// Our answer to a re-INVITE's offer, with the media following it: a new address or codec
+    /// re-points the leg; hold (sendonly, inactive, c=0.0.0.0) mutes the room towards the phone
+    /// and keeps the last real address (RTP never goes to 0.0.0.0).
+    fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, String> {
+        let Some(body) = is_sdp(body) else {
+            // No offer: ours goes in the 200 unchanged, a session refresh.
+            return self
+                .sdp
+                .session
+                .last()
+                .cloned()
+                .ok_or_else(|| "no SDP of ours to offer".to_string());
+        };
+        let text = std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+        let offer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+        let local = self.sdp.local;
+        let answer = self
+            .sdp
+            .session
+            .create_answer(&offer, &AudioConfig::default(), &local)
+            .map_err(|e| e.to_string())?;
+        let audio = &answer.audio;
+        let held = audio.remote_hold;
+        if !audio.remote_ip.is_some_and(|ip| ip.is_unspecified()) {
+            self.point_media(remote_of(audio)?)?;
+        }
+        if held != self.sdp.held {
+            let mute = PhoneMute {
+                speaking: false,
+                listening: held,
+            };
+            self.shared
+                .media
+                .mute_phone(self.media_id, mute)
+                .map_err(|e| e.to_string())?;
+        }
+        tracing::info!(call_id = %self.record.call_id, held, remote = ?self.media_remote.map(|r| r.rtp), "phone re-INVITE followed");
+        self.sdp.held = held;
+        self.sdp.phone_sends = audio.remote_direction.sends();
+        Ok(answer.sdp)
     }
 }
 
@@ -296,14 +394,11 @@ pub(crate) async fn run(
     let call_id = setup.call_id.clone();
     let (media_events, media_rx) = mpsc::unbounded_channel();
     let trunk = setup.outbound.trunk.clone();
-    let offer = SdpSession::new(rand::random::<u32>() as u64).create_offer(
-        &AudioConfig::default(),
-        &LocalMedia {
-            address: setup.announce_ip,
-            port: setup.lease.rtp(),
-            direction: Direction::SendRecv,
-        },
-    );
+    let (sdp, offer) = Negotiation::start(LocalMedia {
+        address: setup.announce_ip,
+        port: setup.lease.rtp(),
+        direction: Direction::SendRecv,
+    });
     let mut leg = Leg {
         shared: shared.clone(),
         record: record_of(&setup),
@@ -321,6 +416,7 @@ pub(crate) async fn run(
         media_timeout: trunk.media_timeout.0,
         media_events,
         media_remote: None,
+        sdp,
     };
     let invite = async {
         let addr = resolve(&trunk.address.host, trunk.address.port).await?;
@@ -378,6 +474,10 @@ async fn drive(
     mut media_rx: mpsc::UnboundedReceiver<PhoneMediaEvent>,
 ) {
     let call_id = leg.record.call_id.clone();
+    // The leg answers the phone's re-INVITEs itself (see `Leg::reinvite`).
+    if let Err(e) = leg.shared.sip.manual_reinvites(handle).await {
+        tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
+    }
     let ringing_deadline = Instant::now() + trunk.ringing_timeout.0;
     let mut answered: Option<(Instant, u16, String)> = None;
     // Set once we end the call: the cause reported when the far end confirms.
@@ -460,6 +560,7 @@ async fn drive(
                             leg.key_press(digit);
                         }
                     }
+                    UaEvent::ReInvite { body, .. } => leg.reinvite(handle, &body).await,
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
                 }
             }
@@ -479,7 +580,8 @@ async fn drive(
                 None => hangup = Some("shutdown"),
             },
             Some(event) = media_rx.recv() => match event {
-                PhoneMediaEvent::Inactive if answered.is_some() => hangup = Some("media-timeout"),
+                // A phone that said it sends nothing (held, inactive) is silent on purpose.
+                PhoneMediaEvent::Inactive if answered.is_some() && leg.sdp.phone_sends => hangup = Some("media-timeout"),
                 PhoneMediaEvent::Inactive => {}
                 PhoneMediaEvent::Bye => tracing::info!(%call_id, "phone sent RTCP BYE"),
                 PhoneMediaEvent::Dtmf(digit) => leg.key_press(digit),
