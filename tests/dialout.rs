@@ -48,6 +48,32 @@ async fn room_with_phone(gw: &Gateway) -> (Client, String, i64, EventReader) {
     (alice, token, phone, events)
 }
 
+/// Alice's WebRTC client in the room's call, sending `tone` Hz.
+async fn browser_in(alice: &Client, token: &str, tone: f64) -> WebRtcClient {
+    let offer = Offer::new(false);
+    let response = alice
+        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
+        .header("Content-Type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .expect("media join");
+    assert_eq!(response.status(), 201);
+    offer.start(&response.text().await.expect("answer"), tone)
+}
+
+/// A moderator ends the room's call for everyone.
+async fn end_call_for_all(alice: &Client, token: &str) {
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+}
+
 async fn dial(alice: &Client, token: &str, phone: i64, body: Option<Value>) -> common::Reply {
     alice
         .talk(
@@ -114,14 +140,7 @@ async fn answered_then_room_ends(tp: Tp) {
     // A second dial-out to the same attendee while it is in a call is refused.
     dial(&alice, &token, phone, None).await.expect(400);
 
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
+    end_call_for_all(&alice, &token).await;
     let rest = events.statuses(&call_id).await;
     assert_eq!(status_names(&rest), ["cleared"]);
     assert_eq!(rest[0]["cause"], "ended");
@@ -303,11 +322,7 @@ async fn dtmf_to_a_ringing_phone_without_media_is_refused() {
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    events
-        .until("ringing", |e| {
-            e["type"] == "callstatus" && e["status"] == "ringing"
-        })
-        .await;
+    events.reach("ringing").await;
     let refused = alice
         .call(
             Method::POST,
@@ -321,14 +336,7 @@ async fn dtmf_to_a_ringing_phone_without_media_is_refused() {
         "{}",
         refused.message()
     );
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
+    end_call_for_all(&alice, &token).await;
     let rest = events.statuses(&call_id).await;
     assert_eq!(rest.last().expect("final")["status"], "rejected");
     let (ok, trace) = sipp.finish().await;
@@ -348,11 +356,7 @@ async fn challenge_is_answered_with_the_trunks_credentials() {
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    events
-        .until("connected", |e| {
-            e["type"] == "callstatus" && e["status"] == "connected"
-        })
-        .await;
+    events.reach("connected").await;
     // The phone attendee leaves the room: its call ends with a BYE.
     alice
         .talk(
@@ -510,25 +514,11 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     .await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
-    let offer = Offer::new(false);
-    let response = alice
-        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .expect("media join");
-    assert_eq!(response.status(), 201);
-    let answer = response.text().await.expect("answer");
-    let browser: WebRtcClient = offer.start(&answer, 440.0);
+    let browser = browser_in(&alice, &token, 440.0).await;
 
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    events
-        .until("connected", |e| {
-            e["type"] == "callstatus" && e["status"] == "connected"
-        })
-        .await;
+    events.reach("connected").await;
     wait_for(
         "the browser hearing the phone's 1000 Hz",
         || browser.hears(1000.0) > 0.5,
@@ -650,23 +640,10 @@ async fn reinvite_moves_the_phones_media() {
     .await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
-    let offer = Offer::new(false);
-    let response = alice
-        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .expect("media join");
-    assert_eq!(response.status(), 201);
-    let browser = offer.start(&response.text().await.expect("answer"), 440.0);
+    let browser = browser_in(&alice, &token, 440.0).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    events
-        .until("connected", |e| {
-            e["type"] == "callstatus" && e["status"] == "connected"
-        })
-        .await;
+    events.reach("connected").await;
     wait_for(
         "the moved phone port hearing the browser's 440 Hz",
         || moved.hears(440.0) > 0.5,
@@ -685,14 +662,7 @@ async fn reinvite_moves_the_phones_media() {
         || format!("browser hears 1300 Hz {:.3}", browser.hears(1300.0)),
     )
     .await;
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
+    end_call_for_all(&alice, &token).await;
     let rest = events.statuses(&call_id).await;
     assert_eq!(rest.last().expect("final")["status"], "cleared");
     let (ok, trace) = sipp.finish().await;
@@ -763,23 +733,10 @@ async fn early_media_is_heard_in_the_room_before_any_answer() {
     .await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
-    let offer = Offer::new(false);
-    let response = alice
-        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .expect("media join");
-    assert_eq!(response.status(), 201);
-    let browser = offer.start(&response.text().await.expect("answer"), 440.0);
+    let browser = browser_in(&alice, &token, 440.0).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    events
-        .until("ringing", |e| {
-            e["type"] == "callstatus" && e["status"] == "ringing"
-        })
-        .await;
+    events.reach("ringing").await;
     wait_for(
         "the browser hearing the ringing phone's 1000 Hz",
         || browser.hears(1000.0) > 0.5,
@@ -792,14 +749,7 @@ async fn early_media_is_heard_in_the_room_before_any_answer() {
         p["inCall"], 0,
         "a ringing phone is not announced in the call"
     );
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
+    end_call_for_all(&alice, &token).await;
     let rest = events.statuses(&call_id).await;
     let last = rest.last().expect("final");
     assert_eq!(last["status"], "rejected");
@@ -891,11 +841,7 @@ async fn shutdown_hangs_up_connected_phones() {
     let mut gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     dial(&alice, &token, phone, None).await.expect(200);
-    events
-        .until("connected", |e| {
-            e["type"] == "callstatus" && e["status"] == "connected"
-        })
-        .await;
+    events.reach("connected").await;
     assert!(gw.terminate(), "clean exit:\n{}", gw.log());
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed (expected our BYE):\n{trace}");

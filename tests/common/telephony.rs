@@ -174,6 +174,14 @@ impl EventReader {
         }
     }
 
+    /// Waits for a `callstatus` event with this status.
+    pub async fn reach(&mut self, status: &str) -> Value {
+        self.until(status, |e| {
+            e["type"] == "callstatus" && e["status"] == status
+        })
+        .await
+    }
+
     /// Waits for an event matching `pred`, returning it.
     pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + DEADLINE;
