@@ -1,7 +1,8 @@
 //! A WebRTC participant for tests, built on str0m like a browser would behave: full ICE
 //! (controlling), DTLS-SRTP, one audio m-line with Opus and telephone-event. It sends a sine
-//! tone as 20 ms Opus frames in real time from its own thread and keeps the last seconds of
-//! what it hears, decoded at 48 kHz, so tests can ask which tones it hears.
+//! tone (or a loop of pre-encoded frames, for load benchmarks) as 20 ms Opus frames in real time
+//! from its own thread and keeps the last seconds of what it hears, decoded at 48 kHz, so tests
+//! can ask which tones it hears; it also counts lost packets and times loud onsets.
 
 #![allow(dead_code)]
 
@@ -26,12 +27,58 @@ const FRAME: usize = 960;
 /// How much received audio is kept.
 const KEEP: usize = RATE as usize * 2;
 
+/// A decoded frame with a sample at least this loud after a quieter frame is an onset.
+pub const LOUD: i16 = 8000;
+
 #[derive(Default)]
 struct Shared {
     connected: bool,
     heard: VecDeque<i16>,
     frames: u64,
     failed: Option<String>,
+    /// RTP packets missing between the ones received (sequence number gaps).
+    lost: u64,
+    last_seq: Option<u64>,
+    /// When the first frame of each loop went out (a [`Source::Loop`] client).
+    marks: Vec<Instant>,
+    /// When a loud frame arrived after a quiet one.
+    onsets: Vec<Instant>,
+    last_peak: i16,
+}
+
+/// What a client sends.
+#[derive(Clone)]
+pub enum Source {
+    /// A sine tone of this frequency, encoded as it goes (0: silence).
+    Tone(f64),
+    /// Opus frames sent over and over; the first of each round is a mark (see
+    /// [`WebRtcClient::take_timing`]). Encoded once, so many clients cost little CPU.
+    Loop(Arc<Vec<Vec<u8>>>),
+}
+
+/// One second of Opus frames for [`Source::Loop`]: a loud 1 kHz burst of 100 ms, then a quiet
+/// 440 Hz tone. The burst's arrival back at the client (an echoing phone) times the round trip.
+pub fn marked_loop() -> Result<Arc<Vec<Vec<u8>>>, String> {
+    let mut enc = OpusEncoder::new(OpusConfig {
+        sample_rate: RATE,
+        ..OpusConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let mut burst = Sine::new(1000.0, RATE, 16000);
+    let mut quiet = Sine::new(440.0, RATE, 1000);
+    let mut pcm = vec![0i16; FRAME];
+    let mut packet = vec![0u8; MAX_PACKET];
+    let mut frames = Vec::new();
+    for i in 0..50 {
+        if i < 5 {
+            burst.fill(&mut pcm);
+        } else {
+            quiet.fill(&mut pcm);
+        }
+        let n = enc.encode(&pcm, &mut packet).map_err(|e| e.to_string())?;
+        frames.push(packet[..n].to_vec());
+    }
+    Ok(Arc::new(frames))
 }
 
 /// A client before its offer is answered.
@@ -91,7 +138,12 @@ impl Offer {
     }
 
     /// Applies the gateway's answer and starts sending `tone_hz` (0: silence).
-    pub fn start(mut self, answer: &str, tone_hz: f64) -> WebRtcClient {
+    pub fn start(self, answer: &str, tone_hz: f64) -> WebRtcClient {
+        self.start_with(answer, Source::Tone(tone_hz))
+    }
+
+    /// Applies the gateway's answer and starts sending `source`.
+    pub fn start_with(mut self, answer: &str, source: Source) -> WebRtcClient {
         let answer = SdpAnswer::from_sdp_string(answer).expect("answer parses");
         self.rtc
             .sdp_api()
@@ -105,7 +157,7 @@ impl Offer {
             let (shared, stop, key) = (shared.clone(), stop.clone(), key.clone());
             let (rtc, socket, mid) = (self.rtc, self.socket, self.mid);
             std::thread::spawn(move || {
-                if let Err(e) = run(rtc, socket, mid, tone_hz, &shared, &stop, &key) {
+                if let Err(e) = run(rtc, socket, mid, source, &shared, &stop, &key) {
                     shared.lock().expect("lock").failed = Some(e);
                 }
             })
@@ -137,6 +189,20 @@ impl WebRtcClient {
     /// Audio frames received so far.
     pub fn frames(&self) -> u64 {
         self.shared.lock().expect("lock").frames
+    }
+
+    /// RTP packets lost so far (gaps in the sequence numbers received).
+    pub fn lost(&self) -> u64 {
+        self.shared.lock().expect("lock").lost
+    }
+
+    /// The marks sent and the onsets heard since the last call.
+    pub fn take_timing(&self) -> (Vec<Instant>, Vec<Instant>) {
+        let mut shared = self.shared.lock().expect("lock");
+        (
+            std::mem::take(&mut shared.marks),
+            std::mem::take(&mut shared.onsets),
+        )
     }
 
     /// The last `ms` milliseconds heard (fewer when less was received).
@@ -178,7 +244,7 @@ fn run(
     mut rtc: Rtc,
     socket: UdpSocket,
     mid: Mid,
-    tone_hz: f64,
+    source: Source,
     shared: &Mutex<Shared>,
     stop: &AtomicBool,
     key: &AtomicU8,
@@ -190,7 +256,12 @@ fn run(
     })
     .map_err(|e| e.to_string())?;
     let mut dec = OpusDecoder::new(RATE, 20).map_err(|e| e.to_string())?;
+    let tone_hz = match &source {
+        Source::Tone(hz) => *hz,
+        Source::Loop(_) => 0.0,
+    };
     let mut sine = Sine::new(tone_hz, RATE, if tone_hz > 0.0 { 8000 } else { 0 });
+    let mut sent: usize = 0;
     let mut pcm = vec![0i16; FRAME];
     let mut decoded = vec![0i16; FRAME];
     let mut packet = vec![0u8; MAX_PACKET];
@@ -214,7 +285,21 @@ fn run(
                     if m.params.spec().codec == Codec::Opus
                         && dec.decode(&m.data, &mut decoded).is_ok()
                     {
+                        let peak = decoded
+                            .iter()
+                            .map(|x| x.saturating_abs())
+                            .max()
+                            .unwrap_or(0);
+                        let (first, last) = (**m.seq_range.start(), **m.seq_range.end());
                         let mut s = shared.lock().map_err(|e| e.to_string())?;
+                        if let Some(prev) = s.last_seq {
+                            s.lost += first.saturating_sub(prev + 1);
+                        }
+                        s.last_seq = Some(last.max(s.last_seq.unwrap_or(0)));
+                        if peak >= LOUD && s.last_peak < LOUD {
+                            s.onsets.push(Instant::now());
+                        }
+                        s.last_peak = peak;
                         s.heard.extend(decoded.iter().copied());
                         let excess = s.heard.len().saturating_sub(KEEP);
                         s.heard.drain(..excess);
@@ -226,8 +311,24 @@ fn run(
         };
         let now = Instant::now();
         if connected && now >= next_send {
-            sine.fill(&mut pcm);
-            let n = enc.encode(&pcm, &mut packet).map_err(|e| e.to_string())?;
+            let n = match &source {
+                Source::Tone(_) => {
+                    sine.fill(&mut pcm);
+                    enc.encode(&pcm, &mut packet).map_err(|e| e.to_string())?
+                }
+                Source::Loop(frames) => {
+                    let frame = frames.get(sent % frames.len().max(1)).ok_or("empty loop")?;
+                    packet
+                        .get_mut(..frame.len())
+                        .ok_or("loop frame too large")?
+                        .copy_from_slice(frame);
+                    if sent.is_multiple_of(frames.len()) {
+                        shared.lock().map_err(|e| e.to_string())?.marks.push(now);
+                    }
+                    frame.len()
+                }
+            };
+            sent += 1;
             let pt = rtc
                 .codec_config()
                 .find(|p| p.spec().codec == Codec::Opus)
