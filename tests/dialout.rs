@@ -683,8 +683,9 @@ async fn reinvite_moves_the_phones_media() {
 }
 
 /// The phone holds the call (re-INVITE with a=inactive) for longer than media_timeout: we answer
-/// inactive and keep the call; it resumes (a=sendrecv, answered sendrecv) and, as its media
-/// socket never sends, the media timeout counted from the resume ends the call.
+/// inactive and keep the call; it resumes (a=sendrecv, answered sendrecv); it holds again with
+/// c=0.0.0.0 (answered recvonly), resumes, and, as its media socket never sends, the media
+/// timeout counted from the last resume ends the call.
 #[tokio::test]
 async fn hold_is_answered_and_suspends_the_media_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
@@ -715,6 +716,11 @@ async fn hold_is_answered_and_suspends_the_media_timeout() {
     let held = reinvite_answer(&trace, 1);
     assert!(held.contains("a=inactive"), "{held}");
     let resumed = reinvite_answer(&trace, 2);
+    assert!(resumed.contains("a=sendrecv"), "{resumed}");
+    // RFC 2543 hold: c=0.0.0.0 with sendrecv means "do not send to me".
+    let held = reinvite_answer(&trace, 3);
+    assert!(held.contains("a=recvonly"), "{held}");
+    let resumed = reinvite_answer(&trace, 4);
     assert!(resumed.contains("a=sendrecv"), "{resumed}");
     assert_nothing_left(&gw).await;
 }

@@ -151,7 +151,8 @@ struct Negotiation {
     local: LocalMedia,
     /// The phone put us on hold: the room's audio towards it is muted.
     held: bool,
-    /// The phone's last SDP says it sends RTP (not recvonly/inactive), so silence means trouble.
+    /// The phone is not holding the call and its last SDP says it sends RTP, so silence means
+    /// trouble; a held phone may send nothing (many do not play music on hold).
     phone_sends: bool,
 }
 
@@ -306,7 +307,7 @@ impl Leg {
         }
         tracing::info!(call_id = %self.record.call_id, held, remote = ?self.media_remote.map(|r| r.rtp), "phone re-INVITE followed");
         self.sdp.held = held;
-        self.sdp.phone_sends = audio.remote_direction.sends();
+        self.sdp.phone_sends = audio.remote_direction.sends() && !held;
         Ok(answer.sdp)
     }
 }
