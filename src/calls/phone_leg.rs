@@ -151,6 +151,8 @@ struct Negotiation {
     local: LocalMedia,
     /// The phone put us on hold: the room's audio towards it is muted.
     held: bool,
+    /// What moderators asked (`Control::Mute`); a hold adds muted listening to it.
+    room_mute: PhoneMute,
     /// The phone is not holding the call and its last SDP says it sends RTP, so silence means
     /// trouble; a held phone may send nothing (many do not play music on hold).
     phone_sends: bool,
@@ -165,6 +167,7 @@ impl Negotiation {
             session,
             local,
             held: false,
+            room_mute: PhoneMute::default(),
             phone_sends: true,
         };
         (state, offer)
@@ -193,7 +196,12 @@ impl Leg {
         );
     }
 
-    fn mute(&self, mute: PhoneMute) {
+    fn mute(&mut self, mute: PhoneMute) {
+        self.sdp.room_mute = mute;
+        let mute = PhoneMute {
+            speaking: mute.speaking,
+            listening: mute.listening || self.sdp.held,
+        };
         if let Err(e) = self.shared.media.mute_phone(self.media_id, mute) {
             tracing::warn!(call_id = %self.record.call_id, error = %e, "mute not applied");
         }
@@ -296,17 +304,10 @@ impl Leg {
             self.point_media(remote_of(audio)?)?;
         }
         if held != self.sdp.held {
-            let mute = PhoneMute {
-                speaking: false,
-                listening: held,
-            };
-            self.shared
-                .media
-                .mute_phone(self.media_id, mute)
-                .map_err(|e| e.to_string())?;
+            self.sdp.held = held;
+            self.mute(self.sdp.room_mute);
         }
         tracing::info!(call_id = %self.record.call_id, held, remote = ?self.media_remote.map(|r| r.rtp), "phone re-INVITE followed");
-        self.sdp.held = held;
         self.sdp.phone_sends = audio.remote_direction.sends() && !held;
         Ok(answer.sdp)
     }
