@@ -475,3 +475,63 @@ async fn media_timeout_and_max_duration_end_inbound_calls() {
     assert!(causes.contains(&json!("media-timeout")) && causes.contains(&json!("max-duration")));
     assert_nothing_left(&gw).await;
 }
+
+/// The caller moves its media with a re-INVITE: our 200 answers it, and the room's audio goes
+/// to the new address while the room hears the caller from there.
+#[tokio::test]
+async fn a_callers_reinvite_moves_its_media() {
+    let gw = Gateway::start(&config(""));
+    let (alice, token, _) = room(&gw).await;
+    let browser = browser_in_call(&alice, &token).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    // The first address only listens, as a phone that moved its stream away would.
+    let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("first media socket");
+    let moved = PhoneMedia::start(1300.0);
+    let sipp = Sipp::uac(
+        sip_addr(&gw, Tp::Udp),
+        "uac_reinvite_move.xml",
+        Tp::Udp,
+        ROOM_NUMBER,
+        "Carrier SBC",
+        &[
+            "-set",
+            "mhost",
+            "127.0.0.1",
+            "-set",
+            "mport",
+            &first.local_addr().expect("addr").port().to_string(),
+            "-set",
+            "mport2",
+            &moved.addr.port().to_string(),
+        ],
+    );
+    let up = connected(&mut events).await;
+    wait_for(
+        "the new address hearing the room",
+        || moved.hears(BROWSER_TONE) > 0.5,
+        || format!("moved socket: {}", moved.describe()),
+    )
+    .await;
+    wait_for(
+        "the room hearing the caller from the new address",
+        || browser.hears(1300.0) > 0.5,
+        || format!("browser hears 1300 Hz {:.3}", browser.hears(1300.0)),
+    )
+    .await;
+    let call_id = up["callid"].as_str().expect("callid");
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
+    let (ok, trace) = sipp.finish().await;
+    assert!(
+        ok,
+        "the re-INVITE answered with 200, then our BYE:\n{trace}"
+    );
+    assert!(gw.log().contains("phone re-INVITE followed"));
+    assert_nothing_left(&gw).await;
+}

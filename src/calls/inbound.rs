@@ -6,24 +6,22 @@
 //! [`phone_leg::report`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dialbridge_sip::message::{Request, Uri};
-use dialbridge_sip::sdp::{
-    process_answer, AudioConfig, Direction, LocalMedia, SdpSession, SessionDescription,
-};
+use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, UaEvent};
-use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::dialin::normalize;
 use super::dialout::{LiveLeg, Shared};
-use super::phone_leg::{self, is_sdp, remote_of, Control, HANGUP_GRACE};
+use super::leg_media::LegMedia;
+use super::phone_leg::{self, is_sdp, Control, HANGUP_GRACE};
 use super::pin::{Action, PinEntry, Prompt};
 use super::wav;
 use crate::room::{CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
-use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+use crate::runtime::media::PhoneMediaEvent;
 
 /// How often a waiting caller's room is checked for a call.
 const WAIT_POLL: Duration = Duration::from_millis(250);
@@ -137,10 +135,7 @@ struct Leg {
     call_id: String,
     trunk: String,
     caller: Option<PhoneNumber>,
-    media_id: MediaId,
-    /// The sockets until the media engine takes them.
-    sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
-    media_events: mpsc::UnboundedSender<PhoneMediaEvent>,
+    media: LegMedia,
     phase: Phase,
     /// Set once we hang up: the cause and when.
     ending: Option<(&'static str, Instant)>,
@@ -190,28 +185,29 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         port: lease.rtp(),
         direction: Direction::SendRecv,
     };
-    let mut sdp = SdpSession::new(rand::random::<u32>() as u64);
+    let call_id = format!("{:032x}", rand::random::<u128>());
+    let (mut media, mut media_rx) = LegMedia::new(
+        shared.clone(),
+        &call_id,
+        (rtp, rtcp),
+        local,
+        rules.media_timeout,
+        None,
+    );
     let (ours, remote, our_offer) = match &offer {
-        Some(offer) => {
-            let answered = sdp
-                .create_answer(offer, &AudioConfig::default(), &local)
-                .map_err(|e| e.to_string())
-                .and_then(|a| remote_of(&a.audio).map(|remote| (a.sdp, remote)));
-            match answered {
-                Ok((answer, remote)) => (answer, Some(remote), None),
-                Err(reason) => {
-                    tracing::info!(%reason, "inbound call refused: no common codec");
-                    refuse(488, "Not Acceptable Here").await;
-                    return;
-                }
+        Some(offer) => match media.answer(offer) {
+            Ok((answer, remote)) => (answer, Some(remote), None),
+            Err(reason) => {
+                tracing::info!(%reason, "inbound call refused: no common codec");
+                refuse(488, "Not Acceptable Here").await;
+                return;
             }
-        }
+        },
         None => {
-            let offer = sdp.create_offer(&AudioConfig::default(), &local);
+            let offer = media.offer();
             (offer.clone(), None, Some(offer))
         }
     };
-    let call_id = format!("{:032x}", rand::random::<u128>());
     let (control_tx, mut control) = mpsc::unbounded_channel();
     shared.legs().insert(
         call_id.clone(),
@@ -222,12 +218,10 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             inbound: true,
             session_id: Rooms::phone_session_id(&call_id),
             control: control_tx,
-            // It joins a room, where key presses can be asked for, only once its media runs.
-            has_media: true,
+            has_media: false,
         },
     );
     shared.publish_gauges();
-    let (media_events, mut media_rx) = mpsc::unbounded_channel();
     let mut leg = Leg {
         shared: shared.clone(),
         rules,
@@ -235,15 +229,13 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         call_id: call_id.clone(),
         trunk,
         caller: caller_number(&invite),
-        media_id: MediaId(rand::random()),
-        sockets: Some((rtp, rtcp)),
-        media_events,
+        media,
         phase: Phase::Answered(to),
         ending: None,
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
     let answered = match remote {
-        Some(remote) => leg.start_media(remote),
+        Some(remote) => leg.media.point(remote),
         None => Ok(()),
     };
     let answered = match answered {
@@ -265,45 +257,21 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             refuse(500, "Server Internal Error").await;
         }
         Ok(()) => {
-            let now = Instant::now();
-            if leg.sockets.is_none() {
-                leg.begin(now);
+            // The leg answers the caller's re-INVITEs itself (new address, hold).
+            if let Err(e) = shared.sip.manual_reinvites(call).await {
+                tracing::warn!(%call_id, error = %e, "re-INVITEs stay automatic");
+            }
+            if leg.media.started() {
+                leg.begin(Instant::now());
             }
             leg.drive(our_offer.as_ref(), &mut events, &mut control, &mut media_rx)
                 .await;
         }
     }
-    let media = leg.sockets.is_none().then_some(leg.media_id);
-    drop(leg.sockets.take());
-    shared.end_leg(&call_id, media, lease);
+    shared.end_leg(&call_id, leg.media.finish(), lease);
 }
 
 impl Leg {
-    /// Hands the sockets to the media engine, in the caller's room if it joined one already.
-    fn start_media(&mut self, remote: PhoneRemote) -> Result<(), String> {
-        let Some((rtp, rtcp)) = self.sockets.take() else {
-            return Ok(());
-        };
-        let who = match &self.phase {
-            Phase::Joined { caller, .. } => Some(caller.who.clone()),
-            _ => None,
-        };
-        self.shared
-            .media
-            .add_phone(
-                self.media_id,
-                PhoneMedia {
-                    who,
-                    rtp,
-                    rtcp,
-                    remote,
-                    media_timeout: self.rules.media_timeout,
-                    events: self.media_events.clone(),
-                },
-            )
-            .map_err(|e| e.to_string())
-    }
-
     /// Media is up: the PIN entry or the room.
     fn begin(&mut self, now: Instant) {
         let phase = std::mem::replace(
@@ -330,8 +298,7 @@ impl Leg {
     fn play(&self, prompt: Prompt) -> Option<Duration> {
         match wav::prompt(prompt) {
             Ok(samples) => {
-                if let Err(e) = self.shared.media.play_prompt(self.media_id, Some(samples)) {
-                    tracing::warn!(call_id = %self.call_id, error = %e, "prompt not played");
+                if !self.media.prompt(Some(samples)) {
                     return None;
                 }
                 Some(Duration::from_secs_f64(
@@ -432,16 +399,8 @@ impl Leg {
             leg.room_id = caller.who.room_id;
             leg.attendee_id = caller.who.attendee_id;
         }
-        let _ = self.shared.media.play_prompt(self.media_id, None);
-        if self.sockets.is_none() {
-            if let Err(e) = self
-                .shared
-                .media
-                .join_phone(self.media_id, caller.who.clone())
-            {
-                tracing::warn!(call_id = %self.call_id, error = %e, "caller's media not in the room");
-            }
-        }
+        self.media.prompt(None);
+        self.media.join(caller.who.clone());
         tracing::info!(call_id = %self.call_id, room = %room.token, attendee_id = caller.who.attendee_id, "caller joined the room");
         phone_leg::report(
             &self.shared,
@@ -464,7 +423,7 @@ impl Leg {
         match &mut self.phase {
             Phase::Pin(pin) => {
                 // Typing cuts the prompt short.
-                let _ = self.shared.media.play_prompt(self.media_id, None);
+                self.media.prompt(None);
                 let rooms = &self.shared.rooms;
                 pin.handle_digit(now, digit, |pin| lookup_pin(rooms, pin));
                 self.pin_actions(now);
@@ -573,19 +532,10 @@ impl Leg {
                     };
                     match event {
                         UaEvent::Confirmed { body, .. } => {
-                            if let (Some(offer), true) = (our_offer, self.sockets.is_some()) {
+                            if let (Some(offer), false) = (our_offer, self.media.started()) {
                                 let media = is_sdp(&body)
                                     .ok_or_else(|| "the ACK carries no SDP answer".to_string())
-                                    .and_then(|b| {
-                                        let text = std::str::from_utf8(&b.bytes)
-                                            .map_err(|_| "SDP is not UTF-8".to_string())?;
-                                        let answer = SessionDescription::parse(text)
-                                            .map_err(|e| format!("bad SDP: {e}"))?;
-                                        let audio = process_answer(offer, &answer)
-                                            .map_err(|e| e.to_string())?;
-                                        remote_of(&audio)
-                                    })
-                                    .and_then(|remote| self.start_media(remote));
+                                    .and_then(|answer| self.media.apply_answer(offer, answer));
                                 match media {
                                     Ok(()) => self.begin(Instant::now()),
                                     Err(e) => {
@@ -595,6 +545,7 @@ impl Leg {
                                 }
                             }
                         }
+                        UaEvent::ReInvite { body, .. } => self.media.reinvite(self.call, &body).await,
                         UaEvent::Ended { by_remote, .. } => {
                             self.finish(by_remote, None);
                             return;
@@ -618,16 +569,8 @@ impl Leg {
                 }
                 command = control.recv() => match command {
                     Some(Control::Hangup(cause)) => self.hang_up(cause).await,
-                    Some(Control::Dtmf(digits)) => {
-                        if let Err(e) = self.shared.media.phone_dtmf(self.media_id, digits) {
-                            tracing::warn!(call_id = %self.call_id, error = %e, "DTMF not queued");
-                        }
-                    }
-                    Some(Control::Mute(mute)) => {
-                        if let Err(e) = self.shared.media.mute_phone(self.media_id, mute) {
-                            tracing::warn!(call_id = %self.call_id, error = %e, "mute not applied");
-                        }
-                    }
+                    Some(Control::Dtmf(digits)) => self.media.dtmf(digits),
+                    Some(Control::Mute(mute)) => self.media.mute(mute),
                     None => self.hang_up("shutdown").await,
                 },
                 Some(event) = media_rx.recv() => {
@@ -645,7 +588,9 @@ impl Leg {
                             }
                             _ => {}
                         },
-                        PhoneMediaEvent::Inactive => self.hang_up("media-timeout").await,
+                        // A caller holding the call may send nothing.
+                        PhoneMediaEvent::Inactive if self.media.phone_sends() => self.hang_up("media-timeout").await,
+                        PhoneMediaEvent::Inactive => {}
                         PhoneMediaEvent::Bye => tracing::info!(call_id = %self.call_id, "caller sent RTCP BYE"),
                     }
                 }

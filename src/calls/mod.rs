@@ -10,6 +10,7 @@ pub mod admission;
 pub mod dialin;
 pub mod dialout;
 pub mod inbound;
+mod leg_media;
 pub mod phone_leg;
 pub mod pin;
 pub mod wav;

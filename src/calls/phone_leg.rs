@@ -11,20 +11,18 @@ use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::ports::PortLease;
 use dialbridge_sip::endpoint::Target;
 use dialbridge_sip::message::{NameAddr, Uri};
-use dialbridge_sip::sdp::{
-    process_answer, AudioConfig, Codec, Direction, LocalMedia, NegotiatedAudio, SdpSession,
-    SessionDescription,
-};
+use dialbridge_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedAudio, SessionDescription};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::dialout::Shared;
+use super::leg_media::LegMedia;
 use crate::config::TrunkConfig;
 use crate::room::PhoneMute;
 use crate::room::{CallStatus, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms};
-use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+use crate::runtime::media::{PhoneMediaEvent, PhoneRemote};
 use crate::runtime::sip::Credentials;
 use crate::store::PhoneCallRecord;
 
@@ -136,42 +134,7 @@ struct Leg {
     record_id: i64,
     status: CallStatus,
     who: MediaParticipant,
-    media_id: MediaId,
-    /// The sockets until the media engine takes them.
-    sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
-    media_timeout: Duration,
-    media_events: mpsc::UnboundedSender<PhoneMediaEvent>,
-    media_remote: Option<PhoneRemote>,
-    sdp: Negotiation,
-}
-
-/// Our side of the SDP offer/answer of a leg, kept for the phone's re-INVITEs.
-struct Negotiation {
-    session: SdpSession,
-    local: LocalMedia,
-    /// The phone put us on hold: the room's audio towards it is muted.
-    held: bool,
-    /// What moderators asked (`Control::Mute`); a hold adds muted listening to it.
-    room_mute: PhoneMute,
-    /// The phone is not holding the call and its last SDP says it sends RTP, so silence means
-    /// trouble; a held phone may send nothing (many do not play music on hold).
-    phone_sends: bool,
-}
-
-impl Negotiation {
-    /// The state with our first offer.
-    fn start(local: LocalMedia) -> (Negotiation, SessionDescription) {
-        let mut session = SdpSession::new(rand::random::<u32>() as u64);
-        let offer = session.create_offer(&AudioConfig::default(), &local);
-        let state = Negotiation {
-            session,
-            local,
-            held: false,
-            room_mute: PhoneMute::default(),
-            phone_sends: true,
-        };
-        (state, offer)
-    }
+    media: LegMedia,
 }
 
 impl Leg {
@@ -196,120 +159,11 @@ impl Leg {
         );
     }
 
-    fn mute(&mut self, mute: PhoneMute) {
-        self.sdp.room_mute = mute;
-        let mute = PhoneMute {
-            speaking: mute.speaking,
-            listening: mute.listening || self.sdp.held,
-        };
-        if let Err(e) = self.shared.media.mute_phone(self.media_id, mute) {
-            tracing::warn!(call_id = %self.record.call_id, error = %e, "mute not applied");
-        }
-    }
-
     /// A key press of the phone (RFC 4733 or INFO) becomes the room's `dtmf` event.
     fn key_press(&self, digit: char) {
         if let Err(e) = self.shared.rooms.phone_key(&self.who, digit) {
             tracing::warn!(call_id = %self.record.call_id, error = %e.message, "key press not published");
         }
-    }
-
-    /// Starts or re-points the leg's media at `answer`'s address.
-    fn media(&mut self, offer: &SessionDescription, answer: &Body) -> Result<(), String> {
-        let text =
-            std::str::from_utf8(&answer.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-        let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
-        let audio = process_answer(offer, &answer).map_err(|e| e.to_string())?;
-        let remote = remote_of(&audio)?;
-        self.point_media(remote)
-    }
-
-    /// Hands the sockets to the media engine with `remote`, or re-points the running media.
-    fn point_media(&mut self, remote: PhoneRemote) -> Result<(), String> {
-        if let Some((rtp, rtcp)) = self.sockets.take() {
-            self.shared
-                .media
-                .add_phone(
-                    self.media_id,
-                    PhoneMedia {
-                        who: Some(self.who.clone()),
-                        rtp,
-                        rtcp,
-                        remote,
-                        media_timeout: self.media_timeout,
-                        events: self.media_events.clone(),
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            // Key presses from the room can be carried from now on.
-            if let Some(live) = self.shared.legs().get_mut(&self.record.call_id) {
-                live.has_media = true;
-            }
-        } else {
-            // Re-created even when unchanged: the media timeout counts from the answer.
-            self.shared
-                .media
-                .update_phone(self.media_id, remote)
-                .map_err(|e| e.to_string())?;
-        }
-        self.media_remote = Some(remote);
-        Ok(())
-    }
-
-    /// Answers the phone's re-INVITE (RFC 3264 section 8): 200 with our answer, or 488 when the
-    /// offer is unusable (nothing changes then).
-    async fn reinvite(&mut self, call: CallHandle, body: &Option<Body>) {
-        let call_id = self.record.call_id.clone();
-        let (code, reason, answer) = match self.renegotiate(body) {
-            Ok(sdp) => (200, "OK", Some(Body::sdp(sdp.to_string().into_bytes()))),
-            Err(e) => {
-                tracing::warn!(%call_id, error = %e, "re-INVITE offer refused");
-                (488, "Not Acceptable Here", None)
-            }
-        };
-        if let Err(e) = self
-            .shared
-            .sip
-            .respond_reinvite(call, code, reason, answer)
-            .await
-        {
-            tracing::warn!(%call_id, error = %e, "re-INVITE not answered");
-        }
-    }
-
-    /// Our answer to a re-INVITE's offer, with the media following it: a new address or codec
-    /// re-points the leg; hold (sendonly, inactive, c=0.0.0.0) mutes the room towards the phone
-    /// and keeps the last real address (RTP never goes to 0.0.0.0).
-    fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, String> {
-        let Some(body) = is_sdp(body) else {
-            // No offer: ours goes in the 200 unchanged, a session refresh.
-            return self
-                .sdp
-                .session
-                .last()
-                .cloned()
-                .ok_or_else(|| "no SDP of ours to offer".to_string());
-        };
-        let text = std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-        let offer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
-        let local = self.sdp.local;
-        let answer = self
-            .sdp
-            .session
-            .create_answer(&offer, &AudioConfig::default(), &local)
-            .map_err(|e| e.to_string())?;
-        let audio = &answer.audio;
-        let held = audio.remote_hold;
-        if !audio.remote_ip.is_some_and(|ip| ip.is_unspecified()) {
-            self.point_media(remote_of(audio)?)?;
-        }
-        if held != self.sdp.held {
-            self.sdp.held = held;
-            self.mute(self.sdp.room_mute);
-        }
-        tracing::info!(call_id = %self.record.call_id, held, remote = ?self.media_remote.map(|r| r.rtp), "phone re-INVITE followed");
-        self.sdp.phone_sends = audio.remote_direction.sends() && !held;
-        Ok(answer.sdp)
     }
 }
 
@@ -333,28 +187,28 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// The INVITE for `setup`: request URI at the trunk, From with the caller id (or withheld),
 /// privacy headers, SDP offer.
 fn invite_for(
-    setup: &LegSetup,
+    dialled: &DialoutTarget,
+    outbound: &Outbound,
     target: SocketAddr,
     offer: &SessionDescription,
 ) -> Result<OutgoingCall, String> {
-    let trunk = &setup.outbound.trunk;
-    let tcp = setup.outbound.transport == Transport::Tcp;
+    let trunk = &outbound.trunk;
+    let tcp = outbound.transport == Transport::Tcp;
     let host = &trunk.address.host;
     let port = trunk.address.port;
-    let number = &setup.target.number;
+    let number = &dialled.number;
     let uri_text = format!(
         "sip:{number}@{host}:{port}{}",
         if tcp { ";transport=tcp" } else { "" }
     );
     let uri = Uri::parse(&uri_text).map_err(|e| format!("bad request URI {uri_text}: {e:?}"))?;
     let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
-    let real = setup
-        .target
+    let real = dialled
         .caller
         .clone()
         .or_else(|| trunk.caller_id.as_ref().map(|c| c.as_str().to_string()));
     let mut headers = Vec::new();
-    let from = if setup.target.anonymous {
+    let from = if dialled.anonymous {
         headers.push(("Privacy".to_string(), "id".to_string()));
         if let Some(real) = &real {
             headers.push((
@@ -378,7 +232,7 @@ fn invite_for(
         from,
         to: NameAddr::new(uri),
         target: Target {
-            transport: setup.outbound.transport,
+            transport: outbound.transport,
             addr: target,
         },
         body: Some(Body::sdp(offer.to_string().into_bytes())),
@@ -394,41 +248,51 @@ pub(crate) async fn run(
     control: mpsc::UnboundedReceiver<Control>,
 ) {
     let call_id = setup.call_id.clone();
-    let (media_events, media_rx) = mpsc::unbounded_channel();
     let trunk = setup.outbound.trunk.clone();
-    let (sdp, offer) = Negotiation::start(LocalMedia {
-        address: setup.announce_ip,
-        port: setup.lease.rtp(),
+    let who = MediaParticipant {
+        room_id: setup.target.room_id,
+        session_id: Rooms::phone_session_id(&call_id),
+        attendee_id: setup.target.attendee_id,
+        actor_type: crate::room::actor_type::PHONES.to_string(),
+        actor_id: setup.target.actor_id.clone(),
+    };
+    let record = record_of(&setup);
+    let LegSetup {
+        lease,
+        rtp,
+        rtcp,
+        announce_ip,
+        target,
+        outbound,
+        ..
+    } = setup;
+    let local = LocalMedia {
+        address: announce_ip,
+        port: lease.rtp(),
         direction: Direction::SendRecv,
-    });
+    };
+    let (mut media, media_rx) = LegMedia::new(
+        shared.clone(),
+        &call_id,
+        (rtp, rtcp),
+        local,
+        trunk.media_timeout.0,
+        Some(who.clone()),
+    );
+    let offer = media.offer();
     let mut leg = Leg {
         shared: shared.clone(),
-        record: record_of(&setup),
+        record,
         record_id,
         status: CallStatus::Accepted,
-        who: MediaParticipant {
-            room_id: setup.target.room_id,
-            session_id: Rooms::phone_session_id(&call_id),
-            attendee_id: setup.target.attendee_id,
-            actor_type: crate::room::actor_type::PHONES.to_string(),
-            actor_id: setup.target.actor_id.clone(),
-        },
-        media_id: MediaId(rand::random()),
-        sockets: None,
-        media_timeout: trunk.media_timeout.0,
-        media_events,
-        media_remote: None,
-        sdp,
+        who,
+        media,
     };
     let invite = async {
         let addr = resolve(&trunk.address.host, trunk.address.port).await?;
-        invite_for(&setup, addr, &offer)
+        invite_for(&target, &outbound, addr, &offer)
     }
     .await;
-    let LegSetup {
-        lease, rtp, rtcp, ..
-    } = setup;
-    leg.sockets = Some((rtp, rtcp));
     match invite {
         Ok(invite) => {
             let credentials = match (&trunk.username, &trunk.password) {
@@ -460,9 +324,7 @@ pub(crate) async fn run(
             leg.report(CallStatus::Rejected, Some("failed"), None, Some(&reason));
         }
     }
-    let media = leg.sockets.is_none().then_some(leg.media_id);
-    drop(leg.sockets.take());
-    shared.end_leg(&call_id, media, lease);
+    shared.end_leg(&call_id, leg.media.finish(), lease);
 }
 
 /// The leg's event loop: SIP events, room commands, media events and its three timers.
@@ -503,8 +365,8 @@ async fn drive(
                             leg.report(CallStatus::Ringing, None, Some(code), Some(&reason));
                         }
                         if let Some(sdp) = is_sdp(&body) {
-                            if leg.media_remote.is_none() {
-                                match leg.media(offer, sdp) {
+                            if leg.media.remote().is_none() {
+                                match leg.media.apply_answer(offer, sdp) {
                                     Ok(()) => tracing::info!(%call_id, code, "early media bridged into the room"),
                                     Err(e) => tracing::info!(%call_id, error = %e, "early media not usable"),
                                 }
@@ -517,7 +379,7 @@ async fn drive(
                             continue;
                         }
                         let media = match is_sdp(&body) {
-                            Some(sdp) => leg.media(offer, sdp),
+                            Some(sdp) => leg.media.apply_answer(offer, sdp),
                             None => Err("the 200 OK has no SDP answer".to_string()),
                         };
                         answered = Some((Instant::now(), response.code, response.reason.clone()));
@@ -562,28 +424,26 @@ async fn drive(
                             leg.key_press(digit);
                         }
                     }
-                    UaEvent::ReInvite { body, .. } => leg.reinvite(handle, &body).await,
+                    UaEvent::ReInvite { body, .. } => leg.media.reinvite(handle, &body).await,
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
                 }
             }
             command = control.recv() => match command {
                 Some(Control::Hangup(cause)) => hangup = Some(cause),
                 Some(Control::Dtmf(digits)) => {
-                    if leg.media_remote.is_some() {
-                        if let Err(e) = leg.shared.media.phone_dtmf(leg.media_id, digits) {
-                            tracing::warn!(%call_id, error = %e, "DTMF not queued");
-                        }
+                    if leg.media.remote().is_some() {
+                        leg.media.dtmf(digits);
                     } else {
                         tracing::info!(%call_id, %digits, "DTMF dropped: the phone has no media yet");
                     }
                 }
-                Some(Control::Mute(mute)) => leg.mute(mute),
+                Some(Control::Mute(mute)) => leg.media.mute(mute),
                 // The dialer is gone: the service is stopping.
                 None => hangup = Some("shutdown"),
             },
             Some(event) = media_rx.recv() => match event {
                 // A phone that said it sends nothing (held, inactive) is silent on purpose.
-                PhoneMediaEvent::Inactive if answered.is_some() && leg.sdp.phone_sends => hangup = Some("media-timeout"),
+                PhoneMediaEvent::Inactive if answered.is_some() && leg.media.phone_sends() => hangup = Some("media-timeout"),
                 PhoneMediaEvent::Inactive => {}
                 PhoneMediaEvent::Bye => tracing::info!(%call_id, "phone sent RTCP BYE"),
                 PhoneMediaEvent::Dtmf(digit) => leg.key_press(digit),

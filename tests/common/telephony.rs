@@ -292,12 +292,14 @@ impl PhoneMedia {
             let (mut seq, mut ts) = (1u16, 1000u32);
             let mut buf = [0u8; 1500];
             let mut key_frames = 0;
+            let mut last_rx = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 while let Ok((n, from)) = socket.recv_from(&mut buf) {
                     if n < 12 || from.port() % 2 == 1 {
                         continue;
                     }
                     *peer.lock().expect("lock") = Some(from);
+                    last_rx = Instant::now();
                     let pt = buf[1] & 0x7f;
                     if pt == 0 {
                         let mut h = heard.lock().expect("lock");
@@ -318,6 +320,11 @@ impl PhoneMedia {
                 let Some(to) = *peer.lock().expect("lock") else {
                     continue;
                 };
+                // The gateway went quiet: the call is over. Sending on would feed a later
+                // gateway's leg that reuses the port (it would latch onto this stream).
+                if last_rx.elapsed() > Duration::from_secs(1) {
+                    continue;
+                }
                 let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
                 let k = key.load(Ordering::Relaxed);
                 if k != u8::MAX {

@@ -1,0 +1,247 @@
+//! The media side of a phone leg, whichever side started the call: the RTP sockets until the
+//! media engine takes them, where the engine sends, our SDP state for the phone's re-INVITEs
+//! (a new address or codec, hold), and the mute the room and a hold ask for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialbridge_sip::sdp::{
+    process_answer, AudioConfig, LocalMedia, SdpSession, SessionDescription,
+};
+use dialbridge_sip::ua::{Body, CallHandle};
+use tokio::sync::mpsc;
+
+use super::dialout::Shared;
+use super::phone_leg::{is_sdp, remote_of};
+use crate::room::{MediaParticipant, PhoneMute};
+use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+
+pub(crate) struct LegMedia {
+    shared: Arc<Shared>,
+    call_id: String,
+    id: MediaId,
+    /// The sockets until the media engine takes them.
+    sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
+    timeout: Duration,
+    events: mpsc::UnboundedSender<PhoneMediaEvent>,
+    remote: Option<PhoneRemote>,
+    /// The room whose mix the phone is in; `None` while in no room (an inbound caller before
+    /// its PIN or its room's call).
+    who: Option<MediaParticipant>,
+    session: SdpSession,
+    local: LocalMedia,
+    /// The phone put us on hold: the room's audio towards it is muted.
+    held: bool,
+    /// What moderators asked (`Control::Mute`); a hold adds muted listening to it.
+    room_mute: PhoneMute,
+    /// The phone is not holding the call and its last SDP says it sends RTP, so silence means
+    /// trouble; a held phone may send nothing (many do not play music on hold).
+    phone_sends: bool,
+}
+
+impl LegMedia {
+    /// Media for leg `call_id` on the bound `sockets`, announced as `local`; its events arrive
+    /// on the returned receiver.
+    pub fn new(
+        shared: Arc<Shared>,
+        call_id: &str,
+        sockets: (std::net::UdpSocket, std::net::UdpSocket),
+        local: LocalMedia,
+        timeout: Duration,
+        who: Option<MediaParticipant>,
+    ) -> (LegMedia, mpsc::UnboundedReceiver<PhoneMediaEvent>) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let media = LegMedia {
+            shared,
+            call_id: call_id.to_string(),
+            id: MediaId(rand::random()),
+            sockets: Some(sockets),
+            timeout,
+            events,
+            remote: None,
+            who,
+            session: SdpSession::new(rand::random::<u32>() as u64),
+            local,
+            held: false,
+            room_mute: PhoneMute::default(),
+            phone_sends: true,
+        };
+        (media, receiver)
+    }
+
+    /// Whether the engine runs the media (it took the sockets).
+    pub fn started(&self) -> bool {
+        self.sockets.is_none()
+    }
+
+    /// Where the engine sends, once known.
+    pub fn remote(&self) -> Option<PhoneRemote> {
+        self.remote
+    }
+
+    /// Whether the phone's silence should end the call (it is not holding it).
+    pub fn phone_sends(&self) -> bool {
+        self.phone_sends
+    }
+
+    /// Our offer (dial-out, or an inbound INVITE without SDP).
+    pub fn offer(&mut self) -> SessionDescription {
+        self.session
+            .create_offer(&AudioConfig::default(), &self.local)
+    }
+
+    /// Our answer to the phone's offer, and where its media goes (not started yet).
+    pub fn answer(
+        &mut self,
+        offer: &SessionDescription,
+    ) -> Result<(SessionDescription, PhoneRemote), String> {
+        let answer = self
+            .session
+            .create_answer(offer, &AudioConfig::default(), &self.local)
+            .map_err(|e| e.to_string())?;
+        Ok((answer.sdp.clone(), remote_of(&answer.audio)?))
+    }
+
+    /// Starts or re-points the media at the address of the phone's `answer` to our `offer`.
+    pub fn apply_answer(
+        &mut self,
+        offer: &SessionDescription,
+        answer: &Body,
+    ) -> Result<(), String> {
+        let text =
+            std::str::from_utf8(&answer.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+        let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+        let audio = process_answer(offer, &answer).map_err(|e| e.to_string())?;
+        self.point(remote_of(&audio)?)
+    }
+
+    /// Hands the sockets to the media engine with `remote`, or re-points the running media.
+    pub fn point(&mut self, remote: PhoneRemote) -> Result<(), String> {
+        if let Some((rtp, rtcp)) = self.sockets.take() {
+            self.shared
+                .media
+                .add_phone(
+                    self.id,
+                    PhoneMedia {
+                        who: self.who.clone(),
+                        rtp,
+                        rtcp,
+                        remote,
+                        media_timeout: self.timeout,
+                        events: self.events.clone(),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            // Key presses from the room can be carried from now on.
+            if let Some(live) = self.shared.legs().get_mut(&self.call_id) {
+                live.has_media = true;
+            }
+        } else {
+            // Re-created even when unchanged: the media timeout counts from the answer.
+            self.shared
+                .media
+                .update_phone(self.id, remote)
+                .map_err(|e| e.to_string())?;
+        }
+        self.remote = Some(remote);
+        Ok(())
+    }
+
+    /// Puts the phone in `who`'s room mix (now, or when its media starts).
+    pub fn join(&mut self, who: MediaParticipant) {
+        if self.started() {
+            if let Err(e) = self.shared.media.join_phone(self.id, who.clone()) {
+                tracing::warn!(call_id = %self.call_id, error = %e, "phone media not in the room");
+            }
+        }
+        self.who = Some(who);
+    }
+
+    pub fn mute(&mut self, mute: PhoneMute) {
+        self.room_mute = mute;
+        let mute = PhoneMute {
+            speaking: mute.speaking,
+            listening: mute.listening || self.held,
+        };
+        if let Err(e) = self.shared.media.mute_phone(self.id, mute) {
+            tracing::warn!(call_id = %self.call_id, error = %e, "mute not applied");
+        }
+    }
+
+    /// Queues key presses to the phone.
+    pub fn dtmf(&self, digits: String) {
+        if let Err(e) = self.shared.media.phone_dtmf(self.id, digits) {
+            tracing::warn!(call_id = %self.call_id, error = %e, "DTMF not queued");
+        }
+    }
+
+    /// Plays a prompt to the phone (`None` stops it); false if the engine refused.
+    pub fn prompt(&self, samples: Option<&'static [i16]>) -> bool {
+        match self.shared.media.play_prompt(self.id, samples) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, error = %e, "prompt not played");
+                false
+            }
+        }
+    }
+
+    /// Answers the phone's re-INVITE (RFC 3264 section 8): 200 with our answer, or 488 when the
+    /// offer is unusable (nothing changes then).
+    pub async fn reinvite(&mut self, call: CallHandle, body: &Option<Body>) {
+        let (code, reason, answer) = match self.renegotiate(body) {
+            Ok(sdp) => (200, "OK", Some(Body::sdp(sdp.to_string().into_bytes()))),
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, error = %e, "re-INVITE offer refused");
+                (488, "Not Acceptable Here", None)
+            }
+        };
+        if let Err(e) = self
+            .shared
+            .sip
+            .respond_reinvite(call, code, reason, answer)
+            .await
+        {
+            tracing::warn!(call_id = %self.call_id, error = %e, "re-INVITE not answered");
+        }
+    }
+
+    /// Our answer to a re-INVITE's offer, with the media following it: a new address or codec
+    /// re-points the leg; hold (sendonly, inactive, c=0.0.0.0) mutes the room towards the phone
+    /// and keeps the last real address (RTP never goes to 0.0.0.0).
+    fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, String> {
+        let Some(body) = is_sdp(body) else {
+            // No offer: ours goes in the 200 unchanged, a session refresh.
+            return self
+                .session
+                .last()
+                .cloned()
+                .ok_or_else(|| "no SDP of ours to offer".to_string());
+        };
+        let text = std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+        let offer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+        let answer = self
+            .session
+            .create_answer(&offer, &AudioConfig::default(), &self.local)
+            .map_err(|e| e.to_string())?;
+        let audio = &answer.audio;
+        let held = audio.remote_hold;
+        if !audio.remote_ip.is_some_and(|ip| ip.is_unspecified()) {
+            self.point(remote_of(audio)?)?;
+        }
+        if held != self.held {
+            self.held = held;
+            self.mute(self.room_mute);
+        }
+        tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone re-INVITE followed");
+        self.phone_sends = audio.remote_direction.sends() && !held;
+        Ok(answer.sdp)
+    }
+
+    /// Ends the media: the engine's leg when it runs, else the sockets are closed here.
+    /// Returns the engine's media id to remove, if any.
+    pub fn finish(mut self) -> Option<MediaId> {
+        let started = self.sockets.take().is_none();
+        started.then_some(self.id)
+    }
+}
