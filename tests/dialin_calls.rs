@@ -22,6 +22,9 @@ const PIN_NUMBER: &str = "+4930123400";
 /// The number SIPp's scenarios call from.
 const CALLER: &str = "+4930555000";
 const CALLER_TONE: f64 = 1000.0;
+/// A short T1 (loopback answers at once): transactions end 64*T1 after a call, so the leak
+/// check at the end of each test needs seconds, not half a minute.
+const FAST_TIMERS: &str = "t1 = \"100ms\"\n";
 const BROWSER_TONE: f64 = 440.0;
 
 fn config(dialin: &str) -> String {
@@ -105,7 +108,15 @@ async fn hears_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
     wait_for(
         "the caller hearing the browser's tone",
         || phone.hears(BROWSER_TONE) > 0.5,
-        || format!("caller hears {:.3}", phone.hears(BROWSER_TONE)),
+        || {
+            format!(
+                "caller hears {:.3} ({}); browser got {} frames, hears {:.3}",
+                phone.hears(BROWSER_TONE),
+                phone.describe(),
+                browser.frames(),
+                browser.hears(CALLER_TONE)
+            )
+        },
     )
     .await;
     assert!(
@@ -118,7 +129,7 @@ async fn hears_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
 /// its number, audio both ways, its key presses as room events, muted by the moderator, hung up
 /// by the moderator (BYE to SIPp), cleared, a dialin call record, nothing left.
 async fn direct_number_call(tp: Tp) {
-    let gw = Gateway::start(&config(""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
     let (alice, token, _) = room(&gw).await;
     let browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
@@ -234,7 +245,7 @@ async fn direct_number_caller_joins_and_the_moderator_hangs_up_over_tcp() {
 /// answer starts the media, and the caller is in the room with audio both ways.
 #[tokio::test]
 async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
-    let gw = Gateway::start(&config(""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
     let (alice, token, _) = room(&gw).await;
     let browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
@@ -263,7 +274,7 @@ async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
 
 /// The caller hangs up: cleared with cause hangup, the attendee leaves the call.
 async fn caller_hangs_up(tp: Tp) {
-    let gw = Gateway::start(&config(""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
     let (alice, token, _) = room(&gw).await;
     let _browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
@@ -318,7 +329,7 @@ async fn type_keys(phone: &PhoneMedia, keys: &str) {
 /// and joins; audio flows both ways.
 #[tokio::test]
 async fn correct_pin_joins_the_room() {
-    let gw = Gateway::start(&config(""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
     let (alice, token, pin) = room(&gw).await;
     let browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
@@ -362,7 +373,7 @@ async fn correct_pin_joins_the_room() {
 /// no room hears of it.
 #[tokio::test]
 async fn three_wrong_pins_end_with_goodbye_and_bye() {
-    let gw = Gateway::start(&config("digit_timeout = 3\n"));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config("digit_timeout = 3\n"));
     let (alice, token, _) = room(&gw).await;
     alice.join_room(&token).await;
     alice.join_call(&token, 3).await;
@@ -387,7 +398,7 @@ async fn three_wrong_pins_end_with_goodbye_and_bye() {
 /// soon as the moderator starts the call.
 #[tokio::test]
 async fn waiting_callers_join_when_the_call_starts_or_hear_goodbye() {
-    let gw = Gateway::start(&config("wait_for_call = 3\n"));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config("wait_for_call = 3\n"));
     let (alice, token, _) = room(&gw).await;
     let phone = PhoneMedia::start(CALLER_TONE);
     let sipp = caller(&gw, "uac_call_until_bye.xml", Tp::Udp, ROOM_NUMBER, &phone);
@@ -443,10 +454,10 @@ async fn waiting_callers_join_when_the_call_starts_or_hear_goodbye() {
 /// is hung up at max_call_duration. Both get our BYE and a record with that cause.
 #[tokio::test]
 async fn media_timeout_and_max_duration_end_inbound_calls() {
-    let gw = Gateway::start(&config_with_trunk(
-        "media_timeout = 2\nmax_call_duration = 4\n",
-        "",
-    ));
+    let gw = Gateway::start_with_sip(
+        FAST_TIMERS,
+        &config_with_trunk("media_timeout = 2\nmax_call_duration = 4\n", ""),
+    );
     let (alice, token, _) = room(&gw).await;
     let _browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
@@ -480,7 +491,7 @@ async fn media_timeout_and_max_duration_end_inbound_calls() {
 /// to the new address while the room hears the caller from there.
 #[tokio::test]
 async fn a_callers_reinvite_moves_its_media() {
-    let gw = Gateway::start(&config(""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
     let (alice, token, _) = room(&gw).await;
     let browser = browser_in_call(&alice, &token).await;
     let mut events = EventReader::open(&alice, &token).await;
