@@ -121,6 +121,22 @@ pub struct MediaConfig {
     /// Address announced in SDP when the listen addresses are not reachable as they are (NAT).
     #[serde(default)]
     pub public_ip: Option<IpAddr>,
+    /// Media threads rooms are spread over; 0 = one per available core.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// More media threads than this is a typo, not a machine.
+const MAX_MEDIA_THREADS: usize = 256;
+
+impl MediaConfig {
+    /// The number of media threads: `threads`, or one per available core when 0.
+    pub fn media_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -129,6 +145,7 @@ impl Default for MediaConfig {
             rtp_ports: default_rtp_ports(),
             webrtc_listen: default_webrtc_listen(),
             public_ip: None,
+            threads: 0,
         }
     }
 }
@@ -428,6 +445,12 @@ impl Config {
                 "media.webrtc_listen".into(),
                 "a wildcard address cannot be announced to WebRTC peers: set media.public_ip"
                     .into(),
+            ));
+        }
+        if self.media.threads > MAX_MEDIA_THREADS {
+            return Err((
+                "media.threads".into(),
+                format!("at most {MAX_MEDIA_THREADS} media threads (0 = one per core)"),
             ));
         }
         if self.sip.listen.is_empty() {
@@ -955,6 +978,10 @@ mod tests {
         assert!(e.contains("sip.listen[1]") && e.contains("sctp"), "{e}");
         let e = error_of("[media]\nrtp_ports = \"30000-20000\"\n");
         assert!(e.contains("media.rtp_ports") && e.contains("line 2"), "{e}");
+        let e = error_of("[media]\nthreads = 100000\n");
+        assert!(e.contains("media.threads") && e.contains("line 2"), "{e}");
+        let e = error_of("[media]\nthreads = -1\n");
+        assert!(e.contains("media.threads"), "{e}");
         let e = error_of("[media]\nrtp_ports = \"20000\"\n");
         assert!(e.contains("media.rtp_ports"), "{e}");
     }

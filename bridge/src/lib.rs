@@ -10,11 +10,13 @@
 //! - [`transcode`]: inbound paths (jitter buffer, decode, concealment) and the two directions
 //!   of a phone <-> browser call, which need neither mixer nor resampler.
 //! - [`mixer`]: N-1 room mixer with soft clipping and mutes.
+//! - [`bypass`]: timing of a two-party room's direct path (no mixer tick).
 //! - [`rtp_leg`]: the phone's RTP/RTCP session (latching, inactivity, DTMF, reports).
 //! - [`ports`]: RTP/RTCP port pairs from the configured range.
 //! - [`resample`]: 8 kHz <-> 48 kHz for phone legs in rooms mixing at 48 kHz.
 //! - [`testing`]: tone generator and Goertzel detector for tests.
 
+pub mod bypass;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;

@@ -197,6 +197,12 @@ impl Mixer {
         Ok(())
     }
 
+    /// Whether `id` is muted for sending and for receiving.
+    pub fn muted(&self, id: ParticipantId) -> Option<(bool, bool)> {
+        let p = self.parts.get(self.index(id).ok()?)?;
+        Some((p.send_muted, p.recv_muted))
+    }
+
     /// Hands in `id`'s decoded (or concealed) frame for this tick. A participant that pushes
     /// nothing in a tick contributes silence.
     pub fn push(&mut self, id: ParticipantId, frame: &[i16]) -> Result<(), MixerError> {

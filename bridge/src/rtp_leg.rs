@@ -231,7 +231,15 @@ pub struct RtpLeg {
     remote_report: Option<RemoteReport>,
     queue: VecDeque<Outgoing>,
     events: VecDeque<LegEvent>,
+    // Direct path of a two-party room: the last audio packet, decoded, for the driver to take.
+    forwarding: bool,
+    forward: Option<RtpMeta>,
+    forward_pcm: [i16; MAX_FORWARD],
+    forward_len: usize,
 }
+
+/// Most samples of one forwarded packet (60 ms at 8 kHz).
+pub const MAX_FORWARD: usize = 480;
 
 impl RtpLeg {
     /// A leg starting at `now`; `wall` is the wall clock at `now` (for RTCP NTP timestamps).
@@ -262,6 +270,10 @@ impl RtpLeg {
             remote_report: None,
             queue: VecDeque::with_capacity(QUEUE),
             events: VecDeque::with_capacity(QUEUE),
+            forwarding: false,
+            forward: None,
+            forward_pcm: [0; MAX_FORWARD],
+            forward_len: 0,
             cfg,
         }
     }
@@ -359,6 +371,12 @@ impl RtpLeg {
             }
         } else {
             self.inbound.insert(now, meta, pkt.payload());
+            if self.forwarding {
+                let payload = pkt.payload();
+                let n = payload.len().min(MAX_FORWARD);
+                self.forward_len = self.cfg.law.decode(&payload[..n], &mut self.forward_pcm);
+                self.forward = Some(meta);
+            }
         }
         Ok(())
     }
@@ -405,6 +423,34 @@ impl RtpLeg {
                 });
             }
         }
+    }
+
+    /// Turns the direct path on or off: while on, each audio packet received is also decoded
+    /// at once for [`RtpLeg::take_forward`] (the jitter buffer is fed as ever, so mixing can
+    /// take over without a gap).
+    pub fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
+        self.forward = None;
+    }
+
+    /// The audio packet received by the last [`RtpLeg::handle_datagram`], decoded to 8 kHz,
+    /// once.
+    pub fn take_forward(&mut self) -> Option<(RtpMeta, &[i16])> {
+        let meta = self.forward.take()?;
+        Some((meta, self.forward_pcm.get(..self.forward_len)?))
+    }
+
+    /// Advances the outbound media clock by `frames` 20 ms frames without sending (frames lost
+    /// upstream of a direct path: the phone conceals them).
+    pub fn skip_frames(&mut self, frames: u32) {
+        self.timestamp = self
+            .timestamp
+            .wrapping_add((FRAME_8K as u32).wrapping_mul(frames));
+    }
+
+    /// Whether a DTMF digit is being sent (audio is replaced meanwhile).
+    pub fn is_sending_dtmf(&self) -> bool {
+        self.dtmf_tx.is_active()
     }
 
     /// This tick's inbound 8 kHz frame (jitter buffer, decode, concealment).

@@ -30,7 +30,12 @@ use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::opus_codec::{
     OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK,
 };
-use crate::transcode::{DecodeStats, FrameSource};
+use crate::transcode::{DecodeStats, FrameSource, RtpMeta};
+
+/// Received packets a direct path holds until the driver takes them (one datagram carries one).
+const DIRECT_QUEUE: usize = 4;
+/// Samples of the longest Opus packet (120 ms) at 8 kHz.
+const DIRECT_PCM: usize = 960;
 
 /// Packetization on WebRTC legs, as on phone legs.
 pub const FRAME_MS: u32 = 20;
@@ -211,9 +216,32 @@ struct Outbound {
     dtmf: DtmfSender,
 }
 
+/// An Opus packet received on a direct path.
+struct Received {
+    meta: RtpMeta,
+    len: usize,
+    bytes: [u8; MAX_PACKET],
+}
+
+/// A two-party room's direct path on this leg: received Opus packets wait here for the driver
+/// (decoded to 8 kHz for a phone, or passed on as they are to another browser), and 8 kHz
+/// phone audio is encoded as it comes. Made once, on the first switch to direct.
+struct Direct {
+    dec: OpusDecoder,
+    enc: OpusEncoder,
+    queue: Box<[Received; DIRECT_QUEUE]>,
+    head: usize,
+    len: usize,
+    pcm: [i16; DIRECT_PCM],
+}
+
 /// See the module documentation.
 pub struct WebRtcLeg {
     rtc: Rtc,
+    ufrag: String,
+    opus: OpusConfig,
+    direct: Option<Box<Direct>>,
+    direct_on: bool,
     mid: Mid,
     opus_pt: Pt,
     tele_pt: Option<Pt>,
@@ -331,8 +359,13 @@ impl WebRtcLeg {
             frame_ms: FRAME_MS,
             ..cfg.opus
         })?;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let leg = WebRtcLeg {
             rtc,
+            ufrag,
+            opus: cfg.opus,
+            direct: None,
+            direct_on: false,
             mid,
             opus_pt,
             tele_pt,
@@ -366,6 +399,11 @@ impl WebRtcLeg {
             stats: LegStats::default(),
         };
         Ok((leg, answer.to_sdp_string()))
+    }
+
+    /// Our ICE username fragment: a peer's ICE checks carry it first in their USERNAME.
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
     }
 
     /// Whether a datagram from `from` to `to` belongs to this leg (its nominated peer, a STUN
@@ -473,14 +511,7 @@ impl WebRtcLeg {
     pub fn push_frame(&mut self, now: Instant, pcm: &[i16]) -> Result<(), WebRtcError> {
         let timestamp = self.outbound.timestamp;
         self.outbound.timestamp = timestamp.wrapping_add(RTP_STEP);
-        if !self.connected || self.gone || !self.sends {
-            return Ok(());
-        }
-        if let (true, Some(tele_pt)) = (self.outbound.dtmf.is_active(), self.tele_pt) {
-            while let Some(p) = self.outbound.dtmf.poll_packet(now) {
-                let payload = p.payload.to_bytes();
-                self.write(now, tele_pt, p.timestamp, p.marker, &payload);
-            }
+        if !self.connected || self.gone || !self.sends || self.send_dtmf_due(now) {
             return Ok(());
         }
         // The packet buffer is lent out for the write and put back: no allocation per frame.
@@ -493,6 +524,131 @@ impl WebRtcLeg {
         }
         self.outbound.packet = packet;
         result.map(|_| ()).map_err(WebRtcError::from)
+    }
+
+    /// Pops this tick's frame from the jitter buffer without decoding it: a direct path keeps
+    /// the buffer in step, so mixing can take over without a gap.
+    pub fn discard_frame(&mut self, now: Instant) {
+        let _ = self.inbound.jb.pop(now);
+    }
+
+    /// Turns the direct path (two-party room, no mixer tick) on or off. The first switch on
+    /// makes its 8 kHz codec pair; the jitter buffer is fed as ever meanwhile.
+    pub fn set_direct(&mut self, on: bool) -> Result<(), WebRtcError> {
+        if on && self.direct.is_none() {
+            let enc = OpusEncoder::new(OpusConfig {
+                sample_rate: 8000,
+                frame_ms: FRAME_MS,
+                ..self.opus
+            })?;
+            self.direct = Some(Box::new(Direct {
+                dec: OpusDecoder::new(8000, 120)?,
+                enc,
+                queue: Box::new(std::array::from_fn(|_| Received {
+                    meta: RtpMeta {
+                        seq: 0,
+                        timestamp: 0,
+                        marker: false,
+                        ssrc: 0,
+                    },
+                    len: 0,
+                    bytes: [0; MAX_PACKET],
+                })),
+                head: 0,
+                len: 0,
+                pcm: [0; DIRECT_PCM],
+            }));
+        }
+        if let Some(d) = self.direct.as_mut() {
+            d.len = 0;
+        }
+        self.direct_on = on;
+        Ok(())
+    }
+
+    /// The oldest Opus packet received on the direct path, as it is, with its length in 48 kHz
+    /// units.
+    pub fn take_direct_opus(&mut self) -> Option<(RtpMeta, &[u8], u32)> {
+        let d = self.direct.as_mut().filter(|_| self.direct_on)?;
+        if d.len == 0 {
+            return None;
+        }
+        let r = d.queue.get(d.head)?;
+        d.head = (d.head + 1) % DIRECT_QUEUE;
+        d.len -= 1;
+        let payload = r.bytes.get(..r.len)?;
+        let units = opus::packet::get_nb_samples(payload, OPUS_RTP_CLOCK).unwrap_or(0);
+        Some((r.meta, payload, units as u32))
+    }
+
+    /// The oldest Opus packet received on the direct path, decoded to 8 kHz (a corrupt one is
+    /// concealed).
+    pub fn take_direct_pcm(&mut self) -> Option<(RtpMeta, &[i16])> {
+        let d = self.direct.as_mut().filter(|_| self.direct_on)?;
+        if d.len == 0 {
+            return None;
+        }
+        let r = d.queue.get(d.head)?;
+        d.head = (d.head + 1) % DIRECT_QUEUE;
+        d.len -= 1;
+        let payload = r.bytes.get(..r.len)?;
+        let n = match d.dec.decode(payload, &mut d.pcm) {
+            Ok(n) => n,
+            Err(_) => d.dec.conceal(&mut d.pcm).unwrap_or(0),
+        };
+        Some((r.meta, d.pcm.get(..n.min(DIRECT_PCM))?))
+    }
+
+    /// Sends 20 ms of 8 kHz audio at once on the direct path (encoded at 8 kHz; the browser's
+    /// decoder plays any Opus bandwidth). Telephone-events due replace it, as in
+    /// [`WebRtcLeg::push_frame`]; the media clock advances either way.
+    pub fn send_direct_pcm(&mut self, now: Instant, pcm: &[i16]) -> Result<(), WebRtcError> {
+        let timestamp = self.outbound.timestamp;
+        self.outbound.timestamp = timestamp.wrapping_add(RTP_STEP);
+        if !self.connected || self.gone || !self.sends || self.send_dtmf_due(now) {
+            return Ok(());
+        }
+        let Some(d) = self.direct.as_mut() else {
+            return Ok(());
+        };
+        let mut packet = std::mem::take(&mut self.outbound.packet);
+        let result = d.enc.encode(pcm, &mut packet);
+        if let Ok(n) = result {
+            if let Some(payload) = packet.get(..n) {
+                self.write(now, self.opus_pt, timestamp, false, payload);
+            }
+        }
+        self.outbound.packet = packet;
+        result.map(|_| ()).map_err(WebRtcError::from)
+    }
+
+    /// Sends another browser's Opus packet on as it is (no transcoding), `units` 48 kHz
+    /// samples long.
+    pub fn send_direct_opus(&mut self, now: Instant, payload: &[u8], units: u32) {
+        let timestamp = self.outbound.timestamp;
+        self.outbound.timestamp = timestamp.wrapping_add(units);
+        if !self.connected || self.gone || !self.sends || self.send_dtmf_due(now) {
+            return;
+        }
+        self.write(now, self.opus_pt, timestamp, false, payload);
+    }
+
+    /// Advances the outbound media clock by `units` (48 kHz) without sending: audio lost
+    /// before a direct path, which the browser conceals.
+    pub fn skip(&mut self, units: u32) {
+        self.outbound.timestamp = self.outbound.timestamp.wrapping_add(units);
+    }
+
+    /// Sends the telephone-event packets due; true while a digit replaces audio.
+    fn send_dtmf_due(&mut self, now: Instant) -> bool {
+        let (true, Some(tele_pt)) = (self.outbound.dtmf.is_active(), self.tele_pt) else {
+            return false;
+        };
+        while let Some(p) = self.outbound.dtmf.poll_packet(now) {
+            let payload = p.payload.to_bytes();
+            self.write(now, tele_pt, p.timestamp, p.marker, &payload);
+        }
+        true
     }
 
     /// Starts sending a DTMF digit as telephone-events (replacing audio while it lasts).
@@ -610,6 +766,26 @@ impl WebRtcLeg {
                 let ssrc = *h.ssrc;
                 if h.payload_type == self.opus_pt {
                     self.stats.opus_received += 1;
+                    if let Some(d) = self.direct.as_mut().filter(|_| self.direct_on) {
+                        // A full queue loses its oldest packet (the driver takes each at once).
+                        if d.len == DIRECT_QUEUE {
+                            d.head = (d.head + 1) % DIRECT_QUEUE;
+                            d.len -= 1;
+                        }
+                        let slot = (d.head + d.len) % DIRECT_QUEUE;
+                        if let Some(r) = d.queue.get_mut(slot) {
+                            let n = p.payload.len().min(MAX_PACKET);
+                            r.bytes[..n].copy_from_slice(&p.payload[..n]);
+                            r.len = n;
+                            r.meta = RtpMeta {
+                                seq: h.sequence_number,
+                                timestamp: h.timestamp,
+                                marker: h.marker,
+                                ssrc,
+                            };
+                            d.len += 1;
+                        }
+                    }
                     self.inbound.jb.insert(
                         p.timestamp,
                         h.sequence_number,
