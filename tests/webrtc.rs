@@ -413,3 +413,75 @@ async fn leaving_the_room_removal_and_ending_the_call_end_media() {
         .expect(200);
     wait_legs(&gw, 0, "call ended for all").await;
 }
+
+/// Values of a labelled gauge family in the metrics, by label value.
+async fn gauges(gw: &Gateway, name: &str, label: &str) -> Vec<(String, u64)> {
+    let Ok(response) = gw.anonymous().request(Method::GET, "/metrics").send().await else {
+        return Vec::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    let prefix = format!("{name}{{{label}=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (value, count) = rest.split_once("\"} ")?;
+            Some((value.to_string(), count.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rooms_are_spread_over_media_threads_and_all_of_them_carry_audio() {
+    let gw = Gateway::start_with("", "threads = 2\n", "");
+    // Two rooms of two (each on the direct path) and one of three (mixed).
+    let mut rooms = Vec::new();
+    for (users, tones) in [
+        (&["alice", "bob"][..], &[440.0, 1000.0][..]),
+        (&["alice", "bob"][..], &[440.0, 1000.0][..]),
+        (&["alice", "bob", "carol"][..], &[440.0, 1000.0, 0.0][..]),
+    ] {
+        let token = room_with(&gw, &users[1..]).await;
+        let mut clients = Vec::new();
+        for (user, tone) in users.iter().zip(tones) {
+            let (api, client, _) = participant(&gw, user, &token, *tone).await;
+            clients.push((api, client));
+        }
+        rooms.push(clients);
+    }
+    let describe = || {
+        rooms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let c: Vec<String> = r
+                    .iter()
+                    .map(|(_, c)| levels(&format!("room {i}"), c))
+                    .collect();
+                c.join("; ")
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    wait_for(
+        "every participant hearing the others' tones, not their own",
+        || {
+            rooms.iter().all(|r| {
+                let (a, b) = (&r[0].1, &r[1].1);
+                let pair = a.hears(1000.0) > 0.3
+                    && a.hears(440.0) < 0.05
+                    && b.hears(440.0) > 0.3
+                    && b.hears(1000.0) < 0.05;
+                pair && r
+                    .get(2)
+                    .is_none_or(|(_, c)| c.hears(440.0) > 0.2 && c.hears(1000.0) > 0.2)
+            })
+        },
+        describe,
+    )
+    .await;
+    let shards = gauges(&gw, "dialbridge_media_shard_legs", "shard").await;
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    assert!(shards.iter().all(|(_, legs)| *legs >= 2), "{shards:?}");
+    assert_eq!(shards.iter().map(|(_, l)| l).sum::<u64>(), 7, "{shards:?}");
+    assert_eq!(legs(&gw).await, Some(7));
+}

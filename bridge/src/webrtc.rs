@@ -836,6 +836,8 @@ mod tests {
         mid: Mid,
         connected: bool,
         heard: Vec<i16>,
+        /// RTP sequence number and timestamp of each packet received.
+        stream: Vec<(u64, u64)>,
         dec: OpusDecoder,
     }
 
@@ -867,6 +869,7 @@ mod tests {
             mid,
             connected: false,
             heard: Vec::new(),
+            stream: Vec::new(),
             dec: OpusDecoder::new(MIX, FRAME_MS).unwrap_or_else(|e| panic!("{e}")),
         };
         (peer, offer.to_sdp_string(), pending)
@@ -898,6 +901,7 @@ mod tests {
                     }
                     Ok(Output::Event(Event::Connected)) => peer.connected = true,
                     Ok(Output::Event(Event::MediaData(m))) => {
+                        peer.stream.push((**m.seq_range.start(), m.time.numer()));
                         let mut pcm = vec![0i16; 960];
                         if m.params.spec().codec == Codec::Opus
                             && peer.dec.decode(&m.data, &mut pcm).is_ok()
@@ -1219,5 +1223,119 @@ a=max-message-size:262144\r\n";
         let st = leg.stats();
         assert!(st.opus_received >= 55 && st.sent >= 55, "{st:?}");
         assert_eq!(st.jitter.lost, 0, "telephone-events are not loss: {st:?}");
+    }
+
+    /// Writes one 20 ms Opus packet of `gen` from the client, at frame `i`.
+    fn client_sends(now: Instant, peer: &mut Peer, enc: &mut OpusEncoder, gen: &mut Sine, i: u64) {
+        let mut packet = [0u8; MAX_PACKET];
+        let n = enc
+            .encode(&gen.take(960), &mut packet)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pt = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+            .unwrap_or_else(|| panic!("opus pt"));
+        let writer = peer
+            .rtc
+            .writer(peer.mid)
+            .unwrap_or_else(|| panic!("writer"));
+        let time = MediaTime::new(i * 960, Frequency::FORTY_EIGHT_KHZ);
+        writer
+            .write(pt, now, time, &packet[..n])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The direct path of a two-party room: a received packet is there for the driver in the
+    /// same call that took the datagram, audio sent goes out at once, and the outbound stream
+    /// runs on without a break through the switches from and back to mixing.
+    #[test]
+    fn direct_path_forwards_at_once_and_keeps_the_stream_continuous() {
+        let (mut now, mut peer, mut leg, _) = connect(false);
+        until_connected(&mut now, &mut peer, &mut leg);
+        let mut enc = OpusEncoder::new(OpusConfig {
+            sample_rate: MIX,
+            ..OpusConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut from_client = Sine::new(440.0, MIX, 8000);
+        let mut wide = Sine::new(1000.0, MIX, 8000);
+        let mut narrow = Sine::new(1000.0, 8000, 8000);
+
+        // Mixing: one frame per tick.
+        for _ in 0..10 {
+            leg.push_frame(now, &wide.take(960))
+                .unwrap_or_else(|e| panic!("{e}"));
+            pump(&mut now, Duration::from_millis(20), &mut peer, &mut leg);
+        }
+        assert_eq!(leg.take_direct_pcm().map(|_| ()), None, "not direct yet");
+
+        leg.set_direct(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut heard_by_leg = Vec::new();
+        for i in 0..25u64 {
+            client_sends(now, &mut peer, &mut enc, &mut from_client, i);
+            // The client's pacer lets the packet go within a millisecond or two; the leg
+            // holds it for the driver from the datagram on, with no tick in between.
+            let mut got = None;
+            for _ in 0..20 {
+                pump(&mut now, Duration::from_millis(1), &mut peer, &mut leg);
+                got = leg.take_direct_pcm().map(|(m, p)| (m, p.to_vec()));
+                if got.is_some() {
+                    break;
+                }
+            }
+            let (meta, pcm) = got.unwrap_or_else(|| panic!("packet {i} not forwarded"));
+            assert_eq!(pcm.len(), 160);
+            assert_eq!(meta.timestamp.wrapping_sub(i as u32 * 960) as u64 % 960, 0);
+            heard_by_leg.extend_from_slice(&pcm);
+            assert!(leg.take_direct_pcm().is_none(), "each packet once");
+            let sent = leg.stats().sent;
+            leg.send_direct_pcm(now, &narrow.take(160))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(leg.stats().sent, sent + 1, "sent in the same call");
+            pump(&mut now, Duration::from_millis(15), &mut peer, &mut leg);
+        }
+        assert!(tone_ratio(&heard_by_leg[1600..], 440.0, 8000) > 0.5);
+        let tail = &peer.heard[peer.heard.len() - 9600..];
+        assert!(
+            tone_ratio(tail, 1000.0, MIX) > 0.5,
+            "client hears 8 kHz audio"
+        );
+
+        // Browser to browser: packets pass as they are.
+        client_sends(now, &mut peer, &mut enc, &mut from_client, 25);
+        let mut got = None;
+        for _ in 0..20 {
+            pump(&mut now, Duration::from_millis(1), &mut peer, &mut leg);
+            got = leg.take_direct_opus().map(|(m, p, u)| (m, p.to_vec(), u));
+            if got.is_some() {
+                break;
+            }
+        }
+        let (_, payload, units) = got.unwrap_or_else(|| panic!("no packet"));
+        assert_eq!(units, 960);
+        leg.send_direct_opus(now, &payload, units);
+        // Lost upstream: the stream skips 20 ms.
+        leg.skip(960);
+        pump(&mut now, Duration::from_millis(40), &mut peer, &mut leg);
+
+        leg.set_direct(false).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..10 {
+            leg.push_frame(now, &wide.take(960))
+                .unwrap_or_else(|e| panic!("{e}"));
+            pump(&mut now, Duration::from_millis(20), &mut peer, &mut leg);
+        }
+        let stream = &peer.stream;
+        assert_eq!(stream.len(), 10 + 25 + 1 + 10, "{stream:?}");
+        for (k, w) in stream.windows(2).enumerate() {
+            assert_eq!(
+                w[1].0,
+                w[0].0 + 1,
+                "sequence numbers run on: {k} {stream:?}"
+            );
+            let step = if k == 35 { 1920 } else { 960 };
+            assert_eq!(w[1].1, w[0].1 + step, "timestamps run on: {k} {stream:?}");
+        }
     }
 }

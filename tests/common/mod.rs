@@ -42,9 +42,18 @@ impl Gateway {
 
     /// [`Gateway::start`] with more keys of the `[sip]` table (`sip`, e.g. "silent_reject = true\n").
     pub fn start_with_sip(sip: &str, extra: &str) -> Gateway {
+        Gateway::start_with(sip, "", extra)
+    }
+
+    /// [`Gateway::start_with_sip`] with more keys of the `[media]` table too.
+    pub fn start_with(sip: &str, media: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A window of RTP ports of its own: gateways of other test runs on the machine (the
+        // default range) must not latch onto each other's phones' stray packets.
+        let base = 30000 + u32::from(rand::random::<u8>() % 150) * 200;
+        let media = format!("rtp_ports = \"{base}-{}\"\n{media}", base + 199);
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
