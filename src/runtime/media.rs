@@ -2406,6 +2406,44 @@ mod tests {
         shard.rooms.get(&ROOM).is_some_and(|r| r.direct.is_some())
     }
 
+    #[test]
+    fn ice_checks_are_routed_by_our_username_fragment() {
+        // A binding request with SOFTWARE (odd length, padded) before USERNAME "srv1:cli9".
+        let mut stun = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        stun.extend_from_slice(&[0x80, 0x22, 0, 3, b'a', b'b', b'c', 0]);
+        stun.extend_from_slice(&[0x00, 0x06, 0, 9]);
+        stun.extend_from_slice(b"srv1:cli9\0\0\0");
+        assert_eq!(stun_ufrag(&stun), Some("srv1"));
+        // Not STUN, no cookie, cut short, no USERNAME.
+        assert_eq!(stun_ufrag(&[0x80; 40]), None);
+        let mut no_cookie = stun.clone();
+        no_cookie[4] = 0;
+        assert_eq!(stun_ufrag(&no_cookie), None);
+        assert_eq!(stun_ufrag(&stun[..30]), None);
+        assert_eq!(stun_ufrag(&stun[..28]), None);
+    }
+
+    #[test]
+    fn rooms_go_to_the_least_loaded_thread_and_stay_there() {
+        let mut r = Registry::new(2);
+        assert_eq!(r.place(1), 0);
+        assert_eq!(r.place(2), 1);
+        assert_eq!(r.place(1), 0);
+        assert_eq!(r.place(3), 1);
+        assert_eq!(r.place_lobby(), 0);
+        assert_eq!(r.load, vec![3, 2]);
+        r.release(2);
+        r.release(3);
+        assert_eq!(r.shard_of(2), None);
+        assert_eq!(r.place(4), 1);
+        r.release(1);
+        assert_eq!(r.shard_of(1), Some(0), "one leg of room 1 is left");
+        r.release(1);
+        r.release_lobby(0);
+        assert_eq!((r.shard_of(1), r.load.clone()), (None, vec![0, 1]));
+    }
+
     #[tokio::test]
     async fn two_party_room_forwards_each_packet_in_the_turn_it_arrives() {
         let (mut shard, _keep) = shard(Arc::new(EventBus::default()));
