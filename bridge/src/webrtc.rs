@@ -689,6 +689,13 @@ impl WebRtcLeg {
         if written.flatten().is_some() {
             self.stats.sent += 1;
         }
+        // str0m's pacer hands written packets out at its next timeout: run it now, so the
+        // packet leaves in this turn rather than at the driver's next timer.
+        if let Some(Err(e)) = self.guard("str0m panicked on a timeout", |rtc| {
+            rtc.handle_input(Input::Timeout(now))
+        }) {
+            self.fail(&e.to_string());
+        }
         self.drain();
     }
 
@@ -1294,6 +1301,10 @@ a=max-message-size:262144\r\n";
             leg.send_direct_pcm(now, &narrow.take(160))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(leg.stats().sent, sent + 1, "sent in the same call");
+            assert!(
+                !leg.transmits.is_empty(),
+                "the SRTP packet is ready to send"
+            );
             pump(&mut now, Duration::from_millis(15), &mut peer, &mut leg);
         }
         assert!(tone_ratio(&heard_by_leg[1600..], 440.0, 8000) > 0.5);
