@@ -163,6 +163,21 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The phone leg a command is for.
+    fn phone(&self) -> Option<MediaId> {
+        match self {
+            Command::UpdatePhone { id, .. }
+            | Command::RemovePhone { id }
+            | Command::PhoneDtmf { id, .. }
+            | Command::PhoneJoin { id, .. }
+            | Command::PhonePrompt { id, .. }
+            | Command::PhoneMute { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// Where a phone leg's media goes, from the SDP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PhoneRemote {
@@ -1197,17 +1212,15 @@ impl Shard {
     /// Commands for one phone leg. Those for a leg still on its way here from another shard
     /// wait for it.
     fn phone_command(&mut self, command: Command) {
-        let id = match &command {
-            Command::UpdatePhone { id, .. }
-            | Command::RemovePhone { id }
-            | Command::PhoneDtmf { id, .. }
-            | Command::PhoneJoin { id, .. }
-            | Command::PhonePrompt { id, .. }
-            | Command::PhoneMute { id, .. } => *id,
-            _ => return,
+        let Some(id) = command.phone() else {
+            return;
         };
         if !self.phones.contains_key(&id) {
-            if lock(&self.registry).moving.contains(&id) {
+            let registry = lock(&self.registry);
+            if registry.moving.contains(&id) {
+                // Commands for a hand-over that failed on the way are dropped with it.
+                self.stashed
+                    .retain(|c| c.phone().is_some_and(|p| registry.moving.contains(&p)));
                 self.stashed.push(command);
             }
             return;
@@ -1336,15 +1349,7 @@ impl Shard {
         // Commands that came before the leg did.
         let (mine, others): (Vec<Command>, Vec<Command>) = std::mem::take(&mut self.stashed)
             .into_iter()
-            .partition(|c| {
-                matches!(c,
-                    Command::UpdatePhone { id: i, .. }
-                    | Command::RemovePhone { id: i }
-                    | Command::PhoneDtmf { id: i, .. }
-                    | Command::PhoneJoin { id: i, .. }
-                    | Command::PhonePrompt { id: i, .. }
-                    | Command::PhoneMute { id: i, .. } if *i == id)
-            });
+            .partition(|c| c.phone() == Some(id));
         self.stashed = others;
         for command in mine {
             self.phone_command(command);
@@ -2579,10 +2584,23 @@ mod tests {
             to: 1,
         });
         assert!(lobby.phones.is_empty());
+        // A command the handle sends to the new shard before the leg got there waits for it.
+        room.command(Command::PhonePrompt {
+            id: caller.id,
+            prompt: Some(&PROMPT),
+        });
         while let Ok(command) = room.commands.try_recv() {
             room.command(command);
         }
-        assert!(room.phones.contains_key(&caller.id));
+        assert!(room
+            .phones
+            .get(&caller.id)
+            .is_some_and(|s| s.prompt.is_some()));
+        assert!(room.stashed.is_empty());
+        room.command(Command::PhonePrompt {
+            id: caller.id,
+            prompt: None,
+        });
         assert!(direct(&room));
         caller.talk();
         arrived(&mut room, &caller).await;
