@@ -33,6 +33,9 @@ pub(crate) struct LiveLeg {
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
     /// The phone's media runs (answered or early media): key presses can be sent.
     pub has_media: bool,
+    /// Its final status is out: the attendee and the trunk's slot are free again, though
+    /// the leg is still letting go of its dialog and ports.
+    pub finished: bool,
 }
 
 pub(crate) struct Shared {
@@ -274,7 +277,10 @@ impl Dialer for TrunkDialer {
         let now = Instant::now();
         let call_id = {
             let legs = self.shared.legs();
-            if legs.values().any(|l| l.attendee_id == target.attendee_id) {
+            if legs
+                .values()
+                .any(|l| !l.finished && l.attendee_id == target.attendee_id)
+            {
                 return Err(RoomError::new(
                     ErrorKind::BadRequest,
                     "attendee",
@@ -283,7 +289,7 @@ impl Dialer for TrunkDialer {
             }
             let busy = legs
                 .values()
-                .filter(|l| !l.inbound && l.trunk == trunk.name)
+                .filter(|l| !l.finished && !l.inbound && l.trunk == trunk.name)
                 .count();
             if trunk.max_concurrent_calls > 0 && busy >= trunk.max_concurrent_calls as usize {
                 return Err(RoomError::new(
@@ -318,7 +324,10 @@ impl Dialer for TrunkDialer {
         {
             let mut legs = self.shared.legs();
             // Checked again under the same lock that inserts: two requests may race here.
-            if legs.values().any(|l| l.attendee_id == target.attendee_id) {
+            if legs
+                .values()
+                .any(|l| !l.finished && l.attendee_id == target.attendee_id)
+            {
                 return Err(RoomError::new(
                     ErrorKind::BadRequest,
                     "attendee",
@@ -335,6 +344,7 @@ impl Dialer for TrunkDialer {
                     session_id,
                     control,
                     has_media: false,
+                    finished: false,
                 },
             );
         }

@@ -219,6 +219,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             session_id: Rooms::phone_session_id(&call_id),
             control: control_tx,
             has_media: false,
+            finished: false,
         },
     );
     shared.publish_gauges();

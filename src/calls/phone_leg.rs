@@ -123,6 +123,12 @@ pub(crate) fn report(
         message = change.message.as_deref(),
         "phone leg status"
     );
+    if change.status.is_final() {
+        // Free before anyone hears of the end: a dial-out right after it must not be refused.
+        if let Some(live) = shared.legs().get_mut(&record.call_id) {
+            live.finished = true;
+        }
+    }
     if let Err(e) = shared.rooms.phone_leg_status(record, record_id, &change) {
         tracing::warn!(call_id = %record.call_id, error = %e.message, "cannot record phone status");
     }
