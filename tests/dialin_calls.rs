@@ -74,6 +74,34 @@ async fn room(gw: &Gateway) -> (Client, String, String) {
     (alice, token, pin)
 }
 
+/// A gateway with a room that has the dial-in number `ROOM_NUMBER`, alice in its call with a
+/// WebRTC client sending `BROWSER_TONE`, and her event stream.
+struct Scene {
+    gw: Gateway,
+    alice: Client,
+    token: String,
+    pin: String,
+    browser: WebRtcClient,
+    events: EventReader,
+}
+
+impl Scene {
+    async fn start(config: &str) -> Scene {
+        let gw = Gateway::start_with_sip(FAST_TIMERS, config);
+        let (alice, token, pin) = room(&gw).await;
+        let browser = browser_in_call(&alice, &token).await;
+        let events = EventReader::open(&alice, &token).await;
+        Scene {
+            gw,
+            alice,
+            token,
+            pin,
+            browser,
+            events,
+        }
+    }
+}
+
 /// Alice joins the room's call with a WebRTC client sending `BROWSER_TONE`.
 async fn browser_in_call(alice: &Client, token: &str) -> WebRtcClient {
     alice.join_room(token).await;
@@ -129,10 +157,14 @@ async fn hears_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
 /// its number, audio both ways, its key presses as room events, muted by the moderator, hung up
 /// by the moderator (BYE to SIPp), cleared, a dialin call record, nothing left.
 async fn direct_number_call(tp: Tp) {
-    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
-    let (alice, token, _) = room(&gw).await;
-    let browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
     let phone = PhoneMedia::start(CALLER_TONE);
     let sipp = caller(&gw, "uac_call_until_bye.xml", tp, ROOM_NUMBER, &phone);
 
@@ -245,10 +277,14 @@ async fn direct_number_caller_joins_and_the_moderator_hangs_up_over_tcp() {
 /// answer starts the media, and the caller is in the room with audio both ways.
 #[tokio::test]
 async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
-    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
-    let (alice, token, _) = room(&gw).await;
-    let browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
     let phone = PhoneMedia::start(CALLER_TONE);
     let sipp = caller(&gw, "uac_late_offer.xml", Tp::Udp, ROOM_NUMBER, &phone);
     let up = connected(&mut events).await;
@@ -274,10 +310,14 @@ async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
 
 /// The caller hangs up: cleared with cause hangup, the attendee leaves the call.
 async fn caller_hangs_up(tp: Tp) {
-    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
-    let (alice, token, _) = room(&gw).await;
-    let _browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser: _browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
     let phone = PhoneMedia::start(CALLER_TONE);
     let sipp = caller(&gw, "uac_call_hangs_up.xml", tp, ROOM_NUMBER, &phone);
     let up = connected(&mut events).await;
@@ -329,10 +369,15 @@ async fn type_keys(phone: &PhoneMedia, keys: &str) {
 /// and joins; audio flows both ways.
 #[tokio::test]
 async fn correct_pin_joins_the_room() {
-    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
-    let (alice, token, pin) = room(&gw).await;
-    let browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        pin,
+        browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
     let phone = PhoneMedia::start(CALLER_TONE);
     let sipp = caller(&gw, "uac_call_until_bye.xml", Tp::Udp, PIN_NUMBER, &phone);
     wait_for(
@@ -454,13 +499,18 @@ async fn waiting_callers_join_when_the_call_starts_or_hear_goodbye() {
 /// is hung up at max_call_duration. Both get our BYE and a record with that cause.
 #[tokio::test]
 async fn media_timeout_and_max_duration_end_inbound_calls() {
-    let gw = Gateway::start_with_sip(
-        FAST_TIMERS,
-        &config_with_trunk("media_timeout = 2\nmax_call_duration = 4\n", ""),
-    );
-    let (alice, token, _) = room(&gw).await;
-    let _browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser: _browser,
+        mut events,
+        ..
+    } = Scene::start(&config_with_trunk(
+        "media_timeout = 2\nmax_call_duration = 4\n",
+        "",
+    ))
+    .await;
     for cause in ["media-timeout", "max-duration"] {
         let phone = PhoneMedia::start(CALLER_TONE);
         let sipp = caller(&gw, "uac_call_until_bye.xml", Tp::Udp, ROOM_NUMBER, &phone);
@@ -491,10 +541,14 @@ async fn media_timeout_and_max_duration_end_inbound_calls() {
 /// to the new address while the room hears the caller from there.
 #[tokio::test]
 async fn a_callers_reinvite_moves_its_media() {
-    let gw = Gateway::start_with_sip(FAST_TIMERS, &config(""));
-    let (alice, token, _) = room(&gw).await;
-    let browser = browser_in_call(&alice, &token).await;
-    let mut events = EventReader::open(&alice, &token).await;
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
     // The first address only listens, as a phone that moved its stream away would.
     let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("first media socket");
     let moved = PhoneMedia::start(1300.0);
