@@ -62,6 +62,17 @@ async fn browser_in(alice: &Client, token: &str, tone: f64) -> WebRtcClient {
     offer.start(&response.text().await.expect("answer"), tone)
 }
 
+/// SIPp as the phone over UDP, running `scenario` with its media at the test-owned
+/// 127.0.0.1:`mport`.
+async fn phone_sipp(scenario: &str, mport: &str) -> Sipp {
+    Sipp::uas(
+        scenario,
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", mport],
+    )
+    .await
+}
+
 /// A moderator ends the room's call for everyone.
 async fn end_call_for_all(alice: &Client, token: &str) {
     alice
@@ -506,12 +517,7 @@ async fn number_outside_allowed_numbers_is_refused_and_never_dialled() {
 async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     let phone_media = PhoneMedia::start(1000.0);
     let mport = phone_media.addr.port().to_string();
-    let sipp = Sipp::uas(
-        "dialout_answer.xml",
-        Tp::Udp,
-        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
-    )
-    .await;
+    let sipp = phone_sipp("dialout_answer.xml", &mport).await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let browser = browser_in(&alice, &token, 440.0).await;
@@ -690,12 +696,7 @@ async fn reinvite_moves_the_phones_media() {
 async fn hold_is_answered_and_suspends_the_media_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
     let mport = silent.local_addr().expect("addr").port().to_string();
-    let sipp = Sipp::uas(
-        "dialout_hold.xml",
-        Tp::Udp,
-        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
-    )
-    .await;
+    let sipp = phone_sipp("dialout_hold.xml", &mport).await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "media_timeout = \"2s\"\n"));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
@@ -731,12 +732,7 @@ async fn hold_is_answered_and_suspends_the_media_timeout() {
 async fn early_media_is_heard_in_the_room_before_any_answer() {
     let phone_media = PhoneMedia::start(1000.0);
     let mport = phone_media.addr.port().to_string();
-    let sipp = Sipp::uas(
-        "dialout_early_media.xml",
-        Tp::Udp,
-        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
-    )
-    .await;
+    let sipp = phone_sipp("dialout_early_media.xml", &mport).await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let browser = browser_in(&alice, &token, 440.0).await;
@@ -784,12 +780,7 @@ async fn media_timeout_and_max_duration_end_the_call() {
             phone_media.addr.port()
         }
         .to_string();
-        let sipp = Sipp::uas(
-            "dialout_answer.xml",
-            Tp::Udp,
-            &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
-        )
-        .await;
+        let sipp = phone_sipp("dialout_answer.xml", &mport).await;
         let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, setting));
         let (alice, token, phone, mut events) = room_with_phone(&gw).await;
         let reply = dial(&alice, &token, phone, None).await.expect(200);
