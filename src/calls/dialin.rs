@@ -179,11 +179,10 @@ impl DialIn {
     ) {
         let dialed = dialed_number(&request);
         let request_uri = request.uri.to_string();
-        let user_agent = header(&request, "User-Agent").map(str::to_string);
         let facts = InviteFacts {
             source: remote.ip(),
             request_uri: &request_uri,
-            user_agent: user_agent.as_deref(),
+            user_agent: header(&request, "User-Agent"),
             proxy_authorization: request.headers.proxy_authorization().collect(),
             dialed: dialed.as_ref(),
         };
@@ -216,15 +215,20 @@ impl DialIn {
                 };
                 let this = self.clone();
                 let sip = sip.clone();
+                let admitted = Admitted {
+                    call,
+                    request,
+                    transport,
+                    remote,
+                    dialed,
+                    events,
+                };
                 tokio::spawn(async move {
-                    let admitted = Admitted {
-                        call,
-                        request,
-                        transport,
-                        remote,
-                        trunk,
-                    };
-                    this.admitted(&sip, admitted, dialed, events).await;
+                    this.route_and_answer(&sip, admitted, &trunk).await;
+                    if let Some((_, router)) = &this.legs {
+                        router.forget(call).await;
+                    }
+                    this.admission().release(&trunk);
                 });
                 Ok(())
             }
@@ -234,47 +238,17 @@ impl DialIn {
         }
     }
 
-    async fn admitted(
-        &self,
-        sip: &SipHandle,
-        admitted: Admitted,
-        dialed: Option<PhoneNumber>,
-        events: Option<mpsc::UnboundedReceiver<UaEvent>>,
-    ) {
+    /// Routes an admitted call and answers it: 404, or 180 and then the room's refusal (480)
+    /// or the inbound leg.
+    async fn route_and_answer(&self, sip: &SipHandle, admitted: Admitted, trunk: &str) {
         let Admitted {
             call,
             request,
             transport,
             remote,
-            trunk,
-        } = admitted;
-        self.route_and_answer(
-            sip,
-            call,
-            request,
-            (transport, remote),
-            &trunk,
             dialed,
             events,
-        )
-        .await;
-        if let Some((_, router)) = &self.legs {
-            router.forget(call).await;
-        }
-        self.admission().release(&trunk);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn route_and_answer(
-        &self,
-        sip: &SipHandle,
-        call: CallHandle,
-        request: Request,
-        (transport, remote): (Transport, SocketAddr),
-        trunk: &str,
-        dialed: Option<PhoneNumber>,
-        events: Option<mpsc::UnboundedReceiver<UaEvent>>,
-    ) {
+        } = admitted;
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
         tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
@@ -284,21 +258,20 @@ impl DialIn {
                 return;
             }
             Route::Pin => Destination::Pin,
-            Route::Room(room) => {
-                let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
-                if !active && !room.wait_for_call {
-                    tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
-                    let _ = sip.respond(call, 180, "Ringing", None).await;
-                    let _ = sip
-                        .respond(call, 480, "Temporarily Unavailable", None)
-                        .await;
-                    return;
-                }
-                Destination::Room(room)
-            }
+            Route::Room(room) => Destination::Room(room),
         };
         if sip.respond(call, 180, "Ringing", None).await.is_err() {
             return;
+        }
+        if let Destination::Room(room) = &to {
+            let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
+            if !active && !room.wait_for_call {
+                tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
+                let _ = sip
+                    .respond(call, 480, "Temporarily Unavailable", None)
+                    .await;
+                return;
+            }
         }
         let (Some((shared, _)), Some(events), Some(rules)) = (
             &self.legs,
@@ -320,13 +293,14 @@ impl DialIn {
     }
 }
 
-/// An admitted INVITE on its way to routing.
+/// An admitted INVITE on its way to routing, with its dialog's events (none in unit tests).
 struct Admitted {
     call: CallHandle,
     request: Request,
     transport: Transport,
     remote: SocketAddr,
-    trunk: String,
+    dialed: Option<PhoneNumber>,
+    events: Option<mpsc::UnboundedReceiver<UaEvent>>,
 }
 
 #[cfg(test)]

@@ -111,7 +111,10 @@ fn offer_of(invite: &Request) -> Result<Option<SessionDescription>, String> {
 enum Phase {
     /// Answered; nothing started until the media is known (an offer in our 200 waits for
     /// the ACK's answer).
-    Answered(Destination),
+    Answered {
+        to: Destination,
+        since: Instant,
+    },
     Pin(PinEntry<DialinRoom>),
     Waiting {
         room: DialinRoom,
@@ -231,7 +234,10 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         trunk,
         caller: caller_number(&invite),
         media,
-        phase: Phase::Answered(to),
+        phase: Phase::Answered {
+            to,
+            since: Instant::now(),
+        },
         ending: None,
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
@@ -283,8 +289,14 @@ impl Leg {
             },
         );
         match phase {
-            Phase::Answered(Destination::Room(room)) => self.go_to_room(now, room),
-            Phase::Answered(Destination::Pin) => {
+            Phase::Answered {
+                to: Destination::Room(room),
+                ..
+            } => self.go_to_room(now, room),
+            Phase::Answered {
+                to: Destination::Pin,
+                ..
+            } => {
                 self.phase = Phase::Pin(PinEntry::new(
                     now,
                     self.rules.pin_attempts,
@@ -478,7 +490,8 @@ impl Leg {
             return since + HANGUP_GRACE;
         }
         match &self.phase {
-            Phase::Answered(_) => now + HANGUP_GRACE,
+            // The ACK (with the answer to our offer) is overdue by then.
+            Phase::Answered { since, .. } => *since + HANGUP_GRACE,
             Phase::Pin(pin) => pin.poll_timeout().unwrap_or(now + HANGUP_GRACE),
             Phase::Waiting { until, .. } => (*until).min(now + WAIT_POLL),
             Phase::Joined { since, .. } => *since + self.rules.max_call_duration,
@@ -493,7 +506,7 @@ impl Leg {
             return;
         }
         match &mut self.phase {
-            Phase::Answered(_) => self.hang_up("failed").await,
+            Phase::Answered { .. } => self.hang_up("failed").await,
             Phase::Pin(pin) => {
                 let rooms = &self.shared.rooms;
                 pin.handle_timeout(now, |pin| lookup_pin(rooms, pin));

@@ -99,7 +99,8 @@ impl LegMedia {
             .session
             .create_answer(offer, &AudioConfig::default(), &self.local)
             .map_err(|e| e.to_string())?;
-        Ok((answer.sdp.clone(), remote_of(&answer.audio)?))
+        let remote = remote_of(&answer.audio)?;
+        Ok((answer.sdp, remote))
     }
 
     /// Starts or re-points the media at the address of the phone's `answer` to our `offer`.
