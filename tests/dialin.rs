@@ -3,6 +3,8 @@
 //! cancelling matters, and a scan probes many numbers and users the way SIPVicious does.
 
 mod common;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/telephony.rs"]
 mod telephony;
 

@@ -4,6 +4,8 @@
 //! records and /metrics say what happened.
 
 mod common;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/telephony.rs"]
 mod telephony;
 #[path = "common/webrtc_client.rs"]

@@ -4,6 +4,8 @@
 //! WebRTC client in the room and a test-owned RTP socket as the phone's media.
 
 mod common;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/telephony.rs"]
 mod telephony;
 #[path = "common/webrtc_client.rs"]

@@ -16,6 +16,9 @@ use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::{mpsc, watch};
 
+#[path = "common/ports.rs"]
+mod ports;
+
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 struct Sipp {
@@ -45,6 +48,12 @@ impl Sipp {
                 },
             ])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
+            .args([
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &ports::sipp_media_port().to_string(),
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -103,11 +112,11 @@ impl Drop for Sipp {
 }
 
 fn free_port(transport: Transport) -> u16 {
-    let port = match transport {
-        Transport::Udp => std::net::UdpSocket::bind((LOOPBACK, 0)).and_then(|s| s.local_addr()),
-        _ => std::net::TcpListener::bind((LOOPBACK, 0)).and_then(|s| s.local_addr()),
-    };
-    port.expect("free port").port()
+    ports::free_port(if transport == Transport::Tcp {
+        ports::Tp::Tcp
+    } else {
+        ports::Tp::Udp
+    })
 }
 
 struct Runtime {

@@ -22,20 +22,7 @@ use crate::common::{Client, Gateway};
 /// How long a test waits for something that must happen.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Tp {
-    Udp,
-    Tcp,
-}
-
-pub fn free_port(tp: Tp) -> u16 {
-    match tp {
-        Tp::Udp => UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-        Tp::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
-    }
-    .expect("free port")
-    .port()
-}
+pub use crate::ports::{free_port, sipp_media_port, Tp};
 
 pub struct Sipp {
     child: Child,
@@ -57,7 +44,7 @@ impl Sipp {
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
             .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &free_port(Tp::Udp).to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &sipp_media_port().to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -426,7 +413,7 @@ impl Sipp {
             .args(["-auth_uri", &format!("{number}@{target}")])
             .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &free_port(Tp::Udp).to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &sipp_media_port().to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
