@@ -124,6 +124,93 @@ pub struct MediaConfig {
     /// Media threads rooms are spread over; 0 = one per available core.
     #[serde(default)]
     pub threads: usize,
+    /// Opus encoders towards WebRTC participants.
+    #[serde(default)]
+    pub opus: OpusSettings,
+}
+
+/// `[media.opus]`: how audio is encoded for WebRTC participants.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpusSettings {
+    /// 0-10 for a room's mixed audio (48 kHz).
+    #[serde(default = "default_opus_complexity")]
+    pub complexity: i32,
+    /// 0-10 for a phone's audio sent on to the browser of a two-party room (8 kHz): the bulk
+    /// of a bridged call's cost, see docs/decisions.md.
+    #[serde(default = "default_opus_phone_complexity")]
+    pub phone_complexity: i32,
+    /// Target bit/s.
+    #[serde(default = "default_opus_bitrate")]
+    pub bitrate: i32,
+    /// In-band FEC, planned for `expected_loss` percent loss.
+    #[serde(default = "default_true")]
+    pub fec: bool,
+    #[serde(default = "default_opus_expected_loss")]
+    pub expected_loss: i32,
+    /// Discontinuous transmission: next to nothing is sent during silence.
+    #[serde(default)]
+    pub dtx: bool,
+}
+
+impl Default for OpusSettings {
+    fn default() -> Self {
+        OpusSettings {
+            complexity: default_opus_complexity(),
+            phone_complexity: default_opus_phone_complexity(),
+            bitrate: default_opus_bitrate(),
+            fec: true,
+            expected_loss: default_opus_expected_loss(),
+            dtx: false,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_opus_complexity() -> i32 {
+    5
+}
+
+fn default_opus_phone_complexity() -> i32 {
+    1
+}
+
+fn default_opus_bitrate() -> i32 {
+    28_000
+}
+
+fn default_opus_expected_loss() -> i32 {
+    10
+}
+
+impl OpusSettings {
+    fn check(&self) -> Result<(), (String, String)> {
+        for (key, value) in [
+            ("complexity", self.complexity),
+            ("phone_complexity", self.phone_complexity),
+        ] {
+            if !(0..=10).contains(&value) {
+                return Err((format!("media.opus.{key}"), "must be 0 to 10".into()));
+            }
+        }
+        // libopus' own limits.
+        if !(6_000..=510_000).contains(&self.bitrate) {
+            return Err((
+                "media.opus.bitrate".into(),
+                "must be 6000 to 510000 bit/s".into(),
+            ));
+        }
+        if !(0..=100).contains(&self.expected_loss) {
+            return Err((
+                "media.opus.expected_loss".into(),
+                "must be 0 to 100 (percent)".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// More media threads than this is a typo, not a machine.
@@ -146,6 +233,7 @@ impl Default for MediaConfig {
             webrtc_listen: default_webrtc_listen(),
             public_ip: None,
             threads: 0,
+            opus: OpusSettings::default(),
         }
     }
 }
@@ -453,6 +541,7 @@ impl Config {
                 format!("at most {MAX_MEDIA_THREADS} media threads (0 = one per core)"),
             ));
         }
+        self.media.opus.check()?;
         if self.sip.listen.is_empty() {
             return Err((
                 "sip.listen".into(),
@@ -984,6 +1073,43 @@ mod tests {
         assert!(e.contains("media.threads"), "{e}");
         let e = error_of("[media]\nrtp_ports = \"20000\"\n");
         assert!(e.contains("media.rtp_ports"), "{e}");
+    }
+
+    #[test]
+    fn opus_settings_have_voice_defaults_and_are_checked() {
+        let opus = Config::parse("", "test.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .media
+            .opus;
+        assert_eq!(
+            (opus.complexity, opus.phone_complexity, opus.bitrate),
+            (5, 1, 28_000)
+        );
+        assert!(opus.fec && !opus.dtx && opus.expected_loss == 10);
+        let text = "[media.opus]\ncomplexity = 9\nphone_complexity = 3\nbitrate = 16000\nfec = false\nexpected_loss = 0\ndtx = true\n";
+        let opus = Config::parse(text, "test.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .media
+            .opus;
+        assert_eq!(
+            (opus.complexity, opus.phone_complexity, opus.bitrate),
+            (9, 3, 16_000)
+        );
+        assert!(!opus.fec && opus.dtx && opus.expected_loss == 0);
+        let e = error_of("[media.opus]\nphone_complexity = 11\n");
+        assert!(
+            e.contains("media.opus.phone_complexity") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = error_of("[media.opus]\nbitrate = 500\n");
+        assert!(
+            e.contains("media.opus.bitrate") && e.contains("6000"),
+            "{e}"
+        );
+        let e = error_of("[media.opus]\nexpected_loss = 101\n");
+        assert!(e.contains("media.opus.expected_loss"), "{e}");
+        let e = error_of("[media.opus]\nvbr = true\n");
+        assert!(e.contains("vbr"), "{e}");
     }
 
     #[test]

@@ -336,7 +336,7 @@ fn opus_parts(c: &mut Criterion) {
     let frames = audio();
     let mut g = c.benchmark_group("opus");
     let mut pkt = [0u8; MAX_PACKET];
-    for complexity in [0, 3, 5, 8, 10] {
+    for complexity in [0, 1, 2, 3, 5, 8, 10] {
         let cfg = OpusConfig {
             complexity,
             ..OpusConfig::default()

@@ -132,6 +132,19 @@ impl OpusEncoder {
         Ok(self.enc.encode(pcm, out)?)
     }
 
+    /// The complexity libopus is running at.
+    pub fn complexity(&mut self) -> Result<i32, OpusError> {
+        Ok(self.enc.get_complexity()?)
+    }
+
+    /// The target bitrate libopus is running at, in bit/s.
+    pub fn bitrate(&mut self) -> Result<i32, OpusError> {
+        match self.enc.get_bitrate()? {
+            Bitrate::Bits(b) => Ok(b),
+            other => Err(OpusError::Codec(format!("bitrate {other:?}"))),
+        }
+    }
+
     /// Updates the loss the FEC is planned for (from RTCP receiver reports).
     pub fn set_expected_loss(&mut self, percent: i32) -> Result<(), OpusError> {
         Ok(self.enc.set_packet_loss_perc(percent.clamp(0, 100))?)

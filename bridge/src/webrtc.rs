@@ -96,6 +96,8 @@ pub struct WebRtcLegConfig {
     pub mix_rate: u32,
     /// Encoder settings; `sample_rate` and `frame_ms` are taken from this leg.
     pub opus: OpusConfig,
+    /// Complexity of the direct path's 8 kHz encoder (a phone's audio); the rest as `opus`.
+    pub direct_complexity: i32,
     /// Jitter buffer settings (clock rate 48000).
     pub jitter: JitterConfig,
 }
@@ -107,6 +109,7 @@ impl WebRtcLegConfig {
             candidate,
             mix_rate,
             opus: OpusConfig::default(),
+            direct_complexity: OpusConfig::default().complexity,
             jitter: JitterConfig::new(OPUS_RTP_CLOCK),
         }
     }
@@ -214,6 +217,10 @@ struct Outbound {
     seq: u64,
     timestamp: u32,
     dtmf: DtmfSender,
+    /// DTX on: silent frames are not sent.
+    dtx: bool,
+    /// The last frame was silence left unsent; the next sent one starts a talkspurt.
+    quiet: bool,
 }
 
 /// An Opus packet received on a direct path.
@@ -239,7 +246,8 @@ struct Direct {
 pub struct WebRtcLeg {
     rtc: Rtc,
     ufrag: String,
-    opus: OpusConfig,
+    /// The direct path's 8 kHz encoder settings.
+    direct_opus: OpusConfig,
     direct: Option<Box<Direct>>,
     direct_on: bool,
     mid: Mid,
@@ -363,7 +371,12 @@ impl WebRtcLeg {
         let leg = WebRtcLeg {
             rtc,
             ufrag,
-            opus: cfg.opus,
+            direct_opus: OpusConfig {
+                sample_rate: 8000,
+                frame_ms: FRAME_MS,
+                complexity: cfg.direct_complexity,
+                ..cfg.opus
+            },
             direct: None,
             direct_on: false,
             mid,
@@ -385,6 +398,8 @@ impl WebRtcLeg {
                 seq: u64::from(seed & 0x3fff) + 1,
                 timestamp: seed.wrapping_mul(0x9e37_79b9),
                 dtmf: DtmfSender::new(OPUS_RTP_CLOCK, Duration::from_millis(FRAME_MS as u64)),
+                dtx: cfg.opus.dtx,
+                quiet: false,
             },
             dtmf_rx: DtmfReceiver::new(),
             dtmf_ssrc: None,
@@ -517,10 +532,8 @@ impl WebRtcLeg {
         // The packet buffer is lent out for the write and put back: no allocation per frame.
         let mut packet = std::mem::take(&mut self.outbound.packet);
         let result = self.outbound.enc.encode(pcm, &mut packet);
-        if let Ok(n) = result {
-            if let Some(payload) = packet.get(..n) {
-                self.write(now, self.opus_pt, timestamp, false, payload);
-            }
+        if let Some(payload) = result.as_ref().ok().and_then(|n| packet.get(..*n)) {
+            self.send_encoded(now, timestamp, payload);
         }
         self.outbound.packet = packet;
         result.map(|_| ()).map_err(WebRtcError::from)
@@ -536,11 +549,7 @@ impl WebRtcLeg {
     /// makes its 8 kHz codec pair; the jitter buffer is fed as ever meanwhile.
     pub fn set_direct(&mut self, on: bool) -> Result<(), WebRtcError> {
         if on && self.direct.is_none() {
-            let enc = OpusEncoder::new(OpusConfig {
-                sample_rate: 8000,
-                frame_ms: FRAME_MS,
-                ..self.opus
-            })?;
+            let enc = OpusEncoder::new(self.direct_opus)?;
             self.direct = Some(Box::new(Direct {
                 dec: OpusDecoder::new(8000, 120)?,
                 enc,
@@ -613,10 +622,8 @@ impl WebRtcLeg {
         };
         let mut packet = std::mem::take(&mut self.outbound.packet);
         let result = d.enc.encode(pcm, &mut packet);
-        if let Ok(n) = result {
-            if let Some(payload) = packet.get(..n) {
-                self.write(now, self.opus_pt, timestamp, false, payload);
-            }
+        if let Some(payload) = result.as_ref().ok().and_then(|n| packet.get(..*n)) {
+            self.send_encoded(now, timestamp, payload);
         }
         self.outbound.packet = packet;
         result.map(|_| ()).map_err(WebRtcError::from)
@@ -674,6 +681,18 @@ impl WebRtcLeg {
             self.fail(&e.to_string());
         }
         self.drain();
+    }
+
+    /// Sends a frame our encoder made. With DTX, a packet of one or two bytes is silence that
+    /// need not be sent (RFC 7587 section 3.3); the first one sent after it starts a talkspurt,
+    /// so it carries the marker bit.
+    fn send_encoded(&mut self, now: Instant, timestamp: u32, payload: &[u8]) {
+        if self.outbound.dtx && payload.len() <= 2 {
+            self.outbound.quiet = true;
+            return;
+        }
+        let marker = std::mem::take(&mut self.outbound.quiet);
+        self.write(now, self.opus_pt, timestamp, marker, payload);
     }
 
     fn write(&mut self, now: Instant, pt: Pt, timestamp: u32, marker: bool, payload: &[u8]) {
@@ -845,6 +864,8 @@ mod tests {
         heard: Vec<i16>,
         /// RTP sequence number and timestamp of each packet received.
         stream: Vec<(u64, u64)>,
+        /// Sequence numbers of the packets that started a talkspurt (marker bit).
+        talkspurts: Vec<u64>,
         dec: OpusDecoder,
     }
 
@@ -877,15 +898,19 @@ mod tests {
             connected: false,
             heard: Vec::new(),
             stream: Vec::new(),
+            talkspurts: Vec::new(),
             dec: OpusDecoder::new(MIX, FRAME_MS).unwrap_or_else(|e| panic!("{e}")),
         };
         (peer, offer.to_sdp_string(), pending)
     }
 
     fn connect(video: bool) -> (Instant, Peer, WebRtcLeg, String) {
+        connect_with(video, WebRtcLegConfig::new(addr(SERVER), MIX))
+    }
+
+    fn connect_with(video: bool, cfg: WebRtcLegConfig) -> (Instant, Peer, WebRtcLeg, String) {
         let now = Instant::now();
         let (mut peer, offer_sdp, pending) = offer(now, video);
-        let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
         let (leg, answer) =
             WebRtcLeg::accept(now, &offer_sdp, &cfg).unwrap_or_else(|e| panic!("{e}"));
         let answer_sdp = SdpAnswer::from_sdp_string(&answer).unwrap_or_else(|e| panic!("{e}"));
@@ -909,6 +934,9 @@ mod tests {
                     Ok(Output::Event(Event::Connected)) => peer.connected = true,
                     Ok(Output::Event(Event::MediaData(m))) => {
                         peer.stream.push((**m.seq_range.start(), m.time.numer()));
+                        if m.audio_start_of_talk_spurt {
+                            peer.talkspurts.push(**m.seq_range.start());
+                        }
                         let mut pcm = vec![0i16; 960];
                         if m.params.spec().codec == Codec::Opus
                             && peer.dec.decode(&m.data, &mut pcm).is_ok()
@@ -1252,6 +1280,85 @@ a=max-message-size:262144\r\n";
         writer
             .write(pt, now, time, &packet[..n])
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The direct path encodes a phone's audio with its own complexity, everything else as
+    /// the leg's Opus settings.
+    #[test]
+    fn direct_encoder_takes_its_complexity_and_the_rest_of_the_settings() {
+        let mut cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+        cfg.opus.complexity = 7;
+        cfg.opus.bitrate = 20_000;
+        cfg.direct_complexity = 1;
+        let (_, _, mut leg, _) = connect_with(false, cfg);
+        leg.set_direct(true).unwrap_or_else(|e| panic!("{e}"));
+        let direct = leg
+            .direct
+            .as_mut()
+            .unwrap_or_else(|| panic!("direct codecs"));
+        assert_eq!(direct.enc.complexity().ok(), Some(1));
+        assert_eq!(direct.enc.bitrate().ok(), Some(20_000));
+        assert_eq!(leg.outbound.enc.complexity().ok(), Some(7));
+    }
+
+    /// With DTX, silence is not sent on either path, and the first packet after it carries the
+    /// marker bit; without, every 20 ms goes out.
+    #[test]
+    fn dtx_leaves_silence_unsent_and_marks_the_talkspurt_after_it() {
+        for dtx in [false, true] {
+            let mut cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
+            cfg.opus.dtx = dtx;
+            let (mut now, mut peer, mut leg, _) = connect_with(false, cfg);
+            until_connected(&mut now, &mut peer, &mut leg);
+            for direct in [false, true] {
+                leg.set_direct(direct).unwrap_or_else(|e| panic!("{e}"));
+                let (rate, samples) = if direct { (8000, 160) } else { (MIX, 960) };
+                let silence = vec![0i16; samples];
+                let mut tone = Sine::new(1000.0, rate, 8000);
+                let send = |leg: &mut WebRtcLeg, now: Instant, pcm: &[i16]| {
+                    let sent = if direct {
+                        leg.send_direct_pcm(now, pcm)
+                    } else {
+                        leg.push_frame(now, pcm)
+                    };
+                    sent.unwrap_or_else(|e| panic!("{e}"));
+                };
+                let before = peer.stream.len();
+                for _ in 0..50 {
+                    send(&mut leg, now, &silence);
+                    pump(&mut now, Duration::from_millis(20), &mut peer, &mut leg);
+                }
+                let in_silence = peer.stream.len() - before;
+                let spurts = peer.talkspurts.len();
+                let heard = peer.heard.len();
+                for _ in 0..25 {
+                    send(&mut leg, now, &tone.take(samples));
+                    pump(&mut now, Duration::from_millis(20), &mut peer, &mut leg);
+                }
+                let in_tone = peer.stream.len() - before - in_silence;
+                let what = format!("dtx {dtx}, direct {direct}");
+                assert!(
+                    tone_ratio(&peer.heard[heard..], 1000.0, MIX) > 0.5,
+                    "{what}: tone heard"
+                );
+                assert_eq!(in_tone, 25, "{what}: every frame of the tone sent");
+                if dtx {
+                    assert!(
+                        in_silence < 15,
+                        "{what}: {in_silence} packets of silence sent"
+                    );
+                    let first_of_tone = peer.stream[before + in_silence].0;
+                    assert_eq!(
+                        peer.talkspurts.get(spurts),
+                        Some(&first_of_tone),
+                        "{what}: the tone starts a talkspurt"
+                    );
+                } else {
+                    assert_eq!(in_silence, 50, "{what}: silence sent");
+                    assert_eq!(peer.talkspurts.len(), spurts, "{what}: no talkspurt marked");
+                }
+            }
+        }
     }
 
     /// The direct path of a two-party room: a received packet is there for the driver in the

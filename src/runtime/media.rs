@@ -32,6 +32,7 @@ use anyhow::Context;
 use dialbridge_bridge::bypass::{Continuity, Reframer};
 use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::mixer::{Mixer, ParticipantId};
+use dialbridge_bridge::opus_codec::OpusConfig;
 use dialbridge_bridge::resample::{Downsampler, Upsampler, FRAME_48K, FRAME_8K};
 use dialbridge_bridge::rtp_leg::{self, RtpLeg, RtpLegConfig};
 use dialbridge_bridge::webrtc::{LegEvent, WebRtcError, WebRtcLeg, WebRtcLegConfig, FRAME_MS};
@@ -568,7 +569,7 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
     socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
     let ip = config.public_ip.unwrap_or(local_addr.ip());
-    let leg_config = WebRtcLegConfig::new(SocketAddr::new(ip, local_addr.port()), MIX_RATE);
+    let leg_config = leg_config(config, SocketAddr::new(ip, local_addr.port()));
     let announced = leg_config.candidate;
     let threads = config.media_threads();
     let registry: SharedRegistry = Arc::new(Mutex::new(Registry::new(threads)));
@@ -645,6 +646,22 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
         leg_config,
         local_addr,
     })
+}
+
+/// WebRTC legs' settings: announced at `candidate`, encoding as `[media.opus]` says.
+fn leg_config(config: &MediaConfig, candidate: SocketAddr) -> WebRtcLegConfig {
+    let mut leg = WebRtcLegConfig::new(candidate, MIX_RATE);
+    let opus = &config.opus;
+    leg.opus = OpusConfig {
+        complexity: opus.complexity,
+        bitrate: opus.bitrate,
+        fec: opus.fec,
+        expected_loss_percent: opus.expected_loss,
+        dtx: opus.dtx,
+        ..leg.opus
+    };
+    leg.direct_complexity = opus.phone_complexity;
+    leg
 }
 
 /// The ICE username fragment of ours in a STUN request's USERNAME ("ours:theirs"), read in
@@ -2409,6 +2426,27 @@ mod tests {
 
     fn direct(shard: &Shard) -> bool {
         shard.rooms.get(&ROOM).is_some_and(|r| r.direct.is_some())
+    }
+
+    #[test]
+    fn opus_settings_reach_the_legs() {
+        let mut config = MediaConfig::default();
+        config.opus.complexity = 8;
+        config.opus.phone_complexity = 2;
+        config.opus.bitrate = 24_000;
+        config.opus.fec = false;
+        config.opus.expected_loss = 3;
+        config.opus.dtx = true;
+        let candidate: SocketAddr = ([192, 0, 2, 1], 10000).into();
+        let leg = leg_config(&config, candidate);
+        assert_eq!(leg.candidate, candidate);
+        assert_eq!(leg.mix_rate, MIX_RATE);
+        assert_eq!((leg.opus.complexity, leg.direct_complexity), (8, 2));
+        assert_eq!(
+            (leg.opus.bitrate, leg.opus.expected_loss_percent),
+            (24_000, 3)
+        );
+        assert!(!leg.opus.fec && leg.opus.dtx);
     }
 
     #[test]
