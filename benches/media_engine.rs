@@ -34,11 +34,28 @@ fn direct_path(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let _entered = runtime.enter();
-    let mut room = TwoPhones::new(false).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("engine");
+    // The same packet with 250 more two-party rooms (500 phone legs) idle on the shard: a wake
+    // must cost the leg that has data, not every leg.
+    for (name, idle) in [
+        ("two_party_phone_to_phone_packet", 0),
+        ("two_party_phone_to_phone_packet_250_rooms_on_shard", 250),
+    ] {
+        one_room(&runtime, &mut g, name, idle);
+    }
+    g.finish();
+}
+
+fn one_room(
+    runtime: &tokio::runtime::Runtime,
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    idle_rooms: usize,
+) {
+    let mut room = TwoPhones::new(false, idle_rooms).unwrap_or_else(|e| panic!("{e}"));
     assert!(room.is_direct());
     let mut samples = Vec::new();
-    let mut g = c.benchmark_group("engine");
-    g.bench_function("two_party_phone_to_phone_packet", |b| {
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -54,8 +71,7 @@ fn direct_path(c: &mut Criterion) {
             total
         })
     });
-    g.finish();
-    percentiles("engine two-party phone->phone packet", &mut samples);
+    percentiles(name, &mut samples);
 }
 
 criterion_group!(benches, direct_path);

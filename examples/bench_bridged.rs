@@ -151,6 +151,20 @@ fn cpu_ticks(pid: &str) -> Result<u64, Error> {
     Ok(user + system)
 }
 
+/// Busy and total CPU ticks of the whole machine (`/proc/stat`; idle and iowait are not busy).
+fn machine_ticks() -> Result<(u64, u64), Error> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
 /// CPU ticks per thread of a process, with the thread names.
 fn thread_ticks(pid: &str) -> Vec<(String, String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -221,8 +235,8 @@ fn round_trips(marks: &[Instant], onsets: &[Instant]) -> Vec<f64> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, base, token, n, seconds, pid] = args.as_slice() else {
-        eprintln!("usage: bench_bridged BASE_URL API_TOKEN N SECONDS GATEWAY_PID");
+    let [_, base, token, n, seconds, pid, phones @ ..] = args.as_slice() else {
+        eprintln!("usage: bench_bridged BASE_URL API_TOKEN N SECONDS GATEWAY_PID [PHONE_PID...]");
         std::process::exit(2);
     };
     let n: usize = n.parse()?;
@@ -267,11 +281,21 @@ async fn main() -> Result<(), Error> {
     let lost0: u64 = calls.iter().map(|c| c.client.lost()).sum();
     let frames0: u64 = calls.iter().map(|c| c.client.frames()).sum();
     let (gw0, me0) = (cpu_ticks(pid)?, cpu_ticks("self")?);
+    let phones0 = phones
+        .iter()
+        .map(|p| cpu_ticks(p))
+        .sum::<Result<u64, Error>>()?;
+    let machine0 = machine_ticks()?;
     let threads0 = thread_ticks(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let window = t0.elapsed().as_secs_f64();
     let (gw1, me1) = (cpu_ticks(pid)?, cpu_ticks("self")?);
+    let phones1 = phones
+        .iter()
+        .map(|p| cpu_ticks(p))
+        .sum::<Result<u64, Error>>()?;
+    let machine1 = machine_ticks()?;
     let threads1 = thread_ticks(pid);
     let lost = calls.iter().map(|c| c.client.lost()).sum::<u64>() - lost0;
     let frames = calls.iter().map(|c| c.client.frames()).sum::<u64>() - frames0;
@@ -303,6 +327,18 @@ async fn main() -> Result<(), Error> {
     println!(
         "benchmark clients' CPU: {:.0} % of one core",
         my_cpu * 100.0
+    );
+    if !phones.is_empty() {
+        println!(
+            "phones' (SIPp) CPU: {:.0} % of one core",
+            (phones1 - phones0) as f64 / hz / window * 100.0
+        );
+    }
+    let (busy, total) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
+    println!(
+        "machine: {:.0} % of its {} cores busy",
+        busy as f64 * 100.0 / total.max(1) as f64,
+        std::thread::available_parallelism().map_or(1, |c| c.get())
     );
     println!(
         "clients received {frames} of about {expected:.0} frames in {window:.1} s ({:.2} %); RTP packets lost (sequence gaps): {lost}",

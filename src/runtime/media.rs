@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context as TaskContext, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -37,7 +37,7 @@ use dialbridge_bridge::resample::{Downsampler, Upsampler, FRAME_48K, FRAME_8K};
 use dialbridge_bridge::rtp_leg::{self, RtpLeg, RtpLegConfig};
 use dialbridge_bridge::webrtc::{LegEvent, WebRtcError, WebRtcLeg, WebRtcLegConfig, FRAME_MS};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::MediaConfig;
 use crate::events::{EventBus, RoomEvent};
@@ -834,6 +834,37 @@ struct Slot {
     addrs: Vec<SocketAddr>,
 }
 
+/// Phone legs whose RTP socket became readable. Their wakers fill it from the shard's own
+/// reactor (a current-thread runtime), so the lock is never contended.
+#[derive(Default)]
+struct ReadyPhones {
+    ids: Mutex<Vec<MediaId>>,
+    notify: Notify,
+}
+
+impl ReadyPhones {
+    fn ids(&self) -> std::sync::MutexGuard<'_, Vec<MediaId>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a direct-path phone leg's RTP socket wakes: it queues that leg and wakes the loop.
+struct PhoneWaker {
+    id: MediaId,
+    ready: Arc<ReadyPhones>,
+}
+
+impl Wake for PhoneWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.ids().push(self.id);
+        self.ready.notify.notify_one();
+    }
+}
+
 /// A phone leg on its shard (sockets in the shard's reactor) or, with std sockets, on its way
 /// to another.
 struct PhoneSlot<S = UdpSocket> {
@@ -1027,6 +1058,10 @@ struct Shard {
     gone: Vec<MediaId>,
     /// Reused list of phone legs to read.
     ready: Vec<MediaId>,
+    /// Phone legs of two-party rooms whose RTP socket has data, queued by their wakers.
+    ready_phones: Arc<ReadyPhones>,
+    /// Each such leg's waker (made once per leg on this shard).
+    phone_wakers: HashMap<MediaId, Waker>,
     peers: Arc<[mpsc::WeakUnboundedSender<Command>]>,
     /// Phone legs in no room (answered callers entering a PIN or waiting), in their order.
     lobby: Vec<MediaId>,
@@ -1064,6 +1099,8 @@ impl Shard {
             buf: vec![0; MAX_DATAGRAM],
             gone: Vec::new(),
             ready: Vec::new(),
+            ready_phones: Arc::new(ReadyPhones::default()),
+            phone_wakers: HashMap::new(),
             peers: parts.peers,
             lobby: Vec::new(),
             stashed: Vec::new(),
@@ -1073,19 +1110,6 @@ impl Shard {
     async fn run(mut self) {
         loop {
             let deadline = self.leg_deadline.min(self.next_tick);
-            let phones = &self.phones;
-            // Phone legs of two-party rooms are read as their packets arrive.
-            let direct_rtp = std::future::poll_fn(|cx| {
-                let mut ready = false;
-                for slot in phones.values().filter(|s| s.direct) {
-                    ready |= slot.rtp.poll_recv_ready(cx).is_ready();
-                }
-                if ready {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            });
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -1110,7 +1134,8 @@ impl Shard {
                     }
                     None => break,
                 },
-                _ = direct_rtp => self.read_direct_phones(Instant::now()),
+                // Phone legs of two-party rooms are read as their packets arrive.
+                _ = self.ready_phones.notify.notified() => self.read_ready_phones(Instant::now()),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
@@ -1317,6 +1342,7 @@ impl Shard {
             }
         };
         self.lobby.retain(|m| *m != id);
+        self.phone_wakers.remove(&id);
         self.totals.phones.fetch_sub(1, Ordering::Relaxed);
         self.count();
         let slot = slot.map_sockets(|s| s.into_std().ok());
@@ -1451,6 +1477,7 @@ impl Shard {
         let Some(mut slot) = self.phones.remove(&id) else {
             return;
         };
+        self.phone_wakers.remove(&id);
         slot.leg.close(Instant::now());
         send_phone(id, &mut slot);
         self.lobby.retain(|m| *m != id);
@@ -1523,6 +1550,13 @@ impl Shard {
             })
         });
         tracing::debug!(room_id, direct = room.direct.is_some(), "room media path");
+        if let Some((a, b)) = pair {
+            for end in [a, b] {
+                if let End::Phone(id) = end {
+                    self.arm(id);
+                }
+            }
+        }
     }
 
     fn datagram(&mut self, now: Instant, d: Box<Datagram>) {
@@ -1575,20 +1609,52 @@ impl Shard {
         self.forward(now, room_id, id);
     }
 
-    /// Reads the phone legs of two-party rooms whose RTP socket has data.
-    fn read_direct_phones(&mut self, now: Instant) {
+    /// Reads the phone legs of two-party rooms whose RTP socket has data (only those: a wake
+    /// costs the legs that have something, not every leg of the shard), and asks to hear of
+    /// their next packets.
+    fn read_ready_phones(&mut self, now: Instant) {
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        ready.extend(
-            self.phones
-                .iter()
-                .filter(|(_, s)| s.direct)
-                .map(|(id, _)| *id),
-        );
+        // The queue keeps the emptied list: no allocation once both have grown.
+        std::mem::swap(&mut *self.ready_phones.ids(), &mut ready);
         for id in &ready {
             self.read_phone(now, *id);
+            self.arm(*id);
         }
         self.ready = ready;
+    }
+
+    /// Until `id` is among the legs queued for reading (tests and benchmarks).
+    async fn wait_queued(&self, id: MediaId) {
+        while !self.ready_phones.ids().contains(&id) {
+            self.ready_phones.notify.notified().await;
+        }
+    }
+
+    /// Registers a direct-path phone leg's waker with its RTP socket, so that its next packet
+    /// queues it; if data is waiting already, queues it now. Mixing rooms' phones are read at
+    /// the tick instead.
+    fn arm(&mut self, id: MediaId) {
+        let Some(slot) = self.phones.get(&id) else {
+            return;
+        };
+        if !slot.direct {
+            return;
+        }
+        let ready = &self.ready_phones;
+        let waker = self.phone_wakers.entry(id).or_insert_with(|| {
+            Waker::from(Arc::new(PhoneWaker {
+                id,
+                ready: ready.clone(),
+            }))
+        });
+        if slot
+            .rtp
+            .poll_recv_ready(&mut TaskContext::from_waker(waker))
+            .is_ready()
+        {
+            waker.wake_by_ref();
+        }
     }
 
     /// Reads every datagram waiting on a phone leg's sockets into the leg; on a direct path
@@ -2128,8 +2194,9 @@ pub mod bench {
     }
 
     impl TwoPhones {
-        /// Builds the room; call inside a tokio runtime (the shard's sockets join its reactor).
-        pub fn new(mixing: bool) -> std::io::Result<TwoPhones> {
+        /// Builds the room, and `idle_rooms` more two-phone rooms on the same shard whose phones
+        /// stay silent; call inside a tokio runtime (the shard's sockets join its reactor).
+        pub fn new(mixing: bool, idle_rooms: usize) -> std::io::Result<TwoPhones> {
             let socket = bind()?;
             let local = socket.local_addr()?;
             let (commands_tx, commands) = mpsc::unbounded_channel();
@@ -2155,43 +2222,50 @@ pub mod bench {
                 Box::new(pool_rx),
                 Box::new(routes_rx),
             ];
-            let mut phone = |n: u64| -> std::io::Result<(std::net::UdpSocket, SocketAddr)> {
-                let (own, rtp, rtcp) = (bind()?, bind()?, bind()?);
-                let gateway = rtp.local_addr()?;
-                let (events, receiver) = mpsc::unbounded_channel();
-                keep.push(Box::new(receiver));
-                let remote = own.local_addr()?;
-                shard.add_phone(
-                    MediaId(n),
-                    PhoneMedia {
-                        who: Some(MediaParticipant {
-                            room_id: 1,
-                            session_id: format!("phone-{n}"),
-                            attendee_id: n as i64,
-                            actor_type: "phones".into(),
-                            actor_id: format!("phone{n}"),
-                        }),
-                        rtp,
-                        rtcp,
-                        remote: PhoneRemote {
-                            law: G711::Pcmu,
-                            dtmf_pt: Some(101),
-                            rtp: remote,
-                            rtcp: remote,
+            let mut phone =
+                |n: u64, room_id: i64| -> std::io::Result<(std::net::UdpSocket, SocketAddr)> {
+                    let (own, rtp, rtcp) = (bind()?, bind()?, bind()?);
+                    let gateway = rtp.local_addr()?;
+                    let (events, receiver) = mpsc::unbounded_channel();
+                    keep.push(Box::new(receiver));
+                    let remote = own.local_addr()?;
+                    shard.add_phone(
+                        MediaId(n),
+                        PhoneMedia {
+                            who: Some(MediaParticipant {
+                                room_id,
+                                session_id: format!("phone-{n}"),
+                                attendee_id: n as i64,
+                                actor_type: "phones".into(),
+                                actor_id: format!("phone{n}"),
+                            }),
+                            rtp,
+                            rtcp,
+                            remote: PhoneRemote {
+                                law: G711::Pcmu,
+                                dtmf_pt: Some(101),
+                                rtp: remote,
+                                rtcp: remote,
+                            },
+                            media_timeout: Duration::from_secs(3600),
+                            events,
                         },
-                        media_timeout: Duration::from_secs(3600),
-                        events,
-                    },
-                );
-                Ok((own, gateway))
-            };
-            let (phone_a, gateway_a) = phone(1)?;
-            let (phone_b, _) = phone(2)?;
+                    );
+                    Ok((own, gateway))
+                };
+            let (phone_a, gateway_a) = phone(1, 1)?;
+            let (phone_b, _) = phone(2, 1)?;
+            let mut others = Vec::new();
             if mixing {
                 // A third, silent participant: the room mixes.
-                let (third, _) = phone(3)?;
-                keep.push(Box::new(third));
+                others.push(phone(3, 1)?.0);
             }
+            for k in 0..idle_rooms as u64 {
+                for n in [10 + 2 * k, 11 + 2 * k] {
+                    others.push(phone(n, 2 + k as i64)?.0);
+                }
+            }
+            keep.push(Box::new(others));
             let mut packet = [0u8; 12 + FRAME_8K];
             packet[0] = 0x80;
             packet[8..12].copy_from_slice(&0x5151_5151u32.to_be_bytes());
@@ -2221,10 +2295,8 @@ pub mod bench {
             let ts = u32::from(self.seq) * FRAME_8K as u32;
             self.packet[4..8].copy_from_slice(&ts.to_be_bytes());
             self.phone_a.send_to(&self.packet, self.gateway_a)?;
-            if let Some(slot) = self.shard.phones.get(&self.a) {
-                slot.rtp.readable().await?;
-            }
-            self.shard.read_direct_phones(Instant::now());
+            self.shard.wait_queued(self.a).await;
+            self.shard.read_ready_phones(Instant::now());
             Ok(())
         }
 
@@ -2417,11 +2489,17 @@ mod tests {
     }
 
     /// Lets the shard take what arrived at a phone's RTP socket, as its loop does on a wake.
+    /// Waits until `phone`'s packet has queued its leg (as the loop is woken), then reads the
+    /// queued legs as the loop does.
     async fn arrived(shard: &mut Shard, phone: &Phone) {
-        if let Some(slot) = shard.phones.get(&phone.id) {
-            let _ = slot.rtp.readable().await;
+        let queued = shard.wait_queued(phone.id);
+        if tokio::time::timeout(Duration::from_secs(10), queued)
+            .await
+            .is_err()
+        {
+            panic!("the phone's packet did not queue its leg");
         }
-        shard.read_direct_phones(Instant::now());
+        shard.read_ready_phones(Instant::now());
     }
 
     fn direct(shard: &Shard) -> bool {
