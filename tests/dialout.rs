@@ -12,6 +12,7 @@ mod telephony;
 mod webrtc_client;
 
 use std::net::UdpSocket;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Client, Gateway, TALK};
@@ -698,6 +699,9 @@ async fn reinvite_moves_the_phones_media() {
 async fn hold_is_answered_and_suspends_the_media_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
     let mport = silent.local_addr().expect("addr").port().to_string();
+    // Every re-INVITE re-creates the leg's stream (a new SSRC); the streams that reach the
+    // phone tell which legs sent RTP.
+    let streams = rtp_streams(silent);
     let sipp = phone_sipp("dialout_hold.xml", &mport).await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "media_timeout = \"2s\"\n"));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
@@ -725,7 +729,43 @@ async fn hold_is_answered_and_suspends_the_media_timeout() {
     assert!(held.contains("a=recvonly"), "{held}");
     let resumed = reinvite_answer(&trace, 4);
     assert!(resumed.contains("a=sendrecv"), "{resumed}");
+    // Answered, resumed, resumed again: a held phone (a=inactive, then c=0.0.0.0) gets no RTP.
+    let streams = streams.lock().expect("streams").clone();
+    assert_eq!(
+        streams.len(),
+        3,
+        "RTP streams at the phone (SSRC, packets): {streams:?}"
+    );
     assert_nothing_left(&gw).await;
+}
+
+/// Collects, in order of arrival, the SSRCs of the RTP packets `socket` receives, with their
+/// packet counts.
+fn rtp_streams(socket: UdpSocket) -> Arc<Mutex<Vec<(u32, usize)>>> {
+    let streams = Arc::new(Mutex::new(Vec::new()));
+    let seen = streams.clone();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        // Ends when the test has dropped its handle.
+        while Arc::strong_count(&seen) > 1 {
+            let Ok(n) = socket.recv(&mut buf) else {
+                continue;
+            };
+            let Some(ssrc) = buf.get(8..12).filter(|_| n >= 12) else {
+                continue;
+            };
+            let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+            let mut streams = seen.lock().expect("streams");
+            match streams.last_mut() {
+                Some((last, count)) if *last == ssrc => *count += 1,
+                _ => streams.push((ssrc, 1)),
+            }
+        }
+    });
+    streams
 }
 
 /// Early media: a phone that only ever sends 183 with SDP is heard in the room while it rings;

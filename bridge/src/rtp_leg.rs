@@ -104,6 +104,10 @@ pub struct RtpLegConfig {
     pub rtcp_interval: Duration,
     /// Inbound jitter buffer settings.
     pub jitter: JitterConfig,
+    /// Whether the remote takes our RTP. A remote that is sendonly or inactive (on hold) must
+    /// get none (RFC 3264 section 5.1): the media clock runs on, key presses due are dropped,
+    /// RTCP still goes out.
+    pub send: bool,
 }
 
 impl RtpLegConfig {
@@ -124,6 +128,7 @@ impl RtpLegConfig {
             inactivity_timeout: Some(Duration::from_secs(30)),
             rtcp_interval: Duration::from_secs(5),
             jitter: JitterConfig::new(CLOCK),
+            send: true,
         }
     }
 }
@@ -479,12 +484,14 @@ impl RtpLeg {
         let mut dtmf_sent = false;
         if let Some(pt) = self.cfg.dtmf_pt {
             while let Some(ev) = self.dtmf_tx.poll_packet(now) {
-                let payload = ev.payload.to_bytes();
-                self.push_rtp(dest, pt, ev.marker, ev.timestamp, &payload);
-                dtmf_sent = true;
+                if self.cfg.send {
+                    let payload = ev.payload.to_bytes();
+                    self.push_rtp(dest, pt, ev.marker, ev.timestamp, &payload);
+                    dtmf_sent = true;
+                }
             }
         }
-        if !dtmf_sent && !self.dtmf_tx.is_active() {
+        if self.cfg.send && !dtmf_sent && !self.dtmf_tx.is_active() {
             let mut payload = [0u8; FRAME_8K];
             self.cfg.law.encode(pcm, &mut payload);
             let marker = !self.first_sent;
@@ -1121,6 +1128,37 @@ mod tests {
             .ok()
             .map(|p| (p.payload_type(), p.marker_bit()));
         assert_eq!(p, Some((8, true)));
+    }
+
+    #[test]
+    fn a_remote_that_takes_no_rtp_gets_none_but_still_gets_reports() {
+        let t0 = Instant::now();
+        let cfg = RtpLegConfig {
+            send: false,
+            ..RtpLegConfig::new(G711::Pcmu, 5, addr("192.0.2.1:4000"))
+        };
+        let mut leg = RtpLeg::new(t0, UNIX_EPOCH, cfg);
+        let a = addr("192.0.2.1:4000");
+        let mut sent = Vec::new();
+        for i in 0..400u16 {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            let _ = leg.handle_datagram(
+                now,
+                a,
+                &rtp(0, i, u32::from(i) * 160, i == 0, 7, &[0xFF; 160]),
+            );
+            if i == 10 {
+                leg.send_dtmf(now, '5', Duration::from_millis(100))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            leg.send_audio(now, &[1000; FRAME_8K]);
+            if leg.poll_timeout().is_some_and(|t| t <= now) {
+                leg.handle_timeout(now);
+            }
+            sent.extend(drain(&mut leg));
+        }
+        assert!(sent.iter().all(|(t, _)| t.rtcp), "only RTCP: {sent:?}");
+        assert!(!sent.is_empty(), "receiver reports still go out");
     }
 
     #[test]

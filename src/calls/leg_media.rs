@@ -227,9 +227,15 @@ impl LegMedia {
             .map_err(|e| e.to_string())?;
         let audio = &answer.audio;
         let held = audio.remote_hold;
-        if !audio.remote_ip.is_some_and(|ip| ip.is_unspecified()) {
-            self.point(remote_of(audio)?)?;
-        }
+        let remote = match self.remote {
+            // c=0.0.0.0 (RFC 2543 hold): the last real address stays, and gets no RTP.
+            Some(last) if audio.remote_ip.is_some_and(|ip| ip.is_unspecified()) => PhoneRemote {
+                receives: false,
+                ..last
+            },
+            _ => remote_of(audio)?,
+        };
+        self.point(remote)?;
         if held != self.held {
             self.held = held;
             self.mute(self.room_mute);

@@ -105,6 +105,7 @@ pub(crate) fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> 
         dtmf_pt: audio.telephone_event,
         rtp: SocketAddr::new(ip, audio.remote_port),
         rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
+        receives: audio.remote_direction.receives() && !audio.remote_hold,
     })
 }
 

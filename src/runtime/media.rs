@@ -186,6 +186,8 @@ pub struct PhoneRemote {
     pub dtmf_pt: Option<u8>,
     pub rtp: SocketAddr,
     pub rtcp: SocketAddr,
+    /// The phone takes our RTP: not when it holds the call or its SDP is sendonly/inactive.
+    pub receives: bool,
 }
 
 /// What the engine tells the phone leg's owner.
@@ -955,6 +957,7 @@ fn phone_leg(now: Instant, remote: &PhoneRemote, media_timeout: Duration) -> Rtp
     cfg.remote_rtcp = remote.rtcp;
     cfg.dtmf_pt = remote.dtmf_pt;
     cfg.inactivity_timeout = Some(media_timeout);
+    cfg.send = remote.receives;
     RtpLeg::new(now, std::time::SystemTime::now(), cfg)
 }
 
@@ -1275,7 +1278,7 @@ impl Shard {
                     send_phone(id, slot);
                     slot.leg = phone_leg(now, &remote, slot.media_timeout);
                     slot.leg.set_forwarding(slot.direct);
-                    tracing::info!(media = %id, remote = %remote.rtp, "phone leg re-pointed");
+                    tracing::info!(media = %id, remote = %remote.rtp, sends = remote.receives, "phone leg re-pointed");
                 }
             }
             Command::RemovePhone { id } => self.remove_phone(id, "call ended"),
@@ -2246,6 +2249,7 @@ pub mod bench {
                                 dtmf_pt: Some(101),
                                 rtp: remote,
                                 rtcp: remote,
+                                receives: true,
                             },
                             media_timeout: Duration::from_secs(3600),
                             events,
@@ -2473,6 +2477,7 @@ mod tests {
                     dtmf_pt: Some(101),
                     rtp: remote,
                     rtcp: remote,
+                    receives: true,
                 },
                 media_timeout: Duration::from_secs(3600),
                 events,
