@@ -3,7 +3,7 @@
 //! `tests/sipp/bench_uas_echo.xml`). Each client sends a one-second loop of Opus frames that
 //! starts with a loud burst; the burst comes back through the gateway twice (browser -> phone,
 //! echo, phone -> browser). Over a measuring window it reports the gateway's CPU per call (from
-//! `/proc/PID/stat`), the packets the clients lost and the frames they got, and the round trip
+//! the scheduler's `schedstat`), the packets the clients lost and the frames they got, and the round trip
 //! of the bursts. Then it ends every call.
 //!
 //! Run by `scripts/bench-dialout N SECONDS webrtc`, which starts the gateway and SIPp:
@@ -140,33 +140,14 @@ impl Api {
     }
 }
 
-/// User plus system CPU ticks of a process.
-fn cpu_ticks(pid: &str) -> Result<u64, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let user: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let system: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok(user + system)
+/// Nanoseconds a process's threads have run on a CPU, from the scheduler's own clock
+/// (`/proc/PID/task/*/schedstat`) rather than the tick-sampled utime/stime of `/proc/PID/stat`.
+fn cpu_ns(pid: &str) -> Result<u64, Error> {
+    Ok(thread_ns(pid).iter().map(|(_, _, ns)| ns).sum())
 }
 
-/// Busy and total CPU ticks of the whole machine (`/proc/stat`; idle and iowait are not busy).
-fn machine_ticks() -> Result<(u64, u64), Error> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().ok_or("empty /proc/stat")?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    let total: u64 = ticks.iter().sum();
-    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
-}
-
-/// CPU ticks per thread of a process, with the thread names.
-fn thread_ticks(pid: &str) -> Vec<(String, String, u64)> {
+/// CPU nanoseconds per thread of a process, with the thread names.
+fn thread_ns(pid: &str) -> Vec<(String, String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -175,8 +156,9 @@ fn thread_ticks(pid: &str) -> Vec<(String, String, u64)> {
         .filter_map(|t| {
             let tid = t.file_name().to_string_lossy().to_string();
             let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
-            let ticks = cpu_ticks(&format!("{pid}/task/{tid}")).ok()?;
-            Some((tid, name.trim().to_string(), ticks))
+            let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns = schedstat.split_whitespace().next()?.parse().ok()?;
+            Some((tid, name.trim().to_string(), ns))
         })
         .collect()
 }
@@ -185,26 +167,15 @@ fn thread_ticks(pid: &str) -> Vec<(String, String, u64)> {
 fn busiest(
     before: &[(String, String, u64)],
     after: &[(String, String, u64)],
-    hz: f64,
     secs: f64,
 ) -> Option<(String, f64)> {
     after
         .iter()
         .map(|(tid, name, t1)| {
             let t0 = before.iter().find(|(b, _, _)| b == tid).map_or(0, |b| b.2);
-            (name.clone(), t1.saturating_sub(t0) as f64 / hz / secs)
+            (name.clone(), t1.saturating_sub(t0) as f64 / 1e9 / secs)
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -280,23 +251,21 @@ async fn main() -> Result<(), Error> {
     }
     let lost0: u64 = calls.iter().map(|c| c.client.lost()).sum();
     let frames0: u64 = calls.iter().map(|c| c.client.frames()).sum();
-    let (gw0, me0) = (cpu_ticks(pid)?, cpu_ticks("self")?);
+    let (gw0, me0) = (cpu_ns(pid)?, cpu_ns("self")?);
     let phones0 = phones
         .iter()
-        .map(|p| cpu_ticks(p))
+        .map(|p| cpu_ns(p))
         .sum::<Result<u64, Error>>()?;
-    let machine0 = machine_ticks()?;
-    let threads0 = thread_ticks(pid);
+    let threads0 = thread_ns(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let window = t0.elapsed().as_secs_f64();
-    let (gw1, me1) = (cpu_ticks(pid)?, cpu_ticks("self")?);
+    let (gw1, me1) = (cpu_ns(pid)?, cpu_ns("self")?);
     let phones1 = phones
         .iter()
-        .map(|p| cpu_ticks(p))
+        .map(|p| cpu_ns(p))
         .sum::<Result<u64, Error>>()?;
-    let machine1 = machine_ticks()?;
-    let threads1 = thread_ticks(pid);
+    let threads1 = thread_ns(pid);
     let lost = calls.iter().map(|c| c.client.lost()).sum::<u64>() - lost0;
     let frames = calls.iter().map(|c| c.client.frames()).sum::<u64>() - frames0;
     // Onsets of the last bursts may still be on their way.
@@ -309,16 +278,15 @@ async fn main() -> Result<(), Error> {
         trips.extend(round_trips(&marks, &onsets));
     }
     trips.sort_by(f64::total_cmp);
-    let hz = clock_ticks();
-    let gw_cpu = (gw1 - gw0) as f64 / hz / window;
-    let my_cpu = (me1 - me0) as f64 / hz / window;
+    let gw_cpu = (gw1 - gw0) as f64 / 1e9 / window;
+    let my_cpu = (me1 - me0) as f64 / 1e9 / window;
     let expected = (n as f64 * window * 50.0).round();
     println!(
         "gateway CPU: {:.0} % of one core for {n} bridged calls, {:.2} % of a core per call",
         gw_cpu * 100.0,
         gw_cpu * 100.0 / n as f64
     );
-    if let Some((name, share)) = busiest(&threads0, &threads1, hz, window) {
+    if let Some((name, share)) = busiest(&threads0, &threads1, window) {
         println!(
             "busiest gateway thread: {name} at {:.0} % of one core",
             share * 100.0
@@ -331,15 +299,9 @@ async fn main() -> Result<(), Error> {
     if !phones.is_empty() {
         println!(
             "phones' (SIPp) CPU: {:.0} % of one core",
-            (phones1 - phones0) as f64 / hz / window * 100.0
+            (phones1 - phones0) as f64 / 1e9 / window * 100.0
         );
     }
-    let (busy, total) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
-    println!(
-        "machine: {:.0} % of its {} cores busy",
-        busy as f64 * 100.0 / total.max(1) as f64,
-        std::thread::available_parallelism().map_or(1, |c| c.get())
-    );
     println!(
         "clients received {frames} of about {expected:.0} frames in {window:.1} s ({:.2} %); RTP packets lost (sequence gaps): {lost}",
         frames as f64 * 100.0 / expected
