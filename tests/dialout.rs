@@ -626,13 +626,47 @@ fn reinvite_answer(trace: &str, seq: u32) -> &str {
 /// there is heard in the room.
 #[tokio::test]
 async fn reinvite_moves_the_phones_media() {
+    let answer = phone_moves_by_reinvite("dialout_reinvite_move.xml").await;
+    assert!(answer.contains("Content-Type: application/sdp"), "{answer}");
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    let media_line = answer
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("answer has audio:\n{answer}"));
+    assert!(
+        media_line.ends_with("RTP/AVP 0 101"),
+        "one codec of the offer and telephone-event: {media_line}"
+    );
+}
+
+/// The same move by a re-INVITE without SDP (RFC 3264 section 8): our 200 offers our codecs and
+/// the phone's ACK answers with the new port.
+#[tokio::test]
+async fn offerless_reinvite_gets_our_offer_and_the_acks_answer_moves_the_media() {
+    let offer = phone_moves_by_reinvite("dialout_reinvite_offerless.xml").await;
+    let media_line = offer
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("the 200 offers audio:\n{offer}"));
+    assert!(
+        media_line.ends_with("RTP/AVP 0 8 101"),
+        "PCMU, PCMA and telephone-event offered: {media_line}"
+    );
+    assert!(offer.contains("a=sendrecv"), "{offer}");
+}
+
+/// Dials a SIPp phone running `scenario`, which answers with media at a port that only
+/// listens and then moves it by a re-INVITE to a test phone playing 1300 Hz; checks the room's
+/// audio reaches the new port and the browser hears the phone from there, ends the call and
+/// checks nothing is left. Returns our 200 to the re-INVITE.
+async fn phone_moves_by_reinvite(scenario: &str) -> String {
     // The first media port only listens: RTP from it would keep the gateway latched there.
     let first = UdpSocket::bind("127.0.0.1:0").expect("first media socket");
     let moved = PhoneMedia::start(1300.0);
     let mport = first.local_addr().expect("addr").port().to_string();
     let mport2 = moved.addr.port().to_string();
     let sipp = Sipp::uas(
-        "dialout_reinvite_move.xml",
+        scenario,
         Tp::Udp,
         &[
             "-set",
@@ -676,19 +710,9 @@ async fn reinvite_moves_the_phones_media() {
     assert_eq!(rest.last().expect("final")["status"], "cleared");
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed:\n{trace}");
-    let answer = reinvite_answer(&trace, 1);
-    assert!(answer.contains("Content-Type: application/sdp"), "{answer}");
-    assert!(answer.contains("a=sendrecv"), "{answer}");
-    let media_line = answer
-        .lines()
-        .find(|l| l.starts_with("m=audio "))
-        .unwrap_or_else(|| panic!("answer has audio:\n{answer}"));
-    assert!(
-        media_line.ends_with("RTP/AVP 0 101"),
-        "one codec of the offer and telephone-event: {media_line}"
-    );
     drop(browser);
     assert_nothing_left(&gw).await;
+    reinvite_answer(&trace, 1).to_string()
 }
 
 /// The phone holds the call (re-INVITE with a=inactive) for longer than media_timeout: we answer

@@ -135,6 +135,9 @@ pub enum UaEvent {
         call: CallHandle,
         body: Option<Body>,
     },
+    /// An ACK with a body in an established dialog: the answer to the offer our 2xx carried for
+    /// a re-INVITE without one (RFC 3264 section 8). Retransmitted ACKs come again.
+    ReInviteAck { call: CallHandle, body: Body },
     /// An INFO in the dialog (answered 200), e.g. `application/dtmf-relay` key presses.
     Info {
         call: CallHandle,
@@ -897,6 +900,10 @@ impl UserAgent {
             });
             if bye {
                 let _ = self.send_bye(now, call);
+            }
+        } else if c.state == CallState::Confirmed {
+            if let Some(body) = Body::of(&request.headers, &request.body) {
+                self.events.push_back(UaEvent::ReInviteAck { call, body });
             }
         }
     }

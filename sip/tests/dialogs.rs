@@ -878,6 +878,53 @@ fn one_call_can_answer_its_reinvites_itself_while_others_are_auto_answered() {
     assert_eq!(ok.body, held.as_bytes());
 }
 
+/// A re-INVITE without an offer: the owner's 200 carries our offer, and the ACK's answer is
+/// passed up; an ACK without a body is not.
+#[test]
+fn offerless_reinvite_gets_our_offer_and_the_acks_answer_is_passed_up() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, tag) = answered_incoming(&mut ua, t0);
+    deliver(
+        &mut ua,
+        t0 + ms(100),
+        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
+    );
+    events(&mut ua);
+    ua.answer_reinvites_manually(call).expect("known call");
+    deliver(
+        &mut ua,
+        t0 + ms(1000),
+        &incoming("INVITE", "z9hG4bKr1", Some(&tag), 9, "", ""),
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::ReInvite { call, body: None }]
+    );
+    ua.respond_reinvite(t0 + ms(1100), call, 200, "OK", Some(Body::sdp(OFFER)))
+        .expect("answer");
+    let ok = parse_response(&transmits(&mut ua)[0].bytes);
+    assert_eq!((ok.code, ok.body.as_slice()), (200, OFFER.as_bytes()));
+    deliver(
+        &mut ua,
+        t0 + ms(1200),
+        &incoming("ACK", "z9hG4bKa2", Some(&tag), 9, "", ANSWER),
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::ReInviteAck {
+            call,
+            body: Body::sdp(ANSWER)
+        }]
+    );
+    deliver(
+        &mut ua,
+        t0 + ms(1300),
+        &incoming("ACK", "z9hG4bKa3", Some(&tag), 9, "", ""),
+    );
+    assert!(events(&mut ua).is_empty());
+}
+
 #[test]
 fn cancelled_invite_without_a_final_response_times_out_after_64_t1() {
     let mut ua = agent();

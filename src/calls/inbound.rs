@@ -560,6 +560,7 @@ impl Leg {
                             }
                         }
                         UaEvent::ReInvite { body, .. } => self.media.reinvite(self.call, &body).await,
+                        UaEvent::ReInviteAck { body, .. } => self.media.reinvite_ack(&body),
                         UaEvent::Ended { by_remote, .. } => {
                             self.finish(by_remote, None);
                             return;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialbridge_sip::sdp::{
-    process_answer, AudioConfig, LocalMedia, SdpSession, SessionDescription,
+    process_answer, AudioConfig, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
 };
 use dialbridge_sip::ua::{Body, CallHandle};
 use tokio::sync::mpsc;
@@ -37,6 +37,8 @@ pub(crate) struct LegMedia {
     /// The phone is not holding the call and its last SDP says it sends RTP, so silence means
     /// trouble; a held phone may send nothing (many do not play music on hold).
     phone_sends: bool,
+    /// Our offer in the 200 to a re-INVITE that had none, until the ACK answers it.
+    offered: Option<SessionDescription>,
 }
 
 impl LegMedia {
@@ -65,6 +67,7 @@ impl LegMedia {
             held: false,
             room_mute: PhoneMute::default(),
             phone_sends: true,
+            offered: None,
         };
         (media, receiver)
     }
@@ -209,23 +212,55 @@ impl LegMedia {
 
     /// Our answer to a re-INVITE's offer, with the media following it: a new address or codec
     /// re-points the leg; hold (sendonly, inactive, c=0.0.0.0) mutes the room towards the phone
-    /// and keeps the last real address (RTP never goes to 0.0.0.0).
+    /// and keeps the last real address (RTP never goes to 0.0.0.0). A re-INVITE without an
+    /// offer gets our offer (all our codecs, RFC 6337 section 5.3), answered in its ACK.
     fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, String> {
         let Some(body) = is_sdp(body) else {
-            // No offer: ours goes in the 200 unchanged, a session refresh.
-            return self
+            let offer = self
                 .session
-                .last()
-                .cloned()
-                .ok_or_else(|| "no SDP of ours to offer".to_string());
+                .create_offer(&AudioConfig::default(), &self.local);
+            self.offered = Some(offer.clone());
+            return Ok(offer);
         };
+        self.offered = None;
         let text = std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
         let offer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
         let answer = self
             .session
             .create_answer(&offer, &AudioConfig::default(), &self.local)
             .map_err(|e| e.to_string())?;
-        let audio = &answer.audio;
+        self.follow(&answer.audio)?;
+        Ok(answer.sdp)
+    }
+
+    /// The ACK's answer to the offer our 200 carried for a re-INVITE without one: the media
+    /// follows it as it follows an offer. Nothing changes for an unusable answer (logged), for
+    /// a retransmitted ACK, or for a body we did not ask for.
+    pub fn reinvite_ack(&mut self, body: &Body) {
+        let Some(offer) = self.offered.take() else {
+            return;
+        };
+        let answer = || {
+            if !body
+                .content_type
+                .to_ascii_lowercase()
+                .starts_with("application/sdp")
+            {
+                return Err(format!("the ACK's body is {}, not SDP", body.content_type));
+            }
+            let text =
+                std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+            let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+            process_answer(&offer, &answer).map_err(|e| e.to_string())
+        };
+        let followed = answer().and_then(|audio| self.follow(&audio));
+        if let Err(e) = followed {
+            tracing::warn!(call_id = %self.call_id, error = %e, "the ACK's answer is unusable; media unchanged");
+        }
+    }
+
+    /// Points the media where the negotiated `audio` says, and follows its hold state.
+    fn follow(&mut self, audio: &NegotiatedAudio) -> Result<(), String> {
         let held = audio.remote_hold;
         let remote = match self.remote {
             // c=0.0.0.0 (RFC 2543 hold): the last real address stays, and gets no RTP.
@@ -240,9 +275,9 @@ impl LegMedia {
             self.held = held;
             self.mute(self.room_mute);
         }
-        tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone re-INVITE followed");
+        tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone's new SDP followed");
         self.phone_sends = audio.remote_direction.sends() && !held;
-        Ok(answer.sdp)
+        Ok(())
     }
 
     /// Ends the media: the engine's leg when it runs, else the sockets are closed here.

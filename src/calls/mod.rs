@@ -36,6 +36,7 @@ fn call_of(event: &UaEvent) -> Option<CallHandle> {
         | UaEvent::Failed { call, .. }
         | UaEvent::Cancelled { call }
         | UaEvent::ReInvite { call, .. }
+        | UaEvent::ReInviteAck { call, .. }
         | UaEvent::Info { call, .. }
         | UaEvent::Ended { call, .. } => Some(*call),
         UaEvent::IncomingCall { .. } | UaEvent::Discarded { .. } => None,

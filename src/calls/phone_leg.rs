@@ -432,6 +432,7 @@ async fn drive(
                         }
                     }
                     UaEvent::ReInvite { body, .. } => leg.media.reinvite(handle, &body).await,
+                    UaEvent::ReInviteAck { body, .. } => leg.media.reinvite_ack(&body),
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
                 }
             }

@@ -743,6 +743,7 @@ impl Core {
             | UaEvent::Failed { call, .. }
             | UaEvent::Cancelled { call }
             | UaEvent::ReInvite { call, .. }
+            | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
             | UaEvent::Ended { call, .. } => call,
             UaEvent::Discarded { .. } => return event,
