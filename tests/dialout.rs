@@ -629,10 +629,7 @@ async fn reinvite_moves_the_phones_media() {
     let answer = phone_moves_by_reinvite("dialout_reinvite_move.xml").await;
     assert!(answer.contains("Content-Type: application/sdp"), "{answer}");
     assert!(answer.contains("a=sendrecv"), "{answer}");
-    let media_line = answer
-        .lines()
-        .find(|l| l.starts_with("m=audio "))
-        .unwrap_or_else(|| panic!("answer has audio:\n{answer}"));
+    let media_line = audio_line(&answer);
     assert!(
         media_line.ends_with("RTP/AVP 0 101"),
         "one codec of the offer and telephone-event: {media_line}"
@@ -644,15 +641,20 @@ async fn reinvite_moves_the_phones_media() {
 #[tokio::test]
 async fn offerless_reinvite_gets_our_offer_and_the_acks_answer_moves_the_media() {
     let offer = phone_moves_by_reinvite("dialout_reinvite_offerless.xml").await;
-    let media_line = offer
-        .lines()
-        .find(|l| l.starts_with("m=audio "))
-        .unwrap_or_else(|| panic!("the 200 offers audio:\n{offer}"));
+    let media_line = audio_line(&offer);
     assert!(
         media_line.ends_with("RTP/AVP 0 8 101"),
         "PCMU, PCMA and telephone-event offered: {media_line}"
     );
     assert!(offer.contains("a=sendrecv"), "{offer}");
+}
+
+/// The m=audio line of an SDP in a SIP message.
+fn audio_line(message: &str) -> &str {
+    message
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap_or_else(|| panic!("no audio in:\n{message}"))
 }
 
 /// Dials a SIPp phone running `scenario`, which answers with media at a port that only

@@ -2180,6 +2180,30 @@ fn flush(
 pub mod bench {
     use super::*;
 
+    /// A phone leg's media as the benchmark and the tests make it: PCMU with telephone-event,
+    /// RTP and RTCP to one `remote` address, no media timeout to speak of.
+    pub(super) fn loopback_phone(
+        who: Option<MediaParticipant>,
+        (rtp, rtcp): (std::net::UdpSocket, std::net::UdpSocket),
+        remote: SocketAddr,
+        events: mpsc::UnboundedSender<PhoneMediaEvent>,
+    ) -> PhoneMedia {
+        PhoneMedia {
+            who,
+            rtp,
+            rtcp,
+            remote: PhoneRemote {
+                law: G711::Pcmu,
+                dtmf_pt: Some(101),
+                rtp: remote,
+                rtcp: remote,
+                receives: true,
+            },
+            media_timeout: Duration::from_secs(3600),
+            events,
+        }
+    }
+
     /// Two phone legs in one room (the direct path) and the sockets standing in for the phones.
     pub struct TwoPhones {
         shard: Shard,
@@ -2232,28 +2256,16 @@ pub mod bench {
                     let (events, receiver) = mpsc::unbounded_channel();
                     keep.push(Box::new(receiver));
                     let remote = own.local_addr()?;
+                    let who = MediaParticipant {
+                        room_id,
+                        session_id: format!("phone-{n}"),
+                        attendee_id: n as i64,
+                        actor_type: "phones".into(),
+                        actor_id: format!("phone{n}"),
+                    };
                     shard.add_phone(
                         MediaId(n),
-                        PhoneMedia {
-                            who: Some(MediaParticipant {
-                                room_id,
-                                session_id: format!("phone-{n}"),
-                                attendee_id: n as i64,
-                                actor_type: "phones".into(),
-                                actor_id: format!("phone{n}"),
-                            }),
-                            rtp,
-                            rtcp,
-                            remote: PhoneRemote {
-                                law: G711::Pcmu,
-                                dtmf_pt: Some(101),
-                                rtp: remote,
-                                rtcp: remote,
-                                receives: true,
-                            },
-                            media_timeout: Duration::from_secs(3600),
-                            events,
-                        },
+                        loopback_phone(Some(who), (rtp, rtcp), remote, events),
                     );
                     Ok((own, gateway))
                 };
@@ -2468,20 +2480,7 @@ mod tests {
         let id = MediaId(n);
         shard.add_phone(
             id,
-            PhoneMedia {
-                who: room.then(|| who(n)),
-                rtp,
-                rtcp,
-                remote: PhoneRemote {
-                    law: G711::Pcmu,
-                    dtmf_pt: Some(101),
-                    rtp: remote,
-                    rtcp: remote,
-                    receives: true,
-                },
-                media_timeout: Duration::from_secs(3600),
-                events,
-            },
+            bench::loopback_phone(room.then(|| who(n)), (rtp, rtcp), remote, events),
         );
         Phone {
             id,
