@@ -434,6 +434,18 @@ fn unanswered_invite_fails_with_408_at_timer_b() {
     }
 }
 
+/// An incoming call answered at `t0` and ACKed 100 ms later, its events taken.
+fn confirmed_incoming(ua: &mut UserAgent, t0: Instant) -> (CallHandle, String) {
+    let (call, tag) = answered_incoming(ua, t0);
+    deliver(
+        ua,
+        t0 + ms(100),
+        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
+    );
+    events(ua);
+    (call, tag)
+}
+
 fn incoming(
     method: &str,
     branch: &str,
@@ -585,13 +597,7 @@ fn caller_cancels_an_incoming_call() {
 fn reinvite_is_answered_with_the_current_sdp_and_refreshes_the_target() {
     let mut ua = agent();
     let t0 = Instant::now();
-    let (call, tag) = answered_incoming(&mut ua, t0);
-    deliver(
-        &mut ua,
-        t0 + ms(100),
-        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
-    );
-    events(&mut ua);
+    let (call, tag) = confirmed_incoming(&mut ua, t0);
     let hold = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     let reinvite = String::from_utf8(incoming("INVITE", "z9hG4bKr1", Some(&tag), 9, "", &hold))
         .expect("utf8")
@@ -800,13 +806,7 @@ fn reinvite_answered_by_the_application_and_glare_gets_491() {
         ..UaConfig::default()
     });
     let t0 = Instant::now();
-    let (call, tag) = answered_incoming(&mut ua, t0);
-    deliver(
-        &mut ua,
-        t0 + ms(100),
-        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
-    );
-    events(&mut ua);
+    let (call, tag) = confirmed_incoming(&mut ua, t0);
     let hold = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     deliver(
         &mut ua,
@@ -848,13 +848,7 @@ fn reinvite_answered_by_the_application_and_glare_gets_491() {
 fn one_call_can_answer_its_reinvites_itself_while_others_are_auto_answered() {
     let mut ua = agent();
     let t0 = Instant::now();
-    let (call, tag) = answered_incoming(&mut ua, t0);
-    deliver(
-        &mut ua,
-        t0 + ms(100),
-        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
-    );
-    events(&mut ua);
+    let (call, tag) = confirmed_incoming(&mut ua, t0);
     ua.answer_reinvites_manually(call).expect("known call");
     let hold = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     deliver(
@@ -884,13 +878,7 @@ fn one_call_can_answer_its_reinvites_itself_while_others_are_auto_answered() {
 fn offerless_reinvite_gets_our_offer_and_the_acks_answer_is_passed_up() {
     let mut ua = agent();
     let t0 = Instant::now();
-    let (call, tag) = answered_incoming(&mut ua, t0);
-    deliver(
-        &mut ua,
-        t0 + ms(100),
-        &incoming("ACK", "z9hG4bKa1", Some(&tag), 8, "", ""),
-    );
-    events(&mut ua);
+    let (call, tag) = confirmed_incoming(&mut ua, t0);
     ua.answer_reinvites_manually(call).expect("known call");
     deliver(
         &mut ua,
