@@ -109,15 +109,8 @@ async fn browser_in_call(alice: &Client, token: &str) -> WebRtcClient {
     alice.join_room(token).await;
     alice.join_call(token, 3).await;
     let offer = Offer::new(false);
-    let response = alice
-        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .expect("media join");
-    assert_eq!(response.status(), 201);
-    offer.start(&response.text().await.expect("answer"), BROWSER_TONE)
+    let answer = alice.join_media(token, &offer.sdp).await;
+    offer.start(&answer, BROWSER_TONE)
 }
 
 async fn connected(events: &mut EventReader) -> Value {

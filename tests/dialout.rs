@@ -54,15 +54,8 @@ async fn room_with_phone(gw: &Gateway) -> (Client, String, i64, EventReader) {
 /// Alice's WebRTC client in the room's call, sending `tone` Hz.
 async fn browser_in(alice: &Client, token: &str, tone: f64) -> WebRtcClient {
     let offer = Offer::new(false);
-    let response = alice
-        .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .expect("media join");
-    assert_eq!(response.status(), 201);
-    offer.start(&response.text().await.expect("answer"), tone)
+    let answer = alice.join_media(token, &offer.sdp).await;
+    offer.start(&answer, tone)
 }
 
 /// SIPp as the phone over UDP, running `scenario` with its media at the test-owned

@@ -275,7 +275,7 @@ impl LegMedia {
             self.held = held;
             self.mute(self.room_mute);
         }
-        tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone's new SDP followed");
+        tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone re-INVITE followed");
         self.phone_sends = audio.remote_direction.sends() && !held;
         Ok(())
     }

@@ -317,6 +317,19 @@ impl Client {
             .to_string()
     }
 
+    /// Joins the room's media with an SDP `offer` (WHIP); the answer.
+    pub async fn join_media(&self, token: &str, offer: &str) -> String {
+        let response = self
+            .request(Method::POST, &format!("/api/v1/rooms/{token}/media"))
+            .header("Content-Type", "application/sdp")
+            .body(offer.to_string())
+            .send()
+            .await
+            .expect("media join");
+        assert_eq!(response.status(), 201, "media join refused");
+        response.text().await.expect("answer")
+    }
+
     pub async fn join_call(&self, token: &str, flags: i64) {
         self.talk(
             Method::POST,
