@@ -51,9 +51,9 @@ struct Bare {
 }
 
 impl Bare {
-    fn new() -> Bare {
+    fn new(cfg: OpusConfig) -> Bare {
         Bare {
-            enc: OpusEncoder::new(OpusConfig::default()).unwrap_or_else(|e| panic!("{e}")),
+            enc: OpusEncoder::new(cfg).unwrap_or_else(|e| panic!("{e}")),
             dec: OpusDecoder::new(8000, 20).unwrap_or_else(|e| panic!("{e}")),
             pkt: [0; MAX_PACKET],
             pcm: [0; FRAME_8K],
@@ -80,10 +80,9 @@ struct Bridged {
 }
 
 impl Bridged {
-    fn new() -> Bridged {
+    fn new(cfg: OpusConfig) -> Bridged {
         Bridged {
-            up: PhoneToWeb::new(G711::Pcmu, OpusConfig::default())
-                .unwrap_or_else(|e| panic!("{e}")),
+            up: PhoneToWeb::new(G711::Pcmu, cfg).unwrap_or_else(|e| panic!("{e}")),
             down: WebToPhone::new(G711::Pcmu).unwrap_or_else(|e| panic!("{e}")),
             t0: Instant::now(),
             k: 0,
@@ -145,7 +144,7 @@ fn transcode(c: &mut Criterion) {
     let mut g = c.benchmark_group("transcode");
     g.throughput(Throughput::Elements(1));
 
-    let mut bare = Bare::new();
+    let mut bare = Bare::new(OpusConfig::default());
     let mut i = 0usize;
     g.bench_function("bare_libopus", |b| {
         b.iter(|| {
@@ -154,7 +153,7 @@ fn transcode(c: &mut Criterion) {
         })
     });
 
-    let mut bridged = Bridged::new();
+    let mut bridged = Bridged::new(OpusConfig::default());
     let mut i = 0usize;
     g.bench_function("bridged_call", |b| {
         b.iter(|| {
@@ -164,46 +163,57 @@ fn transcode(c: &mut Criterion) {
     });
 
     // Alternating the two per frame exposes both to the same machine load; the ratio of
-    // their summed times is printed (target: at most 1.25).
-    let (mut bare, mut bridged) = (Bare::new(), Bridged::new());
-    let (mut t_bare, mut t_bridged) = (Duration::ZERO, Duration::ZERO);
-    let mut i = 0usize;
-    g.bench_function("bridged_call_interleaved", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Alternate which goes first, so neither always meets a cold cache.
-                let mut run_bare = || {
-                    let start = Instant::now();
-                    bare.step(&pcm[i % pcm.len()]);
-                    start.elapsed()
-                };
-                let mut run_bridged = || {
-                    let start = Instant::now();
-                    bridged.step(&g711[i % g711.len()]);
-                    start.elapsed()
-                };
-                let (a, d) = if i & 1 == 0 {
-                    let a = run_bare();
-                    (a, run_bridged())
-                } else {
-                    let d = run_bridged();
-                    (run_bare(), d)
-                };
-                t_bare += a;
-                t_bridged += d;
-                total += d;
-                i += 1;
-            }
-            total
-        })
-    });
-    eprintln!(
-        "bridged/bare over {i} interleaved frames: {:.3} ({:?} vs {:?} per frame)",
-        t_bridged.as_secs_f64() / t_bare.as_secs_f64().max(1e-12),
-        t_bridged / (i.max(1) as u32),
-        t_bare / (i.max(1) as u32)
-    );
+    // their summed times is printed (target: at most 1.25). At the mix's complexity (5) and
+    // at the direct path's default for a phone's audio (1), where the codec's share is smaller.
+    for complexity in [5, 1] {
+        let cfg = OpusConfig {
+            complexity,
+            ..OpusConfig::default()
+        };
+        let (mut bare, mut bridged) = (Bare::new(cfg), Bridged::new(cfg));
+        let (mut t_bare, mut t_bridged) = (Duration::ZERO, Duration::ZERO);
+        let mut i = 0usize;
+        g.bench_with_input(
+            BenchmarkId::new("bridged_call_interleaved", complexity),
+            &complexity,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // Alternate which goes first, so neither always meets a cold cache.
+                        let mut run_bare = || {
+                            let start = Instant::now();
+                            bare.step(&pcm[i % pcm.len()]);
+                            start.elapsed()
+                        };
+                        let mut run_bridged = || {
+                            let start = Instant::now();
+                            bridged.step(&g711[i % g711.len()]);
+                            start.elapsed()
+                        };
+                        let (a, d) = if i & 1 == 0 {
+                            let a = run_bare();
+                            (a, run_bridged())
+                        } else {
+                            let d = run_bridged();
+                            (run_bare(), d)
+                        };
+                        t_bare += a;
+                        t_bridged += d;
+                        total += d;
+                        i += 1;
+                    }
+                    total
+                })
+            },
+        );
+        eprintln!(
+            "complexity {complexity}: bridged/bare over {i} interleaved frames: {:.3} ({:?} vs {:?} per frame)",
+            t_bridged.as_secs_f64() / t_bare.as_secs_f64().max(1e-12),
+            t_bridged / (i.max(1) as u32),
+            t_bare / (i.max(1) as u32)
+        );
+    }
     g.finish();
 }
 
