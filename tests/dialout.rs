@@ -718,9 +718,7 @@ async fn phone_moves_by_reinvite(scenario: &str) -> String {
 async fn hold_is_answered_and_suspends_the_media_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
     let mport = silent.local_addr().expect("addr").port().to_string();
-    // Every re-INVITE re-creates the leg's stream (a new SSRC); the streams that reach the
-    // phone tell which legs sent RTP.
-    let streams = rtp_streams(silent);
+    let heard = rtp_headers(silent);
     let sipp = phone_sipp("dialout_hold.xml", &mport).await;
     let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "media_timeout = \"2s\"\n"));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
@@ -748,21 +746,40 @@ async fn hold_is_answered_and_suspends_the_media_timeout() {
     assert!(held.contains("a=recvonly"), "{held}");
     let resumed = reinvite_answer(&trace, 4);
     assert!(resumed.contains("a=sendrecv"), "{resumed}");
-    // Answered, resumed, resumed again: a held phone (a=inactive, then c=0.0.0.0) gets no RTP.
-    let streams = streams.lock().expect("streams").clone();
+    // One stream throughout (the re-INVITEs are followed in place), sent in three spurts:
+    // answered, resumed, resumed again; a held phone (a=inactive, then c=0.0.0.0) gets no RTP.
+    // A pause shows as a timestamp that ran on further than the sequence number, and the
+    // first packet after it carries the marker bit.
+    let heard = heard.lock().expect("headers").clone();
+    let ssrcs: std::collections::BTreeSet<u32> = heard.iter().map(|h| h.0).collect();
+    assert_eq!(ssrcs.len(), 1, "one RTP stream: {ssrcs:?}");
+    let spurts: Vec<(u16, bool)> = heard
+        .windows(2)
+        .filter(|w| {
+            let seqs = u32::from(w[1].1.wrapping_sub(w[0].1));
+            w[1].2.wrapping_sub(w[0].2) != seqs * 160
+        })
+        .map(|w| (w[1].1, w[1].3))
+        .collect();
     assert_eq!(
-        streams.len(),
-        3,
-        "RTP streams at the phone (SSRC, packets): {streams:?}"
+        spurts.len(),
+        2,
+        "two pauses in the RTP (seq, marker): {spurts:?}"
+    );
+    assert!(
+        spurts.iter().all(|(_, marker)| *marker),
+        "talkspurts marked: {spurts:?}"
     );
     assert_nothing_left(&gw).await;
 }
 
-/// Collects, in order of arrival, the SSRCs of the RTP packets `socket` receives, with their
-/// packet counts.
-fn rtp_streams(socket: UdpSocket) -> Arc<Mutex<Vec<(u32, usize)>>> {
-    let streams = Arc::new(Mutex::new(Vec::new()));
-    let seen = streams.clone();
+/// SSRC, sequence number, timestamp and marker bit of an RTP packet.
+type RtpHeader = (u32, u16, u32, bool);
+
+/// Collects the RTP headers of the packets `socket` receives, in order of arrival.
+fn rtp_headers(socket: UdpSocket) -> Arc<Mutex<Vec<RtpHeader>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let seen = heard.clone();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("read timeout");
@@ -773,18 +790,19 @@ fn rtp_streams(socket: UdpSocket) -> Arc<Mutex<Vec<(u32, usize)>>> {
             let Ok(n) = socket.recv(&mut buf) else {
                 continue;
             };
-            let Some(ssrc) = buf.get(8..12).filter(|_| n >= 12) else {
+            if n < 12 {
                 continue;
-            };
-            let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
-            let mut streams = seen.lock().expect("streams");
-            match streams.last_mut() {
-                Some((last, count)) if *last == ssrc => *count += 1,
-                _ => streams.push((ssrc, 1)),
             }
+            let word =
+                |at: usize| u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            let marker = buf[1] & 0x80 != 0;
+            seen.lock()
+                .expect("headers")
+                .push((word(8), seq, word(4), marker));
         }
     });
-    streams
+    heard
 }
 
 /// Early media: a phone that only ever sends 183 with SDP is heard in the room while it rings;

@@ -225,6 +225,9 @@ pub struct RtpLeg {
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
     last_rtp: Option<Instant>,
+    /// Inactivity counts from the later of this and the last RTP: the leg's start, or the
+    /// last renegotiation.
+    quiet_since: Instant,
     inactive: bool,
     remote_ssrc: Option<u32>,
     // RTCP.
@@ -265,6 +268,7 @@ impl RtpLeg {
             latched: None,
             latched_rtcp: None,
             last_rtp: None,
+            quiet_since: now,
             inactive: false,
             remote_ssrc: None,
             wall_base: (now, wall),
@@ -430,6 +434,33 @@ impl RtpLeg {
         }
     }
 
+    /// Follows a renegotiation (a re-INVITE) in place: new addresses (the latch opens again
+    /// for them), telephone-event type, whether the remote takes RTP, inactivity timeout, which
+    /// counts from `now` again. Our SSRC, sequence numbers and timestamps run on, so a session
+    /// refresh or a hold is no new stream to the remote. A new law needs a new leg: false
+    /// then, and nothing changed.
+    pub fn renegotiate(&mut self, now: Instant, cfg: &RtpLegConfig) -> bool {
+        if cfg.law != self.cfg.law {
+            return false;
+        }
+        if (cfg.remote_rtp, cfg.remote_rtcp) != (self.cfg.remote_rtp, self.cfg.remote_rtcp) {
+            self.latched = None;
+            self.latched_rtcp = None;
+        }
+        if cfg.send && !self.cfg.send {
+            // The first packet after a pause starts a talkspurt.
+            self.first_sent = false;
+        }
+        self.cfg.remote_rtp = cfg.remote_rtp;
+        self.cfg.remote_rtcp = cfg.remote_rtcp;
+        self.cfg.dtmf_pt = cfg.dtmf_pt;
+        self.cfg.send = cfg.send;
+        self.cfg.inactivity_timeout = cfg.inactivity_timeout;
+        self.quiet_since = now;
+        self.inactive = false;
+        true
+    }
+
     /// Turns the direct path on or off: while on, each audio packet received is also decoded
     /// at once for [`RtpLeg::take_forward`] (the jitter buffer is fed as ever, so mixing can
     /// take over without a gap).
@@ -568,7 +599,10 @@ impl RtpLeg {
 
     fn inactivity_deadline(&self) -> Option<Instant> {
         let timeout = self.cfg.inactivity_timeout?;
-        Some(later(self.last_rtp.unwrap_or(self.wall_base.0), timeout))
+        let since = self
+            .last_rtp
+            .map_or(self.quiet_since, |t| t.max(self.quiet_since));
+        Some(later(since, timeout))
     }
 
     /// Runs timers: inactivity and RTCP reports.
@@ -1159,6 +1193,70 @@ mod tests {
         }
         assert!(sent.iter().all(|(t, _)| t.rtcp), "only RTCP: {sent:?}");
         assert!(!sent.is_empty(), "receiver reports still go out");
+    }
+
+    #[test]
+    fn a_renegotiation_moves_and_pauses_the_stream_in_place() {
+        let t0 = Instant::now();
+        let mut leg = leg(t0);
+        let frame = |leg: &mut RtpLeg, k: u64| {
+            leg.send_audio(t0 + Duration::from_millis(20 * k), &[0; FRAME_8K]);
+            drain(leg)
+                .into_iter()
+                .filter(|(t, _)| !t.rtcp)
+                .map(|(t, bytes)| {
+                    let p = RtpPacket::parse(&bytes).unwrap_or_else(|e| panic!("{e:?}"));
+                    (
+                        t.to,
+                        p.ssrc(),
+                        p.sequence_number(),
+                        p.timestamp(),
+                        p.marker_bit(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = frame(&mut leg, 0);
+        assert_eq!(first.len(), 1);
+        let (_, ssrc, seq, ts, _) = first[0];
+
+        // Held (the remote takes no RTP): the media clock runs on, nothing is sent.
+        let moved = addr("192.0.2.9:5000");
+        let held = RtpLegConfig {
+            send: false,
+            ..RtpLegConfig::new(G711::Pcmu, 1, moved)
+        };
+        assert!(leg.renegotiate(t0 + Duration::from_millis(20), &held));
+        assert!(frame(&mut leg, 1).is_empty());
+        assert!(frame(&mut leg, 2).is_empty());
+
+        // Resumed at the new address: the same stream, three frames on, a talkspurt.
+        let resumed = RtpLegConfig::new(G711::Pcmu, 1, moved);
+        assert!(leg.renegotiate(t0 + Duration::from_millis(60), &resumed));
+        let next = frame(&mut leg, 3);
+        assert_eq!(
+            next,
+            vec![(
+                moved,
+                ssrc,
+                seq.wrapping_add(1),
+                ts.wrapping_add(3 * FRAME_8K as u32),
+                true
+            )]
+        );
+
+        // Inactivity counts from the renegotiation, not from the leg's start.
+        let timeout = Duration::from_secs(30);
+        let t1 = t0 + Duration::from_secs(20);
+        assert!(leg.renegotiate(t1, &resumed));
+        leg.handle_timeout(t0 + timeout + Duration::from_secs(1));
+        assert!(!events(&mut leg).contains(&LegEvent::Inactive));
+        leg.handle_timeout(t1 + timeout);
+        assert!(events(&mut leg).contains(&LegEvent::Inactive));
+
+        // Another law is another leg.
+        let pcma = RtpLegConfig::new(G711::Pcma, 1, moved);
+        assert!(!leg.renegotiate(t1, &pcma));
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl LegMedia {
                 live.has_media = true;
             }
         } else {
-            // Re-created even when unchanged: the media timeout counts from the answer.
+            // Sent even when unchanged: the media timeout counts from the answer again.
             self.shared
                 .media
                 .update_phone(self.id, remote)

@@ -953,12 +953,20 @@ fn enter_room(rooms: &mut HashMap<i64, Room>, id: MediaId, room_id: i64, mute: P
 }
 
 fn phone_leg(now: Instant, remote: &PhoneRemote, media_timeout: Duration) -> RtpLeg {
+    RtpLeg::new(
+        now,
+        std::time::SystemTime::now(),
+        phone_leg_config(remote, media_timeout),
+    )
+}
+
+fn phone_leg_config(remote: &PhoneRemote, media_timeout: Duration) -> RtpLegConfig {
     let mut cfg = RtpLegConfig::new(remote.law, rand::random(), remote.rtp);
     cfg.remote_rtcp = remote.rtcp;
     cfg.dtmf_pt = remote.dtmf_pt;
     cfg.inactivity_timeout = Some(media_timeout);
     cfg.send = remote.receives;
-    RtpLeg::new(now, std::time::SystemTime::now(), cfg)
+    cfg
 }
 
 /// One participant of a room.
@@ -1274,10 +1282,14 @@ impl Shard {
             Command::UpdatePhone { id, remote } => {
                 if let Some(slot) = self.phones.get_mut(&id) {
                     let now = Instant::now();
-                    slot.leg.close(now);
-                    send_phone(id, slot);
-                    slot.leg = phone_leg(now, &remote, slot.media_timeout);
-                    slot.leg.set_forwarding(slot.direct);
+                    let cfg = phone_leg_config(&remote, slot.media_timeout);
+                    // The same stream runs on unless the law changed.
+                    if !slot.leg.renegotiate(now, &cfg) {
+                        slot.leg.close(now);
+                        send_phone(id, slot);
+                        slot.leg = RtpLeg::new(now, std::time::SystemTime::now(), cfg);
+                        slot.leg.set_forwarding(slot.direct);
+                    }
                     tracing::info!(media = %id, remote = %remote.rtp, sends = remote.receives, "phone leg re-pointed");
                 }
             }
