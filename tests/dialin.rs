@@ -17,9 +17,10 @@ use common::{Client, Gateway};
 use dialbridge_sip::auth::{Challenge, DigestRequest};
 use dialbridge_sip::message::{Message, Response};
 use dialbridge_sip::transport::{Frame, StreamFramer};
+use ports::free_port;
 use reqwest::Method;
 use serde_json::json;
-use telephony::{free_port, Sipp, Tp as Transport};
+use telephony::{Sipp, Tp as Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

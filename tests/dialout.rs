@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Client, Gateway, TALK};
+use ports::free_port;
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
-    assert_nothing_left, call_records, free_port, participant, wait_for, EventReader, PhoneMedia,
-    Sipp, Tp,
+    assert_nothing_left, call_records, participant, wait_for, EventReader, PhoneMedia, Sipp, Tp,
 };
 use webrtc_client::{Offer, WebRtcClient};
 

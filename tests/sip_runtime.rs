@@ -30,7 +30,8 @@ struct Sipp {
 impl Sipp {
     /// Starts SIPp as a UAS running `scenario` for one call.
     async fn uas(scenario: &str, transport: Transport) -> Sipp {
-        let port = free_port(transport);
+        let ports = ports::sipp_ports();
+        let port = ports.sip;
         let dir = tempfile::tempdir().expect("tempdir");
         let scenario_path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
             .iter()
@@ -48,12 +49,7 @@ impl Sipp {
                 },
             ])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args([
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &ports::sipp_media_port().to_string(),
-            ])
+            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,14 +105,6 @@ impl Drop for Sipp {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
-}
-
-fn free_port(transport: Transport) -> u16 {
-    ports::free_port(if transport == Transport::Tcp {
-        ports::Tp::Tcp
-    } else {
-        ports::Tp::Udp
-    })
 }
 
 struct Runtime {

@@ -22,7 +22,8 @@ use crate::common::{Client, Gateway};
 /// How long a test waits for something that must happen.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub use crate::ports::{free_port, sipp_media_port, Tp};
+use crate::ports::sipp_ports;
+pub use crate::ports::Tp;
 
 pub struct Sipp {
     child: Child,
@@ -33,7 +34,8 @@ pub struct Sipp {
 impl Sipp {
     /// SIPp as the phone behind the trunk, running `scenario` for one call.
     pub async fn uas(scenario: &str, tp: Tp, extra: &[&str]) -> Sipp {
-        let port = free_port(tp);
+        let ports = sipp_ports();
+        let port = ports.sip;
         let dir = tempfile::tempdir().expect("tempdir");
         let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
             .iter()
@@ -44,7 +46,7 @@ impl Sipp {
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
             .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &sipp_media_port().to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -397,7 +399,8 @@ impl Sipp {
         ua: &str,
         extra: &[&str],
     ) -> Sipp {
-        let port = free_port(tp);
+        let ports = sipp_ports();
+        let port = ports.sip;
         let dir = tempfile::tempdir().expect("tempdir");
         let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
             .iter()
@@ -413,7 +416,7 @@ impl Sipp {
             .args(["-auth_uri", &format!("{number}@{target}")])
             .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
             .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &sipp_media_port().to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
