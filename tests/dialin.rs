@@ -471,6 +471,10 @@ async fn unknown_number_is_404() {
         .await;
         assert!(ok, "{transport:?}: 404 for a number no room has:\n{trace}");
     }
+    assert_eq!(
+        telephony::calls_ended(&gw, "dialin", "rejected", "invalid-number").await,
+        2.0
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use common::{Client, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
-    assert_nothing_left, call_records, participant, wait_for, EventReader, PhoneMedia, Sipp, Tp,
+    assert_nothing_left, call_records, calls_ended, participant, wait_for, EventReader, PhoneMedia,
+    Sipp, Tp,
 };
 use webrtc_client::{Offer, WebRtcClient};
 
@@ -328,6 +329,7 @@ async fn caller_hangs_up(tp: Tp) {
     let recs = call_records(&alice, &token, "dialin").await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["cause"], "hangup");
+    assert_eq!(calls_ended(&gw, "dialin", "cleared", "hangup").await, 1.0);
     assert_nothing_left(&gw).await;
 }
 
@@ -430,6 +432,11 @@ async fn three_wrong_pins_end_with_goodbye_and_bye() {
     );
     assert!(log.contains("wrong PIN too often: goodbye"), "{log}");
     assert!(call_records(&alice, &token, "dialin").await.is_empty());
+    assert_eq!(
+        calls_ended(&gw, "dialin", "cleared", "wrong-pin").await,
+        1.0,
+        "counted though no room was reached"
+    );
     assert_nothing_left(&gw).await;
 }
 

@@ -20,7 +20,8 @@ use ports::free_port;
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
-    assert_nothing_left, call_records, participant, wait_for, EventReader, PhoneMedia, Sipp, Tp,
+    assert_nothing_left, call_records, calls_ended, participant, wait_for, EventReader, PhoneMedia,
+    Sipp, Tp,
 };
 use webrtc_client::{Offer, WebRtcClient};
 
@@ -235,6 +236,7 @@ async fn rejected_with_sip(
         recs[0]
     );
     assert_nothing_left(&gw).await;
+    assert_eq!(calls_ended(&gw, "dialout", "rejected", cause).await, 1.0);
     trace
 }
 

@@ -156,6 +156,11 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
     let sip = shared.sip.clone();
     let refuse = |code: u16, reason: &'static str| {
         let sip = sip.clone();
+        phone_leg::count_end(
+            "dialin",
+            CallStatus::Rejected,
+            Some(phone_leg::rejection_cause(code, false)),
+        );
         async move {
             if let Err(e) = sip.respond(call, code, reason, None).await {
                 tracing::info!(error = %e, code, "cannot refuse inbound call");
@@ -480,6 +485,7 @@ impl Leg {
                 },
             ),
             _ => {
+                phone_leg::count_end("dialin", CallStatus::Cleared, Some(cause));
                 tracing::info!(call_id = %self.call_id, cause, "inbound call ended before joining a room")
             }
         }

@@ -109,6 +109,18 @@ pub(crate) fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> 
     })
 }
 
+/// Counts the end of a phone call, whichever side started it and however far it got:
+/// `dialbridge_phone_calls_ended_total{kind, status, cause}`.
+pub(crate) fn count_end(kind: &'static str, status: CallStatus, cause: Option<&str>) {
+    metrics::counter!(
+        "dialbridge_phone_calls_ended_total",
+        "kind" => kind,
+        "status" => status.as_str(),
+        "cause" => cause.unwrap_or("none").to_string()
+    )
+    .increment(1);
+}
+
 /// Logs a leg's new status, records it and announces it in the room.
 pub(crate) fn report(
     shared: &Shared,
@@ -125,6 +137,7 @@ pub(crate) fn report(
         "phone leg status"
     );
     if change.status.is_final() {
+        count_end(record.kind, change.status, change.cause.as_deref());
         // Free before anyone hears of the end: a dial-out right after it must not be refused.
         if let Some(live) = shared.legs().get_mut(&record.call_id) {
             live.finished = true;

@@ -191,9 +191,37 @@ pub fn gauge(metrics: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// The gateway's `/metrics` page.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    gw.anonymous()
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// How many phone calls of `kind` (dialout, dialin) ended with `status` and `cause`
+/// (`dialbridge_phone_calls_ended_total`).
+pub async fn calls_ended(gw: &Gateway, kind: &str, status: &str, cause: &str) -> f64 {
+    let labels = [("kind", kind), ("status", status), ("cause", cause)];
+    metrics_text(gw)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("dialbridge_phone_calls_ended_total{"))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits until no dial-out leg, SIP call or transaction, RTP port or phone media leg remains.
 pub async fn assert_nothing_left(gw: &Gateway) {
-    let client = gw.anonymous();
     let names = [
         "dialbridge_dialout_legs",
         "dialbridge_dialin_legs",
@@ -204,14 +232,7 @@ pub async fn assert_nothing_left(gw: &Gateway) {
     ];
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = client
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = metrics_text(gw).await;
         let left: Vec<String> = names
             .iter()
             .filter(|n| gauge(&text, n).unwrap_or(0.0) != 0.0)
