@@ -541,6 +541,53 @@ async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_e
     panic!("the slot was never given back: {answers:?}");
 }
 
+/// A trunk's slot is given back when our BYE goes out, not when it is answered: a trunk that
+/// never answers it can still place its next call at once.
+#[tokio::test]
+async fn a_trunk_slot_is_free_again_as_soon_as_we_hang_up() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\nwait_for_call = 2\n",
+        inbound("allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n")
+    ));
+    // No call in the room: the first caller waits, then hears goodbye and gets our BYE, which
+    // it never answers.
+    room_with_number(&gw, false).await;
+    let media_port = free_port(Transport::Udp).to_string();
+    let first = Sipp::uac(
+        sip_addr(&gw, Transport::Udp),
+        "uac_call_ignores_bye.xml",
+        Transport::Udp,
+        ROOM_NUMBER,
+        "Carrier SBC",
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &media_port],
+    );
+    let end = std::time::Instant::now() + ANSWER;
+    while !gw.log().contains("hanging up inbound call") {
+        assert!(std::time::Instant::now() < end, "we never hung up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = telephony::metrics_text(&gw).await;
+    assert_eq!(
+        telephony::gauge(&metrics, "dialbridge_dialin_legs"),
+        Some(1.0),
+        "the first leg still waits for the answer to its BYE"
+    );
+    let mut next = Peer::connect(&gw, Transport::Udp).await;
+    let (invite, _) = next.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    next.send(&invite).await;
+    let mut provisional = Vec::new();
+    let answer = next
+        .final_response(&invite, Duration::from_secs(2), &mut provisional)
+        .await;
+    assert!(
+        provisional.contains(&180),
+        "the next call is admitted, not refused: {provisional:?}, {:?}",
+        answer.map(|r| r.code)
+    );
+    let (ok, trace) = first.finish().await;
+    assert!(ok, "the first caller got our BYE:\n{trace}");
+}
+
 #[tokio::test]
 async fn invites_per_source_are_rate_limited() {
     let gw = Gateway::start(&format!(

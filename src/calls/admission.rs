@@ -267,7 +267,7 @@ impl Admission {
         (d, "admitted", Some(&trunk.config.name))
     }
 
-    /// Gives back the concurrency slot of an admitted call.
+    /// Gives back the concurrency slot of an admitted call (see [`TrunkSlot`]).
     pub fn release(&mut self, trunk: &str) {
         if let Some(t) = self.trunks.iter_mut().find(|t| t.config.name == trunk) {
             t.active = t.active.saturating_sub(1);
@@ -513,6 +513,28 @@ impl RateLimiter {
 
     pub fn tracked(&self) -> usize {
         self.buckets.len()
+    }
+}
+
+/// An admitted call's place in its trunk's `max_concurrent_calls`, given back when dropped:
+/// by the leg once the call is over on our side, or wherever the call ends before a leg.
+pub struct TrunkSlot {
+    give_back: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl TrunkSlot {
+    pub fn new(give_back: impl FnOnce() + Send + 'static) -> TrunkSlot {
+        TrunkSlot {
+            give_back: Some(Box::new(give_back)),
+        }
+    }
+}
+
+impl Drop for TrunkSlot {
+    fn drop(&mut self) {
+        if let Some(give_back) = self.give_back.take() {
+            give_back();
+        }
     }
 }
 

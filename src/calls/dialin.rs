@@ -11,7 +11,7 @@ use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{CallHandle, UaEvent};
 use tokio::sync::mpsc;
 
-use super::admission::{Admission, Decision, InviteFacts};
+use super::admission::{Admission, Decision, InviteFacts, TrunkSlot};
 use super::dialout::{Shared, TrunkDialer};
 use super::inbound::{self, Destination, Inbound, Rules};
 use super::phone_leg;
@@ -216,6 +216,10 @@ impl DialIn {
                 };
                 let this = self.clone();
                 let sip = sip.clone();
+                let slot = {
+                    let (this, trunk) = (self.clone(), trunk.clone());
+                    TrunkSlot::new(move || this.admission().release(&trunk))
+                };
                 let admitted = Admitted {
                     call,
                     request,
@@ -223,13 +227,13 @@ impl DialIn {
                     remote,
                     dialed,
                     events,
+                    slot,
                 };
                 tokio::spawn(async move {
                     this.route_and_answer(&sip, admitted, &trunk).await;
                     if let Some((_, router)) = &this.legs {
                         router.forget(call).await;
                     }
-                    this.admission().release(&trunk);
                 });
                 Ok(())
             }
@@ -249,6 +253,7 @@ impl DialIn {
             remote,
             dialed,
             events,
+            slot,
         } = admitted;
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
@@ -299,6 +304,7 @@ impl DialIn {
             transport,
             trunk: trunk.to_string(),
             events,
+            slot,
         };
         inbound::run(shared.clone(), rules.clone(), inbound, to).await;
     }
@@ -312,6 +318,8 @@ struct Admitted {
     remote: SocketAddr,
     dialed: Option<PhoneNumber>,
     events: Option<mpsc::UnboundedReceiver<UaEvent>>,
+    /// Its trunk's concurrency slot, given back when the call is over on our side.
+    slot: TrunkSlot,
 }
 
 #[cfg(test)]

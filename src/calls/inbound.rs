@@ -14,6 +14,7 @@ use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, UaEvent};
 use tokio::sync::mpsc;
 
+use super::admission::TrunkSlot;
 use super::dialin::normalize;
 use super::dialout::{LiveLeg, Shared};
 use super::leg_media::LegMedia;
@@ -54,6 +55,9 @@ pub struct Inbound {
     /// The `[[inbound]]` trunk that admitted it.
     pub trunk: String,
     pub events: mpsc::UnboundedReceiver<UaEvent>,
+    /// The trunk's concurrency slot: given back when the call is over on our side (our BYE
+    /// sent, or the caller's received), not when our BYE's transaction ends.
+    pub slot: TrunkSlot,
 }
 
 /// The caller's number for the room: P-Asserted-Identity, else From; none when withheld
@@ -142,6 +146,8 @@ struct Leg {
     phase: Phase,
     /// Set once we hang up: the cause and when.
     ending: Option<(&'static str, Instant)>,
+    /// Dropped (given back) once the call is over on our side.
+    slot: Option<TrunkSlot>,
 }
 
 /// Answers the call and runs it to its end; everything it held is freed when it returns.
@@ -152,6 +158,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         transport,
         trunk,
         mut events,
+        slot,
     } = inbound;
     let sip = shared.sip.clone();
     let refuse = |code: u16, reason: &'static str| {
@@ -244,6 +251,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             since: Instant::now(),
         },
         ending: None,
+        slot: Some(slot),
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
     let answered = match remote {
@@ -464,10 +472,13 @@ impl Leg {
         if let Err(e) = self.shared.sip.hangup(self.call).await {
             tracing::warn!(call_id = %self.call_id, error = %e, "hangup refused");
         }
+        // Over on our side: the trunk's next call need not wait for the BYE's answer.
+        self.slot = None;
     }
 
     /// The caller left (or never joined): the final status of a joined caller.
     fn finish(&mut self, by_remote: bool, message: Option<&str>) {
+        self.slot = None;
         let cause = match (by_remote, self.ending) {
             (false, Some((cause, _))) => cause,
             _ => "hangup",
