@@ -259,6 +259,47 @@ async fn direct_number_call(tp: Tp) {
     assert_nothing_left(&gw).await;
 }
 
+/// The moderator hangs up a caller that never answers our BYE: the caller is cleared as the BYE
+/// goes out, while its dialog still waits for the answer (default timers: 32 s of BYE
+/// retransmissions, longer than the event reader waits).
+#[tokio::test]
+async fn a_caller_is_cleared_when_our_bye_goes_out_not_when_it_is_answered() {
+    let gw = Gateway::start(&config(""));
+    let (alice, token, _) = room(&gw).await;
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    let phone = PhoneMedia::start(CALLER_TONE);
+    let sipp = caller(
+        &gw,
+        "uac_call_ignores_bye.xml",
+        Tp::Udp,
+        ROOM_NUMBER,
+        &phone,
+    );
+    let up = connected(&mut events).await;
+    let call_id = up["callid"].as_str().expect("callid").to_string();
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
+    let seen = events.statuses(&call_id).await;
+    let last = seen.last().expect("final status");
+    assert_eq!(last["status"], "cleared", "{seen:?}");
+    assert_eq!(last["cause"], "ended", "{seen:?}");
+    let p = participant(&alice, &token, &up["attendeeId"]).await;
+    assert_eq!(p["inCall"], 0);
+    // The dialog and the leg are still there.
+    telephony::assert_one_call_pending(&gw, &["dialbridge_sip_calls", "dialbridge_dialin_legs"])
+        .await;
+    drop(sipp);
+    assert_nothing_left(&gw).await;
+}
+
 #[tokio::test]
 async fn direct_number_caller_joins_and_the_moderator_hangs_up_over_udp() {
     direct_number_call(Tp::Udp).await;

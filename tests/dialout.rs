@@ -510,6 +510,35 @@ async fn number_outside_allowed_numbers_is_refused_and_never_dialled() {
     assert_nothing_left(&gw).await;
 }
 
+/// The room ends a call whose phone never answers our BYE: the phone is cleared (status,
+/// participant, record) as the BYE goes out, while the dialog still waits for the answer.
+#[tokio::test]
+async fn a_phone_is_cleared_when_our_bye_goes_out_not_when_it_is_answered() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("uas_ignores_bye.xml", &mport).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared", "{rest:?}");
+    assert_eq!(last["cause"], "ended", "{rest:?}");
+    // The BYE is retransmitted for 64 x T1 (32 s): its dialog and the leg are still there.
+    telephony::assert_one_call_pending(&gw, &["dialbridge_sip_calls", "dialbridge_dialout_legs"])
+        .await;
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["inCall"], 0);
+    let recs = records(&alice, &token).await;
+    assert_eq!(recs[0]["status"], "cleared");
+    assert!(recs[0]["endedAt"].is_i64(), "{:?}", recs[0]);
+    drop(sipp);
+    assert_nothing_left(&gw).await;
+}
+
 /// Audio both ways and DTMF both ways between a WebRTC client in the room and the phone.
 #[tokio::test]
 async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {

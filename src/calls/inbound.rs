@@ -21,7 +21,9 @@ use super::leg_media::LegMedia;
 use super::phone_leg::{self, is_sdp, Control, HANGUP_GRACE};
 use super::pin::{Action, PinEntry, Prompt};
 use super::wav;
-use crate::room::{CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
+use crate::room::{
+    CallStatus, DialinCaller, DialinRoom, PhoneMute, PhoneNumber, PhoneStatus, Rooms,
+};
 use crate::runtime::media::PhoneMediaEvent;
 
 /// How often a waiting caller's room is checked for a call.
@@ -148,6 +150,8 @@ struct Leg {
     ending: Option<(&'static str, Instant)>,
     /// Dropped (given back) once the call is over on our side.
     slot: Option<TrunkSlot>,
+    /// The final status is out.
+    finished: bool,
 }
 
 /// Answers the call and runs it to its end; everything it held is freed when it returns.
@@ -252,6 +256,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         },
         ending: None,
         slot: Some(slot),
+        finished: false,
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
     let answered = match remote {
@@ -472,12 +477,24 @@ impl Leg {
         if let Err(e) = self.shared.sip.hangup(self.call).await {
             tracing::warn!(call_id = %self.call_id, error = %e, "hangup refused");
         }
-        // Over on our side: the trunk's next call need not wait for the BYE's answer.
+        // Over on our side: the trunk's next call need not wait for the BYE's answer, and a
+        // caller in a room is cleared now (the room hears no more of it), not when (or if) it
+        // answers the BYE.
         self.slot = None;
+        if matches!(self.phase, Phase::Joined { .. }) {
+            self.media.mute(PhoneMute {
+                speaking: true,
+                listening: true,
+            });
+            self.finish(false, None);
+        }
     }
 
     /// The caller left (or never joined): the final status of a joined caller.
     fn finish(&mut self, by_remote: bool, message: Option<&str>) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         self.slot = None;
         let cause = match (by_remote, self.ending) {
             (false, Some((cause, _))) => cause,

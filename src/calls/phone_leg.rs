@@ -165,6 +165,10 @@ impl Leg {
         code: Option<u16>,
         message: Option<&str>,
     ) {
+        if self.status.is_final() {
+            // Reported when we hung up; the dialog's own end changes nothing.
+            return;
+        }
         self.status = status;
         report(
             &self.shared,
@@ -494,6 +498,17 @@ async fn drive(
                     Some(&e.to_string()),
                 );
                 return;
+            }
+            if let Some((_, code, reason)) = &answered {
+                // Our BYE is out: the call is over for the room and its record now, not when
+                // (or if) the phone answers the BYE. Until the dialog ends, the room hears none
+                // of it.
+                leg.media.mute(PhoneMute {
+                    speaking: true,
+                    listening: true,
+                });
+                let (code, reason) = (*code, reason.clone());
+                leg.report(CallStatus::Cleared, Some(cause), Some(code), Some(&reason));
             }
         }
     }

@@ -203,6 +203,21 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .expect("text")
 }
 
+/// Waits (a few seconds: the SIP gauges are published every half second) until every gauge in
+/// `names` reads 1, as while one call's dialog and leg are still there.
+pub async fn assert_one_call_pending(gw: &Gateway, names: &[&str]) {
+    let pending = |metrics: &str| names.iter().all(|g| gauge(metrics, g) == Some(1.0));
+    let mut metrics = metrics_text(gw).await;
+    for _ in 0..20 {
+        if pending(&metrics) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        metrics = metrics_text(gw).await;
+    }
+    panic!("not one of each of {names:?}:\n{metrics}");
+}
+
 /// How many phone calls of `kind` (dialout, dialin) ended with `status` and `cause`
 /// (`dialbridge_phone_calls_ended_total`).
 pub async fn calls_ended(gw: &Gateway, kind: &str, status: &str, cause: &str) -> f64 {
