@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/ports.rs"]
 mod ports;
+#[path = "common/sipp.rs"]
+mod sipp;
 #[path = "common/telephony.rs"]
 mod telephony;
 

@@ -3,8 +3,6 @@
 //! as its scenario (tests/sipp/*.xml) describes; the events say what the service would see.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dialbridge::config::{SipListen, Transport as ConfigTransport};
@@ -18,93 +16,30 @@ use tokio::sync::{mpsc, watch};
 
 #[path = "common/ports.rs"]
 mod ports;
+#[path = "common/sipp.rs"]
+mod sipp;
+
+use ports::Tp;
+use sipp::Sipp;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-struct Sipp {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// Starts SIPp as a UAS running `scenario` for one call.
-    async fn uas(scenario: &str, transport: Transport) -> Sipp {
-        let ports = ports::sipp_ports();
-        let port = ports.sip;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scenario_path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
-            .iter()
-            .collect();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(&scenario_path)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
-            .args([
-                "-t",
-                if transport == Transport::Tcp {
-                    "t1"
-                } else {
-                    "u1"
-                },
-            ])
-            .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp must be installed (scripts/setup installs sip-tester)");
-        let sipp = Sipp { child, port, dir };
-        if transport == Transport::Tcp {
-            // A TCP INVITE needs the listener up; UDP ones are retransmitted until it is.
-            for _ in 0..200 {
-                if tokio::net::TcpStream::connect((LOOPBACK, port))
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        sipp
-    }
-
-    fn target(&self, transport: Transport) -> Target {
-        Target {
-            transport,
-            addr: SocketAddr::new(LOOPBACK, self.port),
-        }
-    }
-
-    /// Waits for SIPp to finish its scenario; returns whether every step succeeded, and its trace.
-    async fn finish(mut self) -> (bool, String) {
-        let mut success = None;
-        for _ in 0..600 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                success = Some(status.success());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if success.is_none() {
-            let _ = self.child.kill();
-        }
-        let mut trace = String::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
-            for entry in entries.flatten() {
-                trace.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-        (success == Some(true), trace)
+/// SIPp's listening address for `transport`.
+fn target(sipp: &Sipp, transport: Transport) -> Target {
+    Target {
+        transport,
+        addr: SocketAddr::new(LOOPBACK, sipp.port),
     }
 }
 
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+/// SIPp as the far end over `transport`, running `scenario` for one call.
+async fn far_end(scenario: &str, transport: Transport) -> Sipp {
+    let tp = if transport == Transport::Tcp {
+        Tp::Tcp
+    } else {
+        Tp::Udp
+    };
+    Sipp::uas(scenario, tp, &[]).await
 }
 
 struct Runtime {
@@ -205,10 +140,10 @@ impl Runtime {
 
 async fn answered_then_bye(transport: Transport) {
     let mut rt = runtime().await;
-    let sipp = Sipp::uas("uas_answer.xml", transport).await;
+    let sipp = far_end("uas_answer.xml", transport).await;
     let call = rt
         .sip
-        .invite(call_to(sipp.target(transport)), None)
+        .invite(call_to(target(&sipp, transport)), None)
         .await
         .expect("invite");
     match rt.until_answered(call).await {
@@ -237,10 +172,10 @@ async fn answered_then_bye(transport: Transport) {
 
 async fn busy(transport: Transport) {
     let mut rt = runtime().await;
-    let sipp = Sipp::uas("uas_busy.xml", transport).await;
+    let sipp = far_end("uas_busy.xml", transport).await;
     let call = rt
         .sip
-        .invite(call_to(sipp.target(transport)), None)
+        .invite(call_to(target(&sipp, transport)), None)
         .await
         .expect("invite");
     match rt.next(call).await {
@@ -256,7 +191,7 @@ async fn busy(transport: Transport) {
 
 async fn challenged(transport: Transport) {
     let mut rt = runtime().await;
-    let sipp = Sipp::uas("uas_auth.xml", transport).await;
+    let sipp = far_end("uas_auth.xml", transport).await;
     let credentials = Credentials {
         username: "trunk-user".into(),
         password: "trunk-secret".into(),
@@ -264,7 +199,7 @@ async fn challenged(transport: Transport) {
     };
     let call = rt
         .sip
-        .invite(call_to(sipp.target(transport)), Some(credentials))
+        .invite(call_to(target(&sipp, transport)), Some(credentials))
         .await
         .expect("invite");
     // The 407 is answered inside the runtime: the service sees ringing and the answer only.
@@ -330,10 +265,10 @@ fn check_digest(trace: &str, request_uri: &str) {
 
 async fn ringing_then_cancel(transport: Transport) {
     let mut rt = runtime().await;
-    let sipp = Sipp::uas("uas_ring_cancel.xml", transport).await;
+    let sipp = far_end("uas_ring_cancel.xml", transport).await;
     let call = rt
         .sip
-        .invite(call_to(sipp.target(transport)), None)
+        .invite(call_to(target(&sipp, transport)), None)
         .await
         .expect("invite");
     assert!(matches!(
@@ -397,10 +332,10 @@ async fn ringing_then_cancel_over_tcp() {
 #[tokio::test]
 async fn retransmissions_over_udp() {
     let mut rt = runtime().await;
-    let sipp = Sipp::uas("uas_lost_200.xml", Transport::Udp).await;
+    let sipp = far_end("uas_lost_200.xml", Transport::Udp).await;
     let call = rt
         .sip
-        .invite(call_to(sipp.target(Transport::Udp)), None)
+        .invite(call_to(target(&sipp, Transport::Udp)), None)
         .await
         .expect("invite");
     rt.until_answered(call).await;

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,89 +16,11 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::{Client, Gateway};
+pub use crate::ports::Tp;
+pub use crate::sipp::Sipp;
 
 /// How long a test waits for something that must happen.
 pub const DEADLINE: Duration = Duration::from_secs(30);
-
-use crate::ports::sipp_ports;
-pub use crate::ports::Tp;
-
-pub struct Sipp {
-    child: Child,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// SIPp as the phone behind the trunk, running `scenario` for one call.
-    pub async fn uas(scenario: &str, tp: Tp, extra: &[&str]) -> Sipp {
-        let ports = sipp_ports();
-        let port = ports.sip;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
-            .iter()
-            .collect();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(&path)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1"])
-            .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
-            .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
-            .args(extra)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp must be installed (scripts/setup installs sip-tester)");
-        let sipp = Sipp { child, port, dir };
-        if tp == Tp::Tcp {
-            for _ in 0..200 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        sipp
-    }
-
-    pub fn trace(&self) -> String {
-        let mut trace = String::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
-            for entry in entries.flatten() {
-                trace.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-        trace
-    }
-
-    /// Waits for SIPp to finish; returns whether every step of its scenario succeeded, and its
-    /// message trace.
-    pub async fn finish(mut self) -> (bool, String) {
-        let mut success = None;
-        for _ in 0..1200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                success = Some(status.success());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if success.is_none() {
-            let _ = self.child.kill();
-        }
-        (success == Some(true), self.trace())
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 /// Reads SSE frames and yields each event's JSON.
 pub struct EventReader {
@@ -267,17 +187,6 @@ pub async fn assert_nothing_left(gw: &Gateway) {
     }
 }
 
-impl Sipp {
-    /// A placeholder for a SIPp already handed to `finish`.
-    pub fn dummy() -> Sipp {
-        Sipp {
-            child: Command::new("true").spawn().expect("true"),
-            port: 0,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-}
-
 /// The phone's media: a loopback socket that answers dialbridge's RTP with a G.711 tone and
 /// keeps what it hears.
 pub struct PhoneMedia {
@@ -421,45 +330,6 @@ pub async fn wait_for(
             describe()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-impl Sipp {
-    /// SIPp as the trunk: runs uac `scenario` for one call to `number` at `target`. `ua` is
-    /// the User-Agent (`[ua]` in scenarios).
-    pub fn uac(
-        target: SocketAddr,
-        scenario: &str,
-        tp: Tp,
-        number: &str,
-        ua: &str,
-        extra: &[&str],
-    ) -> Sipp {
-        let ports = sipp_ports();
-        let port = ports.sip;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", scenario]
-            .iter()
-            .collect();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(&path)
-            .arg(target.to_string())
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", "1", "-s", number])
-            .args(["-key", "ua", ua])
-            // SIPp's digest names the host alone unless told the Request-URI.
-            .args(["-auth_uri", &format!("{number}@{target}")])
-            .args(["-t", if tp == Tp::Tcp { "t1" } else { "u1" }])
-            .args(["-timeout", "60s", "-nostdin", "-trace_msg", "-trace_err"])
-            .args(["-mi", "127.0.0.1", "-mp", &ports.media.to_string()])
-            .args(extra)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp must be installed (scripts/setup installs sip-tester)");
-        Sipp { child, port, dir }
     }
 }
 
