@@ -479,34 +479,59 @@ async fn unknown_number_is_404() {
     );
 }
 
-#[tokio::test]
-async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_ends() {
+/// A trunk that takes one call at a time, a room with a number but no call (callers wait
+/// `wait_for_call` seconds), and a first caller running `scenario` that holds the trunk's slot;
+/// returns once the gateway's log says `until`.
+async fn first_caller_holds_the_slot(
+    wait_for_call: u32,
+    scenario: &str,
+    until: &str,
+) -> (Gateway, Sipp) {
     let gw = Gateway::start(&format!(
-        "{}[dialin]\nwait_for_call = 4\n",
+        "{}[dialin]\nwait_for_call = {wait_for_call}\n",
         inbound("allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n")
     ));
-    // No call in the room yet: the first caller is answered and waits, holding the trunk's one slot.
     room_with_number(&gw, false).await;
     let media_port = free_port(Transport::Udp).to_string();
     let first = Sipp::uac(
         sip_addr(&gw, Transport::Udp),
-        "uac_call_until_bye.xml",
+        scenario,
         Transport::Udp,
         ROOM_NUMBER,
         "Carrier SBC",
         &["-set", "mhost", "127.0.0.1", "-set", "mport", &media_port],
     );
-    let end = std::time::Instant::now() + ANSWER;
-    while !gw
-        .log()
-        .contains("caller waits for the room's call to start")
-    {
-        assert!(
-            std::time::Instant::now() < end,
-            "the first caller never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    telephony::wait_for(
+        &format!("the gateway logging {until:?}"),
+        || gw.log().contains(until),
+        || gw.log(),
+    )
+    .await;
+    (gw, first)
+}
+
+/// The trunk's next call, an INVITE without SDP over UDP: its provisional codes and its final
+/// code, if one came within two seconds.
+async fn next_call(gw: &Gateway) -> (Vec<u16>, Option<u16>) {
+    let mut next = Peer::connect(gw, Transport::Udp).await;
+    let (invite, _) = next.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    next.send(&invite).await;
+    let mut provisional = Vec::new();
+    let answer = next
+        .final_response(&invite, Duration::from_secs(2), &mut provisional)
+        .await;
+    (provisional, answer.map(|r| r.code))
+}
+
+#[tokio::test]
+async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_ends() {
+    // The first caller is answered and waits for the room's call, holding the trunk's one slot.
+    let (gw, first) = first_caller_holds_the_slot(
+        4,
+        "uac_call_until_bye.xml",
+        "caller waits for the room's call to start",
+    )
+    .await;
     for transport in [Transport::Udp, Transport::Tcp] {
         let (ok, trace) = sipp(
             &gw,
@@ -525,19 +550,13 @@ async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_e
     // Nobody starts the call: goodbye and BYE end the first call, and its slot is free again.
     let (ok, trace) = first.finish().await;
     assert!(ok, "the first caller's wait ended with our BYE:\n{trace}");
-    let mut next = Peer::connect(&gw, Transport::Udp).await;
     let mut answers = Vec::new();
     for _ in 0..10 {
-        let (invite, _) = next.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
-        next.send(&invite).await;
-        let mut provisional = Vec::new();
-        let answer = next
-            .final_response(&invite, Duration::from_secs(2), &mut provisional)
-            .await;
-        answers.push((provisional.clone(), answer.as_ref().map(|r| r.code)));
+        let (provisional, answer) = next_call(&gw).await;
         if provisional.contains(&180) {
             return;
         }
+        answers.push((provisional, answer));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the slot was never given back: {answers:?}");
@@ -547,44 +566,15 @@ async fn trunk_concurrency_limit_is_503_with_retry_after_and_frees_when_a_call_e
 /// never answers it can still place its next call at once.
 #[tokio::test]
 async fn a_trunk_slot_is_free_again_as_soon_as_we_hang_up() {
-    let gw = Gateway::start(&format!(
-        "{}[dialin]\nwait_for_call = 2\n",
-        inbound("allowed_sources = [\"127.0.0.1\"]\nmax_concurrent_calls = 1\n")
-    ));
-    // No call in the room: the first caller waits, then hears goodbye and gets our BYE, which
-    // it never answers.
-    room_with_number(&gw, false).await;
-    let media_port = free_port(Transport::Udp).to_string();
-    let first = Sipp::uac(
-        sip_addr(&gw, Transport::Udp),
-        "uac_call_ignores_bye.xml",
-        Transport::Udp,
-        ROOM_NUMBER,
-        "Carrier SBC",
-        &["-set", "mhost", "127.0.0.1", "-set", "mport", &media_port],
-    );
-    let end = std::time::Instant::now() + ANSWER;
-    while !gw.log().contains("hanging up inbound call") {
-        assert!(std::time::Instant::now() < end, "we never hung up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let metrics = telephony::metrics_text(&gw).await;
-    assert_eq!(
-        telephony::gauge(&metrics, "dialbridge_dialin_legs"),
-        Some(1.0),
-        "the first leg still waits for the answer to its BYE"
-    );
-    let mut next = Peer::connect(&gw, Transport::Udp).await;
-    let (invite, _) = next.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
-    next.send(&invite).await;
-    let mut provisional = Vec::new();
-    let answer = next
-        .final_response(&invite, Duration::from_secs(2), &mut provisional)
-        .await;
+    // The first caller waits, then hears goodbye and gets our BYE, which it never answers.
+    let (gw, first) =
+        first_caller_holds_the_slot(2, "uac_call_ignores_bye.xml", "hanging up inbound call").await;
+    // Its leg still waits for the answer to the BYE.
+    telephony::assert_one_call_pending(&gw, &["dialbridge_dialin_legs"]).await;
+    let (provisional, answer) = next_call(&gw).await;
     assert!(
         provisional.contains(&180),
-        "the next call is admitted, not refused: {provisional:?}, {:?}",
-        answer.map(|r| r.code)
+        "the next call is admitted, not refused: {provisional:?}, {answer:?}"
     );
     let (ok, trace) = first.finish().await;
     assert!(ok, "the first caller got our BYE:\n{trace}");
