@@ -17,7 +17,7 @@ use super::inbound::{self, Destination, Inbound, Rules};
 use super::phone_leg;
 use super::CallRouter;
 use crate::config::Config;
-use crate::room::{CallStatus, DialinRoom, PhoneNumber, Rooms};
+use crate::room::{DialinRoom, PhoneNumber, Rooms};
 use crate::runtime::sip::SipHandle;
 
 /// Where a dialled number leads.
@@ -258,16 +258,9 @@ impl DialIn {
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
         tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
-        let refused = |code: u16| {
-            phone_leg::count_end(
-                "dialin",
-                CallStatus::Rejected,
-                Some(phone_leg::rejection_cause(code, false)),
-            )
-        };
         let to = match route {
             Route::Unknown => {
-                refused(404);
+                phone_leg::count_refused_dialin(404);
                 let _ = sip.respond(call, 404, "Not Found", None).await;
                 return;
             }
@@ -281,7 +274,7 @@ impl DialIn {
             let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
             if !active && !room.wait_for_call {
                 tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
-                refused(480);
+                phone_leg::count_refused_dialin(480);
                 let _ = sip
                     .respond(call, 480, "Temporarily Unavailable", None)
                     .await;
@@ -294,7 +287,7 @@ impl DialIn {
             self.rules.iter().find(|(n, _)| n == trunk).map(|(_, r)| r),
         ) else {
             tracing::error!(trunk, "no phone legs to answer an inbound call with");
-            refused(503);
+            phone_leg::count_refused_dialin(503);
             let _ = sip.respond(call, 503, "Service Unavailable", None).await;
             return;
         };

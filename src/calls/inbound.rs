@@ -102,16 +102,7 @@ fn offer_of(invite: &Request) -> Result<Option<SessionDescription>, String> {
         return Ok(None);
     }
     let content_type = invite.headers.get("Content-Type").unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
-        return Err(format!("the INVITE's body is `{content_type}`, not SDP"));
-    }
-    let text = std::str::from_utf8(&invite.body).map_err(|_| "SDP is not UTF-8".to_string())?;
-    SessionDescription::parse(text)
-        .map(Some)
-        .map_err(|e| format!("bad SDP: {e}"))
+    phone_leg::sdp_of(content_type, &invite.body).map(Some)
 }
 
 enum Phase {
@@ -167,11 +158,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
     let sip = shared.sip.clone();
     let refuse = |code: u16, reason: &'static str| {
         let sip = sip.clone();
-        phone_leg::count_end(
-            "dialin",
-            CallStatus::Rejected,
-            Some(phone_leg::rejection_cause(code, false)),
-        );
+        phone_leg::count_refused_dialin(code);
         async move {
             if let Err(e) = sip.respond(call, code, reason, None).await {
                 tracing::info!(error = %e, code, "cannot refuse inbound call");

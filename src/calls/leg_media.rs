@@ -12,7 +12,7 @@ use dialbridge_sip::ua::{Body, CallHandle};
 use tokio::sync::mpsc;
 
 use super::dialout::Shared;
-use super::phone_leg::{is_sdp, remote_of};
+use super::phone_leg::{is_sdp, remote_of, sdp_of};
 use crate::room::{MediaParticipant, PhoneMute};
 use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
 
@@ -112,11 +112,7 @@ impl LegMedia {
         offer: &SessionDescription,
         answer: &Body,
     ) -> Result<(), String> {
-        let text =
-            std::str::from_utf8(&answer.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-        let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
-        let audio = process_answer(offer, &answer).map_err(|e| e.to_string())?;
-        self.point(remote_of(&audio)?)
+        self.point(remote_of(&negotiated(offer, answer)?)?)
     }
 
     /// Hands the sockets to the media engine with `remote`, or re-points the running media.
@@ -223,8 +219,7 @@ impl LegMedia {
             return Ok(offer);
         };
         self.offered = None;
-        let text = std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-        let offer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
+        let offer = sdp_of(&body.content_type, &body.bytes)?;
         let answer = self
             .session
             .create_answer(&offer, &AudioConfig::default(), &self.local)
@@ -240,20 +235,7 @@ impl LegMedia {
         let Some(offer) = self.offered.take() else {
             return;
         };
-        let answer = || {
-            if !body
-                .content_type
-                .to_ascii_lowercase()
-                .starts_with("application/sdp")
-            {
-                return Err(format!("the ACK's body is {}, not SDP", body.content_type));
-            }
-            let text =
-                std::str::from_utf8(&body.bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-            let answer = SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))?;
-            process_answer(&offer, &answer).map_err(|e| e.to_string())
-        };
-        let followed = answer().and_then(|audio| self.follow(&audio));
+        let followed = negotiated(&offer, body).and_then(|audio| self.follow(&audio));
         if let Err(e) = followed {
             tracing::warn!(call_id = %self.call_id, error = %e, "the ACK's answer is unusable; media unchanged");
         }
@@ -286,4 +268,10 @@ impl LegMedia {
         let started = self.sockets.take().is_none();
         started.then_some(self.id)
     }
+}
+
+/// The audio our `offer` and the phone's `answer` agreed on.
+fn negotiated(offer: &SessionDescription, answer: &Body) -> Result<NegotiatedAudio, String> {
+    let answer = sdp_of(&answer.content_type, &answer.bytes)?;
+    process_answer(offer, &answer).map_err(|e| e.to_string())
 }

@@ -121,6 +121,15 @@ pub(crate) fn count_end(kind: &'static str, status: CallStatus, cause: Option<&s
     .increment(1);
 }
 
+/// Counts a dial-in refused with `code` before it became a phone leg.
+pub(crate) fn count_refused_dialin(code: u16) {
+    count_end(
+        "dialin",
+        CallStatus::Rejected,
+        Some(rejection_cause(code, false)),
+    );
+}
+
 /// Logs a leg's new status, records it and announces it in the room.
 pub(crate) fn report(
     shared: &Shared,
@@ -191,12 +200,23 @@ impl Leg {
     }
 }
 
+fn is_sdp_type(content_type: &str) -> bool {
+    content_type
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+}
+
 pub(crate) fn is_sdp(body: &Option<Body>) -> Option<&Body> {
-    body.as_ref().filter(|b| {
-        b.content_type
-            .to_ascii_lowercase()
-            .starts_with("application/sdp")
-    })
+    body.as_ref().filter(|b| is_sdp_type(&b.content_type))
+}
+
+/// The session description in a message body of `content_type`.
+pub(crate) fn sdp_of(content_type: &str, bytes: &[u8]) -> Result<SessionDescription, String> {
+    if !is_sdp_type(content_type) {
+        return Err(format!("the body is `{content_type}`, not SDP"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
+    SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
