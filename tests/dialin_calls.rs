@@ -188,14 +188,9 @@ async fn direct_number_call(tp: Tp) {
     assert_eq!(key["actorType"], "phones");
 
     let phones = format!("/api/v1/rooms/{token}/phones/{call_id}");
-    alice
-        .call(
-            Method::POST,
-            &format!("{phones}/mute"),
-            Some(json!({"audio": 1})),
-        )
-        .await
-        .expect(200);
+    let mute_path = format!("{phones}/mute");
+    let mute = |audio: i64| alice.call(Method::POST, &mute_path, Some(json!({ "audio": audio })));
+    mute(1).await.expect(200);
     wait_for(
         "the muted caller going silent in the room",
         || browser.hears(CALLER_TONE) < 0.1,
@@ -206,14 +201,7 @@ async fn direct_number_call(tp: Tp) {
         phone.hears(BROWSER_TONE) > 0.5,
         "muted speaking, the caller still hears the room"
     );
-    alice
-        .call(
-            Method::POST,
-            &format!("{phones}/mute"),
-            Some(json!({"audio": 0})),
-        )
-        .await
-        .expect(200);
+    mute(0).await.expect(200);
     wait_for(
         "the unmuted caller heard again",
         || browser.hears(CALLER_TONE) > 0.5,
