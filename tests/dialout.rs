@@ -201,6 +201,23 @@ async fn rejected(scenario: &str, tp: Tp, trunk_extra: &str, cause: &str, code: 
     rejected_with_sip("", scenario, tp, trunk_extra, cause, code).await
 }
 
+/// The phone attendee of a call that never connected: rejected and out of the call, its record
+/// closed as rejected with `cause` and never answered.
+async fn assert_rejected_and_recorded(alice: &Client, token: &str, phone: i64, cause: &str) {
+    let p = phone_participant(alice, token, phone).await;
+    assert_eq!(p["callStatus"], "rejected");
+    assert_eq!(p["inCall"], 0);
+    let recs = records(alice, token).await;
+    assert_eq!(recs[0]["status"], "rejected");
+    assert_eq!(recs[0]["cause"], cause);
+    assert!(recs[0]["answeredAt"].is_null(), "{:?}", recs[0]);
+    assert!(
+        recs[0]["endedAt"].is_i64(),
+        "the record is closed: {:?}",
+        recs[0]
+    );
+}
+
 /// [`rejected`] with more keys of the gateway's `[sip]` table.
 async fn rejected_with_sip(
     sip: &str,
@@ -222,21 +239,11 @@ async fn rejected_with_sip(
     assert_eq!(last["code"], code, "{seen:?}");
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed:\n{trace}");
-    let p = phone_participant(&alice, &token, phone).await;
-    assert_eq!(p["callStatus"], "rejected");
-    assert_eq!(p["inCall"], 0);
+    assert_rejected_and_recorded(&alice, &token, phone, cause).await;
     let recs = records(&alice, &token).await;
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0]["status"], "rejected");
-    assert_eq!(recs[0]["cause"], cause);
     assert_eq!(recs[0]["sipCode"], code);
     assert_eq!(recs[0]["billableSeconds"], 0);
-    assert!(recs[0]["answeredAt"].is_null());
-    assert!(
-        recs[0]["endedAt"].is_i64(),
-        "the record is closed: {:?}",
-        recs[0]
-    );
     assert_nothing_left(&gw).await;
     assert_eq!(calls_ended(&gw, "dialout", "rejected", cause).await, 1.0);
     trace
@@ -314,13 +321,7 @@ async fn answer_crossing_our_cancel_is_acked_and_hung_up() {
         cancel < ack && ack < bye,
         "CANCEL, ACK, BYE in order:\n{trace}"
     );
-    let p = phone_participant(&alice, &token, phone).await;
-    assert_eq!(p["callStatus"], "rejected");
-    assert_eq!(p["inCall"], 0);
-    let recs = records(&alice, &token).await;
-    assert_eq!(recs[0]["status"], "rejected");
-    assert_eq!(recs[0]["cause"], "no-answer");
-    assert!(recs[0]["answeredAt"].is_null(), "{:?}", recs[0]);
+    assert_rejected_and_recorded(&alice, &token, phone, "no-answer").await;
     assert_nothing_left(&gw).await;
 }
 
@@ -928,13 +929,7 @@ async fn unreachable_trunk_is_rejected_as_failed() {
     assert_eq!(last["status"], "rejected", "{seen:?}");
     assert_eq!(last["cause"], "failed");
     assert_eq!(last["code"], 503);
-    let p = phone_participant(&alice, &token, phone).await;
-    assert_eq!(p["callStatus"], "rejected");
-    assert_eq!(p["inCall"], 0);
-    let recs = records(&alice, &token).await;
-    assert_eq!(recs[0]["status"], "rejected");
-    assert_eq!(recs[0]["cause"], "failed");
-    assert!(recs[0]["endedAt"].is_i64(), "{:?}", recs[0]);
+    assert_rejected_and_recorded(&alice, &token, phone, "failed").await;
     assert_nothing_left(&gw).await;
 }
 
