@@ -21,9 +21,7 @@ use super::leg_media::LegMedia;
 use super::phone_leg::{self, is_sdp, Control, HANGUP_GRACE};
 use super::pin::{Action, PinEntry, Prompt};
 use super::wav;
-use crate::room::{
-    CallStatus, DialinCaller, DialinRoom, PhoneMute, PhoneNumber, PhoneStatus, Rooms,
-};
+use crate::room::{CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
 use crate::runtime::media::PhoneMediaEvent;
 
 /// How often a waiting caller's room is checked for a call.
@@ -469,10 +467,7 @@ impl Leg {
         // answers the BYE.
         self.slot = None;
         if matches!(self.phase, Phase::Joined { .. }) {
-            self.media.mute(PhoneMute {
-                speaking: true,
-                listening: true,
-            });
+            self.media.cut_off();
             self.finish(false, None);
         }
     }

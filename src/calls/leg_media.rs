@@ -168,6 +168,15 @@ impl LegMedia {
         }
     }
 
+    /// The call is over on our side (our BYE is out): the room and the phone hear no more of
+    /// each other while the dialog waits for the far end.
+    pub fn cut_off(&mut self) {
+        self.mute(PhoneMute {
+            speaking: true,
+            listening: true,
+        });
+    }
+
     /// Queues key presses to the phone.
     pub fn dtmf(&self, digits: String) {
         if let Err(e) = self.shared.media.phone_dtmf(self.id, digits) {

@@ -521,12 +521,8 @@ async fn drive(
             }
             if let Some((_, code, reason)) = &answered {
                 // Our BYE is out: the call is over for the room and its record now, not when
-                // (or if) the phone answers the BYE. Until the dialog ends, the room hears none
-                // of it.
-                leg.media.mute(PhoneMute {
-                    speaking: true,
-                    listening: true,
-                });
+                // (or if) the phone answers the BYE.
+                leg.media.cut_off();
                 let (code, reason) = (*code, reason.clone());
                 leg.report(CallStatus::Cleared, Some(cause), Some(code), Some(&reason));
             }
