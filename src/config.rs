@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use dialbridge_bridge::opus_codec::{OpusConfig, PHONE_COMPLEXITY};
 use dialbridge_sip::auth::Algorithm;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -129,61 +130,37 @@ pub struct MediaConfig {
     pub opus: OpusSettings,
 }
 
-/// `[media.opus]`: how audio is encoded for WebRTC participants.
+/// `[media.opus]`: how audio is encoded for WebRTC participants. Keys left out take the
+/// bridge's voice defaults (`OpusConfig::default`, `PHONE_COMPLEXITY`).
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OpusSettings {
     /// 0-10 for a room's mixed audio (48 kHz).
-    #[serde(default = "default_opus_complexity")]
     pub complexity: i32,
     /// 0-10 for a phone's audio sent on to the browser of a two-party room (8 kHz): the bulk
     /// of a bridged call's cost, see docs/decisions.md.
-    #[serde(default = "default_opus_phone_complexity")]
     pub phone_complexity: i32,
     /// Target bit/s.
-    #[serde(default = "default_opus_bitrate")]
     pub bitrate: i32,
     /// In-band FEC, planned for `expected_loss` percent loss.
-    #[serde(default = "default_true")]
     pub fec: bool,
-    #[serde(default = "default_opus_expected_loss")]
     pub expected_loss: i32,
     /// Discontinuous transmission: next to nothing is sent during silence.
-    #[serde(default)]
     pub dtx: bool,
 }
 
 impl Default for OpusSettings {
     fn default() -> Self {
+        let voice = OpusConfig::default();
         OpusSettings {
-            complexity: default_opus_complexity(),
-            phone_complexity: default_opus_phone_complexity(),
-            bitrate: default_opus_bitrate(),
-            fec: true,
-            expected_loss: default_opus_expected_loss(),
-            dtx: false,
+            complexity: voice.complexity,
+            phone_complexity: PHONE_COMPLEXITY,
+            bitrate: voice.bitrate,
+            fec: voice.fec,
+            expected_loss: voice.expected_loss_percent,
+            dtx: voice.dtx,
         }
     }
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_opus_complexity() -> i32 {
-    5
-}
-
-fn default_opus_phone_complexity() -> i32 {
-    1
-}
-
-fn default_opus_bitrate() -> i32 {
-    28_000
-}
-
-fn default_opus_expected_loss() -> i32 {
-    10
 }
 
 impl OpusSettings {

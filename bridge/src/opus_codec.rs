@@ -37,6 +37,10 @@ impl From<opus::Error> for OpusError {
     }
 }
 
+/// Complexity for a phone's narrowband audio encoded towards a browser: a fraction of the cost
+/// of the default for mixed audio, for a small loss in PESQ (docs/decisions.md).
+pub const PHONE_COMPLEXITY: i32 = 1;
+
 /// Encoder settings; the defaults suit speech on a bridged call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpusConfig {

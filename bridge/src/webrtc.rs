@@ -28,7 +28,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use crate::dtmf::{DtmfDigit, DtmfError, DtmfReceiver, DtmfSender};
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use crate::opus_codec::{
-    OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK,
+    OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK, PHONE_COMPLEXITY,
 };
 use crate::transcode::{DecodeStats, FrameSource, RtpMeta};
 
@@ -109,7 +109,7 @@ impl WebRtcLegConfig {
             candidate,
             mix_rate,
             opus: OpusConfig::default(),
-            direct_complexity: OpusConfig::default().complexity,
+            direct_complexity: PHONE_COMPLEXITY,
             jitter: JitterConfig::new(OPUS_RTP_CLOCK),
         }
     }
