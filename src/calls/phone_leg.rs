@@ -523,8 +523,7 @@ async fn drive(
                 // Our BYE is out: the call is over for the room and its record now, not when
                 // (or if) the phone answers the BYE.
                 leg.media.cut_off();
-                let (code, reason) = (*code, reason.clone());
-                leg.report(CallStatus::Cleared, Some(cause), Some(code), Some(&reason));
+                leg.report(CallStatus::Cleared, Some(cause), Some(*code), Some(reason));
             }
         }
     }
