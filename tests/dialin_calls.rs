@@ -116,6 +116,18 @@ async fn browser_in_call(alice: &Client, token: &str) -> WebRtcClient {
     offer.start(&answer, BROWSER_TONE)
 }
 
+/// The moderator hangs up the phone leg `call_id`.
+async fn hang_up(alice: &Client, token: &str, call_id: &str) {
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
+}
+
 async fn connected(events: &mut EventReader) -> Value {
     events
         .until("connected", |e| {
@@ -269,14 +281,7 @@ async fn a_caller_is_cleared_when_our_bye_goes_out_not_when_it_is_answered() {
     );
     let up = connected(&mut events).await;
     let call_id = up["callid"].as_str().expect("callid").to_string();
-    alice
-        .call(
-            Method::POST,
-            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
-            None,
-        )
-        .await
-        .expect(200);
+    hang_up(&alice, &token, &call_id).await;
     let seen = events.statuses(&call_id).await;
     let last = seen.last().expect("final status");
     assert_eq!(last["status"], "cleared", "{seen:?}");
@@ -317,14 +322,7 @@ async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
     let up = connected(&mut events).await;
     hears_each_other(&browser, &phone).await;
     let call_id = up["callid"].as_str().expect("callid");
-    alice
-        .call(
-            Method::POST,
-            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
-            None,
-        )
-        .await
-        .expect(200);
+    hang_up(&alice, &token, call_id).await;
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "{trace}");
     let ok_200 = &trace[trace.find("SIP/2.0 200 OK").expect("a 200 in the trace")..];
@@ -429,14 +427,7 @@ async fn correct_pin_joins_the_room() {
     let call_id = up["callid"].as_str().expect("callid").to_string();
     hears_each_other(&browser, &phone).await;
     assert!(gw.log().contains("PIN accepted"));
-    alice
-        .call(
-            Method::POST,
-            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
-            None,
-        )
-        .await
-        .expect(200);
+    hang_up(&alice, &token, &call_id).await;
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "{trace}");
     assert_nothing_left(&gw).await;
@@ -617,14 +608,7 @@ async fn a_callers_reinvite_moves_its_media() {
     )
     .await;
     let call_id = up["callid"].as_str().expect("callid");
-    alice
-        .call(
-            Method::POST,
-            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
-            None,
-        )
-        .await
-        .expect(200);
+    hang_up(&alice, &token, call_id).await;
     let (ok, trace) = sipp.finish().await;
     assert!(
         ok,

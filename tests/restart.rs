@@ -93,14 +93,7 @@ async fn health_and_metrics() {
         .talk(Method::GET, "/room/nosuchroom", None)
         .await
         .expect(404);
-    let text = anon
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = gw.metrics().await;
     assert!(text.contains("dialbridge_rooms 1"), "{text}");
     assert!(text.contains("dialbridge_participants_in_call 1"), "{text}");
     let not_found = text

@@ -323,15 +323,7 @@ async fn join_endpoint_checks_the_caller_the_call_and_the_offer() {
 
 /// The number of WebRTC legs the gateway reports in its metrics.
 async fn legs(gw: &Gateway) -> Option<u64> {
-    let text = gw
-        .anonymous()
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = gw.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("dialbridge_webrtc_legs "))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -416,10 +408,7 @@ async fn leaving_the_room_removal_and_ending_the_call_end_media() {
 
 /// Values of a labelled gauge family in the metrics, by label value.
 async fn gauges(gw: &Gateway, name: &str, label: &str) -> Vec<(String, u64)> {
-    let Ok(response) = gw.anonymous().request(Method::GET, "/metrics").send().await else {
-        return Vec::new();
-    };
-    let text = response.text().await.unwrap_or_default();
+    let text = gw.metrics().await;
     let prefix = format!("{name}{{{label}=\"");
     text.lines()
         .filter_map(|l| l.strip_prefix(&prefix))

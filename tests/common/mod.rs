@@ -173,6 +173,18 @@ impl Gateway {
     pub fn anonymous(&self) -> Client {
         Client::new(&self.base, None)
     }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.anonymous()
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
 }
 
 impl Drop for Gateway {

@@ -111,29 +111,17 @@ pub fn gauge(metrics: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// The gateway's `/metrics` page.
-pub async fn metrics_text(gw: &Gateway) -> String {
-    gw.anonymous()
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 /// Waits (a few seconds: the SIP gauges are published every half second) until every gauge in
 /// `names` reads 1, as while one call's dialog and leg are still there.
 pub async fn assert_one_call_pending(gw: &Gateway, names: &[&str]) {
     let pending = |metrics: &str| names.iter().all(|g| gauge(metrics, g) == Some(1.0));
-    let mut metrics = metrics_text(gw).await;
+    let mut metrics = gw.metrics().await;
     for _ in 0..20 {
         if pending(&metrics) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        metrics = metrics_text(gw).await;
+        metrics = gw.metrics().await;
     }
     panic!("not one of each of {names:?}:\n{metrics}");
 }
@@ -142,7 +130,7 @@ pub async fn assert_one_call_pending(gw: &Gateway, names: &[&str]) {
 /// (`dialbridge_phone_calls_ended_total`).
 pub async fn calls_ended(gw: &Gateway, kind: &str, status: &str, cause: &str) -> f64 {
     let labels = [("kind", kind), ("status", status), ("cause", cause)];
-    metrics_text(gw)
+    gw.metrics()
         .await
         .lines()
         .filter(|l| l.starts_with("dialbridge_phone_calls_ended_total{"))
@@ -167,7 +155,7 @@ pub async fn assert_nothing_left(gw: &Gateway) {
     ];
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = metrics_text(gw).await;
+        let text = gw.metrics().await;
         let left: Vec<String> = names
             .iter()
             .filter(|n| gauge(&text, n).unwrap_or(0.0) != 0.0)
