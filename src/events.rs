@@ -75,6 +75,9 @@ pub enum RoomEvent {
         message: Option<String>,
         attendee_id: i64,
     },
+    /// The reader lost the right to read the room (removed from it): the last event of its
+    /// streams, which end after it. Targeted at that user.
+    AccessRevoked { reason: String },
 }
 
 impl RoomEvent {
@@ -89,6 +92,7 @@ impl RoomEvent {
             RoomEvent::Dtmf { .. } => "dtmf",
             RoomEvent::Ring { .. } => "ring",
             RoomEvent::CallStatus { .. } => "callstatus",
+            RoomEvent::AccessRevoked { .. } => "access-revoked",
         }
     }
 }

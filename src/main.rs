@@ -53,6 +53,9 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Remove a user: its token stops working at once, and its open event streams end within
+    /// seconds (a running gateway checks them again periodically).
+    Remove { id: String },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +121,12 @@ fn user_command(config: &Config, command: UserCommand) -> anyhow::Result<()> {
                 "created user `{}`; the token above is shown only once",
                 id.0
             );
+        }
+        UserCommand::Remove { id } => {
+            if !store.write(|tx| tx.delete_user(&id))? {
+                anyhow::bail!("no user `{id}`");
+            }
+            eprintln!("removed user `{id}`; its token no longer works");
         }
         UserCommand::List => {
             for user in store.write(|tx| tx.users())? {

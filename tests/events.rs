@@ -47,6 +47,31 @@ impl EventReader {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+
+    /// Every event left until the server ends the stream (failing the test after 30 s).
+    async fn rest(&mut self) -> Vec<Value> {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(chunk) = self.stream.next().await {
+                match chunk {
+                    Ok(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                    Err(_) => break,
+                }
+            }
+        })
+        .await
+        .expect("the server ends the stream within 30 s");
+        self.buffer
+            .split("\n\n")
+            .filter_map(|frame| {
+                let data: String = frame
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                serde_json::from_str(&data).ok()
+            })
+            .collect()
+    }
 }
 
 #[tokio::test]
@@ -144,4 +169,58 @@ async fn stream_needs_an_attendee_and_ends_on_shutdown() {
     assert_eq!(response.status(), 200);
     assert!(gw.terminate(), "clean exit on SIGTERM:\n{}", gw.log());
     drop(response);
+}
+
+#[tokio::test]
+async fn a_removed_attendee_stream_ends_before_the_next_event() {
+    let gw = Gateway::start("");
+    let (alice, bob) = (gw.client("alice"), gw.client("bob"));
+    let token = alice.create_room(2).await;
+    let bob_id = alice.add_user(&token, "bob").await;
+    let path = format!("/api/v1/rooms/{token}/events");
+    let response = bob
+        .request(Method::GET, &path)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let mut bob_events = EventReader::new(response);
+
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/room/{token}/attendees"),
+            Some(json!({"attendeeId": bob_id})),
+        )
+        .await
+        .expect(200);
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+
+    let seen = bob_events.rest().await;
+    let types: Vec<&str> = seen.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["access-revoked"], "{seen:?}");
+    assert_eq!(seen[0]["reason"], "removed");
+    // And a new stream is refused.
+    bob.call(Method::GET, &path, None).await.expect(404);
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_user_is_removed_by_the_command_line() {
+    let gw = Gateway::start("");
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    let path = format!("/api/v1/rooms/{token}/events");
+    let response = alice
+        .request(Method::GET, &path)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let mut events = EventReader::new(response);
+
+    gw.cli(&["user", "remove", "alice"]);
+    let seen = events.rest().await;
+    assert!(seen.is_empty(), "{seen:?}");
+    alice.call(Method::GET, &path, None).await.expect(401);
 }

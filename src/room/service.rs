@@ -771,6 +771,16 @@ impl Rooms {
                 out.push((m.room.id, None, Self::left_event(&target, &session.id)));
             }
             tx.delete_attendee(target.id)?;
+            if target.actor_type == actor_type::USERS {
+                // In the room's event order, so the removed user's streams end before the next event.
+                out.push((
+                    m.room.id,
+                    Some(target.actor_id.clone()),
+                    RoomEvent::AccessRevoked {
+                        reason: "removed".into(),
+                    },
+                ));
+            }
             Self::settle_call(tx, out, m.room.id, was_active, &m.attendee, false, false)?;
             tracing::info!(%token, attendee_id, by = %user.id, "attendee removed");
             Ok(m.room.id)

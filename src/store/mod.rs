@@ -348,6 +348,12 @@ impl Tx<'_> {
     }
 
     /// Inserts the user, or replaces the name and token of an existing one. Returns whether it was new.
+    /// Removes a user and so revokes its token; its room memberships stay (Talk keeps them too).
+    /// Returns whether the user existed.
+    pub fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.0.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
+    }
+
     pub fn upsert_user(
         &self,
         id: &str,

@@ -133,6 +133,23 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Runs a command of the binary (`dialbridge ARGS --config ...`) on this gateway's
+    /// configuration and store while it runs; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_dialbridge"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run dialbridge");
+        assert!(
+            output.status.success(),
+            "dialbridge {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Kills the process without warning (as a crash would) and starts it again on the same store.
     pub fn crash_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
