@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,6 +49,25 @@ pub struct HttpConfig {
     /// Base URL clients reach the API at (used in `Location` headers). Defaults to `http://{listen}`.
     #[serde(default)]
     pub public_url: Option<HttpUrl>,
+    /// A request's headers must arrive within this, counted from its first byte (or from the
+    /// connection's start for its first request).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Seconds,
+    /// A request's body must arrive within this, counted from the end of its headers.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Seconds,
+    /// A keep-alive connection with no request in progress is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Seconds,
+    /// Connections served at once; the service lowers it to half its open-file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: NonZeroU32,
+    /// Connections served at once for one source address (an IPv6 /64 counts as one).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: NonZeroU32,
+    /// Failed authentications per minute from one source before its requests are refused with 429.
+    #[serde(default = "default_http_auth_failures")]
+    pub auth_failures_per_minute: NonZeroU32,
 }
 
 impl Default for HttpConfig {
@@ -55,8 +75,38 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             public_url: None,
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
+            auth_failures_per_minute: default_http_auth_failures(),
         }
     }
+}
+
+fn default_header_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+fn default_body_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+
+fn default_idle_timeout() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+
+fn default_max_connections() -> NonZeroU32 {
+    NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_max_connections_per_source() -> NonZeroU32 {
+    NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_http_auth_failures() -> NonZeroU32 {
+    NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_http_listen() -> SocketAddr {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod calls;
 pub mod config;
 pub mod events;
+pub mod ratelimit;
 pub mod room;
 pub mod runtime;
 pub mod store;

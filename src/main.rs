@@ -146,6 +146,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let open_files = api::server::raise_open_file_limit();
+    let limits = api::server::HttpLimits::new(&config.http, open_files);
     let store = Arc::new(open_store(&config)?);
     let recovery = store.recover(unix_now())?;
     if recovery.sessions > 0 || recovery.call_records > 0 {
@@ -226,6 +228,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         media: media.clone(),
         public_url,
         shutdown: shutdown_rx.clone(),
+        auth_failures: api::AppState::auth_failure_limiter(
+            config.http.auth_failures_per_minute.get(),
+        ),
     });
     // One line on stdout once every socket is bound, for scripts and tests that start with port 0.
     let sip_addrs: Vec<String> = sip
@@ -239,16 +244,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         media.local_addr()
     );
 
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            // Phones hear a BYE while the SIP driver still runs.
-            dialer.shutdown(std::time::Duration::from_secs(5)).await;
-            let _ = shutdown_tx.send(true);
-        })
-        .await
-        .context("HTTP server failed")?;
+    api::server::serve(listener, api::router(state), limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        // Phones hear a BYE while the SIP driver still runs.
+        dialer.shutdown(std::time::Duration::from_secs(5)).await;
+        let _ = shutdown_tx.send(true);
+    })
+    .await;
     media.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,15 +8,17 @@ mod media;
 mod ocs;
 mod ops;
 mod room;
+pub mod server;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,6 +28,7 @@ pub use ocs::OcsError;
 
 use crate::auth::{self, AuthUser};
 use crate::events::EventBus;
+use crate::ratelimit::RateLimiter;
 use crate::room::Rooms;
 use crate::runtime::MediaHandle;
 
@@ -41,6 +44,16 @@ pub struct AppState {
     pub public_url: String,
     /// Flips to true when the service shuts down, so long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// Failed authentications per source: when a source runs out, its requests get 429.
+    pub auth_failures: Mutex<RateLimiter>,
+}
+
+impl AppState {
+    /// The limiter of failed authentications: `per_minute` per source, as a burst and a rate.
+    pub fn auth_failure_limiter(per_minute: u32) -> Mutex<RateLimiter> {
+        let per_minute = f64::from(per_minute);
+        Mutex::new(RateLimiter::new(per_minute / 60.0, per_minute))
+    }
 }
 
 pub type SharedState = Arc<AppState>;
@@ -137,23 +150,55 @@ async fn track_requests(request: Request, next: Next) -> Response {
     response
 }
 
-/// The authenticated caller; rejects with a 401 OCS error.
+/// The authenticated caller; rejects with a 401 OCS error, or 429 for a source that failed to
+/// authenticate too often (it is refused before its credentials are looked at).
 pub struct Auth(pub AuthUser);
 
 impl FromRequestParts<SharedState> for Auth {
-    type Rejection = OcsError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, OcsError> {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let limiter = || {
+            state
+                .auth_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some(ip) = source {
+            if let Err(wait) = limiter().check(ip, Instant::now()) {
+                metrics::counter!("dialbridge_http_auth_refused_total").increment(1);
+                let retry_after = wait.as_secs().max(1).to_string();
+                let refusal = OcsError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "auth",
+                    "too many failed authentications from this address; try again later",
+                );
+                return Err(([(header::RETRY_AFTER, retry_after)], refusal).into_response());
+            }
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        auth::authenticate(state.rooms.store(), header)
-            .map(Auth)
-            .map_err(|e| match e {
-                auth::AuthError::Store => OcsError::internal(),
-                other => OcsError::unauthorized(other.to_string()),
-            })
+        match auth::authenticate(state.rooms.store(), header) {
+            Ok(user) => Ok(Auth(user)),
+            Err(auth::AuthError::Store) => Err(OcsError::internal().into_response()),
+            Err(e) => {
+                // Sending no credentials is not a guess; wrong ones are.
+                if e != auth::AuthError::Missing {
+                    metrics::counter!("dialbridge_http_auth_failures_total").increment(1);
+                    if let Some(ip) = source {
+                        let _ = limiter().take(ip, Instant::now());
+                        tracing::info!(source = %ip, "failed authentication");
+                    }
+                }
+                Err(OcsError::unauthorized(e.to_string()).into_response())
+            }
+        }
     }
 }
 

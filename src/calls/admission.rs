@@ -15,6 +15,7 @@ use dialbridge_sip::message::Uri;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, InboundConfig};
+use crate::ratelimit::RateLimiter;
 use crate::room::PhoneNumber;
 
 /// User-Agent substrings of SIP scanners and war-diallers (compared case-insensitively).
@@ -33,8 +34,6 @@ const SCANNERS: &[&str] = &[
     "voipsec",
 ];
 
-/// Sources remembered by each rate limiter at most; beyond it idle, then oldest entries go.
-const MAX_TRACKED_SOURCES: usize = 10_000;
 /// Nonces whose last nonce count is remembered (replay check); expired ones go first.
 const MAX_TRACKED_NONCES: usize = 10_000;
 
@@ -414,106 +413,6 @@ fn retry_seconds(wait: Duration) -> u32 {
 pub fn is_scanner(user_agent: &str) -> bool {
     let ua = user_agent.to_ascii_lowercase();
     SCANNERS.iter().any(|s| ua.contains(s))
-}
-
-/// Token buckets per source address, in bounded memory. IPv6 sources count per /64, since one
-/// host usually holds the whole prefix.
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<IpAddr, Bucket>,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimiter {
-    /// `rate` tokens per second, at most `burst` saved up.
-    pub fn new(rate: f64, burst: f64) -> RateLimiter {
-        RateLimiter {
-            rate,
-            burst: burst.max(1.0),
-            buckets: HashMap::new(),
-        }
-    }
-
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-            },
-            v4 => v4,
-        }
-    }
-
-    fn level(&self, b: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + elapsed * self.rate).min(self.burst)
-    }
-
-    /// Whether `source` has a token left, without taking it.
-    pub fn has_token(&self, source: IpAddr, now: Instant) -> bool {
-        self.buckets
-            .get(&Self::key(source))
-            .is_none_or(|b| self.level(*b, now) >= 1.0)
-    }
-
-    /// Takes a token, or says how long until one is there.
-    pub fn take(&mut self, source: IpAddr, now: Instant) -> Result<(), Duration> {
-        let key = Self::key(source);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED_SOURCES {
-            self.make_room(now);
-        }
-        let current = self
-            .buckets
-            .get(&key)
-            .map_or(self.burst, |b| self.level(*b, now));
-        if current < 1.0 {
-            self.buckets.insert(
-                key,
-                Bucket {
-                    tokens: current,
-                    at: now,
-                },
-            );
-            return Err(Duration::from_secs_f64((1.0 - current) / self.rate));
-        }
-        self.buckets.insert(
-            key,
-            Bucket {
-                tokens: current - 1.0,
-                at: now,
-            },
-        );
-        Ok(())
-    }
-
-    /// Forgets full buckets (as good as absent), then the least recently used one if need be.
-    fn make_room(&mut self, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
-        self.buckets.retain(|_, b| {
-            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-            b.tokens + elapsed * rate < burst
-        });
-        if self.buckets.len() >= MAX_TRACKED_SOURCES {
-            if let Some(oldest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.at)
-                .map(|(k, _)| *k)
-            {
-                self.buckets.remove(&oldest);
-            }
-        }
-    }
-
-    pub fn tracked(&self) -> usize {
-        self.buckets.len()
-    }
 }
 
 /// An admitted call's place in its trunk's `max_concurrent_calls`, given back when dropped:
@@ -937,22 +836,5 @@ password = "s3cret"
             a.decide(now, &facts("2001:db8:1:2::ffff", Some(&n))),
             Decision::Busy { .. }
         ));
-    }
-
-    #[test]
-    fn rate_limiter_memory_is_bounded() {
-        let now = Instant::now();
-        let mut limiter = RateLimiter::new(1.0, 2.0);
-        for i in 0..(MAX_TRACKED_SOURCES as u32 + 500) {
-            let ip = IpAddr::V4((0x0a00_0000 + i).into());
-            assert!(limiter.take(ip, now).is_ok());
-            assert!(limiter.tracked() <= MAX_TRACKED_SOURCES);
-        }
-        // Idle buckets are the first to go: a source that refilled is as good as new.
-        let later = now + Duration::from_secs(10);
-        limiter
-            .take("192.0.2.1".parse().expect("ip"), later)
-            .expect("token");
-        assert_eq!(limiter.tracked(), 1);
     }
 }

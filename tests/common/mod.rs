@@ -32,6 +32,18 @@ pub struct Gateway {
     pub sip_tcp: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     config_path: PathBuf,
+    open_files: Option<u64>,
+}
+
+/// What [`Gateway::launch`] starts: more keys of the `[http]`, `[sip]` and `[media]` tables, more
+/// configuration after them, and an open-file limit for the process.
+#[derive(Default)]
+pub struct Setup<'a> {
+    pub http: &'a str,
+    pub sip: &'a str,
+    pub media: &'a str,
+    pub extra: &'a str,
+    pub open_files: Option<u64>,
 }
 
 impl Gateway {
@@ -47,13 +59,30 @@ impl Gateway {
 
     /// [`Gateway::start_with_sip`] with more keys of the `[media]` table too.
     pub fn start_with(sip: &str, media: &str, extra: &str) -> Gateway {
+        Gateway::launch(Setup {
+            sip,
+            media,
+            extra,
+            ..Setup::default()
+        })
+    }
+
+    /// Starts the binary as `setup` says.
+    pub fn launch(setup: Setup<'_>) -> Gateway {
+        let Setup {
+            http,
+            sip,
+            media,
+            extra,
+            open_files,
+        } = setup;
         let dir = tempfile::tempdir().expect("tempdir");
         // A window of RTP ports of its own: gateways of other test runs on the machine (the
         // default range) must not latch onto each other's phones' stray packets.
         let base = 30000 + u32::from(rand::random::<u8>() % 150) * 200;
         let media = format!("rtp_ports = \"{base}-{}\"\n{media}", base + 199);
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n{http}[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
@@ -72,6 +101,7 @@ impl Gateway {
             sip_tcp: None,
             dir,
             config_path,
+            open_files,
         };
         gateway.spawn();
         gateway
@@ -83,7 +113,17 @@ impl Gateway {
             .append(true)
             .open(self.dir.path().join("stderr.log"))
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dialbridge"))
+        let mut command = match self.open_files {
+            Some(limit) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_dialbridge"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_dialbridge")),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
