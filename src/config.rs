@@ -121,6 +121,10 @@ pub struct SipConfig {
     /// Refused INVITEs (source not allowed, scanner) get no answer at all instead of 403.
     #[serde(default)]
     pub silent_reject: bool,
+    /// Sent as `Server` and `User-Agent`; without it neither header is sent, so scanners cannot
+    /// tell the product from its answers.
+    #[serde(default)]
+    pub user_agent: Option<String>,
     /// RFC 3261 T1, the round-trip estimate: UDP retransmissions start at T1 and a request
     /// with no answer times out after 64*T1 (32 s at the default 500 ms).
     #[serde(default)]
@@ -132,6 +136,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: default_sip_listen(),
             silent_reject: false,
+            user_agent: None,
             t1: None,
         }
     }
@@ -409,6 +414,11 @@ pub struct DialinConfig {
     /// Failed digest authentications per minute from one source before it is refused outright.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
+    /// INVITEs to numbers that lead nowhere (404) per minute from one source; past it the source
+    /// counts as a scanner and every INVITE from it is refused (403, or silence with
+    /// `silent_reject`) until it stops probing.
+    #[serde(default = "default_unknown_numbers")]
+    pub unknown_numbers_per_minute: u32,
     /// Numbers routed to rooms by configuration (in addition to numbers set through the API).
     #[serde(default)]
     pub routes: Vec<DialinRoute>,
@@ -427,6 +437,7 @@ impl Default for DialinConfig {
             invites_per_second: default_invite_rate(),
             invite_burst: default_invite_burst(),
             auth_failures_per_minute: default_auth_failures(),
+            unknown_numbers_per_minute: default_unknown_numbers(),
             routes: Vec::new(),
         }
     }
@@ -468,6 +479,10 @@ fn default_invite_burst() -> u32 {
 }
 
 fn default_auth_failures() -> u32 {
+    10
+}
+
+fn default_unknown_numbers() -> u32 {
     10
 }
 

@@ -182,6 +182,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let sip = runtime::sip::start_with_timers(
         &config.sip.listen,
         config.sip.timers(),
+        config.sip.user_agent.clone(),
         sip_events_tx,
         shutdown_rx.clone(),
     )

@@ -56,9 +56,7 @@ impl RateLimiter {
     /// [`RateLimiter::has_token`], saying how long until a token is there when none is.
     pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
         match self.buckets.get(&source_key(source)) {
-            Some(b) if self.level(*b, now) < 1.0 => Err(Duration::from_secs_f64(
-                (1.0 - self.level(*b, now)) / self.rate,
-            )),
+            Some(b) if self.level(*b, now) < 1.0 => Err(self.wait(self.level(*b, now))),
             _ => Ok(()),
         }
     }
@@ -81,7 +79,7 @@ impl RateLimiter {
                     at: now,
                 },
             );
-            return Err(Duration::from_secs_f64((1.0 - current) / self.rate));
+            return Err(self.wait(current));
         }
         self.buckets.insert(
             key,
@@ -91,6 +89,11 @@ impl RateLimiter {
             },
         );
         Ok(())
+    }
+
+    /// How long until a bucket at `level` holds a token (forever at a rate of 0).
+    fn wait(&self, level: f64) -> Duration {
+        Duration::try_from_secs_f64((1.0 - level) / self.rate).unwrap_or(Duration::MAX)
     }
 
     /// Forgets full buckets (as good as absent), then the least recently used one if need be.
@@ -136,6 +139,19 @@ mod tests {
             .take("192.0.2.1".parse().expect("ip"), later)
             .expect("token");
         assert_eq!(limiter.tracked(), 1);
+    }
+
+    #[test]
+    fn a_rate_of_zero_never_refills_and_does_not_panic() {
+        let now = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut limiter = RateLimiter::new(0.0, 1.0);
+        assert!(limiter.take(ip, now).is_ok());
+        assert_eq!(limiter.take(ip, now), Err(Duration::MAX));
+        assert_eq!(
+            limiter.check(ip, now + Duration::from_secs(3600)),
+            Err(Duration::MAX)
+        );
     }
 
     #[test]

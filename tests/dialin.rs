@@ -75,10 +75,15 @@ struct Peer {
 
 impl Peer {
     async fn connect(gw: &Gateway, transport: Transport) -> Peer {
+        Peer::connect_from(gw, transport, "127.0.0.1").await
+    }
+
+    /// A peer on `source`, an address of 127.0.0.0/8 (UDP only).
+    async fn connect_from(gw: &Gateway, transport: Transport, source: &str) -> Peer {
         let target = sip_addr(gw, transport);
         match transport {
             Transport::Udp => {
-                let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                let socket = UdpSocket::bind(format!("{source}:0")).await.expect("bind");
                 let local = socket.local_addr().expect("local");
                 Peer {
                     wire: Wire::Udp(socket, target),
@@ -127,10 +132,16 @@ impl Peer {
              CSeq: 1 {method}\r\n\
              Contact: <sip:100@{local}>\r\n\
              Max-Forwards: 70\r\n\
-             User-Agent: {user_agent}\r\n\
+             {user_agent_line}\
              Content-Length: 0\r\n\r\n",
             local = self.local,
             seq = self.seq,
+            // Scanners that hide leave the header out.
+            user_agent_line = if user_agent.is_empty() {
+                String::new()
+            } else {
+                format!("User-Agent: {user_agent}\r\n")
+            },
         );
         (text, branch)
     }
@@ -273,6 +284,113 @@ async fn disallowed_source_is_refused_with_403_over_udp_and_tcp() {
         gw.log().contains("no inbound trunk allows the source"),
         "decision logged"
     );
+}
+
+#[tokio::test]
+async fn a_refused_invite_gets_exactly_one_403_without_a_product_name() {
+    // A short T1, so that a retransmitting transaction would show within the wait below.
+    let gw = Gateway::start_with_sip(
+        "t1 = \"100ms\"\n",
+        &inbound("allowed_sources = [\"192.0.2.0/24\"]\n"),
+    );
+    let mut peer = Peer::connect(&gw, Transport::Udp).await;
+    let (invite, _) = peer.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    peer.send(&invite).await;
+    let mut answers = Vec::new();
+    // Timer G would retransmit after 0.1, 0.3, 0.7, 1.5 and 3.1 s.
+    while let Some(r) = peer.recv(Duration::from_secs(4)).await {
+        answers.push(r);
+    }
+    let codes: Vec<u16> = answers.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [403], "one answer, never retransmitted");
+    assert!(answers[0].headers.get("Server").is_none());
+    // Its ACK draws nothing either; OPTIONS shows no product name.
+    let ack = invite
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    peer.send(&ack).await;
+    assert_eq!(peer.recv(SILENCE).await.map(|r| r.code), None);
+    let (options, _) = peer.request("OPTIONS", "probe", "", None);
+    peer.send(&options).await;
+    let answer = peer.recv(ANSWER).await.expect("OPTIONS answered");
+    assert_eq!(answer.code, 200);
+    for name in ["Server", "User-Agent"] {
+        assert!(answer.headers.get(name).is_none(), "{name}: {answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_enumeration_learns_no_number_after_its_first_probes_and_joins_no_call() {
+    let gw = Gateway::start(&format!(
+        "{}[dialin]\nunknown_numbers_per_minute = 5\ninvites_per_second = 1000\ninvite_burst = 1000\n",
+        inbound("allowed_sources = [\"127.0.0.0/8\"]\n")
+    ));
+    let (alice, token) = room_with_number(&gw, true).await;
+    // The scanner, on 127.0.0.2, sends no User-Agent: made-up numbers, the room's number among
+    // them after the first few probes, as svwar walks a range.
+    let mut scanner = Peer::connect_from(&gw, Transport::Udp, "127.0.0.2").await;
+    let mut numbers: Vec<String> = (0..8).map(|i| format!("+49301299{i:02}")).collect();
+    numbers.push(ROOM_NUMBER.into());
+    numbers.extend((8..20).map(|i| format!("+49301299{i:02}")));
+    numbers.push(ROOM_NUMBER.into());
+    let mut answers = Vec::new();
+    for number in &numbers {
+        let (invite, _) = scanner.request("INVITE", number, "", None);
+        scanner.send(&invite).await;
+        let mut provisional = Vec::new();
+        let answer = scanner
+            .final_response(&invite, ANSWER, &mut provisional)
+            .await
+            .map(|r| r.code);
+        answers.push((number.clone(), answer, provisional));
+    }
+    // The first five learn that their numbers lead nowhere; from then on every number, the
+    // room's included, gets the same single 403 and not even a 180.
+    for (number, answer, provisional) in &answers[..5] {
+        assert_eq!(*answer, Some(404), "{number}: {answers:?}");
+        assert!(!provisional.contains(&180), "{number}");
+    }
+    for (number, answer, provisional) in &answers[5..] {
+        assert_eq!(*answer, Some(403), "{number}: {answers:?}");
+        assert!(provisional.is_empty(), "{number}: {provisional:?}");
+    }
+    // No probe reached the room.
+    let participants = alice
+        .talk(Method::GET, &format!("/room/{token}/participants"), None)
+        .await
+        .expect(200);
+    let list = participants.data().as_array().expect("array").clone();
+    assert!(list.iter().all(|p| p["actorType"] != "phones"), "{list:?}");
+    let records = alice
+        .call(Method::GET, &format!("/api/v1/rooms/{token}/calls"), None)
+        .await
+        .expect(200);
+    assert!(
+        records
+            .data()
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["kind"] != "dialin"),
+        "{records:?}"
+    );
+    assert!(gw.log().contains("source probes unknown numbers"));
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("dialbridge_dialin_scanners_detected_total 1"),
+        "{metrics}"
+    );
+    // A caller from another source of the trunk still gets through (an offerless INVITE: the
+    // gateway's offer comes in its 200).
+    let mut caller = Peer::connect(&gw, Transport::Udp).await;
+    let (invite, _) = caller.request("INVITE", ROOM_NUMBER, "Carrier SBC", None);
+    caller.send(&invite).await;
+    let mut provisional = Vec::new();
+    let answer = caller
+        .final_response(&invite, ANSWER, &mut provisional)
+        .await;
+    assert_eq!(answer.map(|r| r.code), Some(200), "{provisional:?}");
+    assert!(provisional.contains(&180), "{provisional:?}");
 }
 
 #[tokio::test]

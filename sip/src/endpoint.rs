@@ -827,6 +827,31 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Answers a server transaction that has no final response yet with `response`, sent once,
+    /// and forgets the transaction (a stateless answer, RFC 3261 section 8.2.7): nothing is
+    /// retransmitted or kept, so a refused source cannot use us as an amplifier. A retransmitted
+    /// request is a new request and gets its own single answer.
+    pub fn respond_once(&mut self, id: TransactionId, response: Response) -> Result<(), SendError> {
+        let tx = self.txs.get(&id).ok_or(SendError::UnknownTransaction)?;
+        let unanswered = match tx.kind {
+            Kind::InviteServer => tx.state == State::Proceeding,
+            Kind::NonInviteServer => matches!(tx.state, State::Trying | State::Proceeding),
+            Kind::InviteClient | Kind::NonInviteClient => false,
+        };
+        if !unanswered || response.code < 200 {
+            return Err(SendError::InvalidState(
+                "only an unanswered server transaction can be answered once with a final response",
+            ));
+        }
+        self.transmits.push_back(Transmit {
+            transport: tx.transport,
+            destination: tx.remote,
+            bytes: response.to_bytes(),
+        });
+        self.terminate(id);
+        Ok(())
+    }
+
     /// After a CANCEL, gives the INVITE client transaction 64*T1 to reach a final response before
     /// it times out (RFC 3261 section 9.1), even in Proceeding where Timer B no longer runs.
     pub fn arm_cancel_timeout(&mut self, now: Instant, invite: TransactionId) {

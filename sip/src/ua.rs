@@ -37,7 +37,8 @@ impl Default for UaConfig {
         UaConfig {
             endpoint: Config::default(),
             contact_user: "dialbridge".into(),
-            user_agent: Some("dialbridge".into()),
+            // Naming the product would only help scanners fingerprint the gateway.
+            user_agent: None,
             auto_answer_reinvite: true,
         }
     }
@@ -510,6 +511,35 @@ impl UserAgent {
             .invite_tx
             .ok_or(UaError::InvalidState("no INVITE transaction"))?;
         self.endpoint.ignore(now, tx)?;
+        self.remove_call(call);
+        Ok(())
+    }
+
+    /// Refuses an incoming call with one final response sent outside any transaction
+    /// ([`Endpoint::respond_once`]): never retransmitted, and nothing of the call is kept.
+    pub fn refuse_once(
+        &mut self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+        // After a 18x the caller holds an early dialog: that ends with a transaction's answer.
+        if c.outgoing || c.state != CallState::Ringing || c.dialog.is_some() || code < 300 {
+            return Err(UaError::InvalidState(
+                "only an incoming call that got no 18x can be refused once",
+            ));
+        }
+        let tx = c
+            .invite_tx
+            .ok_or(UaError::InvalidState("no INVITE transaction"))?;
+        let mut resp = Response::for_request(&c.invite, code, reason);
+        resp.set_to_tag(&c.local_tag)
+            .map_err(|_| UaError::InvalidState("INVITE has an unusable To header"))?;
+        if let Some(ua) = &self.config.user_agent {
+            resp.headers.push("Server", ua.clone());
+        }
+        self.endpoint.respond_once(tx, resp)?;
         self.remove_call(call);
         Ok(())
     }

@@ -157,3 +157,80 @@ fn refusals_carry_extra_headers() {
     );
     assert_eq!(ua.call_count(), 0);
 }
+
+#[test]
+fn a_refusal_sent_once_is_never_retransmitted_and_leaves_no_state() {
+    let t0 = Instant::now();
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    ua.refuse_once(call, 403, "Forbidden").expect("403");
+    let first = transmits(&mut ua);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].destination, addr(PEER));
+    let response = match Message::parse(&first[0].bytes) {
+        Ok(Message::Response(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(response.code, 403);
+    assert!(response.headers.to().expect("To").tag().is_some());
+    assert!(
+        response.headers.get("Server").is_none(),
+        "no product name unless configured"
+    );
+    assert_eq!(ua.call_count(), 0);
+    assert_eq!(ua.endpoint().transaction_count(), 0, "nothing kept");
+    assert_eq!(ua.poll_timeout(), None, "no timer left to retransmit with");
+    // Timer G would have retransmitted at 0.5, 1.5, 3.5, ... s; over 64*T1 nothing goes out.
+    let later = run(&mut ua, t0, t0 + Duration::from_secs(33));
+    assert!(later.is_empty(), "retransmitted: {later:?}");
+    // The ACK for the 403 finds nothing and draws nothing.
+    let ack = INVITE
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    deliver(&mut ua, t0 + Duration::from_secs(1), ack.as_bytes());
+    assert!(transmits(&mut ua).is_empty());
+    // A retransmitted INVITE is a new request: one more single answer, no more.
+    deliver(&mut ua, t0 + Duration::from_secs(2), INVITE.as_bytes());
+    let Some(UaEvent::IncomingCall { call, .. }) = ua.poll_event() else {
+        panic!("the retransmission is offered again");
+    };
+    ua.refuse_once(call, 403, "Forbidden").expect("403 again");
+    assert_eq!(transmits(&mut ua).len(), 1);
+    assert!(run(
+        &mut ua,
+        t0 + Duration::from_secs(2),
+        t0 + Duration::from_secs(40)
+    )
+    .is_empty());
+}
+
+#[test]
+fn only_an_unanswered_call_can_be_refused_once() {
+    let t0 = Instant::now();
+    let mut ua = agent();
+    let call = incoming(&mut ua, t0);
+    assert!(ua.refuse_once(call, 180, "Ringing").is_err(), "final only");
+    ua.respond(t0, call, 180, "Ringing", None).expect("180");
+    assert!(ua.refuse_once(call, 403, "Forbidden").is_err(), "ringing");
+    assert_eq!(ua.call_count(), 1);
+}
+
+#[test]
+fn a_configured_product_name_is_sent() {
+    let t0 = Instant::now();
+    let mut ua = UserAgent::new(UaConfig {
+        endpoint: Config {
+            local_addrs: vec![(Transport::Udp, addr(LOCAL))],
+            ..Config::default()
+        },
+        user_agent: Some("ExampleGW/2".into()),
+        ..UaConfig::default()
+    });
+    let call = incoming(&mut ua, t0);
+    ua.refuse_once(call, 403, "Forbidden").expect("403");
+    let sent = transmits(&mut ua);
+    let Ok(Message::Response(response)) = Message::parse(&sent[0].bytes) else {
+        panic!("a response");
+    };
+    assert_eq!(response.headers.get("Server"), Some("ExampleGW/2"));
+}

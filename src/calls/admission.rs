@@ -42,8 +42,10 @@ const MAX_TRACKED_NONCES: usize = 10_000;
 pub enum Decision {
     /// Admitted through `trunk`; the caller must call [`Admission::release`] when the call ends.
     Admit { trunk: String },
-    /// Answer with this final response (403 or 404).
+    /// Answer with this final response (404) in a transaction.
     Refuse { code: u16, reason: &'static str },
+    /// Answer 403 once, outside any transaction: a refused source gets one answer per request.
+    Forbid,
     /// Send nothing at all.
     Drop,
     /// 407 with these `Proxy-Authenticate` values.
@@ -85,12 +87,14 @@ pub struct Admission {
     nonce_counts: HashMap<String, (u64, u32)>,
     invites: RateLimiter,
     auth_failures: RateLimiter,
+    unknown_numbers: RateLimiter,
 }
 
 impl Admission {
     pub fn new(config: &Config, now: Instant, secret: [u8; 32]) -> Admission {
         let d = &config.dialin;
         let failures = f64::from(d.auth_failures_per_minute);
+        let unknown = f64::from(d.unknown_numbers_per_minute);
         Admission {
             trunks: config
                 .inbound
@@ -110,6 +114,7 @@ impl Admission {
             nonce_counts: HashMap::new(),
             invites: RateLimiter::new(d.invites_per_second, f64::from(d.invite_burst)),
             auth_failures: RateLimiter::new(failures / 60.0, failures),
+            unknown_numbers: RateLimiter::new(unknown / 60.0, unknown),
         }
     }
 
@@ -118,7 +123,7 @@ impl Admission {
         let (decision, why, trunk) = self.decide_inner(now, invite);
         let kind = match &decision {
             Decision::Admit { .. } => "admit",
-            Decision::Refuse { .. } => "refuse",
+            Decision::Refuse { .. } | Decision::Forbid => "refuse",
             Decision::Drop => "drop",
             Decision::Challenge { .. } => "challenge",
             Decision::Busy { .. } => "busy",
@@ -140,11 +145,24 @@ impl Admission {
         if self.silent_reject {
             Decision::Drop
         } else {
-            Decision::Refuse {
-                code: 403,
-                reason: "Forbidden",
-            }
+            Decision::Forbid
         }
+    }
+
+    /// Counts an INVITE from `source` to a number that leads nowhere. A source that runs out of
+    /// `unknown_numbers_per_minute` is probing for numbers: a scanner, whatever it calls itself.
+    pub fn unknown_number(&mut self, source: IpAddr, now: Instant) {
+        let was_probing = self.probing(source, now);
+        let _ = self.unknown_numbers.take(source, now);
+        if !was_probing && self.probing(source, now) {
+            metrics::counter!("dialbridge_dialin_scanners_detected_total").increment(1);
+            tracing::warn!(%source, "source probes unknown numbers: refused as a scanner until it stops");
+        }
+    }
+
+    /// Whether `source` is refused as a scanner for probing unknown numbers.
+    pub fn probing(&self, source: IpAddr, now: Instant) -> bool {
+        !self.unknown_numbers.has_token(source, now)
     }
 
     fn decide_inner(
@@ -192,6 +210,10 @@ impl Admission {
                 Some(name),
             );
         }
+        if self.probing(invite.source, now) {
+            let name = self.trunks[index].config.name.as_str();
+            return (self.refuse(), "source probes unknown numbers", Some(name));
+        }
         if self.trunks[index].config.password.is_some() {
             if !self.auth_failures.has_token(invite.source, now) {
                 let decision = self.refuse();
@@ -237,6 +259,9 @@ impl Admission {
                     );
                 }
             }
+        }
+        if !serves(&self.trunks[index]) {
+            self.unknown_number(invite.source, now);
         }
         let trunk = &mut self.trunks[index];
         if !serves(trunk) {
@@ -486,10 +511,7 @@ password = "s3cret"
     }
 
     fn forbidden() -> Decision {
-        Decision::Refuse {
-            code: 403,
-            reason: "Forbidden",
-        }
+        Decision::Forbid
     }
 
     /// Answers the first challenge of `decision` as a client would.
@@ -576,6 +598,53 @@ password = "s3cret"
         }
         assert!(!is_scanner("Asterisk PBX 20.1"));
         assert!(!is_scanner("Twilio Gateway"));
+    }
+
+    #[test]
+    fn a_source_probing_unknown_numbers_is_refused_whatever_it_calls_itself() {
+        let now = Instant::now();
+        let mut a = admission("[dialin]\nunknown_numbers_per_minute = 3\n", now);
+        let served = number("+4930123456");
+        let unserved = number("+4940999999");
+        // The trunk's own 404s count, and so do the numbers routing finds nowhere.
+        for _ in 0..2 {
+            assert!(matches!(
+                a.decide(now, &facts("192.0.2.9", Some(&unserved))),
+                Decision::Refuse { code: 404, .. }
+            ));
+        }
+        assert!(!a.probing("192.0.2.9".parse().expect("ip"), now));
+        a.unknown_number("192.0.2.9".parse().expect("ip"), now);
+        assert!(a.probing("192.0.2.9".parse().expect("ip"), now));
+        // Now every INVITE from it gets the same refusal, a served number's too.
+        for dialed in [&served, &unserved] {
+            assert_eq!(
+                a.decide(now, &facts("192.0.2.9", Some(dialed))),
+                forbidden()
+            );
+        }
+        assert_eq!(a.active("open"), 0, "no call admitted");
+        // Other sources of the same trunk are not affected.
+        assert!(matches!(
+            a.decide(now, &facts("192.0.2.10", Some(&served))),
+            Decision::Admit { .. }
+        ));
+        // Once it stops, its budget refills (3 a minute: one every 20 s).
+        let later = now + Duration::from_secs(21);
+        assert!(matches!(
+            a.decide(later, &facts("192.0.2.9", Some(&served))),
+            Decision::Admit { .. }
+        ));
+        // With silent_reject the scanner hears nothing.
+        let mut quiet = admission(
+            "[sip]\nsilent_reject = true\n[dialin]\nunknown_numbers_per_minute = 1\n",
+            now,
+        );
+        quiet.unknown_number("192.0.2.9".parse().expect("ip"), now);
+        assert_eq!(
+            quiet.decide(now, &facts("192.0.2.9", Some(&served))),
+            Decision::Drop
+        );
     }
 
     #[test]

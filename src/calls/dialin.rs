@@ -187,9 +187,19 @@ impl DialIn {
             proxy_authorization: request.headers.proxy_authorization().collect(),
             dialed: dialed.as_ref(),
         };
-        let decision = self.admission().decide(Instant::now(), &facts);
+        let now = Instant::now();
+        let decision = self.admission().decide(now, &facts);
+        if matches!(decision, Decision::Forbid | Decision::Drop)
+            && self.admission().probing(remote.ip(), now)
+            && self.route(dialed.as_ref()) == Route::Unknown
+        {
+            // A scanner stays refused while it goes on probing; calls to real numbers (a carrier
+            // that once sent a burst of misdials) let its budget refill.
+            self.admission().unknown_number(remote.ip(), now);
+        }
         let sent = match decision {
             Decision::Drop => sip.ignore(call).await,
+            Decision::Forbid => sip.refuse_once(call, 403, "Forbidden").await,
             Decision::Refuse { code, reason } => sip.respond(call, code, reason, None).await,
             Decision::Challenge { proxy_authenticate } => {
                 let headers = proxy_authenticate
@@ -260,6 +270,7 @@ impl DialIn {
         tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
         let to = match route {
             Route::Unknown => {
+                self.admission().unknown_number(remote.ip(), Instant::now());
                 phone_leg::count_refused_dialin(404);
                 let _ = sip.respond(call, 404, "Not Found", None).await;
                 return;

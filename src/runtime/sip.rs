@@ -57,6 +57,12 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
+    RefuseOnce {
+        call: CallHandle,
+        code: u16,
+        reason: &'static str,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
     RespondWithHeaders {
         call: CallHandle,
         code: u16,
@@ -208,6 +214,23 @@ impl SipHandle {
     }
 
     /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
+    /// Refuses an incoming call with one response outside any transaction (never retransmitted).
+    pub async fn refuse_once(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: &'static str,
+    ) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::RefuseOnce {
+                call,
+                code,
+                reason,
+                reply,
+            })
+            .await??)
+    }
+
     pub async fn ignore(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self.ask(|reply| Command::Ignore { call, reply }).await??)
     }
@@ -268,13 +291,14 @@ pub async fn start(
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
-    start_with_timers(listen, Timers::default(), events, shutdown).await
+    start_with_timers(listen, Timers::default(), None, events, shutdown).await
 }
 
 /// [`start`] with other RFC 3261 timers (`[sip] t1`).
 pub async fn start_with_timers(
     listen: &[SipListen],
     timers: Timers,
+    user_agent: Option<String>,
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
@@ -315,6 +339,7 @@ pub async fn start_with_timers(
             timers,
             ..EndpointConfig::default()
         },
+        user_agent,
         ..UaConfig::default()
     };
     let (command_tx, command_rx) = mpsc::channel(1024);
@@ -590,6 +615,14 @@ impl Core {
             }
             Command::Ignore { call, reply } => {
                 let _ = reply.send(self.ua.ignore(now, call));
+            }
+            Command::RefuseOnce {
+                call,
+                code,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.refuse_once(call, code, reason));
             }
             Command::RespondWithHeaders {
                 call,
