@@ -38,7 +38,8 @@ fn call_of(event: &UaEvent) -> Option<CallHandle> {
         | UaEvent::ReInvite { call, .. }
         | UaEvent::ReInviteAck { call, .. }
         | UaEvent::Info { call, .. }
-        | UaEvent::Ended { call, .. } => Some(*call),
+        | UaEvent::Ended { call, .. }
+        | UaEvent::RestoredByeDone { call, .. } => Some(*call),
         UaEvent::IncomingCall { .. } | UaEvent::Discarded { .. } => None,
     }
 }
