@@ -157,6 +157,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "closed out sessions and calls left open by the previous run"
         );
     }
+    // Their phones still think these calls are up: each gets a BYE once SIP runs.
+    let left_over = calls::dialogs::left_over(&store);
     for user in &config.users {
         let name = user
             .display_name
@@ -207,6 +209,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         dialin,
         router.clone(),
     ));
+    calls::dialogs::hang_up_left_over(left_over, store.clone(), sip.clone(), router.clone());
     let observers: Vec<Arc<dyn CallObserver>> = vec![Arc::new(media.clone()), dialer.clone()];
     let as_dialer: Option<Arc<dyn Dialer>> = Some(dialer.clone());
 

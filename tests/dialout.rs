@@ -325,6 +325,42 @@ async fn answer_crossing_our_cancel_is_acked_and_hung_up() {
     assert_nothing_left(&gw).await;
 }
 
+/// A moderator mutes a phone while it rings without early media (no media to mute yet): the
+/// mute is kept and holds from the answer on.
+#[tokio::test]
+async fn a_mute_while_ringing_holds_once_the_phone_answers() {
+    let sipp = Sipp::uas("dialout_ring_then_answer.xml", Tp::Udp, &[]).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("ringing").await;
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/mute"),
+            Some(json!({"audio": 1})),
+        )
+        .await
+        .expect(200);
+    events.reach("connected").await;
+    wait_for(
+        "the media engine muting the phone",
+        || {
+            gw.log().lines().any(|l| {
+                l.contains("phone leg mute changed") && l.contains("speaking=true listening=false")
+            })
+        },
+        || gw.log(),
+    )
+    .await;
+    assert!(!gw.log().contains("mute not applied"), "{}", gw.log());
+    end_call_for_all(&alice, &token).await;
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (expected our BYE):\n{trace}");
+    assert_nothing_left(&gw).await;
+}
+
 /// Key presses for a phone that still rings without early media are refused with 400: there is
 /// no media to carry them yet. The room then ends the call (CANCEL).
 #[tokio::test]

@@ -1,9 +1,21 @@
 //! What must survive a crash of the binary, and what must be closed out after it.
 
 mod common;
+#[path = "common/ports.rs"]
+mod ports;
+#[path = "common/sipp.rs"]
+mod sipp;
+#[path = "common/telephony.rs"]
+mod telephony;
 
-use common::Gateway;
+use common::{Client, Gateway};
 use reqwest::Method;
+use serde_json::json;
+use telephony::{call_records, wait_for, EventReader, PhoneMedia, Sipp, Tp};
+
+const PHONE: &str = "+4930123456";
+/// What the gateway logs for each BYE it sends after a restart.
+const RESTART_BYE: &str = "BYE for a call left up by the previous run";
 
 #[tokio::test]
 async fn rooms_attendees_and_call_records_survive_a_crash() {
@@ -104,4 +116,113 @@ async fn health_and_metrics() {
         not_found.contains("route=\"/ocs/v2.php/apps/spreed/api/v4/room/{token}\""),
         "{not_found}"
     );
+}
+
+/// The Call-ID of the first message in a SIPp trace.
+fn sip_call_id(trace: &str) -> &str {
+    trace
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no Call-ID in the SIPp trace:\n{trace}"))
+}
+
+/// After the crash: SIPp ends only once it got the BYE it waits for (and answered it 200), the
+/// gateway logs that BYE with the call's Call-ID and the answer, and the call's record is
+/// closed out with cause `restart` as before.
+async fn phone_hung_up_after_restart(
+    gw: &Gateway,
+    sipp: Sipp,
+    alice: &Client,
+    token: &str,
+    kind: &str,
+) {
+    let (ok, trace) = sipp.finish().await;
+    assert!(
+        ok,
+        "SIPp got no BYE after the restart:\n{trace}\n{}",
+        gw.log()
+    );
+    let line = format!("sip_call_id={}", sip_call_id(&trace));
+    wait_for(
+        "the BYE's log line",
+        || {
+            gw.log().lines().any(|l| {
+                l.contains(RESTART_BYE) && l.contains(&line) && l.contains("result=200 OK")
+            })
+        },
+        || gw.log(),
+    )
+    .await;
+    let records = call_records(alice, token, kind).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["status"], "cleared");
+    assert_eq!(records[0]["cause"], "restart");
+}
+
+#[tokio::test]
+async fn a_dialled_out_phone_gets_a_bye_after_a_crash() {
+    // The phone answers, then waits for a BYE; audio does not matter (its media goes nowhere).
+    let sipp = Sipp::uas(
+        "dialout_answer.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", "9"],
+    )
+    .await;
+    let trunk = format!(
+        "[[trunks]]\nname = \"sipp\"\naddress = \"127.0.0.1:{}\"\ntransport = \"udp\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\n",
+        sipp.port
+    );
+    let mut gw = Gateway::start(&trunk);
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    let phone = alice.add_phone(&token, PHONE).await;
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{phone}"),
+            None,
+        )
+        .await
+        .expect(200);
+    events.reach("connected").await;
+
+    gw.crash_and_restart();
+    phone_hung_up_after_restart(&gw, sipp, &gw.client("alice"), &token, "dialout").await;
+}
+
+#[tokio::test]
+async fn a_caller_in_a_room_gets_a_bye_after_a_crash() {
+    let mut gw =
+        Gateway::start("[[inbound]]\nname = \"carrier\"\nallowed_sources = [\"127.0.0.1\"]\n");
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    alice
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rooms/{token}/dialin"),
+            Some(json!({"number": PHONE})),
+        )
+        .await
+        .expect(200);
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    let mut events = EventReader::open(&alice, &token).await;
+    let media = PhoneMedia::start(1000.0);
+    let port = media.addr.port().to_string();
+    let sipp = Sipp::uac(
+        gw.sip_udp.expect("SIP UDP address"),
+        "uac_call_until_bye.xml",
+        Tp::Udp,
+        PHONE,
+        "Carrier SBC",
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &port],
+    );
+    events.reach("connected").await;
+
+    gw.crash_and_restart();
+    phone_hung_up_after_restart(&gw, sipp, &gw.client("alice"), &token, "dialin").await;
 }

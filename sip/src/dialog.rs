@@ -33,6 +33,23 @@ pub struct Dialog {
     pub fallback: Target,
 }
 
+/// What a dialog needs to send a request in it, as text: kept outside the process (in a store)
+/// while the call lives, so that after a crash [`Dialog::restore`] can rebuild the dialog and
+/// hang it up ([`crate::ua::UserAgent::bye_restored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedDialog {
+    pub id: DialogId,
+    /// [`Dialog::local`], with our tag.
+    pub local: String,
+    /// [`Dialog::remote`], with the peer's tag.
+    pub remote: String,
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    /// CSeq of the last request we sent in the dialog.
+    pub local_seq: u32,
+    pub fallback: Target,
+}
+
 fn first_contact(h: &crate::message::Headers) -> Result<Uri, ParseError> {
     h.contact()?
         .into_iter()
@@ -92,6 +109,57 @@ impl Dialog {
         })
     }
 
+    /// The dialog as text, for [`Dialog::restore`].
+    pub fn save(&self) -> SavedDialog {
+        SavedDialog {
+            id: self.id.clone(),
+            local: self.local.to_string(),
+            remote: self.remote.to_string(),
+            remote_target: self.remote_target.to_string(),
+            route_set: self.route_set.iter().map(ToString::to_string).collect(),
+            local_seq: self.local_seq,
+            fallback: self.fallback,
+        }
+    }
+
+    /// Rebuilds a saved dialog; an error names the field that does not parse or does not fit
+    /// the dialog id (a corrupt record). The peer's CSeq is not kept: the dialog only sends.
+    pub fn restore(saved: &SavedDialog) -> Result<Dialog, ParseError> {
+        let local = NameAddr::parse(&saved.local).map_err(|e| e.context("local"))?;
+        let remote = NameAddr::parse(&saved.remote).map_err(|e| e.context("remote"))?;
+        if local.tag() != Some(saved.id.local_tag.as_str()) {
+            return Err(ParseError::syntax(
+                "local: its tag is not the dialog's local tag",
+            ));
+        }
+        if remote.tag().unwrap_or_default() != saved.id.remote_tag {
+            return Err(ParseError::syntax(
+                "remote: its tag is not the dialog's remote tag",
+            ));
+        }
+        // Call-ID is `word ["@" word]`: anything else would break the request's head.
+        let call_id = &saved.id.call_id;
+        if call_id.is_empty() || call_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ParseError::syntax("call id: empty or not a word"));
+        }
+        let route_set = saved
+            .route_set
+            .iter()
+            .map(|r| NameAddr::parse(r).map_err(|e| e.context("route set")))
+            .collect::<Result<_, _>>()?;
+        Ok(Dialog {
+            id: saved.id.clone(),
+            local,
+            remote,
+            local_seq: saved.local_seq,
+            remote_seq: None,
+            remote_target: Uri::parse(&saved.remote_target)
+                .map_err(|e| e.context("remote target"))?,
+            route_set,
+            fallback: saved.fallback,
+        })
+    }
+
     /// A new request in the dialog; `seq` is the CSeq number to use.
     pub fn request(&self, method: Method, seq: u32) -> Request {
         let mut r = Request::new(method.clone(), self.remote_target.clone());
@@ -109,6 +177,14 @@ impl Dialog {
     pub fn next_request(&mut self, method: Method) -> Request {
         self.local_seq = self.local_seq.wrapping_add(1);
         self.request(method, self.local_seq)
+    }
+
+    /// The BYE that ends the dialog (the next local CSeq).
+    pub fn bye(&mut self) -> Request {
+        let mut bye = self.next_request(Method::Bye);
+        bye.headers.push("Max-Forwards", "70");
+        bye.headers.push("Content-Length", "0");
+        bye
     }
 
     /// Checks and records the CSeq of a request from the peer (RFC 3261 section 12.2.2):

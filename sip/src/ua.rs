@@ -147,6 +147,13 @@ pub enum UaEvent {
     /// An established call ended (BYE from either side). May come without `Answered` when a
     /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
     Ended { call: CallHandle, by_remote: bool },
+    /// The BYE of [`UserAgent::bye_restored`] is over: `code` is its final response, or 408
+    /// when none came in time (Timer F), 503 when the transport failed.
+    RestoredByeDone {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+    },
     /// A message was discarded (for a log line).
     Discarded { remote: SocketAddr, reason: String },
 }
@@ -173,6 +180,8 @@ enum Purpose {
     Bye,
     /// BYE for an extra dialog (a 2xx from another fork): its outcome does not matter.
     ForkBye,
+    /// BYE of [`UserAgent::bye_restored`]: its outcome is reported.
+    RestoredBye,
     InviteServer,
     Other,
 }
@@ -488,14 +497,29 @@ impl UserAgent {
             .dialog
             .as_mut()
             .ok_or(UaError::InvalidState("no dialog"))?;
-        let mut bye = dialog.next_request(Method::Bye);
-        bye.headers.push("Max-Forwards", "70");
-        bye.headers.push("Content-Length", "0");
+        let bye = dialog.bye();
         let target = dialog.next_hop();
         c.state = CallState::Terminating;
         let tx = self.endpoint.send_request(now, bye, target)?;
         self.txs.insert(tx, (call, Purpose::Bye));
         Ok(())
+    }
+
+    /// Hangs up a dialog this agent does not track, such as one a previous run of the service
+    /// saved ([`crate::dialog::SavedDialog`]) before it died: a BYE with the dialog's next CSeq
+    /// in a new transaction (retransmitted over UDP), whose outcome comes as
+    /// [`UaEvent::RestoredByeDone`] for the returned handle. Nothing else of the dialog is
+    /// kept: the peer's own requests in it get 481.
+    pub fn bye_restored(
+        &mut self,
+        now: Instant,
+        mut dialog: Dialog,
+    ) -> Result<CallHandle, UaError> {
+        let bye = dialog.bye();
+        let tx = self.endpoint.send_request(now, bye, dialog.next_hop())?;
+        let call = self.alloc_call();
+        self.txs.insert(tx, (call, Purpose::RestoredBye));
+        Ok(call)
     }
 
     /// Never answers an incoming call (silent rejection): nothing is sent, not even 100 Trying,
@@ -782,6 +806,11 @@ impl UserAgent {
                     let _ = self.send_bye(now, call);
                 }
             }
+            Purpose::RestoredBye => self.events.push_back(UaEvent::RestoredByeDone {
+                call,
+                code,
+                reason: reason.into(),
+            }),
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
         }
     }
@@ -800,6 +829,14 @@ impl UserAgent {
                     by_remote: false,
                 });
                 self.remove_call(call);
+            }
+            Purpose::RestoredBye if code >= 200 => {
+                self.txs.remove(&id);
+                self.events.push_back(UaEvent::RestoredByeDone {
+                    call,
+                    code,
+                    reason: resp.reason,
+                });
             }
             _ => {
                 if code >= 200 {
@@ -904,9 +941,7 @@ impl UserAgent {
         ack.headers.push("Content-Length", "0");
         let target = dialog.next_hop();
         let _ = self.endpoint.send_stateless(ack, target);
-        let mut bye = dialog.next_request(Method::Bye);
-        bye.headers.push("Max-Forwards", "70");
-        bye.headers.push("Content-Length", "0");
+        let bye = dialog.bye();
         if let Ok(tx) = self.endpoint.send_request(now, bye, target) {
             self.txs.insert(tx, (call, Purpose::ForkBye));
         }

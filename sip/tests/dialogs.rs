@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use dialbridge_sip::dialog::{Dialog, SavedDialog};
 use dialbridge_sip::endpoint::{Config, Incoming, Target, Transmit};
 use dialbridge_sip::message::{Message, NameAddr, Request, Response, Uri};
 use dialbridge_sip::transport::Transport;
@@ -971,4 +972,177 @@ fn bye_before_the_ack_waits_for_it() {
     let sent = transmits(&mut ua);
     assert_eq!(sent.len(), 1);
     assert_eq!(parse_request(&sent[0].bytes).method.as_str(), "BYE");
+}
+
+/// An outgoing call answered through two record-routing proxies; the agent's dialog of it.
+fn answered_outgoing(ua: &mut UserAgent, t0: Instant) -> (Request, Dialog) {
+    let (call, invite) = dial(ua, t0, Some(Body::sdp(OFFER)));
+    let ok = reply(
+        &invite,
+        200,
+        Some("e2"),
+        &[
+            (
+                "Record-Route",
+                "<sip:p1.example.net;lr>, <sip:198.51.100.8;lr>",
+            ),
+            ("Contact", "<sip:callee@198.51.100.9:5070>"),
+        ],
+        Some(ANSWER),
+    );
+    deliver(ua, t0 + ms(100), &ok);
+    transmits(ua);
+    events(ua);
+    (invite, ua.dialog(call).expect("dialog").clone())
+}
+
+#[test]
+fn saved_dialog_restores_to_the_same_dialog() {
+    let mut ua = agent();
+    let (_, dialog) = answered_outgoing(&mut ua, Instant::now());
+    let saved = dialog.save();
+    assert_eq!(
+        saved.route_set,
+        vec!["<sip:198.51.100.8;lr>", "<sip:p1.example.net;lr>"]
+    );
+    assert_eq!(saved.remote_target, "sip:callee@198.51.100.9:5070");
+    assert_eq!(saved.local_seq, 1);
+    assert_eq!(Dialog::restore(&saved), Ok(dialog));
+    // An incoming call's dialog too (its peer's CSeq is not kept: the restored one only sends).
+    let (call, _) = confirmed_incoming(&mut ua, Instant::now());
+    let dialog = ua.dialog(call).expect("dialog").clone();
+    let restored = Dialog::restore(&dialog.save()).expect("restore");
+    assert_eq!(restored.remote_seq, None);
+    assert_eq!(
+        restored,
+        Dialog {
+            remote_seq: None,
+            ..dialog
+        }
+    );
+}
+
+#[test]
+fn restored_dialog_bye_is_retransmitted_until_answered() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (invite, dialog) = answered_outgoing(&mut ua, t0);
+    let saved = dialog.save();
+    drop(ua);
+
+    // The next run of the service: a fresh agent.
+    let mut ua = agent();
+    let t1 = t0 + Duration::from_secs(60);
+    let call = ua
+        .bye_restored(t1, Dialog::restore(&saved).expect("restore"))
+        .expect("bye");
+    let sent = transmits(&mut ua);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].destination,
+        addr("198.51.100.8:5060"),
+        "first route"
+    );
+    assert!(text(&sent[0].bytes).starts_with("BYE sip:callee@198.51.100.9:5070 SIP/2.0\r\n"));
+    let bye = parse_request(&sent[0].bytes);
+    assert_eq!(bye.headers.get("CSeq"), Some("2 BYE"));
+    assert_eq!(bye.headers.call_id(), invite.headers.call_id());
+    assert_eq!(
+        bye.headers.from().expect("from").tag(),
+        invite.headers.from().expect("from").tag()
+    );
+    assert_eq!(bye.headers.to().expect("to").tag(), Some("e2"));
+    assert_eq!(
+        bye.headers.get_all("Route").collect::<Vec<_>>(),
+        vec!["<sip:198.51.100.8;lr>", "<sip:p1.example.net;lr>"]
+    );
+    // UDP: again after T1, then 2*T1.
+    ua.handle_timeout(t1 + ms(500));
+    assert_eq!(transmits(&mut ua)[0].bytes, sent[0].bytes);
+    ua.handle_timeout(t1 + ms(1000));
+    assert!(transmits(&mut ua).is_empty());
+    ua.handle_timeout(t1 + ms(1500));
+    assert_eq!(transmits(&mut ua)[0].bytes, sent[0].bytes);
+    assert!(events(&mut ua).is_empty());
+    deliver(&mut ua, t1 + ms(1600), &reply(&bye, 200, None, &[], None));
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::RestoredByeDone {
+            call,
+            code: 200,
+            reason: "X".into()
+        }]
+    );
+    ua.handle_timeout(t1 + ms(10_000));
+    assert!(
+        transmits(&mut ua).is_empty(),
+        "no retransmission once answered"
+    );
+    assert_eq!(ua.call_count(), 0);
+}
+
+#[test]
+fn restored_dialog_bye_reports_a_refusal_or_no_answer() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (_, dialog) = answered_outgoing(&mut ua, t0);
+    let mut ua = agent();
+    // The phone forgot the call already.
+    let call = ua.bye_restored(t0, dialog.clone()).expect("bye");
+    let bye = parse_request(&transmits(&mut ua)[0].bytes);
+    deliver(&mut ua, t0 + ms(50), &reply(&bye, 481, None, &[], None));
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::RestoredByeDone {
+            call,
+            code: 481,
+            reason: "X".into()
+        }]
+    );
+    // The phone is gone: retransmissions at most T2 apart, then Timer F at 64*T1.
+    let call = ua.bye_restored(t0, dialog).expect("bye");
+    let mut last = t0;
+    let mut sends = transmits(&mut ua).len();
+    while let Some(at) = ua.poll_timeout() {
+        ua.handle_timeout(at);
+        let now_sent = transmits(&mut ua).len();
+        if now_sent > 0 {
+            assert!(at - last <= Duration::from_secs(4), "{:?}", at - last);
+            last = at;
+            sends += now_sent;
+        }
+        if let Some(event) = ua.poll_event() {
+            assert_eq!(at - t0, Duration::from_secs(32), "Timer F");
+            assert_eq!(
+                event,
+                UaEvent::RestoredByeDone {
+                    call,
+                    code: 408,
+                    reason: "Request Timeout".into()
+                }
+            );
+            break;
+        }
+    }
+    assert_eq!(sends, 11, "T1, 2T1, 4T1, then every T2 until 32 s");
+    assert_eq!(ua.endpoint().transaction_count(), 0);
+}
+
+#[test]
+fn corrupt_saved_dialogs_are_refused_with_the_field_named() {
+    let mut ua = agent();
+    let (_, dialog) = answered_outgoing(&mut ua, Instant::now());
+    let good = dialog.save();
+    let broken = |change: &dyn Fn(&mut SavedDialog)| {
+        let mut saved = good.clone();
+        change(&mut saved);
+        Dialog::restore(&saved).expect_err("corrupt").to_string()
+    };
+    assert!(broken(&|s| s.remote_target = "not a uri".into()).starts_with("remote target:"));
+    assert!(broken(&|s| s.local = "<sip:x@y".into()).starts_with("local:"));
+    assert!(broken(&|s| s.route_set.push("<<>".into())).starts_with("route set:"));
+    assert!(broken(&|s| s.id.local_tag = "other".into()).starts_with("local:"));
+    assert!(broken(&|s| s.id.remote_tag.clear()).starts_with("remote:"));
+    assert!(broken(&|s| s.id.call_id = "a\r\nX-Injected: 1".into()).starts_with("call id:"));
+    assert!(broken(&|s| s.id.call_id.clear()).starts_with("call id:"));
 }

@@ -99,12 +99,13 @@ impl Shared {
     }
 
     /// Frees what a finished leg held: its media in the engine (`media`, once the engine took
-    /// its sockets), its RTP ports and its entry in the table.
+    /// its sockets), its RTP ports, its stored dialog and its entry in the table.
     pub fn end_leg(&self, call_id: &str, media: Option<MediaId>, lease: PortLease) {
         if let Some(media) = media {
             self.media.remove_phone(media);
         }
         drop(lease);
+        super::dialogs::forget(self.rooms.store(), call_id);
         self.legs().remove(call_id);
         self.publish_gauges();
     }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
 use super::dialin::normalize;
+use super::dialogs;
 use super::dialout::{LiveLeg, Shared};
 use super::leg_media::LegMedia;
 use super::phone_leg::{self, is_sdp, Control, HANGUP_GRACE};
@@ -267,6 +268,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             refuse(500, "Server Internal Error").await;
         }
         Ok(()) => {
+            dialogs::keep(&shared, &call_id, call).await;
             // The leg answers the caller's re-INVITEs itself (new address, hold).
             if let Err(e) = shared.sip.manual_reinvites(call).await {
                 tracing::warn!(%call_id, error = %e, "re-INVITEs stay automatic");
@@ -575,7 +577,11 @@ impl Leg {
                                 }
                             }
                         }
-                        UaEvent::ReInvite { body, .. } => self.media.reinvite(self.call, &body).await,
+                        UaEvent::ReInvite { body, .. } => {
+                            self.media.reinvite(self.call, &body).await;
+                            // The caller's new Contact is where our BYE goes.
+                            dialogs::keep(&self.shared, &self.call_id, self.call).await;
+                        }
                         UaEvent::ReInviteAck { body, .. } => self.media.reinvite_ack(&body),
                         UaEvent::Ended { by_remote, .. } => {
                             self.finish(by_remote, None);

@@ -136,6 +136,10 @@ impl LegMedia {
             if let Some(live) = self.shared.legs().get_mut(&self.call_id) {
                 live.has_media = true;
             }
+            // A mute asked for while the phone had no media (ringing) holds from its first packet.
+            if self.room_mute != PhoneMute::default() {
+                self.apply_mute();
+            }
         } else {
             // Sent even when unchanged: the media timeout counts from the answer again.
             self.shared
@@ -159,9 +163,18 @@ impl LegMedia {
 
     pub fn mute(&mut self, mute: PhoneMute) {
         self.room_mute = mute;
+        if self.started() {
+            self.apply_mute();
+        } else {
+            tracing::debug!(call_id = %self.call_id, speaking = mute.speaking, listening = mute.listening, "phone has no media yet: mute kept, applied when its media starts");
+        }
+    }
+
+    /// Hands the engine the room's mute, with muted listening while the phone holds the call.
+    fn apply_mute(&self) {
         let mute = PhoneMute {
-            speaking: mute.speaking,
-            listening: mute.listening || self.held,
+            speaking: self.room_mute.speaking,
+            listening: self.room_mute.listening || self.held,
         };
         if let Err(e) = self.shared.media.mute_phone(self.id, mute) {
             tracing::warn!(call_id = %self.call_id, error = %e, "mute not applied");
@@ -264,7 +277,7 @@ impl LegMedia {
         self.point(remote)?;
         if held != self.held {
             self.held = held;
-            self.mute(self.room_mute);
+            self.apply_mute();
         }
         tracing::info!(call_id = %self.call_id, held, remote = ?self.remote.map(|r| r.rtp), "phone re-INVITE followed");
         self.phone_sends = audio.remote_direction.sends() && !held;

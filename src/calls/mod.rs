@@ -5,9 +5,12 @@
 //! - [`phone_leg`]: a dial-out leg from INVITE to its end: status into the room, media into the
 //!   mix, hangup paths, call record; [`inbound`]: the same for an answered inbound call, with PIN
 //!   entry and waiting before it joins.
+//! - [`dialogs`]: both kinds of legs keep their dialog in the store, so that a restart after a
+//!   crash hangs up the phones whose calls died with the process.
 
 pub mod admission;
 pub mod dialin;
+pub mod dialogs;
 pub mod dialout;
 pub mod inbound;
 mod leg_media;
@@ -16,7 +19,9 @@ pub mod pin;
 pub mod wav;
 
 use std::collections::HashMap;
+use std::future::Future;
 
+use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::ua::{CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::{mpsc, Mutex};
 
@@ -38,22 +43,40 @@ fn call_of(event: &UaEvent) -> Option<CallHandle> {
         | UaEvent::ReInvite { call, .. }
         | UaEvent::ReInviteAck { call, .. }
         | UaEvent::Info { call, .. }
-        | UaEvent::Ended { call, .. } => Some(*call),
+        | UaEvent::Ended { call, .. }
+        | UaEvent::RestoredByeDone { call, .. } => Some(*call),
         UaEvent::IncomingCall { .. } | UaEvent::Discarded { .. } => None,
     }
 }
 
 impl CallRouter {
-    /// Sends an INVITE and returns its handle with the call's event stream. The table stays
-    /// locked until the handle is known, so no early response can miss its owner.
+    /// Sends an INVITE and returns its handle with the call's event stream.
     pub async fn invite(
         &self,
         sip: &SipHandle,
         call: OutgoingCall,
         credentials: Option<Credentials>,
     ) -> Result<(CallHandle, mpsc::UnboundedReceiver<UaEvent>), SipError> {
+        self.start(sip.invite(call, credentials)).await
+    }
+
+    /// Sends the BYE of a dialog restored from the store; its outcome comes on the stream.
+    pub async fn bye_restored(
+        &self,
+        sip: &SipHandle,
+        dialog: Dialog,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<UaEvent>), SipError> {
+        self.start(sip.bye_restored(dialog)).await
+    }
+
+    /// Runs `send`, which starts a call, and takes over the call's events. The table stays
+    /// locked until the handle is known, so no early response can miss its owner.
+    async fn start(
+        &self,
+        send: impl Future<Output = Result<CallHandle, SipError>>,
+    ) -> Result<(CallHandle, mpsc::UnboundedReceiver<UaEvent>), SipError> {
         let mut calls = self.calls.lock().await;
-        let handle = sip.invite(call, credentials).await?;
+        let handle = send.await?;
         let (tx, rx) = mpsc::unbounded_channel();
         calls.insert(handle, tx);
         Ok((handle, rx))

@@ -17,6 +17,7 @@ use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::dialogs;
 use super::dialout::Shared;
 use super::leg_media::LegMedia;
 use crate::config::TrunkConfig;
@@ -427,6 +428,7 @@ async fn drive(
                             None => Err("the 200 OK has no SDP answer".to_string()),
                         };
                         answered = Some((Instant::now(), response.code, response.reason.clone()));
+                        dialogs::keep(&leg.shared, &call_id, handle).await;
                         match media {
                             Ok(()) => {
                                 if leg.status == CallStatus::Accepted {
@@ -468,7 +470,11 @@ async fn drive(
                             leg.key_press(digit);
                         }
                     }
-                    UaEvent::ReInvite { body, .. } => leg.media.reinvite(handle, &body).await,
+                    UaEvent::ReInvite { body, .. } => {
+                        leg.media.reinvite(handle, &body).await;
+                        // The phone's new Contact is where our BYE goes.
+                        dialogs::keep(&leg.shared, &call_id, handle).await;
+                    }
                     UaEvent::ReInviteAck { body, .. } => leg.media.reinvite_ack(&body),
                     other => tracing::debug!(%call_id, ?other, "SIP event of a phone leg"),
                 }

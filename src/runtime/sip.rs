@@ -13,6 +13,7 @@ use std::time::Duration;
 use dialbridge_sip::auth::{
     select_challenge, ChallengeKind, DigestClient, DigestRequest, RetryDecision,
 };
+use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
@@ -83,6 +84,14 @@ enum Command {
         reason: String,
         body: Option<Body>,
         reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    Dialog {
+        call: CallHandle,
+        reply: oneshot::Sender<Option<Dialog>>,
+    },
+    ByeRestored {
+        dialog: Box<Dialog>,
+        reply: oneshot::Sender<Result<CallHandle, UaError>>,
     },
 }
 
@@ -261,6 +270,22 @@ impl SipHandle {
                 code,
                 reason: reason.to_string(),
                 body,
+                reply,
+            })
+            .await??)
+    }
+
+    /// The call's dialog as it stands (target refreshes included), once established.
+    pub async fn dialog(&self, call: CallHandle) -> Result<Option<Dialog>, SipError> {
+        self.ask(|reply| Command::Dialog { call, reply }).await
+    }
+
+    /// Hangs up a dialog of an earlier run of the service (restored from the store): its
+    /// outcome arrives as [`UaEvent::RestoredByeDone`] for the returned handle.
+    pub async fn bye_restored(&self, dialog: Dialog) -> Result<CallHandle, SipError> {
+        Ok(self
+            .ask(|reply| Command::ByeRestored {
+                dialog: Box::new(dialog),
                 reply,
             })
             .await??)
@@ -653,6 +678,13 @@ impl Core {
                 let call = self.current(call);
                 let _ = reply.send(self.ua.respond_reinvite(now, call, code, &reason, body));
             }
+            Command::Dialog { call, reply } => {
+                let call = self.current(call);
+                let _ = reply.send(self.ua.dialog(call).cloned());
+            }
+            Command::ByeRestored { dialog, reply } => {
+                let _ = reply.send(self.ua.bye_restored(now, *dialog));
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {
                     calls: self.ua.call_count(),
@@ -766,7 +798,10 @@ impl Core {
     fn named_by_first_handle(&mut self, mut event: UaEvent) -> UaEvent {
         let ended = matches!(
             event,
-            UaEvent::Failed { .. } | UaEvent::Ended { .. } | UaEvent::Cancelled { .. }
+            UaEvent::Failed { .. }
+                | UaEvent::Ended { .. }
+                | UaEvent::Cancelled { .. }
+                | UaEvent::RestoredByeDone { .. }
         );
         let handle = match &mut event {
             UaEvent::IncomingCall { call, .. }
@@ -778,7 +813,8 @@ impl Core {
             | UaEvent::ReInvite { call, .. }
             | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
-            | UaEvent::Ended { call, .. } => call,
+            | UaEvent::Ended { call, .. }
+            | UaEvent::RestoredByeDone { call, .. } => call,
             UaEvent::Discarded { .. } => return event,
         };
         let current = *handle;

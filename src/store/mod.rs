@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub mod dialin;
+pub mod dialogs;
 
 /// Schema migrations, applied in order; `user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -71,6 +72,7 @@ CREATE TABLE call_records (
 CREATE INDEX call_records_room ON call_records(room_id, started_at);
 "#,
     dialin::MIGRATION,
+    dialogs::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,9 @@ pub const USERS: &[(&str, &str, &str)] = &[
     ("carol", "Carol", "carol-token-0003"),
 ];
 
+/// The SIP listeners of a test gateway's first start: ports the system picks.
+const SIP_LISTEN: &str = "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]";
+
 pub struct Gateway {
     child: Option<Child>,
     pub base: String,
@@ -82,7 +85,7 @@ impl Gateway {
         let base = 30000 + u32::from(rand::random::<u8>() % 150) * 200;
         let media = format!("rtp_ports = \"{base}-{}\"\n{media}", base + 199);
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n{http}[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n{http}[sip]\n{SIP_LISTEN}\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
@@ -190,11 +193,22 @@ impl Gateway {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// Kills the process without warning (as a crash would) and starts it again on the same store.
+    /// Kills the process without warning (as a crash would) and starts it again on the same
+    /// store and SIP ports, as a supervisor restarts a service: peers of calls from before the
+    /// crash still send to those ports, and answer requests from them.
     pub fn crash_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let (Some(udp), Some(tcp)) = (self.sip_udp, self.sip_tcp) {
+            let config = std::fs::read_to_string(&self.config_path).expect("config");
+            let pinned = config.replacen(
+                SIP_LISTEN,
+                &format!("listen = [\"udp:{udp}\", \"tcp:{tcp}\"]"),
+                1,
+            );
+            std::fs::write(&self.config_path, pinned).expect("write config");
         }
         self.spawn();
     }
