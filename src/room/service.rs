@@ -664,7 +664,13 @@ impl Rooms {
                     ))
                 }
             };
-            tx.set_attendee_permissions(target.id, updated | permissions::CUSTOM)?;
+            // As in Talk: setting 0 clears the custom flag, so the defaults apply again.
+            let stored = if method == "set" && value == permissions::DEFAULT {
+                permissions::DEFAULT
+            } else {
+                updated | permissions::CUSTOM
+            };
+            tx.set_attendee_permissions(target.id, stored)?;
             Ok(())
         })
     }
