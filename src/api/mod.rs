@@ -137,6 +137,11 @@ async fn track_requests(request: Request, next: Next) -> Response {
     response
 }
 
+/// Path parameters; one that cannot be decoded (bad percent-encoding) names nothing: a 404 OCS error.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(OcsError))]
+pub struct Path<T>(pub T);
+
 /// The authenticated caller; rejects with a 401 OCS error.
 pub struct Auth(pub AuthUser);
 
