@@ -1,12 +1,11 @@
 //! The call API of the seed contract: join, update, leave, list, ring and dial-out; and call records.
 
-use axum::extract::Path;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ocs::{lenient, Ocs, OcsError, Params};
-use super::{session_from_cookies, Auth, St};
+use super::ocs::{Ocs, OcsError, Params};
+use super::{session_from_cookies, Auth, Path, St};
 use crate::room::{CallParticipantView, DialoutOptions};
 use crate::store::CallRecord;
 
@@ -23,11 +22,8 @@ pub async fn list(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinCall {
-    #[serde(default, deserialize_with = "lenient::int")]
     flags: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::boolean")]
     silent: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::boolean")]
     recording_consent: Option<bool>,
 }
 
@@ -52,7 +48,6 @@ pub async fn join(
 
 #[derive(Deserialize)]
 pub struct UpdateCall {
-    #[serde(default, deserialize_with = "lenient::int")]
     flags: Option<i64>,
 }
 
@@ -75,7 +70,6 @@ pub async fn update(
 
 #[derive(Deserialize)]
 pub struct LeaveCall {
-    #[serde(default, deserialize_with = "lenient::boolean")]
     all: Option<bool>,
 }
 
@@ -113,7 +107,6 @@ pub struct Dialout {
     #[serde(default)]
     caller: Option<String>,
     /// Withhold the caller id.
-    #[serde(default, deserialize_with = "lenient::boolean")]
     anonymous: Option<bool>,
 }
 
@@ -172,7 +165,6 @@ pub async fn phone_dtmf(
 
 #[derive(Deserialize)]
 pub struct PhoneMuteParams {
-    #[serde(default, deserialize_with = "lenient::int")]
     audio: Option<i64>,
 }
 

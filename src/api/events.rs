@@ -10,14 +10,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Path;
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use tokio::sync::{broadcast, watch};
 
 use super::ocs::OcsError;
-use super::{Auth, SharedState, St};
+use super::{Auth, Path, SharedState, St};
 use crate::auth::{self, AuthUser};
 use crate::events::{Published, RoomEvent};
 

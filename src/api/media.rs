@@ -2,13 +2,13 @@
 //! `201 Created` with the SDP answer and the media session's `Location`; `DELETE` there ends it.
 
 use axum::body::Body;
-use axum::extract::{Path, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::ocs::{Ocs, OcsError};
-use super::{session_from_cookies, Auth, St};
+use super::ocs::{read_body, Ocs, OcsError};
+use super::{session_from_cookies, Auth, Path, St};
 use crate::runtime::{MediaError, MediaId};
 
 /// Largest offer read; browser offers are a few kilobytes.
@@ -59,11 +59,7 @@ pub async fn join(
     let who = state
         .rooms
         .media_session(&user, &token, cookie.as_deref())?;
-    let body = axum::body::to_bytes(request.into_body(), MAX_OFFER)
-        .await
-        .map_err(|_| {
-            OcsError::bad_request("sdp", format!("the offer is larger than {MAX_OFFER} bytes"))
-        })?;
+    let body = read_body(request.into_body(), MAX_OFFER).await?;
     let offer = String::from_utf8(body.to_vec())
         .map_err(|_| OcsError::bad_request("sdp", "the offer is not UTF-8 text"))?;
     if offer.trim().is_empty() {

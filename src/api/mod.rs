@@ -150,6 +150,11 @@ async fn track_requests(request: Request, next: Next) -> Response {
     response
 }
 
+/// Path parameters; one that cannot be decoded (bad percent-encoding) names nothing: a 404 OCS error.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(OcsError))]
+pub struct Path<T>(pub T);
+
 /// The authenticated caller; rejects with a 401 OCS error, or 429 for a source that failed to
 /// authenticate too often (it is refused before its credentials are looked at).
 pub struct Auth(pub AuthUser);

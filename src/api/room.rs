@@ -1,12 +1,11 @@
 //! Rooms, attendees, sessions and room settings (Talk-compatible).
 
-use axum::extract::Path;
 use axum::http::{header, HeaderMap};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ocs::{lenient, Ocs, OcsError, Params};
-use super::{session_cookie_name, session_from_cookies, Auth, St};
+use super::ocs::{Ocs, OcsError, Params};
+use super::{session_cookie_name, session_from_cookies, Auth, Path, St};
 use crate::room::{NewParticipant, ParticipantView, RoomView};
 
 type ApiResult<T> = Result<Ocs<T>, OcsError>;
@@ -20,9 +19,7 @@ fn required<T>(value: Option<T>, name: &'static str) -> Result<T, OcsError> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateRoom {
-    #[serde(default, deserialize_with = "lenient::int")]
     room_type: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
     room_name: Option<String>,
 }
 
@@ -59,9 +56,7 @@ pub async fn get(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddParticipant {
-    #[serde(default, deserialize_with = "lenient::string")]
     new_participant: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
     source: Option<String>,
 }
 
@@ -100,7 +95,6 @@ pub async fn participants(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttendeeParam {
-    #[serde(default, deserialize_with = "lenient::int")]
     attendee_id: Option<i64>,
 }
 
@@ -167,7 +161,6 @@ pub async fn leave(
 
 #[derive(Deserialize)]
 pub struct StateParam {
-    #[serde(default, deserialize_with = "lenient::int")]
     state: Option<i64>,
 }
 
@@ -198,7 +191,6 @@ pub async fn lobby(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentParam {
-    #[serde(default, deserialize_with = "lenient::int")]
     recording_consent: Option<i64>,
 }
 
@@ -215,7 +207,6 @@ pub async fn recording_consent(
 
 #[derive(Deserialize)]
 pub struct PermissionsParam {
-    #[serde(default, deserialize_with = "lenient::int")]
     permissions: Option<i64>,
 }
 
@@ -233,11 +224,8 @@ pub async fn default_permissions(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttendeePermissionsParam {
-    #[serde(default, deserialize_with = "lenient::int")]
     attendee_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
     method: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
     permissions: Option<i64>,
 }
 

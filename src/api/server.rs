@@ -114,6 +114,8 @@ pub async fn serve(
         router,
         table: Mutex::new(Table::default()),
         epoch: Instant::now(),
+        sockets: AtomicUsize::new(0),
+        socket_closed: Notify::new(),
     });
     tracing::info!(
         max_connections = server.limits.max_connections,
@@ -127,6 +129,14 @@ pub async fn serve(
     let mut shutdown = pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Evicted connections close in their own tasks: do not outrun them, or the sockets
+        // awaiting their close could exhaust the descriptors the cap is there to keep.
+        while server.sockets.load(Ordering::Relaxed) >= server.limits.max_connections + SOCKET_SLACK
+        {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), server.socket_closed.notified())
+                    .await;
+        }
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -141,16 +151,23 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next() => continue,
         };
+        let socket = Socket::open(server.clone());
         match server.admit(remote.ip()) {
             Some(conn) => {
                 let server = server.clone();
                 let stop = stop_rx.clone();
-                connections.spawn(async move { server.run(stream, remote, conn, stop).await });
+                connections.spawn(async move {
+                    server.run(stream, remote, conn, stop).await;
+                    drop(socket);
+                });
             }
             None => {
                 metrics::counter!("dialbridge_http_connections_refused_total").increment(1);
                 tracing::warn!(%remote, "HTTP connection refused: every connection slot is busy");
-                connections.spawn(refuse(stream));
+                connections.spawn(async move {
+                    refuse(stream).await;
+                    drop(socket);
+                });
             }
         }
     }
@@ -164,11 +181,35 @@ async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
+/// Sockets that may be open beyond `max_connections` at once: evicted ones about to close, and
+/// newcomers being refused.
+const SOCKET_SLACK: usize = 16;
+
 struct Server {
     limits: HttpLimits,
     router: Router,
     table: Mutex<Table>,
     epoch: Instant,
+    /// Accepted sockets not closed yet, whether in the table or on their way out.
+    sockets: AtomicUsize,
+    socket_closed: Notify,
+}
+
+/// An accepted socket, counted until its task ends (when the socket is closed too).
+struct Socket(Arc<Server>);
+
+impl Socket {
+    fn open(server: Arc<Server>) -> Socket {
+        server.sockets.fetch_add(1, Ordering::Relaxed);
+        Socket(server)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Ordering::Relaxed);
+        self.0.socket_closed.notify_one();
+    }
 }
 
 /// The open connections, for the caps.

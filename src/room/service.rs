@@ -519,13 +519,14 @@ impl Rooms {
                 format!("roomType must be 2 (group) or 3 (public), not {kind}"),
             ));
         }
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_ROOM_NAME {
+        // Counted before trimming, so the documented maxLength is the whole rule.
+        if name.chars().count() > MAX_ROOM_NAME || name.trim().is_empty() {
             return Err(RoomError::bad_request(
                 "name",
-                format!("roomName must have 1 to {MAX_ROOM_NAME} characters"),
+                format!("roomName must have 1 to {MAX_ROOM_NAME} characters, not all white space"),
             ));
         }
+        let name = name.trim();
         self.transact(|tx, _| {
             let token = loop {
                 let candidate: String = {
@@ -664,7 +665,13 @@ impl Rooms {
                     ))
                 }
             };
-            tx.set_attendee_permissions(target.id, updated | permissions::CUSTOM)?;
+            // As in Talk: setting 0 clears the custom flag, so the defaults apply again.
+            let stored = if method == "set" && value == permissions::DEFAULT {
+                permissions::DEFAULT
+            } else {
+                updated | permissions::CUSTOM
+            };
+            tx.set_attendee_permissions(target.id, stored)?;
             Ok(())
         })
     }
