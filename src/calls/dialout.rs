@@ -13,8 +13,8 @@ use dialbridge_sip::transport::Transport;
 use super::phone_leg::{self, Control, LegSetup, Outbound};
 use super::CallRouter;
 use crate::config::{Config, Transport as ConfigTransport, TrunkConfig};
-use crate::room::PhoneMute;
 use crate::room::{CallObserver, Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult, Rooms};
+use crate::room::{Cause, PhoneMute};
 use crate::runtime::media::{MediaHandle, MediaId};
 use crate::runtime::sip::SipHandle;
 
@@ -407,7 +407,7 @@ impl Dialer for TrunkDialer {
 
     fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()> {
         self.shared
-            .control(room_id, call_id, Control::Hangup("ended"))
+            .control(room_id, call_id, Control::Hangup(Cause::Ended))
     }
 
     fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()> {
@@ -445,7 +445,7 @@ impl CallObserver for TrunkDialer {
                 continue;
             }
             if own_session || nobody_left {
-                self.hangup(&call_id, "ended");
+                self.hangup(&call_id, Cause::Ended);
             }
         }
     }
@@ -459,7 +459,7 @@ impl CallObserver for TrunkDialer {
             .map(|(id, _)| id.clone())
             .collect();
         for call_id in calls {
-            self.hangup(&call_id, "removed");
+            self.hangup(&call_id, Cause::Removed);
         }
     }
 }
@@ -479,7 +479,7 @@ impl TrunkDialer {
         }
         tracing::info!(legs = calls.len(), "ending phone legs before stopping");
         for call_id in &calls {
-            self.hangup(call_id, "shutdown");
+            self.hangup(call_id, Cause::Shutdown);
         }
         let end = Instant::now() + grace;
         while !self.shared.legs().is_empty() && Instant::now() < end {
@@ -487,9 +487,9 @@ impl TrunkDialer {
         }
     }
 
-    fn hangup(&self, call_id: &str, cause: &'static str) {
+    fn hangup(&self, call_id: &str, cause: Cause) {
         if let Some(leg) = self.shared.legs().get(call_id) {
-            tracing::info!(%call_id, cause, "ending phone leg from the room");
+            tracing::info!(%call_id, %cause, "ending phone leg from the room");
             let _ = leg.control.send(Control::Hangup(cause));
         }
     }

@@ -18,11 +18,11 @@ use super::admission::TrunkSlot;
 use super::dialin::normalize;
 use super::dialogs;
 use super::dialout::{LiveLeg, Shared};
-use super::leg_media::LegMedia;
-use super::phone_leg::{self, is_sdp, Control, HANGUP_GRACE};
+use super::leg_media::{is_sdp, sdp_of, LegMedia, LegMediaError};
+use super::phone_leg::{self, Control, HANGUP_GRACE};
 use super::pin::{Action, PinEntry, Prompt};
 use super::wav;
-use crate::room::{CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
+use crate::room::{CallStatus, Cause, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
 use crate::runtime::media::PhoneMediaEvent;
 
 /// How often a waiting caller's room is checked for a call.
@@ -96,12 +96,12 @@ pub fn caller_number(invite: &Request) -> Option<PhoneNumber> {
 }
 
 /// The INVITE's SDP offer; `Ok(None)` when it has no body.
-fn offer_of(invite: &Request) -> Result<Option<SessionDescription>, String> {
+fn offer_of(invite: &Request) -> Result<Option<SessionDescription>, LegMediaError> {
     if invite.body.is_empty() {
         return Ok(None);
     }
     let content_type = invite.headers.get("Content-Type").unwrap_or("");
-    phone_leg::sdp_of(content_type, &invite.body).map(Some)
+    sdp_of(content_type, &invite.body).map(Some)
 }
 
 enum Phase {
@@ -122,7 +122,7 @@ enum Phase {
     },
     /// The goodbye prompt plays; the BYE follows.
     Leaving {
-        cause: &'static str,
+        cause: Cause,
         until: Instant,
     },
 }
@@ -137,7 +137,7 @@ struct Leg {
     media: LegMedia,
     phase: Phase,
     /// Set once we hang up: the cause and when.
-    ending: Option<(&'static str, Instant)>,
+    ending: Option<(Cause, Instant)>,
     /// Dropped (given back) once the call is over on our side.
     slot: Option<TrunkSlot>,
     /// The final status is out.
@@ -260,7 +260,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             )
             .await
             .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     };
     match answered {
         Err(e) => {
@@ -289,7 +289,7 @@ impl Leg {
         let phase = std::mem::replace(
             &mut self.phase,
             Phase::Leaving {
-                cause: "failed",
+                cause: Cause::Failed,
                 until: now,
             },
         );
@@ -354,7 +354,7 @@ impl Leg {
                 Action::HangUp => {
                     tracing::info!(call_id = %self.call_id, "wrong PIN too often: goodbye");
                     self.phase = Phase::Leaving {
-                        cause: "wrong-pin",
+                        cause: Cause::WrongPin,
                         until: now + self.goodbye_length(),
                     };
                 }
@@ -368,7 +368,7 @@ impl Leg {
     }
 
     /// Plays the goodbye prompt, then hangs up with `cause`.
-    fn leave(&mut self, now: Instant, cause: &'static str) {
+    fn leave(&mut self, now: Instant, cause: Cause) {
         let until = match self.play(Prompt::Goodbye) {
             Some(length) => now + length + PROMPT_SLACK,
             None => now,
@@ -388,7 +388,7 @@ impl Leg {
             };
         } else {
             tracing::info!(call_id = %self.call_id, room = %room.token, "the room has no call and does not let callers wait: goodbye");
-            self.leave(now, "no-call");
+            self.leave(now, Cause::NoCall);
         }
     }
 
@@ -409,7 +409,7 @@ impl Leg {
             Ok(caller) => caller,
             Err(e) => {
                 tracing::warn!(call_id = %self.call_id, error = %e.message, "caller cannot join the room");
-                self.leave(now, "failed");
+                self.leave(now, Cause::Failed);
                 return;
             }
         };
@@ -455,11 +455,11 @@ impl Leg {
         }
     }
 
-    async fn hang_up(&mut self, cause: &'static str) {
+    async fn hang_up(&mut self, cause: Cause) {
         if self.ending.is_some() {
             return;
         }
-        tracing::info!(call_id = %self.call_id, cause, "hanging up inbound call");
+        tracing::info!(call_id = %self.call_id, %cause, "hanging up inbound call");
         self.ending = Some((cause, Instant::now()));
         if let Err(e) = self.shared.sip.hangup(self.call).await {
             tracing::warn!(call_id = %self.call_id, error = %e, "hangup refused");
@@ -482,7 +482,7 @@ impl Leg {
         self.slot = None;
         let cause = match (by_remote, self.ending) {
             (false, Some((cause, _))) => cause,
-            _ => "hangup",
+            _ => Cause::Hangup,
         };
         match &self.phase {
             Phase::Joined { caller, .. } => phone_leg::report(
@@ -491,14 +491,14 @@ impl Leg {
                 caller.record_id,
                 PhoneStatus {
                     status: CallStatus::Cleared,
-                    cause: Some(cause.into()),
+                    cause: Some(cause),
                     code: Some(200),
                     message: Some(message.unwrap_or("OK").into()),
                 },
             ),
             _ => {
                 phone_leg::count_end("dialin", CallStatus::Cleared, Some(cause));
-                tracing::info!(call_id = %self.call_id, cause, "inbound call ended before joining a room")
+                tracing::info!(call_id = %self.call_id, %cause, "inbound call ended before joining a room")
             }
         }
     }
@@ -524,7 +524,7 @@ impl Leg {
             return;
         }
         match &mut self.phase {
-            Phase::Answered { .. } => self.hang_up("failed").await,
+            Phase::Answered { .. } => self.hang_up(Cause::Failed).await,
             Phase::Pin(pin) => {
                 let rooms = &self.shared.rooms;
                 pin.handle_timeout(now, |pin| lookup_pin(rooms, pin));
@@ -536,10 +536,10 @@ impl Leg {
                     self.join(now, room);
                 } else if now >= until {
                     tracing::info!(call_id = %self.call_id, room = %room.token, "no call started in time: goodbye");
-                    self.leave(now, "no-call");
+                    self.leave(now, Cause::NoCall);
                 }
             }
-            Phase::Joined { .. } => self.hang_up("max-duration").await,
+            Phase::Joined { .. } => self.hang_up(Cause::MaxDuration).await,
             Phase::Leaving { cause, .. } => {
                 let cause = *cause;
                 self.hang_up(cause).await;
@@ -566,13 +566,13 @@ impl Leg {
                         UaEvent::Confirmed { body, .. } => {
                             if let (Some(offer), false) = (our_offer, self.media.started()) {
                                 let media = is_sdp(&body)
-                                    .ok_or_else(|| "the ACK carries no SDP answer".to_string())
+                                    .ok_or(LegMediaError::NoAnswer("the ACK"))
                                     .and_then(|answer| self.media.apply_answer(offer, answer));
                                 match media {
                                     Ok(()) => self.begin(Instant::now()),
                                     Err(e) => {
                                         tracing::info!(call_id = %self.call_id, error = %e, "caller's answer unusable");
-                                        self.hang_up("failed").await;
+                                        self.hang_up(Cause::Failed).await;
                                     }
                                 }
                             }
@@ -608,7 +608,7 @@ impl Leg {
                     Some(Control::Hangup(cause)) => self.hang_up(cause).await,
                     Some(Control::Dtmf(digits)) => self.media.dtmf(digits),
                     Some(Control::Mute(mute)) => self.media.mute(mute),
-                    None => self.hang_up("shutdown").await,
+                    None => self.hang_up(Cause::Shutdown).await,
                 },
                 Some(event) = media_rx.recv() => {
                     let now = Instant::now();
@@ -626,7 +626,7 @@ impl Leg {
                             _ => {}
                         },
                         // A caller holding the call may send nothing.
-                        PhoneMediaEvent::Inactive if self.media.phone_sends() => self.hang_up("media-timeout").await,
+                        PhoneMediaEvent::Inactive if self.media.phone_sends() => self.hang_up(Cause::MediaTimeout).await,
                         PhoneMediaEvent::Inactive => {}
                         PhoneMediaEvent::Bye => tracing::info!(call_id = %self.call_id, "caller sent RTCP BYE"),
                     }

@@ -2,19 +2,89 @@
 //! media engine takes them, where the engine sends, our SDP state for the phone's re-INVITEs
 //! (a new address or codec, hold), and the mute the room and a hold ask for.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dialbridge_bridge::g711::G711;
 use dialbridge_sip::sdp::{
-    process_answer, AudioConfig, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
+    process_answer, AudioConfig, Codec, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
 };
 use dialbridge_sip::ua::{Body, CallHandle};
 use tokio::sync::mpsc;
 
 use super::dialout::Shared;
-use super::phone_leg::{is_sdp, remote_of, sdp_of};
 use crate::room::{MediaParticipant, PhoneMute};
-use crate::runtime::media::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+use crate::runtime::media::{MediaError, MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+
+/// Why a phone's SDP cannot be used, or its media not started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LegMediaError {
+    #[error("the body is `{0}`, not SDP")]
+    NotSdp(String),
+    #[error("SDP is not UTF-8")]
+    NotUtf8,
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    /// The offer or answer agrees on nothing we can bridge.
+    #[error("{0}")]
+    Negotiation(String),
+    #[error("answer chose {0}, not G.711")]
+    NotG711(&'static str),
+    #[error("answer's c= `{0}` is not an IP address")]
+    NotAnAddress(String),
+    /// A message that must carry the SDP answer (`the 200 OK`, `the ACK`) has none.
+    #[error("{0} has no SDP answer")]
+    NoAnswer(&'static str),
+    #[error(transparent)]
+    Engine(#[from] MediaError),
+}
+
+fn is_sdp_type(content_type: &str) -> bool {
+    content_type
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+}
+
+/// The body, if it is SDP.
+pub(crate) fn is_sdp(body: &Option<Body>) -> Option<&Body> {
+    body.as_ref().filter(|b| is_sdp_type(&b.content_type))
+}
+
+/// The session description in a message body of `content_type`.
+pub(crate) fn sdp_of(
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<SessionDescription, LegMediaError> {
+    if !is_sdp_type(content_type) {
+        return Err(LegMediaError::NotSdp(content_type.to_string()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| LegMediaError::NotUtf8)?;
+    SessionDescription::parse(text).map_err(|e| LegMediaError::BadSdp(e.to_string()))
+}
+
+fn g711_of(codec: Codec) -> Option<G711> {
+    match codec {
+        Codec::Pcmu => Some(G711::Pcmu),
+        Codec::Pcma => Some(G711::Pcma),
+        _ => None,
+    }
+}
+
+/// Where to send media, from the negotiated answer.
+fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, LegMediaError> {
+    let law = g711_of(audio.codec).ok_or(LegMediaError::NotG711(audio.codec.encoding_name()))?;
+    let ip = audio
+        .remote_ip
+        .ok_or_else(|| LegMediaError::NotAnAddress(audio.remote_host.clone()))?;
+    Ok(PhoneRemote {
+        law,
+        dtmf_pt: audio.telephone_event,
+        rtp: SocketAddr::new(ip, audio.remote_port),
+        rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
+        receives: audio.remote_direction.receives() && !audio.remote_hold,
+    })
+}
 
 pub(crate) struct LegMedia {
     shared: Arc<Shared>,
@@ -97,11 +167,11 @@ impl LegMedia {
     pub fn answer(
         &mut self,
         offer: &SessionDescription,
-    ) -> Result<(SessionDescription, PhoneRemote), String> {
+    ) -> Result<(SessionDescription, PhoneRemote), LegMediaError> {
         let answer = self
             .session
             .create_answer(offer, &AudioConfig::default(), &self.local)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LegMediaError::Negotiation(e.to_string()))?;
         let remote = remote_of(&answer.audio)?;
         Ok((answer.sdp, remote))
     }
@@ -111,27 +181,24 @@ impl LegMedia {
         &mut self,
         offer: &SessionDescription,
         answer: &Body,
-    ) -> Result<(), String> {
+    ) -> Result<(), LegMediaError> {
         self.point(remote_of(&negotiated(offer, answer)?)?)
     }
 
     /// Hands the sockets to the media engine with `remote`, or re-points the running media.
-    pub fn point(&mut self, remote: PhoneRemote) -> Result<(), String> {
+    pub fn point(&mut self, remote: PhoneRemote) -> Result<(), LegMediaError> {
         if let Some((rtp, rtcp)) = self.sockets.take() {
-            self.shared
-                .media
-                .add_phone(
-                    self.id,
-                    PhoneMedia {
-                        who: self.who.clone(),
-                        rtp,
-                        rtcp,
-                        remote,
-                        media_timeout: self.timeout,
-                        events: self.events.clone(),
-                    },
-                )
-                .map_err(|e| e.to_string())?;
+            self.shared.media.add_phone(
+                self.id,
+                PhoneMedia {
+                    who: self.who.clone(),
+                    rtp,
+                    rtcp,
+                    remote,
+                    media_timeout: self.timeout,
+                    events: self.events.clone(),
+                },
+            )?;
             // Key presses from the room can be carried from now on.
             if let Some(live) = self.shared.legs().get_mut(&self.call_id) {
                 live.has_media = true;
@@ -142,10 +209,7 @@ impl LegMedia {
             }
         } else {
             // Sent even when unchanged: the media timeout counts from the answer again.
-            self.shared
-                .media
-                .update_phone(self.id, remote)
-                .map_err(|e| e.to_string())?;
+            self.shared.media.update_phone(self.id, remote)?;
         }
         self.remote = Some(remote);
         Ok(())
@@ -232,7 +296,7 @@ impl LegMedia {
     /// re-points the leg; hold (sendonly, inactive, c=0.0.0.0) mutes the room towards the phone
     /// and keeps the last real address (RTP never goes to 0.0.0.0). A re-INVITE without an
     /// offer gets our offer (all our codecs, RFC 6337 section 5.3), answered in its ACK.
-    fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, String> {
+    fn renegotiate(&mut self, body: &Option<Body>) -> Result<SessionDescription, LegMediaError> {
         let Some(body) = is_sdp(body) else {
             let offer = self
                 .session
@@ -245,7 +309,7 @@ impl LegMedia {
         let answer = self
             .session
             .create_answer(&offer, &AudioConfig::default(), &self.local)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LegMediaError::Negotiation(e.to_string()))?;
         self.follow(&answer.audio)?;
         Ok(answer.sdp)
     }
@@ -264,7 +328,7 @@ impl LegMedia {
     }
 
     /// Points the media where the negotiated `audio` says, and follows its hold state.
-    fn follow(&mut self, audio: &NegotiatedAudio) -> Result<(), String> {
+    fn follow(&mut self, audio: &NegotiatedAudio) -> Result<(), LegMediaError> {
         let held = audio.remote_hold;
         let remote = match self.remote {
             // c=0.0.0.0 (RFC 2543 hold): the last real address stays, and gets no RTP.
@@ -293,7 +357,45 @@ impl LegMedia {
 }
 
 /// The audio our `offer` and the phone's `answer` agreed on.
-fn negotiated(offer: &SessionDescription, answer: &Body) -> Result<NegotiatedAudio, String> {
+fn negotiated(offer: &SessionDescription, answer: &Body) -> Result<NegotiatedAudio, LegMediaError> {
     let answer = sdp_of(&answer.content_type, &answer.bytes)?;
-    process_answer(offer, &answer).map_err(|e| e.to_string())
+    process_answer(offer, &answer).map_err(|e| LegMediaError::Negotiation(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use dialbridge_sip::sdp::Direction;
+
+    use super::*;
+
+    #[test]
+    fn only_g711_answers_with_an_ip_are_bridged() {
+        let answer = |codec, ip: Option<IpAddr>| NegotiatedAudio {
+            media_index: 0,
+            remote_host: "phone.example".into(),
+            remote_ip: ip,
+            remote_port: 4000,
+            remote_rtcp_port: 4001,
+            codec,
+            payload_type: 0,
+            clock_rate: 8000,
+            channels: 1,
+            telephone_event: Some(101),
+            direction: Direction::SendRecv,
+            remote_direction: Direction::SendRecv,
+            ptime: 20,
+            maxptime: None,
+            remote_hold: false,
+        };
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        let remote = remote_of(&answer(Codec::Pcma, ip)).expect("PCMA");
+        assert_eq!(remote.law, G711::Pcma);
+        assert_eq!(remote.rtp, "127.0.0.1:4000".parse().expect("addr"));
+        assert_eq!(remote.rtcp.port(), 4001);
+        assert_eq!(remote.dtmf_pt, Some(101));
+        assert!(remote_of(&answer(Codec::Opus, ip)).is_err());
+        assert!(remote_of(&answer(Codec::Pcmu, None)).is_err());
+    }
 }

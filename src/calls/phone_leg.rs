@@ -7,11 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::ports::PortLease;
 use dialbridge_sip::endpoint::Target;
 use dialbridge_sip::message::{NameAddr, Uri};
-use dialbridge_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedAudio, SessionDescription};
+use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
@@ -19,11 +18,13 @@ use tokio::time::Instant;
 
 use super::dialogs;
 use super::dialout::Shared;
-use super::leg_media::LegMedia;
+use super::leg_media::{is_sdp, LegMedia, LegMediaError};
 use crate::config::TrunkConfig;
 use crate::room::PhoneMute;
-use crate::room::{CallStatus, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms};
-use crate::runtime::media::{PhoneMediaEvent, PhoneRemote};
+use crate::room::{
+    CallStatus, Cause, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms,
+};
+use crate::runtime::media::PhoneMediaEvent;
 use crate::runtime::sip::Credentials;
 use crate::store::PhoneCallRecord;
 
@@ -34,7 +35,7 @@ pub(crate) const HANGUP_GRACE: Duration = Duration::from_secs(40);
 #[derive(Debug)]
 pub enum Control {
     /// End the call (CANCEL while ringing, BYE once answered) with this cause.
-    Hangup(&'static str),
+    Hangup(Cause),
     /// Send these key presses to the phone.
     Dtmf(String),
     /// Mute or unmute the phone in the room's mix.
@@ -74,50 +75,14 @@ pub(crate) fn start_recorded(shared: &Shared, setup: &LegSetup) -> RoomResult<i6
     shared.rooms.phone_leg_started(&record_of(setup))
 }
 
-/// The cause word for a final non-2xx answer to our INVITE.
-pub fn rejection_cause(code: u16, from_network: bool) -> &'static str {
-    match code {
-        486 | 600 => "busy",
-        603 | 607 | 608 => "declined",
-        480 => "unavailable",
-        404 | 410 | 484 | 485 | 604 => "invalid-number",
-        408 if from_network => "no-answer",
-        _ => "failed",
-    }
-}
-
-fn g711_of(codec: Codec) -> Option<G711> {
-    match codec {
-        Codec::Pcmu => Some(G711::Pcmu),
-        Codec::Pcma => Some(G711::Pcma),
-        _ => None,
-    }
-}
-
-/// Where to send media, from the negotiated answer.
-pub(crate) fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, String> {
-    let law = g711_of(audio.codec)
-        .ok_or_else(|| format!("answer chose {}, not G.711", audio.codec.encoding_name()))?;
-    let ip = audio
-        .remote_ip
-        .ok_or_else(|| format!("answer's c= `{}` is not an IP address", audio.remote_host))?;
-    Ok(PhoneRemote {
-        law,
-        dtmf_pt: audio.telephone_event,
-        rtp: SocketAddr::new(ip, audio.remote_port),
-        rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
-        receives: audio.remote_direction.receives() && !audio.remote_hold,
-    })
-}
-
 /// Counts the end of a phone call, whichever side started it and however far it got:
 /// `dialbridge_phone_calls_ended_total{kind, status, cause}`.
-pub(crate) fn count_end(kind: &'static str, status: CallStatus, cause: Option<&str>) {
+pub(crate) fn count_end(kind: &'static str, status: CallStatus, cause: Option<Cause>) {
     metrics::counter!(
         "dialbridge_phone_calls_ended_total",
         "kind" => kind,
         "status" => status.as_str(),
-        "cause" => cause.unwrap_or("none").to_string()
+        "cause" => cause.map_or("none", Cause::as_str)
     )
     .increment(1);
 }
@@ -127,7 +92,7 @@ pub(crate) fn count_refused_dialin(code: u16) {
     count_end(
         "dialin",
         CallStatus::Rejected,
-        Some(rejection_cause(code, false)),
+        Some(Cause::of_rejection(code, false)),
     );
 }
 
@@ -141,13 +106,13 @@ pub(crate) fn report(
     tracing::info!(
         call_id = %record.call_id,
         status = change.status.as_str(),
-        cause = change.cause.as_deref(),
+        cause = change.cause.map(Cause::as_str),
         code = change.code,
         message = change.message.as_deref(),
         "phone leg status"
     );
     if change.status.is_final() {
-        count_end(record.kind, change.status, change.cause.as_deref());
+        count_end(record.kind, change.status, change.cause);
         // Free before anyone hears of the end: a dial-out right after it must not be refused.
         if let Some(live) = shared.legs().get_mut(&record.call_id) {
             live.finished = true;
@@ -171,7 +136,7 @@ impl Leg {
     fn report(
         &mut self,
         status: CallStatus,
-        cause: Option<&str>,
+        cause: Option<Cause>,
         code: Option<u16>,
         message: Option<&str>,
     ) {
@@ -186,7 +151,7 @@ impl Leg {
             self.record_id,
             PhoneStatus {
                 status,
-                cause: cause.map(str::to_string),
+                cause,
                 code,
                 message: message.map(str::to_string),
             },
@@ -201,32 +166,46 @@ impl Leg {
     }
 }
 
-fn is_sdp_type(content_type: &str) -> bool {
-    content_type
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
+/// Why a dial-out's INVITE could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InviteError {
+    #[error("cannot resolve trunk address {host}:{port}: {source}")]
+    Resolve {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("trunk address {host}:{port} resolves to nothing")]
+    Unresolved { host: String, port: u16 },
+    /// A URI built from the configuration and the number does not parse.
+    #[error("bad {what} {text}: {reason}")]
+    BadUri {
+        what: &'static str,
+        text: String,
+        reason: String,
+    },
 }
 
-pub(crate) fn is_sdp(body: &Option<Body>) -> Option<&Body> {
-    body.as_ref().filter(|b| is_sdp_type(&b.content_type))
+fn parse_uri(what: &'static str, text: &str) -> Result<Uri, InviteError> {
+    Uri::parse(text).map_err(|e| InviteError::BadUri {
+        what,
+        text: text.to_string(),
+        reason: format!("{e:?}"),
+    })
 }
 
-/// The session description in a message body of `content_type`.
-pub(crate) fn sdp_of(content_type: &str, bytes: &[u8]) -> Result<SessionDescription, String> {
-    if !is_sdp_type(content_type) {
-        return Err(format!("the body is `{content_type}`, not SDP"));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| "SDP is not UTF-8".to_string())?;
-    SessionDescription::parse(text).map_err(|e| format!("bad SDP: {e}"))
-}
-
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, InviteError> {
     let mut addrs = tokio::net::lookup_host((host.trim_matches(&['[', ']'][..]), port))
         .await
-        .map_err(|e| format!("cannot resolve trunk address {host}:{port}: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("trunk address {host}:{port} resolves to nothing"))
+        .map_err(|source| InviteError::Resolve {
+            host: host.to_string(),
+            port,
+            source,
+        })?;
+    addrs.next().ok_or_else(|| InviteError::Unresolved {
+        host: host.to_string(),
+        port,
+    })
 }
 
 /// The INVITE for `setup`: request URI at the trunk, From with the caller id (or withheld),
@@ -236,7 +215,7 @@ fn invite_for(
     outbound: &Outbound,
     target: SocketAddr,
     offer: &SessionDescription,
-) -> Result<OutgoingCall, String> {
+) -> Result<OutgoingCall, InviteError> {
     let trunk = &outbound.trunk;
     let tcp = outbound.transport == Transport::Tcp;
     let host = &trunk.address.host;
@@ -246,7 +225,7 @@ fn invite_for(
         "sip:{number}@{host}:{port}{}",
         if tcp { ";transport=tcp" } else { "" }
     );
-    let uri = Uri::parse(&uri_text).map_err(|e| format!("bad request URI {uri_text}: {e:?}"))?;
+    let uri = parse_uri("request URI", &uri_text)?;
     let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
     let real = dialled
         .caller
@@ -261,16 +240,16 @@ fn invite_for(
                 format!("<sip:{real}@{domain}>"),
             ));
         }
-        let mut from = NameAddr::new(
-            Uri::parse("sip:anonymous@anonymous.invalid")
-                .map_err(|e| format!("bad anonymous URI: {e:?}"))?,
-        );
+        let mut from = NameAddr::new(parse_uri(
+            "anonymous URI",
+            "sip:anonymous@anonymous.invalid",
+        )?);
         from.display = Some("Anonymous".into());
         from
     } else {
         let user = real.unwrap_or_else(|| "dialbridge".to_string());
         let text = format!("sip:{user}@{domain}");
-        NameAddr::new(Uri::parse(&text).map_err(|e| format!("bad From URI {text}: {e:?}"))?)
+        NameAddr::new(parse_uri("From URI", &text)?)
     };
     Ok(OutgoingCall {
         request_uri: uri.clone(),
@@ -357,7 +336,7 @@ pub(crate) async fn run(
                     tracing::warn!(%call_id, error = %e, "INVITE not sent");
                     leg.report(
                         CallStatus::Rejected,
-                        Some("failed"),
+                        Some(Cause::Failed),
                         Some(503),
                         Some(&e.to_string()),
                     );
@@ -366,7 +345,13 @@ pub(crate) async fn run(
         }
         Err(reason) => {
             tracing::warn!(%call_id, %reason, "INVITE not built");
-            leg.report(CallStatus::Rejected, Some("failed"), None, Some(&reason));
+            let reason = reason.to_string();
+            leg.report(
+                CallStatus::Rejected,
+                Some(Cause::Failed),
+                None,
+                Some(&reason),
+            );
         }
     }
     shared.end_leg(&call_id, leg.media.finish(), lease);
@@ -390,18 +375,18 @@ async fn drive(
     let ringing_deadline = Instant::now() + trunk.ringing_timeout.0;
     let mut answered: Option<(Instant, u16, String)> = None;
     // Set once we end the call: the cause reported when the far end confirms.
-    let mut ending: Option<(&'static str, Instant)> = None;
+    let mut ending: Option<(Cause, Instant)> = None;
     loop {
         let deadline = match (&ending, &answered) {
             (Some((_, since)), _) => *since + HANGUP_GRACE,
             (None, None) => ringing_deadline,
             (None, Some((at, _, _))) => *at + trunk.max_call_duration.0,
         };
-        let mut hangup: Option<&'static str> = None;
+        let mut hangup: Option<Cause> = None;
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else {
-                    leg.report(final_status(&answered), Some("failed"), None, Some("SIP driver stopped"));
+                    leg.report(final_status(&answered), Some(Cause::Failed), None, Some("SIP driver stopped"));
                     return;
                 };
                 match event {
@@ -425,7 +410,7 @@ async fn drive(
                         }
                         let media = match is_sdp(&body) {
                             Some(sdp) => leg.media.apply_answer(offer, sdp),
-                            None => Err("the 200 OK has no SDP answer".to_string()),
+                            None => Err(LegMediaError::NoAnswer("the 200 OK")),
                         };
                         answered = Some((Instant::now(), response.code, response.reason.clone()));
                         dialogs::keep(&leg.shared, &call_id, handle).await;
@@ -439,21 +424,21 @@ async fn drive(
                             }
                             Err(e) => {
                                 tracing::warn!(%call_id, error = %e, "answer unusable; hanging up");
-                                hangup = Some("failed");
+                                hangup = Some(Cause::Failed);
                             }
                         }
                     }
                     UaEvent::Failed { code, reason, response, .. } => {
                         let cause = match ending {
                             Some((cause, _)) => cause,
-                            None => rejection_cause(code, response.is_some()),
+                            None => Cause::of_rejection(code, response.is_some()),
                         };
                         leg.report(CallStatus::Rejected, Some(cause), Some(code), Some(&reason));
                         return;
                     }
                     UaEvent::Ended { by_remote, .. } => {
                         let cause = match (by_remote, ending) {
-                            (true, _) | (false, None) => "hangup",
+                            (true, _) | (false, None) => Cause::Hangup,
                             (false, Some((cause, _))) => cause,
                         };
                         let (code, reason) = answered
@@ -490,11 +475,11 @@ async fn drive(
                 }
                 Some(Control::Mute(mute)) => leg.media.mute(mute),
                 // The dialer is gone: the service is stopping.
-                None => hangup = Some("shutdown"),
+                None => hangup = Some(Cause::Shutdown),
             },
             Some(event) = media_rx.recv() => match event {
                 // A phone that said it sends nothing (held, inactive) is silent on purpose.
-                PhoneMediaEvent::Inactive if answered.is_some() && leg.media.phone_sends() => hangup = Some("media-timeout"),
+                PhoneMediaEvent::Inactive if answered.is_some() && leg.media.phone_sends() => hangup = Some(Cause::MediaTimeout),
                 PhoneMediaEvent::Inactive => {}
                 PhoneMediaEvent::Bye => tracing::info!(%call_id, "phone sent RTCP BYE"),
                 PhoneMediaEvent::Dtmf(digit) => leg.key_press(digit),
@@ -504,16 +489,16 @@ async fn drive(
                 match (&ending, &answered) {
                     (Some((cause, _)), _) => {
                         tracing::warn!(%call_id, "far end never confirmed the hangup; giving the call up");
-                        leg.report(final_status(&answered), Some(cause), None, Some("no answer to our hangup"));
+                        leg.report(final_status(&answered), Some(*cause), None, Some("no answer to our hangup"));
                         return;
                     }
-                    (None, None) => hangup = Some("no-answer"),
-                    (None, Some(_)) => hangup = Some("max-duration"),
+                    (None, None) => hangup = Some(Cause::NoAnswer),
+                    (None, Some(_)) => hangup = Some(Cause::MaxDuration),
                 }
             }
         }
         if let (Some(cause), None) = (hangup, &ending) {
-            tracing::info!(%call_id, cause, "hanging up phone leg");
+            tracing::info!(%call_id, %cause, "hanging up phone leg");
             ending = Some((cause, Instant::now()));
             if let Err(e) = leg.shared.sip.hangup(handle).await {
                 tracing::warn!(%call_id, error = %e, "hangup refused");
@@ -540,53 +525,5 @@ fn final_status(answered: &Option<(Instant, u16, String)>) -> CallStatus {
         CallStatus::Cleared
     } else {
         CallStatus::Rejected
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn final_answers_map_to_causes() {
-        assert_eq!(rejection_cause(486, true), "busy");
-        assert_eq!(rejection_cause(600, true), "busy");
-        assert_eq!(rejection_cause(603, true), "declined");
-        assert_eq!(rejection_cause(480, true), "unavailable");
-        assert_eq!(rejection_cause(404, true), "invalid-number");
-        // A 408 from the far end is nobody answering; our own transaction timeout is a failure.
-        assert_eq!(rejection_cause(408, true), "no-answer");
-        assert_eq!(rejection_cause(408, false), "failed");
-        assert_eq!(rejection_cause(503, false), "failed");
-        assert_eq!(rejection_cause(500, true), "failed");
-    }
-
-    #[test]
-    fn only_g711_answers_with_an_ip_are_bridged() {
-        let answer = |codec, ip: Option<IpAddr>| NegotiatedAudio {
-            media_index: 0,
-            remote_host: "phone.example".into(),
-            remote_ip: ip,
-            remote_port: 4000,
-            remote_rtcp_port: 4001,
-            codec,
-            payload_type: 0,
-            clock_rate: 8000,
-            channels: 1,
-            telephone_event: Some(101),
-            direction: Direction::SendRecv,
-            remote_direction: Direction::SendRecv,
-            ptime: 20,
-            maxptime: None,
-            remote_hold: false,
-        };
-        let ip = Some(IpAddr::from([127, 0, 0, 1]));
-        let remote = remote_of(&answer(Codec::Pcma, ip)).expect("PCMA");
-        assert_eq!(remote.law, G711::Pcma);
-        assert_eq!(remote.rtp, "127.0.0.1:4000".parse().expect("addr"));
-        assert_eq!(remote.rtcp.port(), 4001);
-        assert_eq!(remote.dtmf_pt, Some(101));
-        assert!(remote_of(&answer(Codec::Opus, ip)).is_err());
-        assert!(remote_of(&answer(Codec::Pcmu, None)).is_err());
     }
 }

@@ -97,6 +97,84 @@ impl CallStatus {
     }
 }
 
+/// Why a phone call (or a room's call) ended: the `cause` of `rejected` and `cleared`, in
+/// events, call records and `dialbridge_phone_calls_ended_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The far end answered busy (486, 600).
+    Busy,
+    /// The far end declined (603, 607, 608).
+    Declined,
+    /// The far end is not reachable now (480).
+    Unavailable,
+    /// The number does not exist (404, 410, 484, 485, 604).
+    InvalidNumber,
+    /// Nobody answered: the ringing timeout, or a 408 from the network.
+    NoAnswer,
+    /// Anything else that kept or took the call down (a failed INVITE, an unusable answer).
+    Failed,
+    /// The phone (or the last participant) hung up.
+    Hangup,
+    /// A moderator ended it.
+    Ended,
+    /// Its attendee was removed from the room.
+    Removed,
+    /// The phone sent no RTP for the media timeout.
+    MediaTimeout,
+    /// The trunk's maximum call duration.
+    MaxDuration,
+    /// The service stopped.
+    Shutdown,
+    /// A caller typed a wrong PIN too often.
+    WrongPin,
+    /// A caller's room had no call (and it could not wait, or waited in vain).
+    NoCall,
+    /// The process died while the call was up (closed out at the next start).
+    Restart,
+}
+
+impl Cause {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Busy => "busy",
+            Cause::Declined => "declined",
+            Cause::Unavailable => "unavailable",
+            Cause::InvalidNumber => "invalid-number",
+            Cause::NoAnswer => "no-answer",
+            Cause::Failed => "failed",
+            Cause::Hangup => "hangup",
+            Cause::Ended => "ended",
+            Cause::Removed => "removed",
+            Cause::MediaTimeout => "media-timeout",
+            Cause::MaxDuration => "max-duration",
+            Cause::Shutdown => "shutdown",
+            Cause::WrongPin => "wrong-pin",
+            Cause::NoCall => "no-call",
+            Cause::Restart => "restart",
+        }
+    }
+
+    /// The cause of a final non-2xx answer to an INVITE; a 408 is "no answer" only when the
+    /// network sent it (our own transaction timeout is a failure).
+    pub fn of_rejection(code: u16, from_network: bool) -> Cause {
+        match code {
+            486 | 600 => Cause::Busy,
+            603 | 607 | 608 => Cause::Declined,
+            480 => Cause::Unavailable,
+            404 | 410 | 484 | 485 | 604 => Cause::InvalidNumber,
+            408 if from_network => Cause::NoAnswer,
+            _ => Cause::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An E.164 phone number: `+` then 8 to 15 digits, the first not 0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -142,6 +220,45 @@ impl fmt::Display for PhoneNumber {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn final_answers_map_to_causes() {
+        assert_eq!(Cause::of_rejection(486, true), Cause::Busy);
+        assert_eq!(Cause::of_rejection(600, true), Cause::Busy);
+        assert_eq!(Cause::of_rejection(603, true), Cause::Declined);
+        assert_eq!(Cause::of_rejection(480, true), Cause::Unavailable);
+        assert_eq!(Cause::of_rejection(404, true), Cause::InvalidNumber);
+        // A 408 from the far end is nobody answering; our own transaction timeout is a failure.
+        assert_eq!(Cause::of_rejection(408, true), Cause::NoAnswer);
+        assert_eq!(Cause::of_rejection(408, false), Cause::Failed);
+        assert_eq!(Cause::of_rejection(503, false), Cause::Failed);
+        assert_eq!(Cause::of_rejection(500, true), Cause::Failed);
+    }
+
+    #[test]
+    fn cause_wire_words_are_kebab_case() {
+        let all = [
+            (Cause::Busy, "busy"),
+            (Cause::Declined, "declined"),
+            (Cause::Unavailable, "unavailable"),
+            (Cause::InvalidNumber, "invalid-number"),
+            (Cause::NoAnswer, "no-answer"),
+            (Cause::Failed, "failed"),
+            (Cause::Hangup, "hangup"),
+            (Cause::Ended, "ended"),
+            (Cause::Removed, "removed"),
+            (Cause::MediaTimeout, "media-timeout"),
+            (Cause::MaxDuration, "max-duration"),
+            (Cause::Shutdown, "shutdown"),
+            (Cause::WrongPin, "wrong-pin"),
+            (Cause::NoCall, "no-call"),
+            (Cause::Restart, "restart"),
+        ];
+        for (cause, word) in all {
+            assert_eq!(cause.as_str(), word);
+            assert_eq!(cause.to_string(), word);
+        }
+    }
 
     #[test]
     fn e164_rules() {

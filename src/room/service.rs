@@ -11,8 +11,8 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{
-    actor_type, in_call, lobby, participant_type, permissions, room_type, CallStatus, PhoneMute,
-    PhoneNumber,
+    actor_type, in_call, lobby, participant_type, permissions, room_type, CallStatus, Cause,
+    PhoneMute, PhoneNumber,
 };
 use crate::auth::AuthUser;
 use crate::events::{EventBus, RoomEvent};
@@ -180,7 +180,7 @@ pub struct DialoutOptions {
 #[derive(Debug, Clone)]
 pub struct PhoneStatus {
     pub status: CallStatus,
-    pub cause: Option<String>,
+    pub cause: Option<Cause>,
     pub code: Option<u16>,
     pub message: Option<String>,
 }
@@ -459,7 +459,12 @@ impl Rooms {
                     record,
                     now,
                     "cleared",
-                    if ended_for_all { "ended" } else { "hangup" },
+                    if ended_for_all {
+                        Cause::Ended
+                    } else {
+                        Cause::Hangup
+                    }
+                    .as_str(),
                 )?;
             }
             tracing::info!(room_id, all = ended_for_all, "call ended");
@@ -1336,7 +1341,7 @@ impl Rooms {
                     record_id,
                     now,
                     status,
-                    change.cause.as_deref().unwrap_or(""),
+                    change.cause.map_or("", Cause::as_str),
                     change.code,
                 )?;
             } else {
@@ -1356,7 +1361,7 @@ impl Rooms {
                 RoomEvent::CallStatus {
                     callid: record.call_id.clone(),
                     status: status.into(),
-                    cause: change.cause.clone(),
+                    cause: change.cause.map(|c| c.as_str().to_string()),
                     code: change.code,
                     message: change.message.clone(),
                     attendee_id: record.attendee_id,
