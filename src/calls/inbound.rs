@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dialbridge_sip::message::{Request, Uri};
 use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
 use dialbridge_sip::transport::Transport;
-use dialbridge_sip::ua::{Body, CallHandle, UaEvent};
+use dialbridge_sip::ua::{Body, CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
@@ -159,7 +159,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         let sip = sip.clone();
         phone_leg::count_refused_dialin(code);
         async move {
-            if let Err(e) = sip.respond(call, code, reason, None).await {
+            if let Err(e) = sip.respond(call, Reply::new(code, reason)).await {
                 tracing::info!(error = %e, code, "cannot refuse inbound call");
             }
         }
@@ -254,9 +254,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             .sip
             .respond(
                 call,
-                200,
-                "OK",
-                Some(Body::sdp(ours.to_string().into_bytes())),
+                Reply::new(200, "OK").with_body(Some(Body::sdp(ours.to_string().into_bytes()))),
             )
             .await
             .map_err(|e| e.to_string()),
