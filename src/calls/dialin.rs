@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dialbridge_sip::message::{Request, Uri};
+use dialbridge_sip::message::Request;
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
@@ -43,20 +43,13 @@ pub struct DialIn {
 /// The dialled number of an INVITE: the Request-URI's user (or tel: number), else the To URI's,
 /// normalised to E.164.
 pub fn dialed_number(request: &Request) -> Option<PhoneNumber> {
-    let from_uri = |uri: &Uri| -> Option<String> {
-        match uri {
-            Uri::Sip(u) => u
-                .user_unescaped()
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
-            Uri::Tel(t) => Some(t.number.clone()),
-            Uri::Other { .. } => None,
-        }
-    };
-    from_uri(&request.uri)
+    request
+        .uri
+        .user_number()
         .and_then(|u| normalize(&u))
         .or_else(|| {
             let to = request.headers.to().ok()?;
-            normalize(&from_uri(&to.uri)?)
+            normalize(&to.uri.user_number()?)
         })
 }
 

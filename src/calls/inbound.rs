@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialbridge_sip::message::{Request, Uri};
+use dialbridge_sip::message::Request;
 use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, Reply, UaEvent};
@@ -75,19 +75,12 @@ pub fn caller_number(invite: &Request) -> Option<PhoneNumber> {
     {
         return None;
     }
-    let user_of = |uri: &Uri| match uri {
-        Uri::Sip(u) => u
-            .user_unescaped()
-            .map(|b| String::from_utf8_lossy(&b).into_owned()),
-        Uri::Tel(t) => Some(t.number.clone()),
-        Uri::Other { .. } => None,
-    };
     let asserted = invite
         .headers
         .get("P-Asserted-Identity")
         .and_then(|v| dialbridge_sip::message::NameAddr::parse(v).ok())
-        .and_then(|n| user_of(&n.uri));
-    let from = invite.headers.from().ok().and_then(|f| user_of(&f.uri));
+        .and_then(|n| n.uri.user_number());
+    let from = invite.headers.from().ok().and_then(|f| f.uri.user_number());
     asserted
         .into_iter()
         .chain(from)
