@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::{SipListen, Transport as ConfigTransport};
+use crate::config::SipListen;
 
 /// Largest UDP datagram read; larger ones are truncated and then rejected by the parser.
 const MAX_DATAGRAM: usize = 65_535;
@@ -238,7 +238,7 @@ pub async fn start_with_timers(
     let mut tcp_local = None;
     for entry in listen {
         match entry.transport {
-            ConfigTransport::Udp => {
+            Transport::Udp => {
                 let socket = UdpSocket::bind(entry.addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
@@ -248,7 +248,7 @@ pub async fn start_with_timers(
                 local_addrs.push((Transport::Udp, local));
                 udp.push(socket);
             }
-            ConfigTransport::Tcp => {
+            Transport::Tcp => {
                 let listener = TcpListener::bind(entry.addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
@@ -256,6 +256,10 @@ pub async fn start_with_timers(
                 tokio::spawn(accept_tcp(listener, local, input_tx.clone()));
                 local_addrs.push((Transport::Tcp, local));
                 tcp_local.get_or_insert(local);
+            }
+            // The configuration has no way to ask for it.
+            Transport::Tls => {
+                anyhow::bail!("cannot bind sip.listen = \"{entry}\": TLS is not supported")
             }
         }
     }
