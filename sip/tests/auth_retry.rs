@@ -373,3 +373,51 @@ fn bye_after_an_authenticated_call_uses_the_one_handle() {
     );
     assert_eq!(ua.call_count(), 0);
 }
+
+#[test]
+fn manual_reinvites_asked_before_the_challenge_hold_after_it() {
+    let mut ua = agent();
+    let t0 = Instant::now();
+    let (call, first) = dial(&mut ua, t0, credentials("s3cret", None));
+    ua.answer_reinvites_manually(call).expect("known call");
+    let c = Challenge::new(REALM, "nonce-1", Algorithm::Md5);
+    let second = challenged(&mut ua, t0 + ms(40), &first, 407, &c);
+    answered(&mut ua, t0 + ms(90), call, &second);
+    // The trunk's re-INVITE in the dialog waits for our answer.
+    let ours = second.headers.from().expect("from");
+    let mut reinvite = Request::new(
+        dialbridge_sip::message::Method::Invite,
+        Uri::parse("sip:dialbridge@192.0.2.10:5060").expect("uri"),
+    );
+    reinvite
+        .headers
+        .push("Via", "SIP/2.0/UDP 198.51.100.7:5080;branch=z9hG4bKre1");
+    reinvite
+        .headers
+        .push("From", "<sip:+15551234@198.51.100.7>;tag=px1");
+    reinvite.headers.push("To", ours.to_string());
+    reinvite.headers.push(
+        "Call-ID",
+        second.headers.call_id().expect("cid").to_string(),
+    );
+    reinvite.headers.push("CSeq", "7 INVITE");
+    reinvite
+        .headers
+        .push("Contact", "<sip:+15551234@198.51.100.7:5080>");
+    reinvite.headers.push("Max-Forwards", "70");
+    reinvite.set_body("application/sdp", ANSWER.as_bytes().to_vec());
+    ua.handle_input(
+        t0 + Duration::from_secs(2),
+        Incoming {
+            transport: Transport::Udp,
+            local: addr(LOCAL),
+            remote: addr(TRUNK),
+            message: &reinvite.to_bytes(),
+        },
+    );
+    assert!(matches!(
+        events(&mut ua).as_slice(),
+        [UaEvent::ReInvite { call: c, .. }] if *c == call
+    ));
+    assert!(transmits(&mut ua).is_empty(), "waits for the leg's answer");
+}
