@@ -1,6 +1,7 @@
 //! A user agent for calls on top of the transaction [`Endpoint`]: place INVITEs and get call
 //! events, receive INVITEs and answer them, CANCEL and BYE, with dialogs handled inside
-//! (ACK for 2xx and its re-sending, early dialogs, the CANCEL/200 race, re-INVITE, OPTIONS).
+//! (ACK for 2xx and its re-sending, early dialogs, the CANCEL/200 race, re-INVITE, OPTIONS)
+//! and digest challenges to our INVITEs answered in the same call, under the same handle.
 //!
 //! Sans-IO like the endpoint: the driver pumps [`UserAgent::handle_input`],
 //! [`UserAgent::handle_timeout`], [`UserAgent::poll_transmit`], [`UserAgent::poll_timeout`] and
