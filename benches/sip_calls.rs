@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dialbridge::config::SipListen;
 use dialbridge::runtime::sip;
-use dialbridge_sip::ua::{Body, UaEvent};
+use dialbridge_sip::ua::{Body, Reply, UaEvent};
 use tokio::sync::{mpsc, watch};
 
 const ANSWER: &str =
@@ -62,7 +62,7 @@ fn main() {
             while let Some(event) = events.recv().await {
                 if let UaEvent::IncomingCall { call, .. } = event {
                     let _ = answering
-                        .respond(call, 200, "OK", Some(Body::sdp(ANSWER.as_bytes().to_vec())))
+                        .respond(call, Reply::new(200, "OK").with_body(Some(Body::sdp(ANSWER.as_bytes().to_vec()))))
                         .await;
                 }
             }

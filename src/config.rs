@@ -315,7 +315,7 @@ pub struct UserConfig {
 pub struct TrunkConfig {
     pub name: String,
     pub address: HostPort,
-    #[serde(default)]
+    #[serde(default = "udp", deserialize_with = "deserialize_transport")]
     pub transport: Transport,
     #[serde(default)]
     pub username: Option<String>,
@@ -735,21 +735,26 @@ macro_rules! deserialize_from_str {
     };
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    #[default]
-    Udp,
-    Tcp,
+/// The SIP core's transport; the configuration writes `udp` or `tcp` (no TLS listener).
+pub use dialbridge_sip::transport::Transport;
+
+const TRANSPORTS: &[&str] = &["udp", "tcp"];
+
+fn parse_transport(s: &str) -> Option<Transport> {
+    [Transport::Udp, Transport::Tcp]
+        .into_iter()
+        .find(|t| t.name() == s)
 }
 
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        })
-    }
+fn udp() -> Transport {
+    Transport::Udp
+}
+
+fn deserialize_transport<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Transport, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    parse_transport(&name).ok_or_else(|| de::Error::unknown_variant(&name, TRANSPORTS))
 }
 
 /// A SIP listen address written `udp:127.0.0.1:5060` or `tcp:[::1]:5060`.
@@ -765,11 +770,8 @@ impl FromStr for SipListen {
         let (transport, addr) = s
             .split_once(':')
             .ok_or_else(|| format!("`{s}` is not of the form `udp:IP:PORT` or `tcp:IP:PORT`"))?;
-        let transport = match transport {
-            "udp" => Transport::Udp,
-            "tcp" => Transport::Tcp,
-            other => return Err(format!("unknown transport `{other}` (use udp or tcp)")),
-        };
+        let transport = parse_transport(transport)
+            .ok_or_else(|| format!("unknown transport `{transport}` (use udp or tcp)"))?;
         let addr = addr
             .parse()
             .map_err(|_| format!("`{addr}` is not an IP:PORT socket address"))?;
@@ -783,7 +785,7 @@ deserialize_from_str!(
 
 impl fmt::Display for SipListen {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}", self.transport, self.addr)
+        write!(f, "{}:{}", self.transport.name(), self.addr)
     }
 }
 
@@ -1195,6 +1197,25 @@ max_call_duration = 3600
             "[[trunks]]\nname = \"a\"\naddress = \"h:5060\"\n[[trunks]]\nname = \"a\"\naddress = \"h:5061\"\n",
         );
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn transports_are_written_udp_or_tcp() {
+        let trunk =
+            |t: &str| format!("[[trunks]]\nname = \"c\"\naddress = \"127.0.0.1:5080\"\n{t}");
+        let default = Config::parse(&trunk(""), "t").expect("valid trunk");
+        assert_eq!(default.trunks[0].transport, Transport::Udp);
+        let e = error_of(&trunk("transport = \"tls\"\n"));
+        assert!(
+            e.contains("unknown variant `tls`, expected `udp` or `tcp`"),
+            "{e}"
+        );
+        let e = error_of(&trunk("transport = \"TCP\"\n"));
+        assert!(e.contains("unknown variant `TCP`"), "{e}");
+        let listen: SipListen = "tcp:127.0.0.1:5060".parse().expect("listen");
+        assert_eq!(listen.transport, Transport::Tcp);
+        assert_eq!(listen.to_string(), "tcp:127.0.0.1:5060");
+        assert!("tls:127.0.0.1:5061".parse::<SipListen>().is_err());
     }
 
     #[test]

@@ -240,7 +240,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let sip_addrs: Vec<String> = sip
         .local_addrs
         .iter()
-        .map(|(transport, addr)| format!("{}:{addr}", transport.as_str().to_ascii_lowercase()))
+        .map(|(transport, addr)| format!("{}:{addr}", transport.name()))
         .collect();
     println!(
         "dialbridge ready http={http_addr} sip={} webrtc={}",

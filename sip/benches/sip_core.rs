@@ -5,11 +5,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dialbridge_sip::endpoint::{Config, Incoming, Target};
+use dialbridge_sip::endpoint::{Config, Target};
 use dialbridge_sip::message::{Limits, NameAddr, Uri};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, OutgoingCall, UaConfig, UaEvent, UserAgent};
 use dialbridge_sip::validate::{check_datagram, Policy};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::pump;
 
 const INVITE: &[u8] = b"INVITE sip:+15551234@192.0.2.2 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport\r\n\
@@ -36,48 +40,6 @@ fn agent(addr: SocketAddr, seed: u64) -> UserAgent {
     })
 }
 
-fn pump(
-    now: Instant,
-    a: &mut UserAgent,
-    a_addr: SocketAddr,
-    b: &mut UserAgent,
-    b_addr: SocketAddr,
-    eb: &mut Vec<UaEvent>,
-) {
-    loop {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit() {
-            b.handle_input(
-                now,
-                Incoming {
-                    transport: t.transport,
-                    local: b_addr,
-                    remote: a_addr,
-                    message: &t.bytes,
-                },
-            );
-            moved = true;
-        }
-        while let Some(t) = b.poll_transmit() {
-            a.handle_input(
-                now,
-                Incoming {
-                    transport: t.transport,
-                    local: a_addr,
-                    remote: b_addr,
-                    message: &t.bytes,
-                },
-            );
-            moved = true;
-        }
-        while a.poll_event().is_some() {}
-        eb.extend(std::iter::from_fn(|| b.poll_event()));
-        if !moved {
-            return;
-        }
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sip_core");
     g.throughput(Throughput::Elements(1));
@@ -94,7 +56,6 @@ fn bench(c: &mut Criterion) {
     let from = NameAddr::parse("<sip:alice@192.0.2.1>").expect("from");
     let to = NameAddr::parse("<sip:+15551234@192.0.2.2>").expect("to");
     let sdp = Body::sdp(&INVITE[INVITE.len() - 129..]);
-    let mut eb = Vec::new();
     g.bench_function("call_setup_and_teardown_both_sides", |bch| {
         bch.iter(|| {
             let call = a
@@ -113,8 +74,8 @@ fn bench(c: &mut Criterion) {
                     },
                 )
                 .expect("invite");
-            pump(now, &mut a, a_addr, &mut b, b_addr, &mut eb);
-            let incoming = eb.drain(..).find_map(|e| match e {
+            let (_, eb) = pump(now, &mut a, a_addr, &mut b, b_addr);
+            let incoming = eb.into_iter().find_map(|e| match e {
                 UaEvent::IncomingCall { call, .. } => Some(call),
                 _ => None,
             });
@@ -122,10 +83,9 @@ fn bench(c: &mut Criterion) {
             b.respond(now, incoming, 180, "Ringing", None).expect("180");
             b.respond(now, incoming, 200, "OK", Some(sdp.clone()))
                 .expect("200");
-            pump(now, &mut a, a_addr, &mut b, b_addr, &mut eb);
+            pump(now, &mut a, a_addr, &mut b, b_addr);
             a.bye(now, call).expect("bye");
-            pump(now, &mut a, a_addr, &mut b, b_addr, &mut eb);
-            eb.clear();
+            pump(now, &mut a, a_addr, &mut b, b_addr);
             // Let finished transactions expire so state does not pile up.
             now += Duration::from_millis(100);
             a.handle_timeout(now);

@@ -1016,3 +1016,22 @@ impl DigestClient {
         self.rounds = 0;
     }
 }
+
+/// Digest credentials a user agent answers challenges to its INVITEs with (a trunk's account).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Only challenges of this realm are answered, when set.
+    pub realm: Option<String>,
+}
+
+// The password never reaches a log line.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}

@@ -4,7 +4,8 @@
 //! Layers, bottom up: [`message`] (parse, serialize, typed headers, URIs), [`validate`] (what to do
 //! with a received message: accept, answer 4xx/505, drop), [`transport`] (stream framing, Via
 //! `received`/`rport`, response routing), [`endpoint`] (the four RFC 3261 transaction machines),
-//! [`dialog`] and [`ua`] (calls: INVITE, CANCEL, BYE, ACK for 2xx, re-INVITE, OPTIONS).
+//! [`dialog`] and [`ua`] (calls: INVITE, CANCEL, BYE, ACK for 2xx, re-INVITE, OPTIONS, and the
+//! digest retry of a challenged INVITE with [`auth`]).
 //!
 //! A driver owns the sockets and one timer and pumps a [`ua::UserAgent`] (or a bare
 //! [`endpoint::Endpoint`]):

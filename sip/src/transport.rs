@@ -19,6 +19,15 @@ impl Transport {
         !matches!(self, Transport::Udp)
     }
 
+    /// Lowercase, as in a URI's `transport` parameter (and the service's configuration).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
     /// The Via transport token.
     pub fn as_str(self) -> &'static str {
         match self {

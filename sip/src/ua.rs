@@ -1,6 +1,7 @@
 //! A user agent for calls on top of the transaction [`Endpoint`]: place INVITEs and get call
 //! events, receive INVITEs and answer them, CANCEL and BYE, with dialogs handled inside
-//! (ACK for 2xx and its re-sending, early dialogs, the CANCEL/200 race, re-INVITE, OPTIONS).
+//! (ACK for 2xx and its re-sending, early dialogs, the CANCEL/200 race, re-INVITE, OPTIONS)
+//! and digest challenges to our INVITEs answered in the same call, under the same handle.
 //!
 //! Sans-IO like the endpoint: the driver pumps [`UserAgent::handle_input`],
 //! [`UserAgent::handle_timeout`], [`UserAgent::poll_transmit`], [`UserAgent::poll_timeout`] and
@@ -10,6 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::auth::{
+    select_challenge, Algorithm, ChallengeKind, Credentials, DigestClient, DigestRequest,
+    RetryDecision,
+};
 use crate::dialog::{Dialog, DialogId};
 use crate::endpoint::{
     Config, Endpoint, Event, Incoming, SendError, Target, TransactionId, Transmit,
@@ -30,6 +35,9 @@ pub struct UaConfig {
     /// Answer re-INVITEs at once with 200 and the current local SDP. When false, each
     /// [`UaEvent::ReInvite`] waits for [`UserAgent::respond_reinvite`].
     pub auto_answer_reinvite: bool,
+    /// Secret mixed into our digest cnonces, so that a server cannot predict them from the
+    /// branches and tags we send (the driver sets a random one).
+    pub cnonce_secret: u64,
 }
 
 impl Default for UaConfig {
@@ -40,6 +48,7 @@ impl Default for UaConfig {
             // Naming the product would only help scanners fingerprint the gateway.
             user_agent: None,
             auto_answer_reinvite: true,
+            cnonce_secret: 0,
         }
     }
 }
@@ -92,6 +101,45 @@ pub struct OutgoingCall {
     pub headers: Vec<(String, String)>,
 }
 
+/// Our answer to a call's pending INVITE (or, with [`Reply::to_reinvite`], to its pending
+/// re-INVITE): the status line, extra headers (Proxy-Authenticate, Retry-After) and a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Body>,
+    pub reinvite: bool,
+}
+
+impl Reply {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Reply {
+            code,
+            reason: reason.into(),
+            headers: Vec::new(),
+            body: None,
+            reinvite: false,
+        }
+    }
+
+    pub fn with_body(mut self, body: Option<Body>) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Answers the call's pending re-INVITE instead of its initial INVITE.
+    pub fn to_reinvite(mut self) -> Self {
+        self.reinvite = true;
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UaEvent {
     /// A new INVITE; answer with [`UserAgent::respond`].
@@ -122,7 +170,8 @@ pub enum UaEvent {
         body: Option<Body>,
     },
     /// Our INVITE failed: a final non-2xx (including 487 after CANCEL), 408 for a timeout,
-    /// 503 for a transport error. The response is there when one arrived (e.g. a 401/407 challenge).
+    /// 503 for a transport error. The response is there when one arrived (e.g. a 401/407
+    /// challenge the call had no credentials for, or whose answer was refused).
     Failed {
         call: CallHandle,
         code: u16,
@@ -156,6 +205,26 @@ pub enum UaEvent {
     },
     /// A message was discarded (for a log line).
     Discarded { remote: SocketAddr, reason: String },
+}
+
+impl UaEvent {
+    /// The call the event is about; `None` for [`UaEvent::Discarded`].
+    pub fn call(&self) -> Option<CallHandle> {
+        match self {
+            UaEvent::IncomingCall { call, .. }
+            | UaEvent::Progress { call, .. }
+            | UaEvent::Answered { call, .. }
+            | UaEvent::Confirmed { call, .. }
+            | UaEvent::Failed { call, .. }
+            | UaEvent::Cancelled { call }
+            | UaEvent::ReInvite { call, .. }
+            | UaEvent::ReInviteAck { call, .. }
+            | UaEvent::Info { call, .. }
+            | UaEvent::Ended { call, .. }
+            | UaEvent::RestoredByeDone { call, .. } => Some(*call),
+            UaEvent::Discarded { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +278,17 @@ struct Call {
     manual_reinvite: bool,
     /// BYE requested before the ACK for our 2xx arrived.
     bye_pending: bool,
+    /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
+    auth: Option<Box<Auth>>,
+}
+
+/// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
+/// client that remembers which challenges were answered.
+#[derive(Debug)]
+struct Auth {
+    call: OutgoingCall,
+    client: DigestClient,
+    realm: Option<String>,
 }
 
 /// See the module documentation.
@@ -221,6 +301,7 @@ pub struct UserAgent {
     dialogs: HashMap<DialogId, CallHandle>,
     events: VecDeque<UaEvent>,
     next_call: u64,
+    cnonces: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +340,7 @@ impl UserAgent {
             dialogs: HashMap::new(),
             events: VecDeque::new(),
             next_call: 1,
+            cnonces: 0,
         }
     }
 
@@ -346,6 +428,19 @@ impl UserAgent {
 
     /// Places a call: sends the INVITE.
     pub fn invite(&mut self, now: Instant, call: OutgoingCall) -> Result<CallHandle, UaError> {
+        self.invite_with_credentials(now, call, None)
+    }
+
+    /// Places a call that answers digest challenges: a 401/407 is answered with `credentials`
+    /// in a new INVITE of the same call (same Call-ID and From tag, next CSeq; RFC 3261 section
+    /// 22.2), once per challenge, and a stale nonce again. The returned handle names the call
+    /// throughout; only a refused or unanswerable challenge ends it, as [`UaEvent::Failed`].
+    pub fn invite_with_credentials(
+        &mut self,
+        now: Instant,
+        call: OutgoingCall,
+        credentials: Option<Credentials>,
+    ) -> Result<CallHandle, UaError> {
         let local_tag = self.tag();
         let host = self
             .endpoint
@@ -353,41 +448,52 @@ impl UserAgent {
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|| "dialbridge".into());
         let call_id = format!("{}@{host}", self.endpoint.random_token());
-        self.send_invite(now, call, call_id, local_tag, 1)
+        let (tx, invite) = self.send_invite(now, &call, &call_id, &local_tag, 1)?;
+        let auth = credentials.map(|c| {
+            Box::new(Auth {
+                call: call.clone(),
+                client: DigestClient::new(c.username, c.password),
+                realm: c.realm,
+            })
+        });
+        let handle = self.alloc_call();
+        self.calls.insert(
+            handle,
+            Call {
+                outgoing: true,
+                state: CallState::Calling,
+                invite_tx: Some(tx),
+                invite,
+                dialog: None,
+                target: call.target,
+                got_provisional: false,
+                ack: None,
+                ack_needs_answer: call.body.is_none(),
+                local_body: call.body,
+                local_tag,
+                reinvite_tx: None,
+                manual_reinvite: false,
+                bye_pending: false,
+                auth,
+            },
+        );
+        self.txs.insert(tx, (handle, Purpose::Invite));
+        Ok(handle)
     }
 
-    /// Re-sends a challenged INVITE (after a 401/407 in [`UaEvent::Failed`]) with the same Call-ID
-    /// and From tag and the next CSeq (RFC 3261 section 22.2); `call.headers` carries the
-    /// Authorization or Proxy-Authorization computed for `call.request_uri`.
-    pub fn invite_after_challenge(
-        &mut self,
-        now: Instant,
-        challenge: &Response,
-        call: OutgoingCall,
-    ) -> Result<CallHandle, UaError> {
-        let bad = |_| UaError::InvalidState("challenge lacks Call-ID, From tag or CSeq");
-        let call_id = challenge.headers.call_id().map_err(bad)?.to_string();
-        let from = challenge.headers.from().map_err(bad)?;
-        let tag = from
-            .tag()
-            .ok_or(UaError::InvalidState("challenge has no From tag"))?
-            .to_string();
-        let seq = challenge.headers.cseq().map_err(bad)?.seq.wrapping_add(1);
-        self.send_invite(now, call, call_id, tag, seq)
-    }
-
+    /// Sends an INVITE in a new transaction; returns it as sent (with our Via).
     fn send_invite(
         &mut self,
         now: Instant,
-        call: OutgoingCall,
-        call_id: String,
-        local_tag: String,
+        call: &OutgoingCall,
+        call_id: &str,
+        local_tag: &str,
         seq: u32,
-    ) -> Result<CallHandle, UaError> {
-        let mut req = Request::new(Method::Invite, call.request_uri);
+    ) -> Result<(TransactionId, Request), UaError> {
+        let mut req = Request::new(Method::Invite, call.request_uri.clone());
         req.headers.push("Max-Forwards", "70");
         req.headers
-            .push("From", call.from.with_tag(&local_tag).to_string());
+            .push("From", call.from.clone().with_tag(local_tag).to_string());
         req.headers.push("To", call.to.to_string());
         req.headers.push("Call-ID", call_id);
         req.headers.push("CSeq", format!("{seq} INVITE"));
@@ -411,28 +517,90 @@ impl UserAgent {
             .request(tx)
             .cloned()
             .ok_or(UaError::InvalidState("INVITE transaction vanished"))?;
-        let handle = self.alloc_call();
-        self.calls.insert(
-            handle,
-            Call {
-                outgoing: true,
-                state: CallState::Calling,
-                invite_tx: Some(tx),
-                invite,
-                dialog: None,
-                target: call.target,
-                got_provisional: false,
-                ack: None,
-                ack_needs_answer: call.body.is_none(),
-                local_body: call.body,
-                local_tag,
-                reinvite_tx: None,
-                manual_reinvite: false,
-                bye_pending: false,
-            },
-        );
-        self.txs.insert(tx, (handle, Purpose::Invite));
-        Ok(handle)
+        Ok((tx, invite))
+    }
+
+    /// A client nonce the server cannot predict from what else we send.
+    fn cnonce(&mut self) -> String {
+        self.cnonces = self.cnonces.wrapping_add(1);
+        let seed = format!("{}:{}", self.config.cnonce_secret, self.cnonces);
+        let mut hex = Algorithm::Sha256.hash_hex(seed.as_bytes());
+        hex.truncate(16);
+        hex
+    }
+
+    /// Answers a 401/407 to the INVITE of a call with credentials by sending the INVITE again
+    /// with them, in the same call. False when the challenge is not answered: the call then
+    /// fails with it.
+    fn answer_challenge(&mut self, now: Instant, call: CallHandle, resp: &Response) -> bool {
+        let code = resp.code;
+        let Some(kind) = ChallengeKind::from_status(code) else {
+            return false;
+        };
+        let cnonce = self.cnonce();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        // A call hung up before the challenge came is over.
+        if c.state != CallState::Calling {
+            return false;
+        }
+        let Some(auth) = c.auth.as_mut() else {
+            return false;
+        };
+        let values: Vec<&str> = resp.headers.get_all(kind.challenge_header()).collect();
+        if let Some(realm) = &auth.realm {
+            let offered = select_challenge(values.iter().copied()).map(|c| c.realm);
+            if offered.as_deref().ok() != Some(realm.as_str()) {
+                tracing::info!(?offered, expected = %realm, "challenge for another realm: not answered");
+                return false;
+            }
+        }
+        let uri = auth.call.request_uri.to_string();
+        let headers = match auth.client.on_challenge(
+            kind,
+            values.iter().copied(),
+            &DigestRequest::new("INVITE", &uri),
+            &cnonce,
+        ) {
+            RetryDecision::Retry(headers) => headers,
+            RetryDecision::GiveUp(why) => {
+                tracing::info!(code, ?why, "challenge not answered");
+                return false;
+            }
+        };
+        let mut retry = auth.call.clone();
+        retry
+            .headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(kind.authorization_header()));
+        retry
+            .headers
+            .extend(headers.into_iter().map(|h| (h.name.to_string(), h.value)));
+        let seq = c
+            .invite
+            .headers
+            .cseq()
+            .map(|c| c.seq.wrapping_add(1))
+            .unwrap_or(2);
+        let call_id = c.invite.headers.call_id().unwrap_or_default().to_string();
+        let local_tag = c.local_tag.clone();
+        match self.send_invite(now, &retry, &call_id, &local_tag, seq) {
+            Ok((tx, invite)) => {
+                tracing::debug!(code, "challenge answered");
+                self.txs.insert(tx, (call, Purpose::Invite));
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.invite_tx = Some(tx);
+                    c.invite = invite;
+                    // A CANCEL waits for a provisional response to this INVITE.
+                    c.got_provisional = false;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
+                false
+            }
+        }
     }
 
     /// Cancels an outgoing call that has no final response. The CANCEL goes out once a
@@ -620,6 +788,28 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Answers a call's pending INVITE, or its pending re-INVITE when [`Reply::reinvite`] is set:
+    /// what [`UserAgent::respond_with_headers`] and [`UserAgent::respond_reinvite`] do.
+    pub fn respond_with(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        reply: Reply,
+    ) -> Result<(), UaError> {
+        let Reply {
+            code,
+            reason,
+            headers,
+            body,
+            reinvite,
+        } = reply;
+        if reinvite {
+            self.answer_reinvite(now, call, code, &reason, &headers, body)
+        } else {
+            self.respond_with_headers(now, call, code, &reason, &headers, body)
+        }
+    }
+
     /// Answers an incoming call: 180/183 (early dialog), 2xx (with our SDP), or 3xx-6xx.
     pub fn respond(
         &mut self,
@@ -713,6 +903,18 @@ impl UserAgent {
         reason: &str,
         body: Option<Body>,
     ) -> Result<(), UaError> {
+        self.answer_reinvite(now, call, code, reason, &[], body)
+    }
+
+    fn answer_reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        headers: &[(String, String)],
+        body: Option<Body>,
+    ) -> Result<(), UaError> {
         let contact = {
             let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
             self.contact(c.target.transport)
@@ -729,6 +931,9 @@ impl UserAgent {
         if (200..300).contains(&code) {
             r.headers.push("Contact", contact);
             r.headers.push("Allow", ALLOW);
+        }
+        for (name, value) in headers {
+            r.headers.push(name, value.clone());
         }
         if let Some(b) = &body {
             r.set_body(&b.content_type, b.bytes.clone());
@@ -880,6 +1085,9 @@ impl UserAgent {
         }
         if code >= 300 {
             self.txs.remove(&id);
+            if self.answer_challenge(now, call, &resp) {
+                return;
+            }
             self.events.push_back(UaEvent::Failed {
                 call,
                 code,
@@ -889,7 +1097,8 @@ impl UserAgent {
             self.remove_call(call);
             return;
         }
-        // 2xx.
+        // 2xx: no challenge left to answer.
+        c.auth = None;
         let Ok(dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
             self.events.push_back(UaEvent::Discarded {
                 remote: c.target.addr,
@@ -1042,6 +1251,7 @@ impl UserAgent {
                         reinvite_tx: None,
                         manual_reinvite: false,
                         bye_pending: false,
+                        auth: None,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));

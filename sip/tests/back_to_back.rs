@@ -5,10 +5,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::dialog::Dialog;
-use dialbridge_sip::endpoint::{Config, Incoming, Target};
+use dialbridge_sip::endpoint::{Config, Target};
 use dialbridge_sip::message::{NameAddr, Uri};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaConfig, UaEvent, UserAgent};
+
+mod common;
+use common::{addr, pump};
 
 fn agent(addr: SocketAddr, seed: u64) -> UserAgent {
     UserAgent::new(UaConfig {
@@ -21,57 +24,8 @@ fn agent(addr: SocketAddr, seed: u64) -> UserAgent {
     })
 }
 
-/// Delivers everything each side sends to the other until both are quiet; returns the events.
-fn pump(
-    now: Instant,
-    a: &mut UserAgent,
-    a_addr: SocketAddr,
-    b: &mut UserAgent,
-    b_addr: SocketAddr,
-) -> (Vec<UaEvent>, Vec<UaEvent>) {
-    let (mut ea, mut eb) = (Vec::new(), Vec::new());
-    loop {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit() {
-            assert_eq!(t.destination, b_addr);
-            b.handle_input(
-                now,
-                Incoming {
-                    transport: t.transport,
-                    local: b_addr,
-                    remote: a_addr,
-                    message: &t.bytes,
-                },
-            );
-            moved = true;
-        }
-        while let Some(t) = b.poll_transmit() {
-            assert_eq!(t.destination, a_addr);
-            a.handle_input(
-                now,
-                Incoming {
-                    transport: t.transport,
-                    local: a_addr,
-                    remote: b_addr,
-                    message: &t.bytes,
-                },
-            );
-            moved = true;
-        }
-        ea.extend(std::iter::from_fn(|| a.poll_event()));
-        eb.extend(std::iter::from_fn(|| b.poll_event()));
-        if !moved {
-            return (ea, eb);
-        }
-    }
-}
-
 const A_ADDR: &str = "192.0.2.1:5060";
 const B_ADDR: &str = "192.0.2.2:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("addr")
-}
 
 /// `a` calls `b` over `transport` at `t0`; `b` rings and answers one second later, `a` ACKs.
 /// Returns the call's handle at `a` and at `b`.

@@ -1,21 +1,19 @@
 //! Virtual-time tests of dialogs and the user-agent API: early dialogs, ACK for 2xx and its
 //! re-sending, BYE, CANCEL and the CANCEL/200 race, incoming calls, re-INVITE and OPTIONS.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::dialog::{Dialog, SavedDialog};
-use dialbridge_sip::endpoint::{Config, Incoming, Target, Transmit};
-use dialbridge_sip::message::{Message, NameAddr, Request, Response, Uri};
+use dialbridge_sip::endpoint::{Config, Incoming, Target};
+use dialbridge_sip::message::{NameAddr, Request, Response, Uri};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaConfig, UaEvent, UserAgent};
 
+mod common;
+use common::{addr, parse_request, parse_response, transmits};
+
 const LOCAL: &str = "192.0.2.10:5060";
 const PEER: &str = "198.51.100.7:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -31,26 +29,8 @@ fn agent() -> UserAgent {
     })
 }
 
-fn transmits(ua: &mut UserAgent) -> Vec<Transmit> {
-    std::iter::from_fn(|| ua.poll_transmit()).collect()
-}
-
 fn events(ua: &mut UserAgent) -> Vec<UaEvent> {
     std::iter::from_fn(|| ua.poll_event()).collect()
-}
-
-fn parse_request(bytes: &[u8]) -> Request {
-    match Message::parse(bytes) {
-        Ok(Message::Request(r)) => r,
-        other => panic!("not a request: {other:?}"),
-    }
-}
-
-fn parse_response(bytes: &[u8]) -> Response {
-    match Message::parse(bytes) {
-        Ok(Message::Response(r)) => r,
-        other => panic!("not a response: {other:?}"),
-    }
 }
 
 fn deliver(ua: &mut UserAgent, now: Instant, bytes: &[u8]) {
@@ -728,71 +708,6 @@ fn unacknowledged_2xx_ends_the_call_with_bye() {
             call,
             by_remote: false
         }]
-    );
-}
-
-#[test]
-fn challenged_invite_is_retried_in_the_same_call_id_with_the_next_cseq() {
-    let mut ua = agent();
-    let t0 = Instant::now();
-    let (call, invite) = dial(&mut ua, t0, Some(Body::sdp(OFFER)));
-    deliver(
-        &mut ua,
-        t0 + ms(50),
-        &reply(
-            &invite,
-            407,
-            Some("px"),
-            &[("Proxy-Authenticate", "Digest realm=\"trunk\", nonce=\"n1\"")],
-            None,
-        ),
-    );
-    let ack = parse_request(&transmits(&mut ua)[0].bytes);
-    assert_eq!(ack.method.as_str(), "ACK");
-    let challenge = match events(&mut ua).as_slice() {
-        [UaEvent::Failed {
-            call: c,
-            code: 407,
-            response: Some(r),
-            ..
-        }] if *c == call => r.clone(),
-        other => panic!("{other:?}"),
-    };
-    let retry = ua
-        .invite_after_challenge(
-            t0 + ms(60),
-            &challenge,
-            OutgoingCall {
-                request_uri: Uri::parse("sip:+15551234@198.51.100.7").expect("uri"),
-                from: NameAddr::parse("<sip:alice@192.0.2.10>").expect("from"),
-                to: NameAddr::parse("<sip:+15551234@198.51.100.7>").expect("to"),
-                target: Target {
-                    transport: Transport::Udp,
-                    addr: addr(PEER),
-                },
-                body: Some(Body::sdp(OFFER)),
-                headers: vec![("Proxy-Authorization".into(), "Digest username=\"u\"".into())],
-            },
-        )
-        .expect("retry");
-    assert_ne!(retry, call);
-    let again = parse_request(&transmits(&mut ua)[0].bytes);
-    assert_eq!(
-        again.headers.call_id().expect("cid"),
-        invite.headers.call_id().expect("cid")
-    );
-    assert_eq!(
-        again.headers.from().expect("from").tag(),
-        invite.headers.from().expect("from").tag()
-    );
-    assert_eq!(again.headers.get("CSeq"), Some("2 INVITE"));
-    assert_eq!(
-        again.headers.get("Proxy-Authorization"),
-        Some("Digest username=\"u\"")
-    );
-    assert_ne!(
-        again.headers.top_via().expect("via").branch(),
-        invite.headers.top_via().expect("via").branch()
     );
 }
 

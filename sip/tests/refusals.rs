@@ -1,7 +1,6 @@
 //! Virtual-time tests of how the user agent refuses incoming calls: silently (nothing ever sent,
 //! retransmissions absorbed, the transaction gone after 64*T1) and with extra headers.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::endpoint::{Config, Incoming, Transmit};
@@ -9,12 +8,11 @@ use dialbridge_sip::message::{Message, Response};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{CallHandle, UaConfig, UaError, UaEvent, UserAgent};
 
+mod common;
+use common::{addr, transmits};
+
 const LOCAL: &str = "192.0.2.10:5060";
 const PEER: &str = "198.51.100.7:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 fn agent() -> UserAgent {
     UserAgent::new(UaConfig {
@@ -24,10 +22,6 @@ fn agent() -> UserAgent {
         },
         ..UaConfig::default()
     })
-}
-
-fn transmits(ua: &mut UserAgent) -> Vec<Transmit> {
-    std::iter::from_fn(|| ua.poll_transmit()).collect()
 }
 
 const INVITE: &str = "INVITE sip:+4930123456@192.0.2.10 SIP/2.0\r\n\

@@ -1,18 +1,16 @@
 //! Virtual-time tests of the four transaction machines (RFC 3261 section 17, RFC 6026).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dialbridge_sip::endpoint::{Config, Endpoint, Event, Incoming, State, Target, Transmit};
-use dialbridge_sip::message::{Message, Method, Request, Response, Uri};
+use dialbridge_sip::endpoint::{Config, Endpoint, Event, Incoming, State, Target};
+use dialbridge_sip::message::{Method, Request, Response, Uri};
 use dialbridge_sip::transport::Transport;
+
+mod common;
+use common::{addr, parse_request, parse_response, transmits};
 
 const LOCAL: &str = "192.0.2.10:5060";
 const PEER: &str = "198.51.100.7:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 fn endpoint() -> Endpoint {
     Endpoint::new(Config {
@@ -46,10 +44,6 @@ fn target(transport: Transport) -> Target {
     }
 }
 
-fn transmits(ep: &mut Endpoint) -> Vec<Transmit> {
-    std::iter::from_fn(|| ep.poll_transmit()).collect()
-}
-
 fn events(ep: &mut Endpoint) -> Vec<Event> {
     std::iter::from_fn(|| ep.poll_event()).collect()
 }
@@ -67,20 +61,6 @@ fn run(ep: &mut Endpoint, t0: Instant, until: Duration) -> Vec<(Duration, Vec<u8
         }
     }
     out
-}
-
-fn parse_request(bytes: &[u8]) -> Request {
-    match Message::parse(bytes) {
-        Ok(Message::Request(r)) => r,
-        other => panic!("not a request: {other:?}"),
-    }
-}
-
-fn parse_response(bytes: &[u8]) -> Response {
-    match Message::parse(bytes) {
-        Ok(Message::Response(r)) => r,
-        other => panic!("not a response: {other:?}"),
-    }
 }
 
 /// A response to the request in `sent` as the peer would send it.

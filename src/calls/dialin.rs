@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dialbridge_sip::message::{Request, Uri};
+use dialbridge_sip::message::Request;
 use dialbridge_sip::transport::Transport;
-use dialbridge_sip::ua::{CallHandle, UaEvent};
+use dialbridge_sip::ua::{CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, Decision, InviteFacts, TrunkSlot};
@@ -43,20 +43,13 @@ pub struct DialIn {
 /// The dialled number of an INVITE: the Request-URI's user (or tel: number), else the To URI's,
 /// normalised to E.164.
 pub fn dialed_number(request: &Request) -> Option<PhoneNumber> {
-    let from_uri = |uri: &Uri| -> Option<String> {
-        match uri {
-            Uri::Sip(u) => u
-                .user_unescaped()
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
-            Uri::Tel(t) => Some(t.number.clone()),
-            Uri::Other { .. } => None,
-        }
-    };
-    from_uri(&request.uri)
+    request
+        .uri
+        .user_number()
         .and_then(|u| normalize(&u))
         .or_else(|| {
             let to = request.headers.to().ok()?;
-            normalize(&from_uri(&to.uri)?)
+            normalize(&to.uri.user_number()?)
         })
 }
 
@@ -200,23 +193,23 @@ impl DialIn {
         let sent = match decision {
             Decision::Drop => sip.ignore(call).await,
             Decision::Forbid => sip.refuse_once(call, 403, "Forbidden").await,
-            Decision::Refuse { code, reason } => sip.respond(call, code, reason, None).await,
+            Decision::Refuse { code, reason } => sip.respond(call, Reply::new(code, reason)).await,
             Decision::Challenge { proxy_authenticate } => {
                 let headers = proxy_authenticate
                     .into_iter()
                     .map(|v| ("Proxy-Authenticate".to_string(), v))
                     .collect();
-                sip.respond_with_headers(call, 407, "Proxy Authentication Required", headers)
-                    .await
+                let reply = Reply::new(407, "Proxy Authentication Required").with_headers(headers);
+                sip.respond(call, reply).await
             }
             Decision::Busy { retry_after } => {
                 let headers = vec![("Retry-After".to_string(), retry_after.to_string())];
-                sip.respond_with_headers(call, 503, "Service Unavailable", headers)
-                    .await
+                let reply = Reply::new(503, "Service Unavailable").with_headers(headers);
+                sip.respond(call, reply).await
             }
             Decision::Admit { trunk } => {
                 // The trunk hears at once that the call is taken (routing may take a moment).
-                if let Err(e) = sip.respond(call, 100, "Trying", None).await {
+                if let Err(e) = sip.respond(call, Reply::new(100, "Trying")).await {
                     tracing::info!(%remote, error = %e, "cannot send 100 Trying");
                 }
                 // Registered here, in event order, so a CANCEL that follows at once is not missed.
@@ -272,13 +265,13 @@ impl DialIn {
             Route::Unknown => {
                 self.admission().unknown_number(remote.ip(), Instant::now());
                 phone_leg::count_refused_dialin(404);
-                let _ = sip.respond(call, 404, "Not Found", None).await;
+                let _ = sip.respond(call, Reply::new(404, "Not Found")).await;
                 return;
             }
             Route::Pin => Destination::Pin,
             Route::Room(room) => Destination::Room(room),
         };
-        if sip.respond(call, 180, "Ringing", None).await.is_err() {
+        if sip.respond(call, Reply::new(180, "Ringing")).await.is_err() {
             return;
         }
         if let Destination::Room(room) = &to {
@@ -287,7 +280,7 @@ impl DialIn {
                 tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
                 phone_leg::count_refused_dialin(480);
                 let _ = sip
-                    .respond(call, 480, "Temporarily Unavailable", None)
+                    .respond(call, Reply::new(480, "Temporarily Unavailable"))
                     .await;
                 return;
             }
@@ -299,7 +292,9 @@ impl DialIn {
         ) else {
             tracing::error!(trunk, "no phone legs to answer an inbound call with");
             phone_leg::count_refused_dialin(503);
-            let _ = sip.respond(call, 503, "Service Unavailable", None).await;
+            let _ = sip
+                .respond(call, Reply::new(503, "Service Unavailable"))
+                .await;
             return;
         };
         let inbound = Inbound {

@@ -12,7 +12,7 @@ use dialbridge_sip::transport::Transport;
 
 use super::phone_leg::{self, Control, LegSetup, Outbound};
 use super::CallRouter;
-use crate::config::{Config, Transport as ConfigTransport, TrunkConfig};
+use crate::config::{Config, TrunkConfig};
 use crate::room::{CallObserver, Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult, Rooms};
 use crate::room::{Cause, PhoneMute};
 use crate::runtime::media::{MediaHandle, MediaId};
@@ -159,13 +159,12 @@ impl TrunkDialer {
             media_ip.entry(*transport).or_insert((addr.ip(), announce));
         }
         for trunk in &config.trunks {
-            let transport = sip_transport(trunk.transport);
-            if !media_ip.contains_key(&transport) {
+            if !media_ip.contains_key(&trunk.transport) {
                 anyhow::bail!(
                     "trunk `{}` uses {} but no [sip] listen address has that transport \
                      with an address to announce (set media.public_ip for a wildcard listen)",
                     trunk.name,
-                    trunk.transport
+                    trunk.transport.name()
                 );
             }
         }
@@ -253,13 +252,6 @@ impl TrunkDialer {
     }
 }
 
-pub(crate) fn sip_transport(t: ConfigTransport) -> Transport {
-    match t {
-        ConfigTransport::Udp => Transport::Udp,
-        ConfigTransport::Tcp => Transport::Tcp,
-    }
-}
-
 impl Dialer for TrunkDialer {
     fn dial(&self, target: DialoutTarget) -> RoomResult<String> {
         if self.trunks.is_empty() {
@@ -306,7 +298,7 @@ impl Dialer for TrunkDialer {
             self.take_rate(trunk, now)?;
             format!("{:032x}", rand::random::<u128>())
         };
-        let transport = sip_transport(trunk.transport);
+        let transport = trunk.transport;
         let (ip, announce) = self
             .shared
             .media_ip

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dialbridge_sip::message::{Request, Uri};
+use dialbridge_sip::message::Request;
 use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
 use dialbridge_sip::transport::Transport;
-use dialbridge_sip::ua::{Body, CallHandle, UaEvent};
+use dialbridge_sip::ua::{Body, CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
@@ -75,19 +75,12 @@ pub fn caller_number(invite: &Request) -> Option<PhoneNumber> {
     {
         return None;
     }
-    let user_of = |uri: &Uri| match uri {
-        Uri::Sip(u) => u
-            .user_unescaped()
-            .map(|b| String::from_utf8_lossy(&b).into_owned()),
-        Uri::Tel(t) => Some(t.number.clone()),
-        Uri::Other { .. } => None,
-    };
     let asserted = invite
         .headers
         .get("P-Asserted-Identity")
         .and_then(|v| dialbridge_sip::message::NameAddr::parse(v).ok())
-        .and_then(|n| user_of(&n.uri));
-    let from = invite.headers.from().ok().and_then(|f| user_of(&f.uri));
+        .and_then(|n| n.uri.user_number());
+    let from = invite.headers.from().ok().and_then(|f| f.uri.user_number());
     asserted
         .into_iter()
         .chain(from)
@@ -159,7 +152,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
         let sip = sip.clone();
         phone_leg::count_refused_dialin(code);
         async move {
-            if let Err(e) = sip.respond(call, code, reason, None).await {
+            if let Err(e) = sip.respond(call, Reply::new(code, reason)).await {
                 tracing::info!(error = %e, code, "cannot refuse inbound call");
             }
         }
@@ -254,9 +247,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             .sip
             .respond(
                 call,
-                200,
-                "OK",
-                Some(Body::sdp(ours.to_string().into_bytes())),
+                Reply::new(200, "OK").with_body(Some(Body::sdp(ours.to_string().into_bytes()))),
             )
             .await
             .map_err(|e| e.to_string()),

@@ -10,7 +10,7 @@ use dialbridge_bridge::g711::G711;
 use dialbridge_sip::sdp::{
     process_answer, AudioConfig, Codec, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
 };
-use dialbridge_sip::ua::{Body, CallHandle};
+use dialbridge_sip::ua::{Body, CallHandle, Reply};
 use tokio::sync::mpsc;
 
 use super::dialout::Shared;
@@ -285,7 +285,10 @@ impl LegMedia {
         if let Err(e) = self
             .shared
             .sip
-            .respond_reinvite(call, code, reason, answer)
+            .respond(
+                call,
+                Reply::new(code, reason).with_body(answer).to_reinvite(),
+            )
             .await
         {
             tracing::warn!(call_id = %self.call_id, error = %e, "re-INVITE not answered");

@@ -33,22 +33,6 @@ pub struct CallRouter {
     calls: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<UaEvent>>>,
 }
 
-fn call_of(event: &UaEvent) -> Option<CallHandle> {
-    match event {
-        UaEvent::Progress { call, .. }
-        | UaEvent::Answered { call, .. }
-        | UaEvent::Confirmed { call, .. }
-        | UaEvent::Failed { call, .. }
-        | UaEvent::Cancelled { call }
-        | UaEvent::ReInvite { call, .. }
-        | UaEvent::ReInviteAck { call, .. }
-        | UaEvent::Info { call, .. }
-        | UaEvent::Ended { call, .. }
-        | UaEvent::RestoredByeDone { call, .. } => Some(*call),
-        UaEvent::IncomingCall { .. } | UaEvent::Discarded { .. } => None,
-    }
-}
-
 impl CallRouter {
     /// Sends an INVITE and returns its handle with the call's event stream.
     pub async fn invite(
@@ -95,7 +79,7 @@ impl CallRouter {
 
     /// Delivers `event` to its call's owner; gives it back when nobody owns it.
     async fn route(&self, event: UaEvent) -> Option<UaEvent> {
-        let Some(call) = call_of(&event) else {
+        let Some(call) = event.call() else {
             return Some(event);
         };
         let calls = self.calls.lock().await;

@@ -10,20 +10,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialbridge_sip::auth::{
-    select_challenge, ChallengeKind, DigestClient, DigestRequest, RetryDecision,
-};
 use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
-use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaConfig, UaError, UaEvent, UserAgent};
+use dialbridge_sip::ua::{CallHandle, OutgoingCall, Reply, UaConfig, UaError, UaEvent, UserAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::{SipListen, Transport as ConfigTransport};
+use crate::config::SipListen;
 
 /// Largest UDP datagram read; larger ones are truncated and then rejected by the parser.
 const MAX_DATAGRAM: usize = 65_535;
@@ -40,14 +37,7 @@ enum Command {
     },
     Respond {
         call: CallHandle,
-        code: u16,
-        reason: String,
-        body: Option<Body>,
-        reply: oneshot::Sender<Result<(), UaError>>,
-    },
-    Ack {
-        call: CallHandle,
-        answer: Option<Body>,
+        answer: Box<Reply>,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
     Hangup {
@@ -64,25 +54,11 @@ enum Command {
         reason: &'static str,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
-    RespondWithHeaders {
-        call: CallHandle,
-        code: u16,
-        reason: String,
-        headers: Vec<(String, String)>,
-        reply: oneshot::Sender<Result<(), UaError>>,
-    },
     Stats {
         reply: oneshot::Sender<SipStats>,
     },
     ManualReinvites {
         call: CallHandle,
-        reply: oneshot::Sender<Result<(), UaError>>,
-    },
-    RespondReinvite {
-        call: CallHandle,
-        code: u16,
-        reason: String,
-        body: Option<Body>,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
     Dialog {
@@ -95,23 +71,7 @@ enum Command {
     },
 }
 
-/// Digest credentials for challenges to an outgoing call (a trunk's account).
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-    /// Only challenges of this realm are answered, when set.
-    pub realm: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("realm", &self.realm)
-            .finish_non_exhaustive()
-    }
-}
+pub use dialbridge_sip::auth::Credentials;
 
 /// Counters of the SIP core, for metrics and leak checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -152,8 +112,8 @@ impl SipHandle {
     }
 
     /// Sends an INVITE; events for the call arrive on the driver's event channel. With
-    /// credentials, a 401/407 challenge is answered once (the retry keeps the handle) and only a
-    /// refused or unanswerable challenge surfaces as `Failed`.
+    /// credentials, the user agent answers 401/407 challenges itself (the call keeps this
+    /// handle) and only a refused or unanswerable challenge surfaces as `Failed`.
     pub async fn invite(
         &self,
         call: OutgoingCall,
@@ -168,31 +128,13 @@ impl SipHandle {
             .await??)
     }
 
-    /// Answers an incoming call (provisional, 2xx with our SDP, or a rejection).
-    pub async fn respond(
-        &self,
-        call: CallHandle,
-        code: u16,
-        reason: &str,
-        body: Option<Body>,
-    ) -> Result<(), SipError> {
+    /// Answers an incoming call (provisional, 2xx with our SDP, a rejection or challenge with
+    /// extra headers), or with [`Reply::to_reinvite`] the call's pending re-INVITE.
+    pub async fn respond(&self, call: CallHandle, answer: Reply) -> Result<(), SipError> {
         Ok(self
             .ask(|reply| Command::Respond {
                 call,
-                code,
-                reason: reason.to_string(),
-                body,
-                reply,
-            })
-            .await??)
-    }
-
-    /// Sends the ACK with our answer for a 2xx that carried the offer.
-    pub async fn ack(&self, call: CallHandle, answer: Option<Body>) -> Result<(), SipError> {
-        Ok(self
-            .ask(|reply| Command::Ack {
-                call,
-                answer,
+                answer: Box::new(answer),
                 reply,
             })
             .await??)
@@ -203,26 +145,6 @@ impl SipHandle {
         Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
     }
 
-    /// Refuses or challenges an incoming call with extra headers (Proxy-Authenticate, Retry-After).
-    pub async fn respond_with_headers(
-        &self,
-        call: CallHandle,
-        code: u16,
-        reason: &str,
-        headers: Vec<(String, String)>,
-    ) -> Result<(), SipError> {
-        Ok(self
-            .ask(|reply| Command::RespondWithHeaders {
-                call,
-                code,
-                reason: reason.to_string(),
-                headers,
-                reply,
-            })
-            .await??)
-    }
-
-    /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
     /// Refuses an incoming call with one response outside any transaction (never retransmitted).
     pub async fn refuse_once(
         &self,
@@ -240,6 +162,7 @@ impl SipHandle {
             .await??)
     }
 
+    /// Never answers an incoming call: not even 100 Trying goes out (silent rejection).
     pub async fn ignore(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self.ask(|reply| Command::Ignore { call, reply }).await??)
     }
@@ -249,29 +172,11 @@ impl SipHandle {
     }
 
     /// The call's re-INVITEs become [`UaEvent::ReInvite`] events that wait for
-    /// [`SipHandle::respond_reinvite`] instead of being answered with our last SDP.
+    /// [`SipHandle::respond`] with [`Reply::to_reinvite`] instead of being answered with our
+    /// last SDP.
     pub async fn manual_reinvites(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self
             .ask(|reply| Command::ManualReinvites { call, reply })
-            .await??)
-    }
-
-    /// Answers the call's pending re-INVITE: 200 with our SDP answer, or an error such as 488.
-    pub async fn respond_reinvite(
-        &self,
-        call: CallHandle,
-        code: u16,
-        reason: &str,
-        body: Option<Body>,
-    ) -> Result<(), SipError> {
-        Ok(self
-            .ask(|reply| Command::RespondReinvite {
-                call,
-                code,
-                reason: reason.to_string(),
-                body,
-                reply,
-            })
             .await??)
     }
 
@@ -333,7 +238,7 @@ pub async fn start_with_timers(
     let mut tcp_local = None;
     for entry in listen {
         match entry.transport {
-            ConfigTransport::Udp => {
+            Transport::Udp => {
                 let socket = UdpSocket::bind(entry.addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
@@ -343,7 +248,7 @@ pub async fn start_with_timers(
                 local_addrs.push((Transport::Udp, local));
                 udp.push(socket);
             }
-            ConfigTransport::Tcp => {
+            Transport::Tcp => {
                 let listener = TcpListener::bind(entry.addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
@@ -351,6 +256,10 @@ pub async fn start_with_timers(
                 tokio::spawn(accept_tcp(listener, local, input_tx.clone()));
                 local_addrs.push((Transport::Tcp, local));
                 tcp_local.get_or_insert(local);
+            }
+            // The configuration has no way to ask for it.
+            Transport::Tls => {
+                anyhow::bail!("cannot bind sip.listen = \"{entry}\": TLS is not supported")
             }
         }
     }
@@ -365,6 +274,7 @@ pub async fn start_with_timers(
             ..EndpointConfig::default()
         },
         user_agent,
+        cnonce_secret: rand::random(),
         ..UaConfig::default()
     };
     let (command_tx, command_rx) = mpsc::channel(1024);
@@ -376,10 +286,6 @@ pub async fn start_with_timers(
         pending: HashMap::new(),
         input_tx,
         events,
-        challengeable: HashMap::new(),
-        first_handle: HashMap::new(),
-        current_handle: HashMap::new(),
-        manual_reinvites: Default::default(),
     };
     tokio::spawn(core.run(input_rx, command_rx, shutdown));
     Ok(SipHandle {
@@ -503,20 +409,6 @@ struct Core {
     pending: HashMap<SocketAddr, Vec<Vec<u8>>>,
     input_tx: mpsc::Sender<Input>,
     events: mpsc::UnboundedSender<UaEvent>,
-    /// Outgoing calls that may answer a challenge, by their current handle.
-    challengeable: HashMap<CallHandle, Challengeable>,
-    /// A call re-sent after a challenge gets a new handle from the user agent; the service keeps
-    /// the first one. Current handle -> first handle, and back.
-    first_handle: HashMap<CallHandle, CallHandle>,
-    current_handle: HashMap<CallHandle, CallHandle>,
-    /// Calls (by first handle) whose owner answers their re-INVITEs.
-    manual_reinvites: std::collections::HashSet<CallHandle>,
-}
-
-struct Challengeable {
-    call: OutgoingCall,
-    client: DigestClient,
-    realm: Option<String>,
 }
 
 impl Core {
@@ -600,42 +492,16 @@ impl Core {
                 credentials,
                 reply,
             } => {
-                let template = credentials.as_ref().map(|_| (*call).clone());
-                let result = self.ua.invite(now, *call);
-                if let (Ok(handle), Some(call), Some(credentials)) =
-                    (&result, template, credentials)
-                {
-                    self.challengeable.insert(
-                        *handle,
-                        Challengeable {
-                            call,
-                            client: DigestClient::new(credentials.username, credentials.password),
-                            realm: credentials.realm,
-                        },
-                    );
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.ua.invite_with_credentials(now, *call, credentials));
             }
             Command::Respond {
-                call,
-                code,
-                reason,
-                body,
-                reply,
-            } => {
-                let call = self.current(call);
-                let _ = reply.send(self.ua.respond(now, call, code, &reason, body));
-            }
-            Command::Ack {
                 call,
                 answer,
                 reply,
             } => {
-                let call = self.current(call);
-                let _ = reply.send(self.ua.ack(call, answer));
+                let _ = reply.send(self.ua.respond_with(now, call, *answer));
             }
             Command::Hangup { call, reply } => {
-                let call = self.current(call);
                 let _ = reply.send(self.ua.hangup(now, call));
             }
             Command::Ignore { call, reply } => {
@@ -649,37 +515,10 @@ impl Core {
             } => {
                 let _ = reply.send(self.ua.refuse_once(call, code, reason));
             }
-            Command::RespondWithHeaders {
-                call,
-                code,
-                reason,
-                headers,
-                reply,
-            } => {
-                let call = self.current(call);
-                let result = self
-                    .ua
-                    .respond_with_headers(now, call, code, &reason, &headers, None);
-                let _ = reply.send(result);
-            }
             Command::ManualReinvites { call, reply } => {
-                // Kept by first handle: a retry after a challenge is a new call of the agent.
-                self.manual_reinvites.insert(call);
-                let current = self.current(call);
-                let _ = reply.send(self.ua.answer_reinvites_manually(current));
-            }
-            Command::RespondReinvite {
-                call,
-                code,
-                reason,
-                body,
-                reply,
-            } => {
-                let call = self.current(call);
-                let _ = reply.send(self.ua.respond_reinvite(now, call, code, &reason, body));
+                let _ = reply.send(self.ua.answer_reinvites_manually(call));
             }
             Command::Dialog { call, reply } => {
-                let call = self.current(call);
                 let _ = reply.send(self.ua.dialog(call).cloned());
             }
             Command::ByeRestored { dialog, reply } => {
@@ -704,131 +543,10 @@ impl Core {
             if let UaEvent::Discarded { remote, reason } = &event {
                 tracing::info!(%remote, %reason, "SIP message discarded");
             }
-            let Some(event) = self.answer_challenge(event) else {
-                continue;
-            };
-            let event = self.named_by_first_handle(event);
             if self.events.send(event).is_err() {
                 tracing::warn!("SIP events have no consumer");
             }
         }
-        // Answering a challenge queued an INVITE.
-        while let Some(transmit) = self.ua.poll_transmit() {
-            self.send(transmit).await;
-        }
-    }
-
-    fn current(&self, call: CallHandle) -> CallHandle {
-        self.current_handle.get(&call).copied().unwrap_or(call)
-    }
-
-    /// Re-sends a challenged INVITE with credentials; returns the event when it is not handled.
-    fn answer_challenge(&mut self, event: UaEvent) -> Option<UaEvent> {
-        let UaEvent::Failed {
-            call,
-            code,
-            response: Some(response),
-            ..
-        } = &event
-        else {
-            if let UaEvent::Answered { call, .. } = &event {
-                if let Some(c) = self.challengeable.get_mut(call) {
-                    c.client.on_success();
-                }
-            }
-            return Some(event);
-        };
-        let Some(kind) = ChallengeKind::from_status(*code) else {
-            return Some(event);
-        };
-        let mut state = match self.challengeable.remove(call) {
-            Some(state) => state,
-            None => return Some(event),
-        };
-        let values: Vec<&str> = response.headers.get_all(kind.challenge_header()).collect();
-        if let Some(realm) = &state.realm {
-            let offered = select_challenge(values.iter().copied()).map(|c| c.realm);
-            if offered.as_deref().ok() != Some(realm.as_str()) {
-                tracing::info!(?offered, expected = %realm, "challenge for another realm: not answered");
-                return Some(event);
-            }
-        }
-        let uri = state.call.request_uri.to_string();
-        let cnonce = format!("{:016x}", rand::random::<u64>());
-        let headers = match state.client.on_challenge(
-            kind,
-            values.iter().copied(),
-            &DigestRequest::new("INVITE", &uri),
-            &cnonce,
-        ) {
-            RetryDecision::Retry(headers) => headers,
-            RetryDecision::GiveUp(why) => {
-                tracing::info!(code, ?why, "challenge not answered");
-                return Some(event);
-            }
-        };
-        let mut retry = state.call.clone();
-        retry
-            .headers
-            .retain(|(name, _)| !name.eq_ignore_ascii_case(kind.authorization_header()));
-        retry
-            .headers
-            .extend(headers.into_iter().map(|h| (h.name.to_string(), h.value)));
-        let now = Instant::now().into_std();
-        match self.ua.invite_after_challenge(now, response, retry) {
-            Ok(new) => {
-                let first = self.first_handle.remove(call).unwrap_or(*call);
-                tracing::debug!(code, "challenge answered");
-                self.first_handle.insert(new, first);
-                self.current_handle.insert(first, new);
-                if self.manual_reinvites.contains(&first) {
-                    let _ = self.ua.answer_reinvites_manually(new);
-                }
-                self.challengeable.insert(new, state);
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
-                Some(event)
-            }
-        }
-    }
-
-    /// Names the call by the handle the service knows, and forgets calls that ended.
-    fn named_by_first_handle(&mut self, mut event: UaEvent) -> UaEvent {
-        let ended = matches!(
-            event,
-            UaEvent::Failed { .. }
-                | UaEvent::Ended { .. }
-                | UaEvent::Cancelled { .. }
-                | UaEvent::RestoredByeDone { .. }
-        );
-        let handle = match &mut event {
-            UaEvent::IncomingCall { call, .. }
-            | UaEvent::Progress { call, .. }
-            | UaEvent::Answered { call, .. }
-            | UaEvent::Confirmed { call, .. }
-            | UaEvent::Failed { call, .. }
-            | UaEvent::Cancelled { call }
-            | UaEvent::ReInvite { call, .. }
-            | UaEvent::ReInviteAck { call, .. }
-            | UaEvent::Info { call, .. }
-            | UaEvent::Ended { call, .. }
-            | UaEvent::RestoredByeDone { call, .. } => call,
-            UaEvent::Discarded { .. } => return event,
-        };
-        let current = *handle;
-        if let Some(first) = self.first_handle.get(&current) {
-            *handle = *first;
-        }
-        if ended {
-            self.challengeable.remove(&current);
-            self.manual_reinvites.remove(&*handle);
-            if let Some(first) = self.first_handle.remove(&current) {
-                self.current_handle.remove(&first);
-            }
-        }
-        event
     }
 
     async fn send(&mut self, transmit: Transmit) {

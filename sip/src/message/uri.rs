@@ -497,6 +497,18 @@ impl Uri {
             _ => None,
         }
     }
+
+    /// The user a phone number would be in: a sip(s) URI's unescaped user (invalid UTF-8
+    /// replaced) or a tel URI's number, as written; `None` for other URIs or no user.
+    pub fn user_number(&self) -> Option<String> {
+        match self {
+            Uri::Sip(u) => u
+                .user_unescaped()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Uri::Tel(t) => Some(t.number.clone()),
+            Uri::Other { .. } => None,
+        }
+    }
 }
 
 impl From<SipUri> for Uri {
@@ -576,6 +588,21 @@ mod tests {
         assert_eq!(n.user_unescaped().unwrap(), b"null-\0-null");
         assert!(Uri::parse("sip:a%4@example.com").is_err());
         assert!(Uri::parse("sip:a%ZZ@example.com").is_err());
+    }
+
+    #[test]
+    fn user_number_of_sip_tel_and_other() {
+        let user = |s: &str| Uri::parse(s).unwrap().user_number();
+        assert_eq!(
+            user("sip:%2B4930123456;npdi@192.0.2.1").as_deref(),
+            Some("+4930123456;npdi")
+        );
+        assert_eq!(
+            user("tel:+1-201-555-0123;phone-context=example.com").as_deref(),
+            Some("+1-201-555-0123")
+        );
+        assert_eq!(user("sip:192.0.2.1"), None);
+        assert_eq!(user("urn:service:sos"), None);
     }
 
     #[test]
