@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use dialbridge::config::{self, Config};
 use dialbridge::events::EventBus;
-use dialbridge::room::{unix_now, CallObserver, Dialer, Observers, Rooms};
+use dialbridge::room::{unix_now, Observers, Rooms};
 use dialbridge::store::Store;
 use dialbridge::{api, auth, calls, runtime};
 
@@ -189,20 +189,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )
     .await?;
-    let router = Arc::new(calls::CallRouter::default());
+    let router = Arc::new(calls::router::CallRouter::default());
+    let rooms = Rooms::new(store.clone(), events.clone())
+        .with_reserved_numbers(calls::dialin::DialIn::reserved_numbers(&config));
     // Phone legs of both directions; without [[trunks]] dial-out answers 501.
-    let dialer = calls::dialout::TrunkDialer::new(
+    let legs = calls::legs::PhoneLegs::new(
         &config,
         sip.clone(),
         media.clone(),
-        Rooms::new(store.clone(), events.clone(), None),
+        rooms.for_calls(),
         router.clone(),
-    )?;
+    );
+    legs.spawn_metrics();
+    let dialer = calls::dialout::TrunkDialer::new(&config, legs.clone())?;
     let dialin = Arc::new(calls::dialin::DialIn::new(
         &config,
-        Rooms::new(store.clone(), events.clone(), None),
-        Some((&dialer, router.clone())),
+        rooms.for_calls(),
+        Some((legs.clone(), router.clone())),
     ));
+    rooms.set_call_observer(Arc::new(Observers(vec![
+        Arc::new(media.clone()),
+        legs.clone(),
+    ])));
     tokio::spawn(calls::run_sip_events(
         sip.clone(),
         sip_events,
@@ -210,8 +218,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         router.clone(),
     ));
     calls::dialogs::hang_up_left_over(left_over, store.clone(), sip.clone(), router.clone());
-    let observers: Vec<Arc<dyn CallObserver>> = vec![Arc::new(media.clone()), dialer.clone()];
-    let as_dialer: Option<Arc<dyn Dialer>> = Some(dialer.clone());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -224,9 +230,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(%http_addr, %public_url, "HTTP API listening");
     let state = Arc::new(api::AppState {
-        rooms: Rooms::new(store, events.clone(), as_dialer)
-            .with_call_observer(Arc::new(Observers(observers)))
-            .with_reserved_numbers(calls::dialin::DialIn::reserved_numbers(&config)),
+        rooms: rooms.with_dialer(dialer).with_phone_controls(legs.clone()),
         events,
         metrics,
         media: media.clone(),
@@ -252,7 +256,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!("shutting down");
         // Phones hear a BYE while the SIP driver still runs.
-        dialer.shutdown(std::time::Duration::from_secs(5)).await;
+        legs.shutdown(std::time::Duration::from_secs(5)).await;
         let _ = shutdown_tx.send(true);
     })
     .await;

@@ -3,18 +3,16 @@
 //! cancelling matters, and a scan probes many numbers and users the way SIPVicious does.
 
 mod common;
-#[path = "common/ports.rs"]
-mod ports;
-#[path = "common/sipp.rs"]
-mod sipp;
-#[path = "common/telephony.rs"]
-mod telephony;
+
+use common::{ports, telephony};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::ports::Tp as Transport;
+use common::sipp::Sipp;
 use common::{Client, Gateway};
 use dialbridge_sip::auth::{Challenge, DigestRequest};
 use dialbridge_sip::message::{Message, Response};
@@ -22,7 +20,6 @@ use dialbridge_sip::transport::{Frame, StreamFramer};
 use ports::free_port;
 use reqwest::Method;
 use serde_json::json;
-use telephony::{Sipp, Tp as Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -4,21 +4,16 @@
 //! records and /metrics say what happened.
 
 mod common;
-#[path = "common/ports.rs"]
-mod ports;
-#[path = "common/sipp.rs"]
-mod sipp;
-#[path = "common/telephony.rs"]
-mod telephony;
-#[path = "common/webrtc_client.rs"]
-mod webrtc_client;
 
+use common::{ports, telephony, webrtc_client};
+
+use common::sipp::Sipp;
 use common::{Client, Gateway};
+use ports::Tp;
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
     assert_nothing_left, call_records, calls_ended, participant, wait_for, EventReader, PhoneMedia,
-    Sipp, Tp,
 };
 use webrtc_client::{Offer, WebRtcClient};
 

@@ -4,26 +4,21 @@
 //! WebRTC client in the room and a test-owned RTP socket as the phone's media.
 
 mod common;
-#[path = "common/ports.rs"]
-mod ports;
-#[path = "common/sipp.rs"]
-mod sipp;
-#[path = "common/telephony.rs"]
-mod telephony;
-#[path = "common/webrtc_client.rs"]
-mod webrtc_client;
+
+use common::{ports, telephony, webrtc_client};
 
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sipp::Sipp;
 use common::{Client, Gateway, TALK};
 use ports::free_port;
+use ports::Tp;
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
     assert_nothing_left, call_records, calls_ended, participant, wait_for, EventReader, PhoneMedia,
-    Sipp, Tp,
 };
 use webrtc_client::{Offer, WebRtcClient};
 

@@ -2,77 +2,10 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::events::EventReader;
 use common::Gateway;
-use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{json, Value};
-
-/// Reads SSE frames from a response and yields the JSON of each `data:` line.
-struct EventReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
-
-impl EventReader {
-    fn new(response: reqwest::Response) -> EventReader {
-        EventReader {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event, failing the test if none arrives in 10 s.
-    async fn next(&mut self) -> Value {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if !data.is_empty() {
-                    return serde_json::from_str(&data).expect("event data is JSON");
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
-                .await
-                .expect("an event within 10 s")
-                .expect("stream open")
-                .expect("chunk");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// Every event left until the server ends the stream (failing the test after 30 s).
-    async fn rest(&mut self) -> Vec<Value> {
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(chunk) = self.stream.next().await {
-                match chunk {
-                    Ok(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                    Err(_) => break,
-                }
-            }
-        })
-        .await
-        .expect("the server ends the stream within 30 s");
-        self.buffer
-            .split("\n\n")
-            .filter_map(|frame| {
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                serde_json::from_str(&data).ok()
-            })
-            .collect()
-    }
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn stream_shows_join_flags_ring_and_leave_in_order() {

@@ -1,17 +1,15 @@
 //! What must survive a crash of the binary, and what must be closed out after it.
 
 mod common;
-#[path = "common/ports.rs"]
-mod ports;
-#[path = "common/sipp.rs"]
-mod sipp;
-#[path = "common/telephony.rs"]
-mod telephony;
 
+use common::{ports, telephony};
+
+use common::sipp::Sipp;
 use common::{Client, Gateway};
+use ports::Tp;
 use reqwest::Method;
 use serde_json::json;
-use telephony::{call_records, wait_for, EventReader, PhoneMedia, Sipp, Tp};
+use telephony::{call_records, wait_for, EventReader, PhoneMedia};
 
 const PHONE: &str = "+4930123456";
 /// What the gateway logs for each BYE it sends after a restart.

@@ -2,6 +2,10 @@
 //! loopback, over UDP and TCP. SIPp's own exit status says whether every message it expected arrived
 //! as its scenario (tests/sipp/*.xml) describes; the events say what the service would see.
 
+mod common;
+
+use common::{ports, sipp};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -13,11 +17,6 @@ use dialbridge_sip::sdp::{AudioConfig, Direction, LocalMedia, SdpSession};
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::{mpsc, watch};
-
-#[path = "common/ports.rs"]
-mod ports;
-#[path = "common/sipp.rs"]
-mod sipp;
 
 use ports::Tp;
 use sipp::Sipp;

@@ -3,9 +3,9 @@
 //! own). Conditions are awaited with generous deadlines; nothing asserts on timing.
 
 mod common;
+
+use common::webrtc_client;
 // Only this test links the WebRTC client, so the other test binaries stay small.
-#[path = "common/webrtc_client.rs"]
-mod webrtc_client;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,10 +1,9 @@
 //! N-1 mixer for one room: everyone hears everyone but themselves.
 //!
-//! Frames are 20 ms of mono i16 at the room's mixing rate. A room with a phone leg mixes at
-//! 8 kHz (160 samples): libopus decodes browser packets to 8 kHz and encodes from 8 kHz, so
-//! nothing is resampled, and a phone hears 8 kHz anyway; the cost per participant is a sixth of
-//! 48 kHz. A browser-only room may mix at 48 kHz (960 samples) to keep wideband speech. The
-//! mixer itself is rate-agnostic.
+//! Frames are 20 ms of mono i16 at the room's mixing rate. The service mixes every room at
+//! 48 kHz (960 samples), so browsers keep wideband speech with each other; a phone leg is
+//! resampled from and to 8 kHz at the mixer's edge ([`crate::resample`]). The mixer itself is
+//! rate-agnostic (its tests run at 8 kHz).
 //!
 //! Per tick: every contributor's frame is added once into an i32 sum, and each listener gets
 //! the sum minus its own contribution, soft-clipped to i16: O(N) work, not O(N^2). A listener

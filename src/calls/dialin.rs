@@ -12,32 +12,22 @@ use dialbridge_sip::ua::{CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, Decision, InviteFacts, TrunkSlot};
-use super::dialout::{Shared, TrunkDialer};
 use super::inbound::{self, Destination, Inbound, Rules};
-use super::phone_leg;
-use super::CallRouter;
+use super::legs::{self, PhoneLegs};
+use super::router::CallRouter;
 use crate::config::Config;
-use crate::room::{DialinRoom, PhoneNumber, Rooms};
+use crate::room::{CallRooms, PhoneNumber};
 use crate::runtime::sip::SipHandle;
-
-/// Where a dialled number leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    Room(DialinRoom),
-    /// The shared number: the caller types a room's PIN.
-    Pin,
-    Unknown,
-}
 
 pub struct DialIn {
     admission: Mutex<Admission>,
-    rooms: Rooms,
+    rooms: CallRooms,
     pin_number: Option<PhoneNumber>,
     routes: Vec<(PhoneNumber, String)>,
     /// Per `[[inbound]]` trunk name, what its legs follow.
     rules: Vec<(String, Rules)>,
     /// Phone legs and what they share with dial-out; `None` only in unit tests.
-    legs: Option<(Arc<Shared>, Arc<CallRouter>)>,
+    legs: Option<(Arc<PhoneLegs>, Arc<CallRouter>)>,
 }
 
 /// The dialled number of an INVITE: the Request-URI's user (or tel: number), else the To URI's,
@@ -46,29 +36,11 @@ pub fn dialed_number(request: &Request) -> Option<PhoneNumber> {
     request
         .uri
         .user_number()
-        .and_then(|u| normalize(&u))
+        .and_then(|u| PhoneNumber::from_sip_user(&u))
         .or_else(|| {
             let to = request.headers.to().ok()?;
-            normalize(&to.uri.user_number()?)
+            PhoneNumber::from_sip_user(&to.uri.user_number()?)
         })
-}
-
-/// `+49 (30) 123-456`, `004930123456` and `4930123456` all become `+4930123456`; user parameters
-/// (`;npdi`, `;phone-context=...`) are dropped. A national number (leading 0) has no E.164 form.
-pub fn normalize(user: &str) -> Option<PhoneNumber> {
-    let number = user.split(';').next().unwrap_or("");
-    let cleaned: String = number
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
-    let e164 = if let Some(rest) = cleaned.strip_prefix("00") {
-        format!("+{rest}")
-    } else if cleaned.starts_with('+') {
-        cleaned
-    } else {
-        format!("+{cleaned}")
-    };
-    e164.parse().ok()
 }
 
 fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
@@ -80,10 +52,9 @@ impl DialIn {
     /// limits and room controls); without it they are answered 503 (unit tests route only).
     pub fn new(
         config: &Config,
-        rooms: Rooms,
-        legs: Option<(&TrunkDialer, Arc<CallRouter>)>,
+        rooms: CallRooms,
+        legs: Option<(Arc<PhoneLegs>, Arc<CallRouter>)>,
     ) -> DialIn {
-        let legs = legs.map(|(dialer, router)| (dialer.shared(), router));
         let rules = config
             .inbound
             .iter()
@@ -130,34 +101,31 @@ impl DialIn {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where a number leads: the PIN number, a room's own number, then the configured routes.
-    pub fn route(&self, number: Option<&PhoneNumber>) -> Route {
-        let Some(number) = number else {
-            return Route::Unknown;
-        };
+    /// Where a number leads: the PIN number, a room's own number, then the configured routes;
+    /// `None` for a number that leads nowhere.
+    pub fn route(&self, number: Option<&PhoneNumber>) -> Option<Destination> {
+        let number = number?;
         if self.pin_number.as_ref() == Some(number) {
-            return Route::Pin;
+            return Some(Destination::Pin);
         }
         match self.rooms.dialin_by_number(number) {
-            Ok(Some(room)) => return Route::Room(room),
+            Ok(Some(room)) => return Some(Destination::Room(room)),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e.message, "dial-in lookup failed");
-                return Route::Unknown;
+                return None;
             }
         }
-        let Some((_, token)) = self.routes.iter().find(|(n, _)| n == number) else {
-            return Route::Unknown;
-        };
+        let (_, token) = self.routes.iter().find(|(n, _)| n == number)?;
         match self.rooms.dialin_by_token(token) {
-            Ok(Some(room)) => Route::Room(room),
+            Ok(Some(room)) => Some(Destination::Room(room)),
             Ok(None) => {
                 tracing::warn!(%number, room = %token, "[[dialin.routes]] names a room that does not exist");
-                Route::Unknown
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e.message, "dial-in lookup failed");
-                Route::Unknown
+                None
             }
         }
     }
@@ -184,7 +152,7 @@ impl DialIn {
         let decision = self.admission().decide(now, &facts);
         if matches!(decision, Decision::Forbid | Decision::Drop)
             && self.admission().probing(remote.ip(), now)
-            && self.route(dialed.as_ref()) == Route::Unknown
+            && self.route(dialed.as_ref()).is_none()
         {
             // A scanner stays refused while it goes on probing; calls to real numbers (a carrier
             // that once sent a burst of misdials) let its budget refill.
@@ -261,15 +229,11 @@ impl DialIn {
         let route = self.route(dialed.as_ref());
         let number = dialed.as_ref().map(PhoneNumber::as_str).unwrap_or("");
         tracing::info!(%remote, %transport, trunk, number, ?route, "inbound call routed");
-        let to = match route {
-            Route::Unknown => {
-                self.admission().unknown_number(remote.ip(), Instant::now());
-                phone_leg::count_refused_dialin(404);
-                let _ = sip.respond(call, Reply::new(404, "Not Found")).await;
-                return;
-            }
-            Route::Pin => Destination::Pin,
-            Route::Room(room) => Destination::Room(room),
+        let Some(to) = route else {
+            self.admission().unknown_number(remote.ip(), Instant::now());
+            legs::count_refused_dialin(404);
+            let _ = sip.respond(call, Reply::new(404, "Not Found")).await;
+            return;
         };
         if sip.respond(call, Reply::new(180, "Ringing")).await.is_err() {
             return;
@@ -278,7 +242,7 @@ impl DialIn {
             let active = self.rooms.call_in_progress(room.room_id).unwrap_or(false);
             if !active && !room.wait_for_call {
                 tracing::info!(room = %room.token, number, "inbound call refused: the room has no call and does not let callers wait");
-                phone_leg::count_refused_dialin(480);
+                legs::count_refused_dialin(480);
                 let _ = sip
                     .respond(call, Reply::new(480, "Temporarily Unavailable"))
                     .await;
@@ -291,7 +255,7 @@ impl DialIn {
             self.rules.iter().find(|(n, _)| n == trunk).map(|(_, r)| r),
         ) else {
             tracing::error!(trunk, "no phone legs to answer an inbound call with");
-            phone_leg::count_refused_dialin(503);
+            legs::count_refused_dialin(503);
             let _ = sip
                 .respond(call, Reply::new(503, "Service Unavailable"))
                 .await;
@@ -329,6 +293,7 @@ mod tests {
     #[test]
     fn numbers_lead_to_the_pin_entry_a_room_or_nowhere() {
         use crate::events::EventBus;
+        use crate::room::{DialinRoom, Rooms};
         use crate::store::{Store, StoreError};
         let config = Config::parse(
             r#"
@@ -356,33 +321,29 @@ room = "gone0000"
                 Ok::<_, StoreError>((a, c))
             })
             .expect("rooms");
-        let rooms = Rooms::new(store, std::sync::Arc::new(EventBus::default()), None);
-        let dialin = DialIn::new(&config, rooms, None);
+        let rooms = Rooms::new(store, std::sync::Arc::new(EventBus::default()));
+        let dialin = DialIn::new(&config, rooms.for_calls(), None);
         let route = |n: &str| dialin.route(Some(&n.parse().expect("number")));
-        assert_eq!(route("+4930123400"), Route::Pin);
+        assert_eq!(route("+4930123400"), Some(Destination::Pin));
         assert_eq!(
             route("+4930123456"),
-            Route::Room(DialinRoom {
+            Some(Destination::Room(DialinRoom {
                 room_id: api_room,
                 token: "apiroom1".into(),
                 wait_for_call: false
-            })
+            }))
         );
         assert_eq!(
             route("+4930123401"),
-            Route::Room(DialinRoom {
+            Some(Destination::Room(DialinRoom {
                 room_id: cfg_room,
                 token: "cfgroom1".into(),
                 wait_for_call: true
-            })
+            }))
         );
-        assert_eq!(
-            route("+4930123402"),
-            Route::Unknown,
-            "a route to a missing room"
-        );
-        assert_eq!(route("+4940999999"), Route::Unknown);
-        assert_eq!(dialin.route(None), Route::Unknown);
+        assert_eq!(route("+4930123402"), None, "a route to a missing room");
+        assert_eq!(route("+4940999999"), None);
+        assert_eq!(dialin.route(None), None);
         let reserved = DialIn::reserved_numbers(&config);
         assert_eq!(reserved.len(), 3);
     }
@@ -400,7 +361,9 @@ room = "gone0000"
             ("", None),
         ] {
             assert_eq!(
-                normalize(user).as_ref().map(PhoneNumber::as_str),
+                PhoneNumber::from_sip_user(user)
+                    .as_ref()
+                    .map(PhoneNumber::as_str),
                 want,
                 "{user}"
             );

@@ -1,5 +1,5 @@
 //! Dialogs that outlive the process. Each phone leg's established dialog is kept in the store
-//! while it lives ([`keep`]; [`Shared::end_leg`] forgets it), so that after a crash the next
+//! while it lives ([`keep`]; `PhoneLegs::end_leg` forgets it), so that after a crash the next
 //! start can send the BYE its phone still waits for ([`left_over`], then [`hang_up_left_over`]).
 
 use std::sync::Arc;
@@ -7,23 +7,19 @@ use std::sync::Arc;
 use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::ua::{CallHandle, UaEvent};
 
-use super::dialout::Shared;
-use super::CallRouter;
+use super::router::CallRouter;
 use crate::room::unix_now;
 use crate::runtime::sip::{SipError, SipHandle};
 use crate::store::Store;
 
 /// Stores (or, after a target refresh, updates) the dialog of leg `leg`.
-pub(crate) async fn keep(shared: &Shared, leg: &str, call: CallHandle) {
-    let dialog = match shared.sip.dialog(call).await {
+pub(crate) async fn keep(sip: &SipHandle, store: &Store, leg: &str, call: CallHandle) {
+    let dialog = match sip.dialog(call).await {
         Ok(Some(dialog)) => dialog.save(),
         Ok(None) => return tracing::debug!(call_id = %leg, "no dialog to store"),
         Err(e) => return tracing::warn!(call_id = %leg, error = %e, "dialog not stored"),
     };
-    let stored = shared
-        .rooms
-        .store()
-        .write(|tx| tx.save_dialog(leg, &dialog, unix_now()));
+    let stored = store.write(|tx| tx.save_dialog(leg, &dialog, unix_now()));
     if let Err(e) = stored {
         tracing::warn!(call_id = %leg, error = %e, "dialog not stored: a crash would leave the phone in the call");
     }

@@ -2,8 +2,8 @@
 //! to the INVITE's offer, or an offer when it had none), then the PIN entry or the wait for the
 //! room's call with prompts played to the caller, then the caller in the room as a phone
 //! attendee until either side hangs up. Status, call record, DTMF, mute and hangup paths are
-//! those of dial-out legs: the leg is in the same table ([`Shared::legs`]) and reports through
-//! [`phone_leg::report`].
+//! those of dial-out legs: the leg is in the same table ([`PhoneLegs`]) and reports through
+//! [`legs::report`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,38 +15,18 @@ use dialbridge_sip::ua::{Body, CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
-use super::dialin::normalize;
-use super::dialogs;
-use super::dialout::{LiveLeg, Shared};
-use super::leg_media::{is_sdp, sdp_of, LegMedia, LegMediaError};
-use super::phone_leg::{self, Control, HANGUP_GRACE};
-use super::pin::{Action, PinEntry, Prompt};
+use super::leg_media::{sdp_of, sdp_only, LegMedia, LegMediaError};
+use super::legs::{self, Control, LiveLeg, PhoneLegs};
+use super::outbound::sleep_until;
+use super::phone_call::{Action, MediaInput, PhoneCall, RoomLookup, SipInput};
+use super::pin::Prompt;
 use super::wav;
-use crate::room::{CallStatus, Cause, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms};
+use crate::room::{
+    CallRooms, CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms,
+};
 use crate::runtime::media::PhoneMediaEvent;
 
-/// How often a waiting caller's room is checked for a call.
-const WAIT_POLL: Duration = Duration::from_millis(250);
-/// Time allowed beyond the goodbye prompt's length before the BYE goes out anyway.
-const PROMPT_SLACK: Duration = Duration::from_secs(2);
-
-/// Where a routed caller goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Room(DialinRoom),
-    /// The shared number: the caller types a room's PIN first.
-    Pin,
-}
-
-/// The `[dialin]` and `[[inbound]]` settings a leg follows.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub pin_attempts: u32,
-    pub digit_timeout: Duration,
-    pub wait_for_call: Duration,
-    pub media_timeout: Duration,
-    pub max_call_duration: Duration,
-}
+pub use super::phone_call::{Destination, Rules};
 
 /// An admitted inbound call and the events of its dialog.
 pub struct Inbound {
@@ -85,7 +65,7 @@ pub fn caller_number(invite: &Request) -> Option<PhoneNumber> {
         .into_iter()
         .chain(from)
         .find(|u| !u.eq_ignore_ascii_case("anonymous"))
-        .and_then(|u| normalize(&u))
+        .and_then(|u| PhoneNumber::from_sip_user(&u))
 }
 
 /// The INVITE's SDP offer; `Ok(None)` when it has no body.
@@ -97,48 +77,42 @@ fn offer_of(invite: &Request) -> Result<Option<SessionDescription>, LegMediaErro
     sdp_of(content_type, &invite.body).map(Some)
 }
 
-enum Phase {
-    /// Answered; nothing started until the media is known (an offer in our 200 waits for
-    /// the ACK's answer).
-    Answered {
-        to: Destination,
-        since: Instant,
-    },
-    Pin(PinEntry<DialinRoom>),
-    Waiting {
-        room: DialinRoom,
-        until: Instant,
-    },
-    Joined {
-        caller: Box<DialinCaller>,
-        since: Instant,
-    },
-    /// The goodbye prompt plays; the BYE follows.
-    Leaving {
-        cause: Cause,
-        until: Instant,
-    },
-}
-
+/// An answered caller's task: the media, the room and the trunk's slot, driven by the call's
+/// state machine.
 struct Leg {
-    shared: Arc<Shared>,
-    rules: Rules,
+    shared: Arc<PhoneLegs>,
     call: CallHandle,
     call_id: String,
     trunk: String,
     caller: Option<PhoneNumber>,
     media: LegMedia,
-    phase: Phase,
-    /// Set once we hang up: the cause and when.
-    ending: Option<(Cause, Instant)>,
+    /// The caller in its room, once joined: what its status reports go to.
+    joined: Option<DialinCaller>,
     /// Dropped (given back) once the call is over on our side.
     slot: Option<TrunkSlot>,
-    /// The final status is out.
-    finished: bool,
+}
+
+/// The rooms as a caller's call looks them up.
+struct Lookup(CallRooms);
+
+impl RoomLookup for Lookup {
+    fn pin(&self, pin: &str) -> Option<DialinRoom> {
+        match self.0.dialin_by_pin(pin) {
+            Ok(room) => room,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "PIN lookup failed");
+                None
+            }
+        }
+    }
+
+    fn has_call(&self, room: &DialinRoom) -> bool {
+        self.0.call_in_progress(room.room_id).unwrap_or(false)
+    }
 }
 
 /// Answers the call and runs it to its end; everything it held is freed when it returns.
-pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to: Destination) {
+pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, to: Destination) {
     let Inbound {
         call,
         invite,
@@ -150,7 +124,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
     let sip = shared.sip.clone();
     let refuse = |code: u16, reason: &'static str| {
         let sip = sip.clone();
-        phone_leg::count_refused_dialin(code);
+        legs::count_refused_dialin(code);
         async move {
             if let Err(e) = sip.respond(call, Reply::new(code, reason)).await {
                 tracing::info!(error = %e, code, "cannot refuse inbound call");
@@ -223,19 +197,13 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
     shared.publish_gauges();
     let mut leg = Leg {
         shared: shared.clone(),
-        rules,
         call,
         call_id: call_id.clone(),
         trunk,
         caller: caller_number(&invite),
         media,
-        phase: Phase::Answered {
-            to,
-            since: Instant::now(),
-        },
-        ending: None,
+        joined: None,
         slot: Some(slot),
-        finished: false,
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
     let answered = match remote {
@@ -259,51 +227,191 @@ pub(crate) async fn run(shared: Arc<Shared>, rules: Rules, inbound: Inbound, to:
             refuse(500, "Server Internal Error").await;
         }
         Ok(()) => {
-            dialogs::keep(&shared, &call_id, call).await;
+            shared.keep_dialog(&call_id, call).await;
             // The leg answers the caller's re-INVITEs itself (new address, hold).
             if let Err(e) = shared.sip.manual_reinvites(call).await {
                 tracing::warn!(%call_id, error = %e, "re-INVITEs stay automatic");
             }
-            if leg.media.started() {
-                leg.begin(Instant::now());
-            }
-            leg.drive(our_offer.as_ref(), &mut events, &mut control, &mut media_rx)
-                .await;
+            let lookup = Box::new(Lookup(shared.rooms.clone()));
+            let started = leg.media.started();
+            let call = PhoneCall::answering(Instant::now(), rules, to, lookup, started);
+            leg.drive(
+                call,
+                our_offer.as_ref(),
+                &mut events,
+                &mut control,
+                &mut media_rx,
+            )
+            .await;
         }
     }
     shared.end_leg(&call_id, leg.media.finish(), lease);
 }
 
 impl Leg {
-    /// Media is up: the PIN entry or the room.
-    fn begin(&mut self, now: Instant) {
-        let phase = std::mem::replace(
-            &mut self.phase,
-            Phase::Leaving {
-                cause: Cause::Failed,
-                until: now,
-            },
-        );
-        match phase {
-            Phase::Answered {
-                to: Destination::Room(room),
-                ..
-            } => self.go_to_room(now, room),
-            Phase::Answered {
-                to: Destination::Pin,
-                ..
-            } => {
-                self.phase = Phase::Pin(PinEntry::new(
-                    now,
-                    self.rules.pin_attempts,
-                    self.rules.digit_timeout,
-                ));
-                self.pin_actions(now);
+    async fn drive(
+        &mut self,
+        mut call: PhoneCall,
+        our_offer: Option<&SessionDescription>,
+        events: &mut mpsc::UnboundedReceiver<UaEvent>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        media_rx: &mut mpsc::UnboundedReceiver<PhoneMediaEvent>,
+    ) {
+        loop {
+            while let Some(action) = call.poll_action() {
+                if !self.carry_out(&mut call, our_offer, action).await {
+                    return;
+                }
             }
-            other => self.phase = other,
+            if call.is_done() {
+                return;
+            }
+            let deadline = call.poll_timeout();
+            tokio::select! {
+                event = events.recv() => {
+                    let now = Instant::now();
+                    match event {
+                        None => call.handle_sip(now, SipInput::DriverStopped),
+                        Some(event) => {
+                            if let Some(input) = self.sip_input(event) {
+                                call.handle_sip(now, input);
+                            }
+                        }
+                    }
+                }
+                command = control.recv() => call.handle_control(Instant::now(), command),
+                Some(event) = media_rx.recv() => {
+                    let input = match event {
+                        PhoneMediaEvent::Dtmf(digit) => MediaInput::Dtmf(digit),
+                        PhoneMediaEvent::PromptDone => MediaInput::PromptDone,
+                        // A caller holding the call may send nothing.
+                        PhoneMediaEvent::Inactive => MediaInput::Inactive { phone_sends: self.media.phone_sends() },
+                        PhoneMediaEvent::Bye => {
+                            tracing::info!(call_id = %self.call_id, "caller sent RTCP BYE");
+                            continue;
+                        }
+                    };
+                    call.handle_media(Instant::now(), input);
+                }
+                _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+            }
         }
     }
 
+    /// The call's view of a SIP event of the caller's dialog, if it has a use for it.
+    fn sip_input(&self, event: UaEvent) -> Option<SipInput> {
+        Some(match event {
+            UaEvent::Confirmed { body, .. } => SipInput::Confirmed {
+                body: sdp_only(body),
+            },
+            UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
+            UaEvent::ReInviteAck { body, .. } => SipInput::ReInviteAck { body },
+            UaEvent::Ended { by_remote, .. } => SipInput::Ended { by_remote },
+            UaEvent::Failed { code, reason, .. } => SipInput::Failed {
+                code,
+                reason,
+                from_network: true,
+            },
+            UaEvent::Cancelled { .. } => SipInput::Cancelled,
+            UaEvent::Info {
+                body: Some(ref body),
+                ..
+            } => {
+                let digit = super::pin::digit_from_info(&body.content_type, &body.bytes)?;
+                tracing::info!(call_id = %self.call_id, %digit, "DTMF from caller (INFO)");
+                SipInput::InfoDigit(digit)
+            }
+            other => {
+                tracing::debug!(call_id = %self.call_id, ?other, "SIP event of an inbound leg");
+                return None;
+            }
+        })
+    }
+
+    /// Carries out one decision of the call; false once the call is done.
+    async fn carry_out(
+        &mut self,
+        call: &mut PhoneCall,
+        our_offer: Option<&SessionDescription>,
+        action: Action,
+    ) -> bool {
+        let now = Instant::now();
+        match action {
+            Action::Report {
+                status,
+                cause,
+                code,
+                message,
+            } => {
+                if let Some(caller) = &self.joined {
+                    let change = PhoneStatus {
+                        status,
+                        cause,
+                        code,
+                        message,
+                    };
+                    legs::report(&self.shared, &caller.record, caller.record_id, change);
+                }
+            }
+            Action::StartMedia { body, .. } => {
+                let started = match our_offer {
+                    Some(offer) => self
+                        .media
+                        .apply_answer(offer, &body)
+                        .map_err(|e| e.to_string()),
+                    None => Err("no offer of ours to answer".to_string()),
+                };
+                if let Err(e) = &started {
+                    tracing::info!(call_id = %self.call_id, error = %e, "caller's answer unusable");
+                }
+                call.handle_media(now, MediaInput::Started(started));
+            }
+            Action::KeepDialog => self.shared.keep_dialog(&self.call_id, self.call).await,
+            Action::HangUp(cause) => {
+                tracing::info!(call_id = %self.call_id, %cause, "hanging up inbound call");
+                let input = match self.shared.sip.hangup(self.call).await {
+                    Ok(()) => SipInput::HangupSent,
+                    Err(e) => {
+                        tracing::warn!(call_id = %self.call_id, error = %e, "hangup refused");
+                        SipInput::HangupRefused(e.to_string())
+                    }
+                };
+                call.handle_sip(now, input);
+            }
+            Action::CutOff => self.media.cut_off(),
+            Action::SendDtmf(digits) => self.media.dtmf(digits),
+            Action::Mute(mute) => self.media.mute(mute),
+            Action::KeyPress(digit) => {
+                if let Some(caller) = &self.joined {
+                    if let Err(e) = self.shared.rooms.phone_key(&caller.who, digit) {
+                        tracing::warn!(call_id = %self.call_id, error = %e.message, "key press not published");
+                    }
+                }
+            }
+            Action::AnswerReInvite(body) => self.media.reinvite(self.call, &body).await,
+            Action::FollowAck(body) => self.media.reinvite_ack(&body),
+            Action::Play(prompt) => {
+                let length = self.play(prompt);
+                call.handle_media(now, MediaInput::Playing(length));
+            }
+            Action::StopPrompt => {
+                self.media.prompt(None);
+            }
+            Action::Join(room) => {
+                let joined = self.join(room);
+                call.handle_media(now, MediaInput::Joined(joined));
+            }
+            Action::ReleaseSlot => self.slot = None,
+            Action::EndedUnjoined(cause) => {
+                legs::count_end("dialin", CallStatus::Cleared, Some(cause));
+                tracing::info!(call_id = %self.call_id, %cause, "inbound call ended before joining a room");
+            }
+            Action::Done => return false,
+        }
+        true
+    }
+
+    /// Plays a prompt; how long it plays, or `None` when it cannot.
     fn play(&self, prompt: Prompt) -> Option<Duration> {
         match wav::prompt(prompt) {
             Ok(samples) => {
@@ -321,76 +429,8 @@ impl Leg {
         }
     }
 
-    fn pin_actions(&mut self, now: Instant) {
-        loop {
-            let Phase::Pin(pin) = &mut self.phase else {
-                return;
-            };
-            let Some(action) = pin.poll_action() else {
-                return;
-            };
-            match action {
-                Action::Play(prompt) => {
-                    if self.play(prompt).is_none() {
-                        // Nothing plays, so nothing will say it finished.
-                        if let Phase::Pin(pin) = &mut self.phase {
-                            pin.prompt_finished(now);
-                        }
-                    }
-                }
-                Action::Join(room) => {
-                    tracing::info!(call_id = %self.call_id, room = %room.token, "PIN accepted");
-                    self.go_to_room(now, room);
-                }
-                Action::HangUp => {
-                    tracing::info!(call_id = %self.call_id, "wrong PIN too often: goodbye");
-                    self.phase = Phase::Leaving {
-                        cause: Cause::WrongPin,
-                        until: now + self.goodbye_length(),
-                    };
-                }
-            }
-        }
-    }
-
-    fn goodbye_length(&self) -> Duration {
-        let samples = wav::prompt(Prompt::Goodbye).map_or(0, <[i16]>::len);
-        Duration::from_secs_f64(samples as f64 / wav::PROMPT_RATE as f64) + PROMPT_SLACK
-    }
-
-    /// Plays the goodbye prompt, then hangs up with `cause`.
-    fn leave(&mut self, now: Instant, cause: Cause) {
-        let until = match self.play(Prompt::Goodbye) {
-            Some(length) => now + length + PROMPT_SLACK,
-            None => now,
-        };
-        self.phase = Phase::Leaving { cause, until };
-    }
-
-    fn go_to_room(&mut self, now: Instant, room: DialinRoom) {
-        if self.room_has_call(&room) {
-            self.join(now, room);
-        } else if room.wait_for_call {
-            tracing::info!(call_id = %self.call_id, room = %room.token, wait_s = self.rules.wait_for_call.as_secs(), "caller waits for the room's call to start");
-            self.play(Prompt::Waiting);
-            self.phase = Phase::Waiting {
-                room,
-                until: now + self.rules.wait_for_call,
-            };
-        } else {
-            tracing::info!(call_id = %self.call_id, room = %room.token, "the room has no call and does not let callers wait: goodbye");
-            self.leave(now, Cause::NoCall);
-        }
-    }
-
-    fn room_has_call(&self, room: &DialinRoom) -> bool {
-        self.shared
-            .rooms
-            .call_in_progress(room.room_id)
-            .unwrap_or(false)
-    }
-
-    fn join(&mut self, now: Instant, room: DialinRoom) {
+    /// Puts the caller in `room` as a phone attendee; false if it cannot join.
+    fn join(&mut self, room: DialinRoom) -> bool {
         let caller = match self.shared.rooms.dialin_caller(
             room.room_id,
             self.caller.as_ref(),
@@ -400,8 +440,7 @@ impl Leg {
             Ok(caller) => caller,
             Err(e) => {
                 tracing::warn!(call_id = %self.call_id, error = %e.message, "caller cannot join the room");
-                self.leave(now, Cause::Failed);
-                return;
+                return false;
             }
         };
         if let Some(leg) = self.shared.legs().get_mut(&self.call_id) {
@@ -411,236 +450,8 @@ impl Leg {
         self.media.prompt(None);
         self.media.join(caller.who.clone());
         tracing::info!(call_id = %self.call_id, room = %room.token, attendee_id = caller.who.attendee_id, "caller joined the room");
-        phone_leg::report(
-            &self.shared,
-            &caller.record,
-            caller.record_id,
-            PhoneStatus {
-                status: CallStatus::Connected,
-                cause: None,
-                code: Some(200),
-                message: Some("OK".into()),
-            },
-        );
-        self.phase = Phase::Joined {
-            caller: Box::new(caller),
-            since: now,
-        };
-    }
-
-    fn key_press(&mut self, now: Instant, digit: char) {
-        match &mut self.phase {
-            Phase::Pin(pin) => {
-                // Typing cuts the prompt short.
-                self.media.prompt(None);
-                let rooms = &self.shared.rooms;
-                pin.handle_digit(now, digit, |pin| lookup_pin(rooms, pin));
-                self.pin_actions(now);
-            }
-            Phase::Joined { caller, .. } => {
-                if let Err(e) = self.shared.rooms.phone_key(&caller.who, digit) {
-                    tracing::warn!(call_id = %self.call_id, error = %e.message, "key press not published");
-                }
-            }
-            _ => tracing::debug!(call_id = %self.call_id, %digit, "key press ignored"),
-        }
-    }
-
-    async fn hang_up(&mut self, cause: Cause) {
-        if self.ending.is_some() {
-            return;
-        }
-        tracing::info!(call_id = %self.call_id, %cause, "hanging up inbound call");
-        self.ending = Some((cause, Instant::now()));
-        if let Err(e) = self.shared.sip.hangup(self.call).await {
-            tracing::warn!(call_id = %self.call_id, error = %e, "hangup refused");
-        }
-        // Over on our side: the trunk's next call need not wait for the BYE's answer, and a
-        // caller in a room is cleared now (the room hears no more of it), not when (or if) it
-        // answers the BYE.
-        self.slot = None;
-        if matches!(self.phase, Phase::Joined { .. }) {
-            self.media.cut_off();
-            self.finish(false, None);
-        }
-    }
-
-    /// The caller left (or never joined): the final status of a joined caller.
-    fn finish(&mut self, by_remote: bool, message: Option<&str>) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        self.slot = None;
-        let cause = match (by_remote, self.ending) {
-            (false, Some((cause, _))) => cause,
-            _ => Cause::Hangup,
-        };
-        match &self.phase {
-            Phase::Joined { caller, .. } => phone_leg::report(
-                &self.shared,
-                &caller.record,
-                caller.record_id,
-                PhoneStatus {
-                    status: CallStatus::Cleared,
-                    cause: Some(cause),
-                    code: Some(200),
-                    message: Some(message.unwrap_or("OK").into()),
-                },
-            ),
-            _ => {
-                phone_leg::count_end("dialin", CallStatus::Cleared, Some(cause));
-                tracing::info!(call_id = %self.call_id, %cause, "inbound call ended before joining a room")
-            }
-        }
-    }
-
-    fn deadline(&self, now: Instant) -> Instant {
-        if let Some((_, since)) = self.ending {
-            return since + HANGUP_GRACE;
-        }
-        match &self.phase {
-            // The ACK (with the answer to our offer) is overdue by then.
-            Phase::Answered { since, .. } => *since + HANGUP_GRACE,
-            Phase::Pin(pin) => pin.poll_timeout().unwrap_or(now + HANGUP_GRACE),
-            Phase::Waiting { until, .. } => (*until).min(now + WAIT_POLL),
-            Phase::Joined { since, .. } => *since + self.rules.max_call_duration,
-            Phase::Leaving { until, .. } => *until,
-        }
-    }
-
-    async fn on_timer(&mut self, now: Instant) {
-        if self.ending.is_some() {
-            tracing::warn!(call_id = %self.call_id, "caller never confirmed the hangup; giving the call up");
-            self.finish(false, Some("no answer to our hangup"));
-            return;
-        }
-        match &mut self.phase {
-            Phase::Answered { .. } => self.hang_up(Cause::Failed).await,
-            Phase::Pin(pin) => {
-                let rooms = &self.shared.rooms;
-                pin.handle_timeout(now, |pin| lookup_pin(rooms, pin));
-                self.pin_actions(now);
-            }
-            Phase::Waiting { room, until } => {
-                let (room, until) = (room.clone(), *until);
-                if self.room_has_call(&room) {
-                    self.join(now, room);
-                } else if now >= until {
-                    tracing::info!(call_id = %self.call_id, room = %room.token, "no call started in time: goodbye");
-                    self.leave(now, Cause::NoCall);
-                }
-            }
-            Phase::Joined { .. } => self.hang_up(Cause::MaxDuration).await,
-            Phase::Leaving { cause, .. } => {
-                let cause = *cause;
-                self.hang_up(cause).await;
-            }
-        }
-    }
-
-    async fn drive(
-        &mut self,
-        our_offer: Option<&SessionDescription>,
-        events: &mut mpsc::UnboundedReceiver<UaEvent>,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-        media_rx: &mut mpsc::UnboundedReceiver<PhoneMediaEvent>,
-    ) {
-        loop {
-            let deadline = self.deadline(Instant::now());
-            tokio::select! {
-                event = events.recv() => {
-                    let Some(event) = event else {
-                        self.finish(false, Some("SIP driver stopped"));
-                        return;
-                    };
-                    match event {
-                        UaEvent::Confirmed { body, .. } => {
-                            if let (Some(offer), false) = (our_offer, self.media.started()) {
-                                let media = is_sdp(&body)
-                                    .ok_or(LegMediaError::NoAnswer("the ACK"))
-                                    .and_then(|answer| self.media.apply_answer(offer, answer));
-                                match media {
-                                    Ok(()) => self.begin(Instant::now()),
-                                    Err(e) => {
-                                        tracing::info!(call_id = %self.call_id, error = %e, "caller's answer unusable");
-                                        self.hang_up(Cause::Failed).await;
-                                    }
-                                }
-                            }
-                        }
-                        UaEvent::ReInvite { body, .. } => {
-                            self.media.reinvite(self.call, &body).await;
-                            // The caller's new Contact is where our BYE goes.
-                            dialogs::keep(&self.shared, &self.call_id, self.call).await;
-                        }
-                        UaEvent::ReInviteAck { body, .. } => self.media.reinvite_ack(&body),
-                        UaEvent::Ended { by_remote, .. } => {
-                            self.finish(by_remote, None);
-                            return;
-                        }
-                        UaEvent::Failed { reason, .. } => {
-                            self.finish(false, Some(&reason));
-                            return;
-                        }
-                        UaEvent::Cancelled { .. } => {
-                            self.finish(true, None);
-                            return;
-                        }
-                        UaEvent::Info { body: Some(body), .. } => {
-                            if let Some(digit) = super::pin::digit_from_info(&body.content_type, &body.bytes) {
-                                tracing::info!(call_id = %self.call_id, %digit, "DTMF from caller (INFO)");
-                                self.key_press(Instant::now(), digit);
-                            }
-                        }
-                        other => tracing::debug!(call_id = %self.call_id, ?other, "SIP event of an inbound leg"),
-                    }
-                }
-                command = control.recv() => match command {
-                    Some(Control::Hangup(cause)) => self.hang_up(cause).await,
-                    Some(Control::Dtmf(digits)) => self.media.dtmf(digits),
-                    Some(Control::Mute(mute)) => self.media.mute(mute),
-                    None => self.hang_up(Cause::Shutdown).await,
-                },
-                Some(event) = media_rx.recv() => {
-                    let now = Instant::now();
-                    match event {
-                        PhoneMediaEvent::Dtmf(digit) => self.key_press(now, digit),
-                        PhoneMediaEvent::PromptDone => match &mut self.phase {
-                            Phase::Pin(pin) => pin.prompt_finished(now),
-                            Phase::Waiting { .. } => {
-                                self.play(Prompt::Waiting);
-                            }
-                            Phase::Leaving { cause, .. } => {
-                                let cause = *cause;
-                                self.hang_up(cause).await;
-                            }
-                            _ => {}
-                        },
-                        // A caller holding the call may send nothing.
-                        PhoneMediaEvent::Inactive if self.media.phone_sends() => self.hang_up(Cause::MediaTimeout).await,
-                        PhoneMediaEvent::Inactive => {}
-                        PhoneMediaEvent::Bye => tracing::info!(call_id = %self.call_id, "caller sent RTCP BYE"),
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let was_ending = self.ending.is_some();
-                    self.on_timer(Instant::now()).await;
-                    if was_ending {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn lookup_pin(rooms: &Rooms, pin: &str) -> Option<DialinRoom> {
-    match rooms.dialin_by_pin(pin) {
-        Ok(room) => room,
-        Err(e) => {
-            tracing::warn!(error = %e.message, "PIN lookup failed");
-            None
-        }
+        self.joined = Some(caller);
+        true
     }
 }
 

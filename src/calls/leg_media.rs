@@ -13,7 +13,7 @@ use dialbridge_sip::sdp::{
 use dialbridge_sip::ua::{Body, CallHandle, Reply};
 use tokio::sync::mpsc;
 
-use super::dialout::Shared;
+use super::legs::PhoneLegs;
 use crate::room::{MediaParticipant, PhoneMute};
 use crate::runtime::media::{MediaError, MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
 
@@ -33,9 +33,6 @@ pub(crate) enum LegMediaError {
     NotG711(&'static str),
     #[error("answer's c= `{0}` is not an IP address")]
     NotAnAddress(String),
-    /// A message that must carry the SDP answer (`the 200 OK`, `the ACK`) has none.
-    #[error("{0} has no SDP answer")]
-    NoAnswer(&'static str),
     #[error(transparent)]
     Engine(#[from] MediaError),
 }
@@ -49,6 +46,11 @@ fn is_sdp_type(content_type: &str) -> bool {
 /// The body, if it is SDP.
 pub(crate) fn is_sdp(body: &Option<Body>) -> Option<&Body> {
     body.as_ref().filter(|b| is_sdp_type(&b.content_type))
+}
+
+/// The body, if it is SDP (other bodies are no offer or answer).
+pub(crate) fn sdp_only(body: Option<Body>) -> Option<Body> {
+    body.filter(|b| is_sdp_type(&b.content_type))
 }
 
 /// The session description in a message body of `content_type`.
@@ -87,7 +89,7 @@ fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, LegMediaError> {
 }
 
 pub(crate) struct LegMedia {
-    shared: Arc<Shared>,
+    shared: Arc<PhoneLegs>,
     call_id: String,
     id: MediaId,
     /// The sockets until the media engine takes them.
@@ -115,7 +117,7 @@ impl LegMedia {
     /// Media for leg `call_id` on the bound `sockets`, announced as `local`; its events arrive
     /// on the returned receiver.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<PhoneLegs>,
         call_id: &str,
         sockets: (std::net::UdpSocket, std::net::UdpSocket),
         local: LocalMedia,
@@ -145,11 +147,6 @@ impl LegMedia {
     /// Whether the engine runs the media (it took the sockets).
     pub fn started(&self) -> bool {
         self.sockets.is_none()
-    }
-
-    /// Where the engine sends, once known.
-    pub fn remote(&self) -> Option<PhoneRemote> {
-        self.remote
     }
 
     /// Whether the phone's silence should end the call (it is not holding it).

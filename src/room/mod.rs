@@ -181,6 +181,25 @@ impl fmt::Display for Cause {
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
+    /// The number a SIP URI's user (or a tel: number) names: `+49 (30) 123-456`,
+    /// `004930123456` and `4930123456` all become `+4930123456`; user parameters (`;npdi`,
+    /// `;phone-context=...`) are dropped. A national number (leading 0) has no E.164 form.
+    pub fn from_sip_user(user: &str) -> Option<PhoneNumber> {
+        let number = user.split(';').next().unwrap_or("");
+        let cleaned: String = number
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect();
+        let e164 = if let Some(rest) = cleaned.strip_prefix("00") {
+            format!("+{rest}")
+        } else if cleaned.starts_with('+') {
+            cleaned
+        } else {
+            format!("+{cleaned}")
+        };
+        e164.parse().ok()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

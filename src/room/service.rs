@@ -3,7 +3,7 @@
 //! Each operation runs its checks and its change in one store transaction, then publishes its events.
 //! Checks run in the order Talk applies them, so each case yields the status code the call API documents.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -189,21 +189,16 @@ pub struct PhoneStatus {
 pub trait Dialer: Send + Sync {
     /// Starts the call and returns its call id, or refuses it.
     fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
+}
+
+/// What moderators do to a running phone call of either direction.
+pub trait PhoneControls: Send + Sync {
     /// Sends key presses (RFC 4733) to the phone of call `call_id` in room `room_id`.
-    fn send_dtmf(&self, room_id: i64, call_id: &str, digits: &str) -> RoomResult<()> {
-        let _ = (room_id, call_id, digits);
-        Err(not_configured())
-    }
+    fn send_dtmf(&self, room_id: i64, call_id: &str, digits: &str) -> RoomResult<()>;
     /// Ends the phone call `call_id` in room `room_id` (BYE, or CANCEL while it rings).
-    fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()> {
-        let _ = (room_id, call_id);
-        Err(not_configured())
-    }
+    fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()>;
     /// Mutes or unmutes the phone of call `call_id` in room `room_id`.
-    fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()> {
-        let _ = (room_id, call_id, mute);
-        Err(not_configured())
-    }
+    fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()>;
 }
 
 pub(crate) fn not_configured() -> RoomError {
@@ -249,11 +244,30 @@ pub struct MediaParticipant {
     pub actor_id: String,
 }
 
+impl MediaParticipant {
+    /// The room's `dtmf` event for a key press of this participant (RFC 4733 or SIP INFO).
+    pub fn dtmf_event(&self, digit: char) -> RoomEvent {
+        RoomEvent::Dtmf {
+            attendee_id: self.attendee_id,
+            actor_type: self.actor_type.clone(),
+            actor_id: self.actor_id.clone(),
+            session_id: self.session_id.clone(),
+            digit: digit.to_string(),
+        }
+    }
+}
+
+/// The rooms: built once over the store and the event bus; its clones (the API's, the phone
+/// legs', dial-in's) share the call observer, so a change a phone leg makes reaches the media
+/// engine and the legs just as an API user's does.
+#[derive(Clone)]
 pub struct Rooms {
     store: Arc<Store>,
     events: Arc<EventBus>,
     dialer: Option<Arc<dyn Dialer>>,
-    observer: Option<Arc<dyn CallObserver>>,
+    phones: Option<Arc<dyn PhoneControls>>,
+    /// Set once the observers exist (they need the rooms themselves to be built first).
+    observer: Arc<OnceLock<Arc<dyn CallObserver>>>,
     /// Dial-in numbers the configuration routes; rooms cannot take them.
     reserved_numbers: Vec<PhoneNumber>,
 }
@@ -352,31 +366,57 @@ fn no_session() -> RoomError {
 type Outbox = Vec<(i64, Option<String>, RoomEvent)>;
 
 impl Rooms {
-    pub fn new(store: Arc<Store>, events: Arc<EventBus>, dialer: Option<Arc<dyn Dialer>>) -> Rooms {
+    pub fn new(store: Arc<Store>, events: Arc<EventBus>) -> Rooms {
         Rooms {
             store,
             events,
-            dialer,
-            observer: None,
+            dialer: None,
+            phones: None,
+            observer: Arc::new(OnceLock::new()),
             reserved_numbers: Vec::new(),
         }
     }
 
-    /// Adds the observer told about sessions leaving calls.
-    pub fn with_call_observer(mut self, observer: Arc<dyn CallObserver>) -> Rooms {
-        self.observer = Some(observer);
+    /// Adds the controls of running phone calls (key presses, hangup, mute).
+    pub fn with_phone_controls(mut self, phones: Arc<dyn PhoneControls>) -> Rooms {
+        self.phones = Some(phones);
         self
+    }
+
+    /// Adds the dialer of dial-outs.
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> Rooms {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    /// Adds the observer told about sessions leaving calls.
+    pub fn with_call_observer(self, observer: Arc<dyn CallObserver>) -> Rooms {
+        self.set_call_observer(observer);
+        self
+    }
+
+    /// Sets the observer told about sessions leaving calls, for this instance and every clone;
+    /// only the first observer set counts.
+    pub fn set_call_observer(&self, observer: Arc<dyn CallObserver>) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("the rooms' call observer was set already; the new one is ignored");
+        }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The call code's view of the same rooms.
+    pub fn for_calls(&self) -> CallRooms {
+        CallRooms(self.clone())
+    }
+
     /// Runs `f` in a transaction and publishes the events it produced once committed.
     fn transact<T>(&self, f: impl FnOnce(&Tx, &mut Outbox) -> RoomResult<T>) -> RoomResult<T> {
         let mut outbox = Outbox::new();
         let result = self.store.write(|tx| f(tx, &mut outbox))?;
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = self.observer.get() {
             // The events say exactly which sessions left a call: flags back to 0, or gone.
             let mut left: Vec<(i64, Vec<String>)> = Vec::new();
             for (room_id, _, event) in &outbox {
@@ -798,7 +838,7 @@ impl Rooms {
             Ok(m.room.id)
         })
         .map(|room_id| {
-            if let Some(observer) = &self.observer {
+            if let Some(observer) = self.observer.get() {
                 observer.attendee_removed(room_id, attendee_id);
             }
         })
@@ -1203,8 +1243,8 @@ impl Rooms {
                 "digits must be 1 to 32 of 0-9, *, #, A-D",
             ));
         }
-        match &self.dialer {
-            Some(dialer) => dialer.send_dtmf(room_id, call_id, digits),
+        match &self.phones {
+            Some(phones) => phones.send_dtmf(room_id, call_id, digits),
             None => Err(not_configured()),
         }
     }
@@ -1212,8 +1252,8 @@ impl Rooms {
     /// Ends a phone leg of the room (moderators only); its attendee stays.
     pub fn phone_hangup(&self, user: &AuthUser, token: &str, call_id: &str) -> RoomResult<()> {
         let room_id = self.moderated_room(user, token)?;
-        match &self.dialer {
-            Some(dialer) => dialer.hangup_phone(room_id, call_id),
+        match &self.phones {
+            Some(phones) => phones.hangup_phone(room_id, call_id),
             None => Err(not_configured()),
         }
     }
@@ -1233,8 +1273,8 @@ impl Rooms {
                 "audio must be 0 (unmuted), 1 (muted speaking), 2 (muted listening) or 3 (both)",
             )
         })?;
-        match &self.dialer {
-            Some(dialer) => dialer.mute_phone(room_id, call_id, mute),
+        match &self.phones {
+            Some(phones) => phones.mute_phone(room_id, call_id, mute),
             None => Err(not_configured()),
         }
     }
@@ -1297,11 +1337,23 @@ impl Rooms {
     pub fn phone_session_id(call_id: &str) -> String {
         format!("phone-{call_id}")
     }
+}
+
+/// What the call code does with the rooms: the reports of phone legs (started, status, key
+/// presses) and the lookups of dial-in. The API's [`Rooms`] has none of these; both share one
+/// store, event bus and call observer.
+#[derive(Clone)]
+pub struct CallRooms(Rooms);
+
+impl CallRooms {
+    pub fn store(&self) -> &Store {
+        self.0.store()
+    }
 
     /// Opens a phone leg's call record, sets the attendee's call id and announces `accepted`.
     /// Returns the record id.
     pub fn phone_leg_started(&self, record: &PhoneCallRecord) -> RoomResult<i64> {
-        self.transact(|tx, out| {
+        self.0.transact(|tx, out| {
             let id = tx.insert_phone_call_record(record, unix_now())?;
             tx.set_attendee_call(
                 record.attendee_id,
@@ -1332,7 +1384,7 @@ impl Rooms {
         record_id: i64,
         change: &PhoneStatus,
     ) -> RoomResult<()> {
-        self.transact(|tx, out| {
+        self.0.transact(|tx, out| {
             let now = unix_now();
             let room_id = record.room_id;
             let status = change.status.as_str();
@@ -1370,12 +1422,12 @@ impl Rooms {
             let Some(a) = attendee else {
                 return Ok(());
             };
-            let session_id = Self::phone_session_id(&record.call_id);
+            let session_id = Rooms::phone_session_id(&record.call_id);
             let existing = tx
                 .sessions_of_attendee(a.id)?
                 .into_iter()
                 .find(|s| s.id == session_id);
-            let was_active = Self::call_active(tx, room_id)?;
+            let was_active = Rooms::call_active(tx, room_id)?;
             if change.status == CallStatus::Connected && existing.is_none() {
                 let flags = in_call::IN_CALL | in_call::WITH_PHONE;
                 tx.insert_session(&session_id, a.id, now)?;
@@ -1391,7 +1443,7 @@ impl Rooms {
                         session_id: session_id.clone(),
                     },
                 ));
-                out.push((room_id, None, Self::flags_event(&a, &session_id, flags)));
+                out.push((room_id, None, Rooms::flags_event(&a, &session_id, flags)));
             } else if change.status.is_final() {
                 if let Some(s) = existing {
                     tx.delete_session(&s.id)?;
@@ -1399,44 +1451,35 @@ impl Rooms {
                         out.push((
                             room_id,
                             None,
-                            Self::flags_event(&a, &s.id, in_call::DISCONNECTED),
+                            Rooms::flags_event(&a, &s.id, in_call::DISCONNECTED),
                         ));
                     }
-                    out.push((room_id, None, Self::left_event(&a, &s.id)));
+                    out.push((room_id, None, Rooms::left_event(&a, &s.id)));
                 }
             }
-            Self::settle_call(tx, out, room_id, was_active, &a, false, false)?;
+            Rooms::settle_call(tx, out, room_id, was_active, &a, false, false)?;
             Ok(())
         })
     }
 
     /// Publishes a key press of a phone leg (SIP INFO) as the room's `dtmf` event.
     pub fn phone_key(&self, who: &MediaParticipant, digit: char) -> RoomResult<()> {
-        self.transact(|_, out| {
-            out.push((
-                who.room_id,
-                None,
-                RoomEvent::Dtmf {
-                    attendee_id: who.attendee_id,
-                    actor_type: who.actor_type.clone(),
-                    actor_id: who.actor_id.clone(),
-                    session_id: who.session_id.clone(),
-                    digit: digit.to_string(),
-                },
-            ));
+        self.0.transact(|_, out| {
+            out.push((who.room_id, None, who.dtmf_event(digit)));
             Ok(())
         })
     }
 
     /// Whether the attendee is still in the room.
     pub fn attendee_exists(&self, room_id: i64, attendee_id: i64) -> RoomResult<bool> {
-        self.transact(|tx, _| Ok(tx.attendee(room_id, attendee_id)?.is_some()))
+        self.0
+            .transact(|tx, _| Ok(tx.attendee(room_id, attendee_id)?.is_some()))
     }
 
     /// Whether a session other than phone legs is in the room's call (phones alone do not
     /// keep a call going).
     pub fn has_non_phone_in_call(&self, room_id: i64) -> RoomResult<bool> {
-        self.transact(|tx, _| {
+        self.0.transact(|tx, _| {
             let phones: Vec<i64> = tx
                 .attendees(room_id)?
                 .into_iter()
@@ -1449,7 +1492,9 @@ impl Rooms {
                 .any(|s| s.in_call != in_call::DISCONNECTED && !phones.contains(&s.attendee_id)))
         })
     }
+}
 
+impl Rooms {
     /// The room id for an attendee's event stream.
     pub fn event_room(&self, user: &AuthUser, token: &str) -> RoomResult<i64> {
         self.transact(|tx, _| Ok(Self::membership(tx, user, token)?.room.id))
@@ -1507,7 +1552,7 @@ mod tests {
             .expect("users");
         let seen = Arc::new(Seen::default());
         let rooms =
-            Rooms::new(store, Arc::new(EventBus::default()), None).with_call_observer(seen.clone());
+            Rooms::new(store, Arc::new(EventBus::default())).with_call_observer(seen.clone());
         let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
         let room = rooms.create_room(&alice, 2, "Room").expect("room");
         let token = room.token.as_str();

@@ -3,6 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod events;
+pub mod ports;
+pub mod sipp;
+pub mod telephony;
+pub mod webrtc_client;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ports::{sipp_ports, Tp};
+use super::ports::{sipp_ports, Tp};
 
 pub struct Sipp {
     child: Child,

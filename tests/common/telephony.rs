@@ -11,63 +11,17 @@ use std::time::{Duration, Instant};
 
 use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::testing::{tone_ratio_blocks, Sine};
-use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{Client, Gateway};
-pub use crate::ports::Tp;
-pub use crate::sipp::Sipp;
+use super::{Client, Gateway};
 
 /// How long a test waits for something that must happen.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Reads SSE frames and yields each event's JSON.
-pub struct EventReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
+pub use super::events::EventReader;
 
 impl EventReader {
-    pub async fn open(client: &Client, token: &str) -> EventReader {
-        let response = client
-            .request(Method::GET, &format!("/api/v1/rooms/{token}/events"))
-            .send()
-            .await
-            .expect("event stream");
-        assert_eq!(response.status(), 200);
-        EventReader {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    pub async fn next(&mut self) -> Value {
-        // One deadline for the event, however many keep-alive comments arrive meanwhile.
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if !data.is_empty() {
-                    return serde_json::from_str(&data).expect("event data is JSON");
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(end, self.stream.next())
-                .await
-                .expect("an event in time")
-                .expect("stream open")
-                .expect("chunk");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
     /// The call's `callstatus` events up to and including a final one.
     pub async fn statuses(&mut self, call_id: &str) -> Vec<Value> {
         let mut seen = Vec::new();

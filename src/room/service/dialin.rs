@@ -4,7 +4,9 @@
 use rand::Rng;
 use serde::Serialize;
 
-use super::{unix_now, ErrorKind, MediaParticipant, Membership, RoomError, RoomResult, Rooms};
+use super::{
+    unix_now, CallRooms, ErrorKind, MediaParticipant, Membership, RoomError, RoomResult, Rooms,
+};
 use crate::auth::AuthUser;
 use crate::room::{actor_type, participant_type, CallStatus, PhoneNumber};
 use crate::store::dialin::DialinRow;
@@ -147,25 +149,30 @@ impl Rooms {
             }
         }
     }
+}
 
+impl CallRooms {
     /// The room whose own dial-in number this is.
     pub fn dialin_by_number(&self, number: &PhoneNumber) -> RoomResult<Option<DialinRoom>> {
-        self.transact(|tx, _| Ok(tx.room_by_dialin_number(number.as_str())?.map(Into::into)))
+        self.0
+            .transact(|tx, _| Ok(tx.room_by_dialin_number(number.as_str())?.map(Into::into)))
     }
 
     /// The room with this PIN.
     pub fn dialin_by_pin(&self, pin: &str) -> RoomResult<Option<DialinRoom>> {
-        self.transact(|tx, _| Ok(tx.room_by_dialin_pin(pin)?.map(Into::into)))
+        self.0
+            .transact(|tx, _| Ok(tx.room_by_dialin_pin(pin)?.map(Into::into)))
     }
 
     /// A room named by the configuration's static routes.
     pub fn dialin_by_token(&self, token: &str) -> RoomResult<Option<DialinRoom>> {
-        self.transact(|tx, _| Ok(tx.room_dialin_by_token(token)?.map(Into::into)))
+        self.0
+            .transact(|tx, _| Ok(tx.room_dialin_by_token(token)?.map(Into::into)))
     }
 
     /// Whether the room's call is in progress (some session is in it).
     pub fn call_in_progress(&self, room_id: i64) -> RoomResult<bool> {
-        self.transact(|tx, _| Self::call_active(tx, room_id))
+        self.0.transact(|tx, _| Rooms::call_active(tx, room_id))
     }
 
     /// Makes an inbound caller a phone attendee of the room (the attendee of the same number
@@ -179,7 +186,7 @@ impl Rooms {
         trunk: &str,
         call_id: &str,
     ) -> RoomResult<DialinCaller> {
-        self.transact(|tx, _| {
+        self.0.transact(|tx, _| {
             let idle = |status: &Option<String>| {
                 status.as_deref().is_none_or(|s| {
                     s == CallStatus::Cleared.as_str() || s == CallStatus::Rejected.as_str()
@@ -234,7 +241,7 @@ impl Rooms {
                 record_id,
                 who: MediaParticipant {
                     room_id,
-                    session_id: Self::phone_session_id(call_id),
+                    session_id: Rooms::phone_session_id(call_id),
                     attendee_id,
                     actor_type: actor_type::PHONES.to_string(),
                     actor_id,

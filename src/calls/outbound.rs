@@ -1,0 +1,467 @@
+//! One phone leg from its INVITE to its end: status into the room (`accepted`, `ringing`,
+//! `connected`, then `rejected` or `cleared` with cause, SIP code and reason), the phone as a
+//! virtual session of its attendee once answered, its RTP in the room's mix (from a 183's
+//! early media on), every way it can end, and its call record.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dialbridge_bridge::ports::PortLease;
+use dialbridge_sip::endpoint::Target;
+use dialbridge_sip::message::{NameAddr, Uri};
+use dialbridge_sip::sdp::{Direction, LocalMedia, SessionDescription};
+use dialbridge_sip::transport::Transport;
+use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
+use tokio::sync::mpsc;
+
+use super::leg_media::{sdp_only, LegMedia};
+use super::legs::{report, Control, PhoneLegs};
+use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
+use crate::config::TrunkConfig;
+use crate::room::{
+    CallStatus, Cause, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms,
+};
+use crate::runtime::media::PhoneMediaEvent;
+use crate::runtime::sip::Credentials;
+use crate::store::PhoneCallRecord;
+
+/// The trunk side of a dial-out.
+pub struct Outbound {
+    pub trunk: TrunkConfig,
+    pub transport: Transport,
+}
+
+/// Everything a dial-out leg starts with.
+pub struct LegSetup {
+    pub call_id: String,
+    pub target: DialoutTarget,
+    pub outbound: Outbound,
+    pub announce_ip: IpAddr,
+    pub lease: PortLease,
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
+}
+
+fn record_of(setup: &LegSetup) -> PhoneCallRecord {
+    PhoneCallRecord {
+        room_id: setup.target.room_id,
+        kind: "dialout",
+        attendee_id: setup.target.attendee_id,
+        number: setup.target.number.clone(),
+        trunk: setup.outbound.trunk.name.clone(),
+        call_id: setup.call_id.clone(),
+    }
+}
+
+/// Opens the leg's call record and announces `accepted`, before the HTTP answer goes out.
+pub(crate) fn start_recorded(shared: &PhoneLegs, setup: &LegSetup) -> RoomResult<i64> {
+    shared.rooms.phone_leg_started(&record_of(setup))
+}
+
+struct Leg {
+    shared: Arc<PhoneLegs>,
+    record: PhoneCallRecord,
+    record_id: i64,
+    status: CallStatus,
+    who: MediaParticipant,
+    media: LegMedia,
+}
+
+impl Leg {
+    fn report(
+        &mut self,
+        status: CallStatus,
+        cause: Option<Cause>,
+        code: Option<u16>,
+        message: Option<&str>,
+    ) {
+        if self.status.is_final() {
+            // Reported when we hung up; the dialog's own end changes nothing.
+            return;
+        }
+        self.status = status;
+        report(
+            &self.shared,
+            &self.record,
+            self.record_id,
+            PhoneStatus {
+                status,
+                cause,
+                code,
+                message: message.map(str::to_string),
+            },
+        );
+    }
+
+    /// A key press of the phone (RFC 4733 or INFO) becomes the room's `dtmf` event.
+    fn key_press(&self, digit: char) {
+        if let Err(e) = self.shared.rooms.phone_key(&self.who, digit) {
+            tracing::warn!(call_id = %self.record.call_id, error = %e.message, "key press not published");
+        }
+    }
+}
+
+/// Why a dial-out's INVITE could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InviteError {
+    #[error("cannot resolve trunk address {host}:{port}: {source}")]
+    Resolve {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("trunk address {host}:{port} resolves to nothing")]
+    Unresolved { host: String, port: u16 },
+    /// A URI built from the configuration and the number does not parse.
+    #[error("bad {what} {text}: {reason}")]
+    BadUri {
+        what: &'static str,
+        text: String,
+        reason: String,
+    },
+}
+
+fn parse_uri(what: &'static str, text: &str) -> Result<Uri, InviteError> {
+    Uri::parse(text).map_err(|e| InviteError::BadUri {
+        what,
+        text: text.to_string(),
+        reason: format!("{e:?}"),
+    })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, InviteError> {
+    let mut addrs = tokio::net::lookup_host((host.trim_matches(&['[', ']'][..]), port))
+        .await
+        .map_err(|source| InviteError::Resolve {
+            host: host.to_string(),
+            port,
+            source,
+        })?;
+    addrs.next().ok_or_else(|| InviteError::Unresolved {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// The INVITE for `setup`: request URI at the trunk, From with the caller id (or withheld),
+/// privacy headers, SDP offer.
+fn invite_for(
+    dialled: &DialoutTarget,
+    outbound: &Outbound,
+    target: SocketAddr,
+    offer: &SessionDescription,
+) -> Result<OutgoingCall, InviteError> {
+    let trunk = &outbound.trunk;
+    let tcp = outbound.transport == Transport::Tcp;
+    let host = &trunk.address.host;
+    let port = trunk.address.port;
+    let number = &dialled.number;
+    let uri_text = format!(
+        "sip:{number}@{host}:{port}{}",
+        if tcp { ";transport=tcp" } else { "" }
+    );
+    let uri = parse_uri("request URI", &uri_text)?;
+    let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
+    let real = dialled
+        .caller
+        .clone()
+        .or_else(|| trunk.caller_id.as_ref().map(|c| c.as_str().to_string()));
+    let mut headers = Vec::new();
+    let from = if dialled.anonymous {
+        headers.push(("Privacy".to_string(), "id".to_string()));
+        if let Some(real) = &real {
+            headers.push((
+                "P-Asserted-Identity".to_string(),
+                format!("<sip:{real}@{domain}>"),
+            ));
+        }
+        let mut from = NameAddr::new(parse_uri(
+            "anonymous URI",
+            "sip:anonymous@anonymous.invalid",
+        )?);
+        from.display = Some("Anonymous".into());
+        from
+    } else {
+        let user = real.unwrap_or_else(|| "dialbridge".to_string());
+        let text = format!("sip:{user}@{domain}");
+        NameAddr::new(parse_uri("From URI", &text)?)
+    };
+    Ok(OutgoingCall {
+        request_uri: uri.clone(),
+        from,
+        to: NameAddr::new(uri),
+        target: Target {
+            transport: outbound.transport,
+            addr: target,
+        },
+        body: Some(Body::sdp(offer.to_string().into_bytes())),
+        headers,
+    })
+}
+
+/// Runs a dial-out leg to its end, then frees everything it held.
+pub(crate) async fn run(
+    shared: Arc<PhoneLegs>,
+    setup: LegSetup,
+    record_id: i64,
+    control: mpsc::UnboundedReceiver<Control>,
+) {
+    let call_id = setup.call_id.clone();
+    let trunk = setup.outbound.trunk.clone();
+    let who = MediaParticipant {
+        room_id: setup.target.room_id,
+        session_id: Rooms::phone_session_id(&call_id),
+        attendee_id: setup.target.attendee_id,
+        actor_type: crate::room::actor_type::PHONES.to_string(),
+        actor_id: setup.target.actor_id.clone(),
+    };
+    let record = record_of(&setup);
+    let LegSetup {
+        lease,
+        rtp,
+        rtcp,
+        announce_ip,
+        target,
+        outbound,
+        ..
+    } = setup;
+    let local = LocalMedia {
+        address: announce_ip,
+        port: lease.rtp(),
+        direction: Direction::SendRecv,
+    };
+    let (mut media, media_rx) = LegMedia::new(
+        shared.clone(),
+        &call_id,
+        (rtp, rtcp),
+        local,
+        trunk.media_timeout.0,
+        Some(who.clone()),
+    );
+    let offer = media.offer();
+    let mut leg = Leg {
+        shared: shared.clone(),
+        record,
+        record_id,
+        status: CallStatus::Accepted,
+        who,
+        media,
+    };
+    let invite = async {
+        let addr = resolve(&trunk.address.host, trunk.address.port).await?;
+        invite_for(&target, &outbound, addr, &offer)
+    }
+    .await;
+    match invite {
+        Ok(invite) => {
+            let credentials = match (&trunk.username, &trunk.password) {
+                (Some(username), Some(password)) => Some(Credentials {
+                    username: username.clone(),
+                    password: password.clone(),
+                    realm: trunk.realm.clone(),
+                }),
+                _ => None,
+            };
+            match shared.router.invite(&shared.sip, invite, credentials).await {
+                Ok((handle, events)) => {
+                    drive(&mut leg, &trunk, &offer, handle, events, control, media_rx).await;
+                    shared.router.forget(handle).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%call_id, error = %e, "INVITE not sent");
+                    leg.report(
+                        CallStatus::Rejected,
+                        Some(Cause::Failed),
+                        Some(503),
+                        Some(&e.to_string()),
+                    );
+                }
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(%call_id, %reason, "INVITE not built");
+            let reason = reason.to_string();
+            leg.report(
+                CallStatus::Rejected,
+                Some(Cause::Failed),
+                None,
+                Some(&reason),
+            );
+        }
+    }
+    shared.end_leg(&call_id, leg.media.finish(), lease);
+}
+
+/// The leg's task: feeds the call's state machine ([`PhoneCall`]) with SIP events, room
+/// commands, media events and its timer, and carries out what it decides.
+async fn drive(
+    leg: &mut Leg,
+    trunk: &TrunkConfig,
+    offer: &SessionDescription,
+    handle: CallHandle,
+    mut events: mpsc::UnboundedReceiver<UaEvent>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut media_rx: mpsc::UnboundedReceiver<PhoneMediaEvent>,
+) {
+    let call_id = leg.record.call_id.clone();
+    // The leg answers the phone's re-INVITEs itself (see `LegMedia::reinvite`).
+    if let Err(e) = leg.shared.sip.manual_reinvites(handle).await {
+        tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
+    }
+    let mut call = PhoneCall::dialling(
+        Instant::now(),
+        Limits {
+            ringing_timeout: trunk.ringing_timeout.0,
+            max_duration: trunk.max_call_duration.0,
+        },
+    );
+    loop {
+        while let Some(action) = call.poll_action() {
+            if !carry_out(leg, &mut call, offer, handle, action).await {
+                return;
+            }
+        }
+        if call.is_done() {
+            return;
+        }
+        let deadline = call.poll_timeout();
+        tokio::select! {
+            event = events.recv() => {
+                let now = Instant::now();
+                match event {
+                    None => call.handle_sip(now, SipInput::DriverStopped),
+                    Some(event) => {
+                        if let Some(input) = sip_input(&call_id, event) {
+                            call.handle_sip(now, input);
+                        }
+                    }
+                }
+            }
+            command = control.recv() => call.handle_control(Instant::now(), command),
+            Some(event) = media_rx.recv() => {
+                let input = match event {
+                    PhoneMediaEvent::Inactive => MediaInput::Inactive { phone_sends: leg.media.phone_sends() },
+                    PhoneMediaEvent::Dtmf(digit) => MediaInput::Dtmf(digit),
+                    PhoneMediaEvent::Bye => {
+                        tracing::info!(%call_id, "phone sent RTCP BYE");
+                        continue;
+                    }
+                    PhoneMediaEvent::PromptDone => continue,
+                };
+                call.handle_media(Instant::now(), input);
+            }
+            _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The call's view of a SIP event of its dialog, if it has a use for it.
+fn sip_input(call_id: &str, event: UaEvent) -> Option<SipInput> {
+    Some(match event {
+        UaEvent::Progress {
+            code, reason, body, ..
+        } => SipInput::Progress {
+            code,
+            reason,
+            body: sdp_only(body),
+        },
+        UaEvent::Answered { response, body, .. } => SipInput::Answered {
+            code: response.code,
+            reason: response.reason,
+            body: sdp_only(body),
+        },
+        UaEvent::Failed {
+            code,
+            reason,
+            response,
+            ..
+        } => SipInput::Failed {
+            code,
+            reason,
+            from_network: response.is_some(),
+        },
+        UaEvent::Ended { by_remote, .. } => SipInput::Ended { by_remote },
+        UaEvent::Info {
+            body: Some(ref body),
+            ..
+        } => match super::pin::digit_from_info(&body.content_type, &body.bytes) {
+            Some(digit) => SipInput::InfoDigit(digit),
+            None => return None,
+        },
+        UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
+        UaEvent::ReInviteAck { body, .. } => SipInput::ReInviteAck { body },
+        other => {
+            tracing::debug!(%call_id, ?other, "SIP event of a phone leg");
+            return None;
+        }
+    })
+}
+
+/// Carries out one decision of the call; false once the call is done.
+async fn carry_out(
+    leg: &mut Leg,
+    call: &mut PhoneCall,
+    offer: &SessionDescription,
+    handle: CallHandle,
+    action: Action,
+) -> bool {
+    let call_id = leg.record.call_id.clone();
+    match action {
+        Action::Report {
+            status,
+            cause,
+            code,
+            message,
+        } => leg.report(status, cause, code, message.as_deref()),
+        Action::StartMedia { body, early } => {
+            let started = leg
+                .media
+                .apply_answer(offer, &body)
+                .map_err(|e| e.to_string());
+            if early && started.is_ok() {
+                tracing::info!(%call_id, "early media bridged into the room");
+            }
+            call.handle_media(Instant::now(), MediaInput::Started(started));
+        }
+        Action::KeepDialog => leg.shared.keep_dialog(&call_id, handle).await,
+        Action::HangUp(cause) => {
+            tracing::info!(%call_id, %cause, "hanging up phone leg");
+            let input = match leg.shared.sip.hangup(handle).await {
+                Ok(()) => SipInput::HangupSent,
+                Err(e) => {
+                    tracing::warn!(%call_id, error = %e, "hangup refused");
+                    SipInput::HangupRefused(e.to_string())
+                }
+            };
+            call.handle_sip(Instant::now(), input);
+        }
+        Action::CutOff => leg.media.cut_off(),
+        Action::SendDtmf(digits) => leg.media.dtmf(digits),
+        Action::Mute(mute) => leg.media.mute(mute),
+        Action::KeyPress(digit) => {
+            tracing::info!(%call_id, %digit, "DTMF from phone");
+            leg.key_press(digit);
+        }
+        Action::AnswerReInvite(body) => leg.media.reinvite(handle, &body).await,
+        Action::FollowAck(body) => leg.media.reinvite_ack(&body),
+        // A caller's opening (prompts, rooms, the trunk slot) has no part in a dial-out.
+        Action::Play(_)
+        | Action::StopPrompt
+        | Action::Join(_)
+        | Action::ReleaseSlot
+        | Action::EndedUnjoined(_) => {
+            tracing::debug!(%call_id, ?action, "not a dial-out's action");
+        }
+        Action::Done => return false,
+    }
+    true
+}
