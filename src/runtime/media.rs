@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::MediaConfig;
 use crate::events::{EventBus, RoomEvent};
 use crate::room::{CallObserver, MediaParticipant, PhoneMute};
+use crate::sync::lock;
 
 /// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband
 /// speech to natively. Phone legs are resampled 8 <-> 48 kHz at the mixer's edge.
@@ -311,10 +312,6 @@ impl Registry {
 }
 
 type SharedRegistry = Arc<Mutex<Registry>>;
-
-fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, Registry> {
-    registry.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Legs of every shard, for the totals in the metrics.
 #[derive(Debug, Default)]
@@ -846,7 +843,7 @@ struct ReadyPhones {
 
 impl ReadyPhones {
     fn ids(&self) -> std::sync::MutexGuard<'_, Vec<MediaId>> {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.ids)
     }
 }
 
