@@ -53,18 +53,18 @@ pub enum MediaError {
 
 /// Where a phone leg's media goes, from the SDP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhoneRemote {
-    pub law: G711,
-    pub dtmf_pt: Option<u8>,
-    pub rtp: SocketAddr,
-    pub rtcp: SocketAddr,
+pub(crate) struct PhoneRemote {
+    pub(crate) law: G711,
+    pub(crate) dtmf_pt: Option<u8>,
+    pub(crate) rtp: SocketAddr,
+    pub(crate) rtcp: SocketAddr,
     /// The phone takes our RTP: not when it holds the call or its SDP is sendonly/inactive.
-    pub receives: bool,
+    pub(crate) receives: bool,
 }
 
 /// What the engine tells the phone leg's owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhoneMediaEvent {
+pub(crate) enum PhoneMediaEvent {
     /// No RTP for the media timeout.
     Inactive,
     /// The phone sent RTCP BYE.
@@ -78,13 +78,13 @@ pub enum PhoneMediaEvent {
 /// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room
 /// (`None`: in no room yet, it hears only prompts and nobody hears it), where to send, and where
 /// to report.
-pub struct PhoneMedia {
-    pub who: Option<MediaParticipant>,
-    pub rtp: std::net::UdpSocket,
-    pub rtcp: std::net::UdpSocket,
-    pub remote: PhoneRemote,
-    pub media_timeout: Duration,
-    pub events: mpsc::UnboundedSender<PhoneMediaEvent>,
+pub(crate) struct PhoneMedia {
+    pub(crate) who: Option<MediaParticipant>,
+    pub(crate) rtp: std::net::UdpSocket,
+    pub(crate) rtcp: std::net::UdpSocket,
+    pub(crate) remote: PhoneRemote,
+    pub(crate) media_timeout: Duration,
+    pub(crate) events: mpsc::UnboundedSender<PhoneMediaEvent>,
 }
 
 /// The API's handle on the engine.
@@ -105,7 +105,7 @@ impl MediaHandle {
 
     /// Answers `offer` for the participant's session and starts its leg, replacing any leg the
     /// session had. Returns the media id and the SDP answer.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         who: MediaParticipant,
         offer: String,
@@ -141,7 +141,7 @@ impl MediaHandle {
 
     /// Ends media `id` if it belongs to one of `sessions` in room `room_id`; false if there is
     /// no such media.
-    pub async fn leave(
+    pub(crate) async fn leave(
         &self,
         id: MediaId,
         room_id: i64,
@@ -163,7 +163,7 @@ impl MediaHandle {
     }
 
     /// Ends the media of these sessions (they left the call); does not wait.
-    pub fn end_sessions(&self, room_id: i64, sessions: Vec<String>) {
+    pub(crate) fn end_sessions(&self, room_id: i64, sessions: Vec<String>) {
         if sessions.is_empty() {
             return;
         }
@@ -197,7 +197,7 @@ impl MediaHandle {
     }
 
     /// Adds a phone leg to its room's mix.
-    pub fn add_phone(&self, id: MediaId, phone: PhoneMedia) -> Result<(), MediaError> {
+    pub(crate) fn add_phone(&self, id: MediaId, phone: PhoneMedia) -> Result<(), MediaError> {
         let shard = {
             let mut registry = lock(&self.registry);
             let shard = match &phone.who {
@@ -216,14 +216,14 @@ impl MediaHandle {
     }
 
     /// Points a phone leg at a new remote (the 200's SDP after early media from a 183).
-    pub fn update_phone(&self, id: MediaId, remote: PhoneRemote) -> Result<(), MediaError> {
+    pub(crate) fn update_phone(&self, id: MediaId, remote: PhoneRemote) -> Result<(), MediaError> {
         self.phone_shard(id)?
             .send(Command::UpdatePhone { id, remote })
             .map_err(|_| MediaError::Unavailable)
     }
 
     /// Ends a phone leg's media (sends RTCP BYE, frees its sockets).
-    pub fn remove_phone(&self, id: MediaId) {
+    pub(crate) fn remove_phone(&self, id: MediaId) {
         if let Ok(shard) = self.phone_shard(id) {
             let _ = shard.send(Command::RemovePhone { id });
         }
@@ -231,7 +231,7 @@ impl MediaHandle {
 
     /// Moves a phone leg that is in no room into `who`'s room mix (handing it to the media
     /// thread of that room when it is another).
-    pub fn join_phone(&self, id: MediaId, who: MediaParticipant) -> Result<(), MediaError> {
+    pub(crate) fn join_phone(&self, id: MediaId, who: MediaParticipant) -> Result<(), MediaError> {
         let (from, to) = {
             let mut registry = lock(&self.registry);
             let from = registry
@@ -260,7 +260,7 @@ impl MediaHandle {
     /// Plays an 8 kHz prompt to a phone leg in place of what it hears, replacing any prompt
     /// still playing; `None` stops it. [`PhoneMediaEvent::PromptDone`] follows a prompt played
     /// to its end.
-    pub fn play_prompt(
+    pub(crate) fn play_prompt(
         &self,
         id: MediaId,
         prompt: Option<&'static [i16]>,
@@ -271,14 +271,14 @@ impl MediaHandle {
     }
 
     /// Mutes or unmutes a phone leg's directions in its room's mix.
-    pub fn mute_phone(&self, id: MediaId, mute: PhoneMute) -> Result<(), MediaError> {
+    pub(crate) fn mute_phone(&self, id: MediaId, mute: PhoneMute) -> Result<(), MediaError> {
         self.phone_shard(id)?
             .send(Command::PhoneMute { id, mute })
             .map_err(|_| MediaError::Unavailable)
     }
 
     /// Queues RFC 4733 key presses to a phone leg.
-    pub fn phone_dtmf(&self, id: MediaId, digits: String) -> Result<(), MediaError> {
+    pub(crate) fn phone_dtmf(&self, id: MediaId, digits: String) -> Result<(), MediaError> {
         self.phone_shard(id)?
             .send(Command::PhoneDtmf { id, digits })
             .map_err(|_| MediaError::Unavailable)

@@ -38,5 +38,6 @@ mod tests;
 mod tick;
 mod webrtc;
 
-pub use handle::{MediaError, MediaHandle, MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
+pub use handle::{MediaError, MediaHandle, MediaId};
+pub(crate) use handle::{PhoneMedia, PhoneMediaEvent, PhoneRemote};
 pub use start::start;
