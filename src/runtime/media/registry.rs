@@ -38,9 +38,7 @@ impl Registry {
                 p.shard
             }
             None => {
-                let shard = (0..self.load.len())
-                    .min_by_key(|i| self.load.get(*i).copied().unwrap_or(usize::MAX))
-                    .unwrap_or(0);
+                let shard = self.least_loaded();
                 self.rooms.insert(room_id, Placement { shard, legs: 1 });
                 shard
             }
@@ -68,9 +66,7 @@ impl Registry {
 
     /// A shard for a phone leg in no room: the least loaded.
     pub(super) fn place_lobby(&mut self) -> usize {
-        let shard = (0..self.load.len())
-            .min_by_key(|i| self.load.get(*i).copied().unwrap_or(usize::MAX))
-            .unwrap_or(0);
+        let shard = self.least_loaded();
         if let Some(l) = self.load.get_mut(shard) {
             *l += 1;
         }
@@ -93,6 +89,13 @@ impl Registry {
         }
         self.phones.insert(id, from);
         self.moving.remove(&id);
+    }
+
+    /// The shard with the fewest legs (the first of those).
+    fn least_loaded(&self) -> usize {
+        (0..self.load.len())
+            .min_by_key(|i| self.load.get(*i).copied().unwrap_or(usize::MAX))
+            .unwrap_or(0)
     }
 
     pub(super) fn shard_of(&self, room_id: i64) -> Option<usize> {
