@@ -7,6 +7,7 @@ use super::handle::{MediaId, PhoneMedia, PhoneRemote};
 use super::phone::PhoneSlot;
 use crate::room::{MediaParticipant, PhoneMute};
 
+/// One request to a shard.
 pub(super) enum Command {
     Add {
         id: MediaId,

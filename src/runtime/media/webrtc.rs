@@ -21,6 +21,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connected leg that receives nothing for this long is dropped (ICE consent lapsed).
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A WebRTC leg on its shard: who it is, and when it was made and last heard from.
 pub(super) struct Slot {
     pub(super) who: MediaParticipant,
     pub(super) leg: Box<WebRtcLeg>,
