@@ -11,3 +11,4 @@ pub mod ratelimit;
 pub mod room;
 pub mod runtime;
 pub mod store;
+mod sync;

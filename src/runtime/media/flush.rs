@@ -1,0 +1,87 @@
+//! WebRTC flush: what a leg wants sent goes out on the shared socket, its events are handled.
+
+use std::io::ErrorKind;
+use std::time::Instant;
+
+use dialbridge_bridge::webrtc::LegEvent;
+
+use super::handle::MediaId;
+use super::shard::Shard;
+use super::webrtc::Slot;
+use crate::events::{EventBus, RoomEvent};
+use crate::room::MediaParticipant;
+
+impl Shard {
+    /// Sends what the leg wants sent and handles its events.
+    pub(super) fn flush(&mut self, id: MediaId) {
+        if let Some(slot) = self.legs.get_mut(&id) {
+            flush(
+                &self.parts.socket,
+                &self.parts.events,
+                id,
+                slot,
+                &mut self.gone,
+                &mut self.leg_deadline,
+            );
+        }
+    }
+}
+
+/// Sends what a leg wants sent and handles its events: key presses become room events, a leg
+/// that is gone is queued in `gone`.
+pub(super) fn flush(
+    socket: &std::net::UdpSocket,
+    events: &EventBus,
+    id: MediaId,
+    slot: &mut Slot,
+    gone: &mut Vec<MediaId>,
+    deadline: &mut Instant,
+) {
+    *deadline = (*deadline).min(slot.leg.poll_timeout());
+    while let Some(t) = slot.leg.poll_transmit() {
+        match socket.send_to(&t.contents, t.destination) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                metrics::counter!("dialbridge_webrtc_send_dropped_total").increment(1);
+            }
+            Err(e) => tracing::debug!(media = %id, to = %t.destination, error = %e, "send failed"),
+        }
+    }
+    while let Some(event) = slot.leg.poll_event() {
+        match event {
+            LegEvent::Connected => {
+                tracing::info!(media = %id, room_id = slot.who.room_id, "WebRTC leg connected")
+            }
+            LegEvent::Disconnected => {
+                if let Some(reason) = slot.leg.failure() {
+                    tracing::info!(media = %id, %reason, "WebRTC leg failed");
+                }
+                if !gone.contains(&id) {
+                    gone.push(id);
+                }
+            }
+            LegEvent::Dtmf(d) => {
+                let Some(digit) = d.digit() else {
+                    continue;
+                };
+                tracing::info!(media = %id, %digit, "DTMF from WebRTC leg");
+                publish_dtmf(events, &slot.who, digit);
+            }
+        }
+    }
+}
+
+/// A key press of a participant, as a room event.
+fn publish_dtmf(events: &EventBus, who: &MediaParticipant, digit: char) {
+    events.publish(
+        who.room_id,
+        None,
+        RoomEvent::Dtmf {
+            attendee_id: who.attendee_id,
+            actor_type: who.actor_type.clone(),
+            actor_id: who.actor_id.clone(),
+            session_id: who.session_id.clone(),
+            digit: digit.to_string(),
+        },
+    );
+}

@@ -1,0 +1,303 @@
+//! What the rest of the service calls: [`MediaHandle`] and the types of its requests and
+//! answers. Every request is a [`Command`] to the shard that serves the room or phone leg.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialbridge_bridge::g711::G711;
+use dialbridge_bridge::webrtc::{WebRtcError, WebRtcLeg, WebRtcLegConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::Command;
+use super::reader::Route;
+use super::registry::SharedRegistry;
+use crate::room::{CallObserver, MediaParticipant, PhoneMute};
+use crate::sync::lock;
+
+/// Identifies one media session (one WebRTC leg) in `Location` URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaId(pub u64);
+
+impl fmt::Display for MediaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for MediaId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<MediaId, ()> {
+        if s.len() != 16 {
+            return Err(());
+        }
+        u64::from_str_radix(s, 16).map(MediaId).map_err(|_| ())
+    }
+}
+
+/// Why a media request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The offer cannot be answered; the reason is for the client (400).
+    #[error("{0}")]
+    Offer(String),
+    /// The engine is not running (503).
+    #[error("the media engine is not running")]
+    Unavailable,
+    /// Anything else (500); logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Where a phone leg's media goes, from the SDP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PhoneRemote {
+    pub(crate) law: G711,
+    pub(crate) dtmf_pt: Option<u8>,
+    pub(crate) rtp: SocketAddr,
+    pub(crate) rtcp: SocketAddr,
+    /// The phone takes our RTP: not when it holds the call or its SDP is sendonly/inactive.
+    pub(crate) receives: bool,
+}
+
+/// What the engine tells the phone leg's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhoneMediaEvent {
+    /// No RTP for the media timeout.
+    Inactive,
+    /// The phone sent RTCP BYE.
+    Bye,
+    /// A key press (RFC 4733), once per press.
+    Dtmf(char),
+    /// The prompt given to [`MediaHandle::play_prompt`] has been played to its end.
+    PromptDone,
+}
+
+/// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room
+/// (`None`: in no room yet, it hears only prompts and nobody hears it), where to send, and where
+/// to report.
+pub(crate) struct PhoneMedia {
+    pub(crate) who: Option<MediaParticipant>,
+    pub(crate) rtp: std::net::UdpSocket,
+    pub(crate) rtcp: std::net::UdpSocket,
+    pub(crate) remote: PhoneRemote,
+    pub(crate) media_timeout: Duration,
+    pub(crate) events: mpsc::UnboundedSender<PhoneMediaEvent>,
+}
+
+/// The API's handle on the engine.
+#[derive(Clone)]
+pub struct MediaHandle {
+    pub(super) shards: Arc<[mpsc::UnboundedSender<Command>]>,
+    pub(super) registry: SharedRegistry,
+    pub(super) routes: mpsc::UnboundedSender<Route>,
+    pub(super) leg_config: WebRtcLegConfig,
+    pub(super) local_addr: SocketAddr,
+}
+
+impl MediaHandle {
+    /// The bound address of the WebRTC socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers `offer` for the participant's session and starts its leg, replacing any leg the
+    /// session had. Returns the media id and the SDP answer.
+    pub(crate) async fn join(
+        &self,
+        who: MediaParticipant,
+        offer: String,
+    ) -> Result<(MediaId, String), MediaError> {
+        let cfg = self.leg_config;
+        let (leg, answer) =
+            tokio::task::spawn_blocking(move || WebRtcLeg::accept(Instant::now(), &offer, &cfg))
+                .await
+                .map_err(|e| MediaError::Internal(format!("leg setup failed: {e}")))?
+                .map_err(|e| match e {
+                    WebRtcError::Offer(reason) => MediaError::Offer(reason),
+                    other => MediaError::Internal(other.to_string()),
+                })?;
+        let id = MediaId(rand::random());
+        let (done, added) = oneshot::channel();
+        let shard = lock(&self.registry).place(who.room_id);
+        // The reader learns the leg's ICE username before the peer has the answer.
+        let _ = self.routes.send(Route::Leg {
+            ufrag: leg.ufrag().to_string(),
+            shard,
+        });
+        self.shard(shard)?
+            .send(Command::Add {
+                id,
+                who,
+                leg: Box::new(leg),
+                done,
+            })
+            .map_err(|_| MediaError::Unavailable)?;
+        added.await.map_err(|_| MediaError::Unavailable)?;
+        Ok((id, answer))
+    }
+
+    /// Ends media `id` if it belongs to one of `sessions` in room `room_id`; false if there is
+    /// no such media.
+    pub(crate) async fn leave(
+        &self,
+        id: MediaId,
+        room_id: i64,
+        sessions: Vec<String>,
+    ) -> Result<bool, MediaError> {
+        let (done, removed) = oneshot::channel();
+        let Some(shard) = lock(&self.registry).shard_of(room_id) else {
+            return Ok(false);
+        };
+        self.shard(shard)?
+            .send(Command::Remove {
+                id,
+                room_id,
+                sessions,
+                done,
+            })
+            .map_err(|_| MediaError::Unavailable)?;
+        removed.await.map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Ends the media of these sessions (they left the call); does not wait.
+    pub(crate) fn end_sessions(&self, room_id: i64, sessions: Vec<String>) {
+        if sessions.is_empty() {
+            return;
+        }
+        let Some(shard) = lock(&self.registry).shard_of(room_id) else {
+            return;
+        };
+        let sent = self
+            .shards
+            .get(shard)
+            .map(|s| s.send(Command::EndSessions { room_id, sessions }));
+        if !matches!(sent, Some(Ok(()))) {
+            tracing::warn!(
+                room_id,
+                "media engine stopped; cannot end media of sessions"
+            );
+        }
+    }
+}
+
+impl MediaHandle {
+    fn shard(&self, shard: usize) -> Result<&mpsc::UnboundedSender<Command>, MediaError> {
+        self.shards.get(shard).ok_or(MediaError::Unavailable)
+    }
+
+    /// The shard serving phone leg `id`.
+    fn phone_shard(&self, id: MediaId) -> Result<&mpsc::UnboundedSender<Command>, MediaError> {
+        let shard = lock(&self.registry).phones.get(&id).copied();
+        shard
+            .and_then(|s| self.shards.get(s))
+            .ok_or(MediaError::Unavailable)
+    }
+
+    /// Adds a phone leg to its room's mix.
+    pub(crate) fn add_phone(&self, id: MediaId, phone: PhoneMedia) -> Result<(), MediaError> {
+        let shard = {
+            let mut registry = lock(&self.registry);
+            let shard = match &phone.who {
+                Some(who) => registry.place(who.room_id),
+                None => registry.place_lobby(),
+            };
+            registry.phones.insert(id, shard);
+            shard
+        };
+        self.shard(shard)?
+            .send(Command::AddPhone {
+                id,
+                phone: Box::new(phone),
+            })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Points a phone leg at a new remote (the 200's SDP after early media from a 183).
+    pub(crate) fn update_phone(&self, id: MediaId, remote: PhoneRemote) -> Result<(), MediaError> {
+        self.phone_shard(id)?
+            .send(Command::UpdatePhone { id, remote })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Ends a phone leg's media (sends RTCP BYE, frees its sockets).
+    pub(crate) fn remove_phone(&self, id: MediaId) {
+        if let Ok(shard) = self.phone_shard(id) {
+            let _ = shard.send(Command::RemovePhone { id });
+        }
+    }
+
+    /// Moves a phone leg that is in no room into `who`'s room mix (handing it to the media
+    /// thread of that room when it is another).
+    pub(crate) fn join_phone(&self, id: MediaId, who: MediaParticipant) -> Result<(), MediaError> {
+        let (from, to) = {
+            let mut registry = lock(&self.registry);
+            let from = registry
+                .phones
+                .get(&id)
+                .copied()
+                .ok_or(MediaError::Unavailable)?;
+            registry.release_lobby(from);
+            let to = registry.place(who.room_id);
+            registry.phones.insert(id, to);
+            if from != to {
+                registry.moving.insert(id);
+            }
+            (from, to)
+        };
+        let command = if from == to {
+            Command::PhoneJoin { id, who }
+        } else {
+            Command::PhoneMove { id, who, to }
+        };
+        self.shard(from)?
+            .send(command)
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Plays an 8 kHz prompt to a phone leg in place of what it hears, replacing any prompt
+    /// still playing; `None` stops it. [`PhoneMediaEvent::PromptDone`] follows a prompt played
+    /// to its end.
+    pub(crate) fn play_prompt(
+        &self,
+        id: MediaId,
+        prompt: Option<&'static [i16]>,
+    ) -> Result<(), MediaError> {
+        self.phone_shard(id)?
+            .send(Command::PhonePrompt { id, prompt })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Mutes or unmutes a phone leg's directions in its room's mix.
+    pub(crate) fn mute_phone(&self, id: MediaId, mute: PhoneMute) -> Result<(), MediaError> {
+        self.phone_shard(id)?
+            .send(Command::PhoneMute { id, mute })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Queues RFC 4733 key presses to a phone leg.
+    pub(crate) fn phone_dtmf(&self, id: MediaId, digits: String) -> Result<(), MediaError> {
+        self.phone_shard(id)?
+            .send(Command::PhoneDtmf { id, digits })
+            .map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Closes every leg, so peers learn at once that the call is over, and stops the engine.
+    pub async fn shutdown(&self) {
+        for shard in self.shards.iter() {
+            let (done, closed) = oneshot::channel();
+            if shard.send(Command::Shutdown { done }).is_ok() {
+                let _ = closed.await;
+            }
+        }
+        let _ = self.routes.send(Route::Stop);
+    }
+}
+
+impl CallObserver for MediaHandle {
+    fn left_call(&self, room_id: i64, sessions: &[String]) {
+        self.end_sessions(room_id, sessions.to_vec());
+    }
+}

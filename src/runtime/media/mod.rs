@@ -1,0 +1,43 @@
+//! The media engine: one UDP socket at `[media] webrtc_listen` for every WebRTC peer, and the
+//! WebRTC legs, phone legs and N-1 mixers of the rooms, sharded by room over a fixed number of
+//! media threads (`[media] threads`, one per core by default).
+//!
+//! A reader thread owns the socket's receive side: it reads each datagram into a buffer taken
+//! from a preallocated pool and passes it through a bounded channel to the shard that owns the
+//! peer (by remote address; a new address by the ICE username of its first check); the shard
+//! hands it back to the pool when done. Shards send on the shared socket themselves. Each shard
+//! runs a single-threaded tokio runtime with one loop: it hands datagrams to their legs, sends
+//! what the legs produce, fires their timers, and every 20 ms (paced from a monotonic clock,
+//! without drift) pulls one frame from every leg of its mixing rooms, mixes each room and pushes
+//! each listener's mix back. A room with exactly two participants skips the mixer: each packet
+//! is transcoded and sent to the other participant as it arrives. Nothing on these paths
+//! allocates per packet or per tick (str0m keeps its own packet buffers). Leg setup (SDP, DTLS
+//! certificate, codecs) runs off these threads, on the API's blocking pool, so a join never
+//! stalls the audio of calls in progress.
+//!
+//! The API talks to the engine through [`MediaHandle`] (channels); when sessions leave a call,
+//! the room service calls [`CallObserver::left_call`](crate::room::CallObserver::left_call) and the engine ends their media.
+
+#[cfg(any(test, feature = "bench-hooks"))]
+#[doc(hidden)]
+pub mod bench;
+mod command;
+mod direct;
+mod flush;
+mod handle;
+mod phone;
+mod phone_commands;
+mod phone_sockets;
+mod reader;
+mod registry;
+mod room;
+mod shard;
+mod start;
+#[cfg(test)]
+mod tests;
+mod tick;
+mod webrtc;
+
+pub use handle::{MediaError, MediaHandle, MediaId};
+pub(crate) use handle::{PhoneMedia, PhoneMediaEvent, PhoneRemote};
+pub use start::start;

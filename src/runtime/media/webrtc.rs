@@ -1,0 +1,231 @@
+//! A shard's WebRTC legs: added and removed, fed their datagrams, their timers fired, dropped
+//! when their peer is gone.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dialbridge_bridge::webrtc::WebRtcLeg;
+
+use super::flush::flush;
+use super::handle::MediaId;
+use super::reader::{Datagram, Route};
+use super::room::{participant, Room};
+use super::shard::Shard;
+use crate::room::MediaParticipant;
+use crate::sync::lock;
+
+/// A leg whose peer never completes ICE and DTLS within this is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connected leg that receives nothing for this long is dropped (ICE consent lapsed).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A WebRTC leg on its shard: who it is, and when it was made and last heard from.
+pub(super) struct Slot {
+    pub(super) who: MediaParticipant,
+    pub(super) leg: Box<WebRtcLeg>,
+    pub(super) created: Instant,
+    pub(super) last_rx: Instant,
+    pub(super) addrs: Vec<SocketAddr>,
+}
+
+impl Shard {
+    /// Puts a new leg in its room, in place of the session's earlier leg.
+    pub(super) fn add_leg(&mut self, id: MediaId, who: MediaParticipant, leg: Box<WebRtcLeg>) {
+        let room_id = who.room_id;
+        let replaced: Vec<MediaId> = self
+            .legs
+            .iter()
+            .filter(|(_, s)| s.who.room_id == room_id && s.who.session_id == who.session_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for old in replaced {
+            self.remove(old, "replaced by a new offer");
+        }
+        let room = self.rooms.entry(room_id).or_insert_with(Room::new);
+        if room.mixer.add(participant(id)).is_ok() {
+            room.members.push(id);
+            let now = Instant::now();
+            self.legs.insert(
+                id,
+                Slot {
+                    who,
+                    leg,
+                    created: now,
+                    last_rx: now,
+                    addrs: Vec::new(),
+                },
+            );
+            self.parts.totals.webrtc.fetch_add(1, Ordering::Relaxed);
+            self.flush(id);
+            self.count();
+            self.update_direct(room_id);
+            tracing::info!(media = %id, room_id, shard = self.parts.index, "WebRTC leg added");
+        } else {
+            let _ = self.parts.routes.send(Route::Forget {
+                ufrag: leg.ufrag().to_string(),
+            });
+            lock(&self.parts.registry).release(room_id);
+        }
+    }
+
+    /// Ends leg `id` if it is one of `sessions` in room `room_id`; whether it was.
+    pub(super) fn remove_owned(&mut self, id: MediaId, room_id: i64, sessions: &[String]) -> bool {
+        let owned = self
+            .legs
+            .get(&id)
+            .is_some_and(|s| s.who.room_id == room_id && sessions.contains(&s.who.session_id));
+        if owned {
+            self.remove(id, "ended by the client");
+        }
+        owned
+    }
+
+    /// Ends the legs of these sessions (they left the call).
+    pub(super) fn end_sessions(&mut self, room_id: i64, sessions: &[String]) {
+        let ending: Vec<MediaId> = self
+            .legs
+            .iter()
+            .filter(|(_, s)| s.who.room_id == room_id && sessions.contains(&s.who.session_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ending {
+            self.remove(id, "session left the call");
+        }
+    }
+
+    pub(super) fn datagram(&mut self, now: Instant, d: Box<Datagram>) {
+        self.web_input(now, d.from, d.len, &d.buf);
+        // The buffer goes back to the reader's pool.
+        let _ = self.parts.pool.try_send(d);
+    }
+
+    fn web_input(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
+        let Some(bytes) = buf.get(..n) else {
+            return;
+        };
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            // A new peer address starts with an ICE check (STUN, first byte 0-3 by RFC 7983).
+            None if bytes.first().is_some_and(|b| *b > 3) => {
+                tracing::trace!(%from, "non-STUN datagram from an unknown address");
+                return;
+            }
+            None => {
+                let found = self
+                    .legs
+                    .iter()
+                    .find(|(_, s)| s.leg.accepts(now, from, self.parts.local, bytes))
+                    .map(|(id, _)| *id);
+                match found {
+                    Some(id) => {
+                        self.by_addr.insert(from, id);
+                        if let Some(slot) = self.legs.get_mut(&id) {
+                            slot.addrs.push(from);
+                        }
+                        id
+                    }
+                    None => {
+                        tracing::trace!(%from, "datagram for no leg");
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(slot) = self.legs.get_mut(&id) else {
+            return;
+        };
+        slot.last_rx = now;
+        let room_id = slot.who.room_id;
+        if let Err(e) = slot.leg.handle_input(now, from, self.parts.local, bytes) {
+            tracing::debug!(media = %id, %from, error = %e, "datagram refused");
+        }
+        self.flush(id);
+        self.forward(now, room_id, id);
+    }
+
+    /// Fires the legs' due timers and recomputes the earliest deadline.
+    pub(super) fn timeouts(&mut self, now: Instant) {
+        let mut earliest = now + SILENCE_TIMEOUT;
+        for (id, slot) in self.legs.iter_mut() {
+            if slot.leg.poll_timeout() <= now {
+                slot.leg.handle_timeout(now);
+                flush(
+                    &self.parts.socket,
+                    &self.parts.events,
+                    *id,
+                    slot,
+                    &mut self.gone,
+                    &mut earliest,
+                );
+            }
+            earliest = earliest.min(slot.leg.poll_timeout());
+        }
+        // A leg whose timer stays due (a closed one) must not make the loop spin.
+        self.leg_deadline = earliest.max(now + Duration::from_millis(1));
+    }
+
+    /// Drops legs whose peer is gone or never came, or went silent.
+    pub(super) fn reap(&mut self, now: Instant) {
+        for (id, slot) in &self.legs {
+            let stale = if slot.leg.is_connected() {
+                now.duration_since(slot.last_rx) > SILENCE_TIMEOUT
+            } else {
+                now.duration_since(slot.created) > CONNECT_TIMEOUT
+            };
+            if stale && !self.gone.contains(id) {
+                self.gone.push(*id);
+            }
+        }
+        while let Some(id) = self.gone.pop() {
+            self.remove(id, "peer gone");
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: MediaId, why: &str) {
+        let Some(mut slot) = self.legs.remove(&id) else {
+            return;
+        };
+        slot.leg.close();
+        while let Some(t) = slot.leg.poll_transmit() {
+            let _ = self.parts.socket.send_to(&t.contents, t.destination);
+        }
+        for addr in &slot.addrs {
+            self.by_addr.remove(addr);
+        }
+        let _ = self.parts.routes.send(Route::Forget {
+            ufrag: slot.leg.ufrag().to_string(),
+        });
+        let room_id = slot.who.room_id;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            let _ = room.mixer.remove(participant(id));
+            room.members.retain(|m| *m != id);
+            if room.members.is_empty() && room.phones.is_empty() {
+                self.rooms.remove(&room_id);
+            }
+        }
+        lock(&self.parts.registry).release(room_id);
+        self.parts.totals.webrtc.fetch_sub(1, Ordering::Relaxed);
+        self.count();
+        self.update_direct(room_id);
+        let st = slot.leg.stats();
+        // Totals are added when a leg ends: nothing is counted per packet on the media thread.
+        metrics::counter!("dialbridge_webrtc_packets_received_total").increment(st.opus_received);
+        metrics::counter!("dialbridge_webrtc_packets_lost_total").increment(st.jitter.lost);
+        metrics::counter!("dialbridge_webrtc_frames_concealed_total")
+            .increment(st.decode.concealed);
+        tracing::info!(
+            media = %id,
+            room_id,
+            reason = why,
+            received = st.opus_received,
+            sent = st.sent,
+            lost = st.jitter.lost,
+            late = st.jitter.late,
+            fec = st.decode.fec,
+            concealed = st.decode.concealed,
+            "WebRTC leg removed"
+        );
+    }
+}
