@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::sync::lock;
+
 /// How many events a consumer may fall behind before it starts missing them.
 const BACKLOG: usize = 512;
 
@@ -115,7 +117,7 @@ impl EventBus {
     pub fn publish(&self, room_id: i64, target_user: Option<String>, event: RoomEvent) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(room_id, seq, ?event, "room event");
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = lock(&self.rooms);
         if let Some(sender) = rooms.get(&room_id) {
             if sender.receiver_count() == 0 {
                 rooms.remove(&room_id);
@@ -131,7 +133,7 @@ impl EventBus {
     }
 
     pub fn subscribe(&self, room_id: i64) -> broadcast::Receiver<Arc<Published>> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = lock(&self.rooms);
         rooms
             .entry(room_id)
             .or_insert_with(|| broadcast::channel(BACKLOG).0)

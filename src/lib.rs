@@ -2,6 +2,10 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules.
 
+// `pub` means part of the library's API; an item only the crate uses is `pub(crate)`, so the
+// compiler reports it when nothing uses it any more.
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod auth;
 pub mod calls;

@@ -11,7 +11,7 @@ use crate::store::CallRecord;
 
 type ApiResult<T> = Result<Ocs<T>, OcsError>;
 
-pub async fn list(
+pub(super) async fn list(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -21,13 +21,13 @@ pub async fn list(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JoinCall {
+pub(super) struct JoinCall {
     flags: Option<i64>,
     silent: Option<bool>,
     recording_consent: Option<bool>,
 }
 
-pub async fn join(
+pub(super) async fn join(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -47,11 +47,11 @@ pub async fn join(
 }
 
 #[derive(Deserialize)]
-pub struct UpdateCall {
+pub(super) struct UpdateCall {
     flags: Option<i64>,
 }
 
-pub async fn update(
+pub(super) async fn update(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -69,11 +69,11 @@ pub async fn update(
 }
 
 #[derive(Deserialize)]
-pub struct LeaveCall {
+pub(super) struct LeaveCall {
     all: Option<bool>,
 }
 
-pub async fn leave(
+pub(super) async fn leave(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -87,7 +87,7 @@ pub async fn leave(
     Ok(Ocs::ok(json!([])))
 }
 
-pub async fn ring(
+pub(super) async fn ring(
     state: St,
     Auth(user): Auth,
     Path((token, attendee_id)): Path<(String, String)>,
@@ -102,7 +102,7 @@ pub async fn ring(
 }
 
 #[derive(Deserialize, Default)]
-pub struct Dialout {
+pub(super) struct Dialout {
     /// The From number instead of the trunk's caller id.
     #[serde(default)]
     caller: Option<String>,
@@ -110,7 +110,7 @@ pub struct Dialout {
     anonymous: Option<bool>,
 }
 
-pub async fn dialout(
+pub(super) async fn dialout(
     state: St,
     Auth(user): Auth,
     Path((token, attendee_id)): Path<(String, String)>,
@@ -138,7 +138,7 @@ fn parse_attendee_id(raw: &str) -> Result<i64, OcsError> {
     })
 }
 
-pub async fn records(
+pub(super) async fn records(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -147,13 +147,13 @@ pub async fn records(
 }
 
 #[derive(Deserialize)]
-pub struct PhoneDtmf {
+pub(super) struct PhoneDtmf {
     #[serde(default)]
     digits: String,
 }
 
 /// `POST /api/v1/rooms/{token}/phones/{callid}/dtmf`: key presses to a phone (moderators).
-pub async fn phone_dtmf(
+pub(super) async fn phone_dtmf(
     state: St,
     Auth(user): Auth,
     Path((token, call_id)): Path<(String, String)>,
@@ -164,13 +164,13 @@ pub async fn phone_dtmf(
 }
 
 #[derive(Deserialize)]
-pub struct PhoneMuteParams {
+pub(super) struct PhoneMuteParams {
     audio: Option<i64>,
 }
 
 /// `POST /api/v1/rooms/{token}/phones/{callid}/mute`: `audio` 1 mutes what the phone says, 2
 /// what it hears, 3 both, 0 neither (moderators).
-pub async fn phone_mute(
+pub(super) async fn phone_mute(
     state: St,
     Auth(user): Auth,
     Path((token, call_id)): Path<(String, String)>,
@@ -185,7 +185,7 @@ pub async fn phone_mute(
 
 /// `POST /api/v1/rooms/{token}/phones/{callid}/hangup`: ends a phone call (moderators); the
 /// phone attendee stays in the room.
-pub async fn phone_hangup(
+pub(super) async fn phone_hangup(
     state: St,
     Auth(user): Auth,
     Path((token, call_id)): Path<(String, String)>,

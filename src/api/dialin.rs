@@ -8,14 +8,14 @@ use crate::room::DialinSettings;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SetDialin {
+pub(super) struct SetDialin {
     /// Absent: unchanged; null: cleared; else the new number.
     #[serde(default, deserialize_with = "clearable_string")]
     number: Option<Option<String>>,
     wait_for_call: Option<bool>,
 }
 
-pub async fn set(
+pub(super) async fn set(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,

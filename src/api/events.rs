@@ -23,7 +23,7 @@ use crate::events::{Published, RoomEvent};
 /// How often an open stream checks that its reader may still read the room.
 const RECHECK: Duration = Duration::from_secs(5);
 
-pub async fn stream(
+pub(super) async fn stream(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,

@@ -41,7 +41,7 @@ fn is_sdp(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(SDP))
 }
 
-pub async fn join(
+pub(super) async fn join(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -98,7 +98,7 @@ pub async fn join(
         .into_response())
 }
 
-pub async fn leave(
+pub(super) async fn leave(
     state: St,
     Auth(user): Auth,
     Path((token, id)): Path<(String, String)>,

@@ -31,6 +31,7 @@ use crate::events::EventBus;
 use crate::ratelimit::RateLimiter;
 use crate::room::Rooms;
 use crate::runtime::MediaHandle;
+use crate::sync::lock;
 
 pub const TALK_BASE: &str = "/ocs/v2.php/apps/spreed/api/v4";
 
@@ -167,12 +168,7 @@ impl FromRequestParts<SharedState> for Auth {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let limiter = || {
-            state
-                .auth_failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-        };
+        let limiter = || lock(&state.auth_failures);
         if let Some(ip) = source {
             if let Err(wait) = limiter().check(ip, Instant::now()) {
                 metrics::counter!("dialbridge_http_auth_refused_total").increment(1);

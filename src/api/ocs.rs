@@ -24,14 +24,14 @@ use crate::room::{ErrorKind, RoomError};
 const MAX_BODY: usize = 64 * 1024;
 
 /// A successful OCS answer.
-pub struct Ocs<T> {
+pub(super) struct Ocs<T> {
     pub status: StatusCode,
     pub data: T,
     pub headers: Vec<(header::HeaderName, String)>,
 }
 
 impl<T: Serialize> Ocs<T> {
-    pub fn ok(data: T) -> Ocs<T> {
+    pub(super) fn ok(data: T) -> Ocs<T> {
         Ocs {
             status: StatusCode::OK,
             data,
@@ -39,14 +39,14 @@ impl<T: Serialize> Ocs<T> {
         }
     }
 
-    pub fn created(data: T) -> Ocs<T> {
+    pub(super) fn created(data: T) -> Ocs<T> {
         Ocs {
             status: StatusCode::CREATED,
             ..Ocs::ok(data)
         }
     }
 
-    pub fn with_header(mut self, name: header::HeaderName, value: String) -> Ocs<T> {
+    pub(super) fn with_header(mut self, name: header::HeaderName, value: String) -> Ocs<T> {
         self.headers.push((name, value));
         self
     }
@@ -159,7 +159,7 @@ impl IntoResponse for OcsError {
 /// Types are strict where the client chose them: a JSON value must have the field's type (an integer
 /// for an integer, a string for a string, a boolean for a boolean) and may not be null unless the field
 /// says so. Query strings and forms carry only text, which is parsed into the field's type.
-pub struct Params<T>(pub T);
+pub(super) struct Params<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     type Rejection = OcsError;
@@ -215,7 +215,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
 }
 
 /// Reads a request body of at most `limit` bytes; a larger one is refused with 413.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, OcsError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, OcsError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.into_inner().is::<LengthLimitError>() {
             OcsError::new(
@@ -230,7 +230,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, OcsError> {
 }
 
 /// A field that may be absent (`None`), null (`Some(None)`, e.g. "clear it") or a string.
-pub fn clearable_string<'de, D: Deserializer<'de>>(
+pub(super) fn clearable_string<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<String>>, D::Error> {
     struct Clearable;

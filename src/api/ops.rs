@@ -7,7 +7,7 @@ use serde_json::json;
 use super::ocs::OcsError;
 use super::St;
 
-pub async fn health(state: St) -> impl IntoResponse {
+pub(super) async fn health(state: St) -> impl IntoResponse {
     match state.rooms.store().write(|tx| tx.room_count()) {
         Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))),
         Err(e) => {
@@ -20,7 +20,7 @@ pub async fn health(state: St) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(state: St) -> impl IntoResponse {
+pub(super) async fn metrics(state: St) -> impl IntoResponse {
     // Gauges are derived from the store when scraped, so they can never drift from it.
     if let Ok((rooms, in_call)) = state.rooms.store().write(|tx| {
         Ok::<_, crate::store::StoreError>((tx.room_count()?, tx.participants_in_call()?))
@@ -34,7 +34,7 @@ pub async fn metrics(state: St) -> impl IntoResponse {
     )
 }
 
-pub async fn not_found(uri: Uri) -> OcsError {
+pub(super) async fn not_found(uri: Uri) -> OcsError {
     OcsError::new(
         StatusCode::NOT_FOUND,
         "path",

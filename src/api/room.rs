@@ -18,12 +18,12 @@ fn required<T>(value: Option<T>, name: &'static str) -> Result<T, OcsError> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CreateRoom {
+pub(super) struct CreateRoom {
     room_type: Option<i64>,
     room_name: Option<String>,
 }
 
-pub async fn create(
+pub(super) async fn create(
     state: St,
     Auth(user): Auth,
     Params(p): Params<CreateRoom>,
@@ -35,11 +35,11 @@ pub async fn create(
     ))
 }
 
-pub async fn list(state: St, Auth(user): Auth) -> ApiResult<Vec<RoomView>> {
+pub(super) async fn list(state: St, Auth(user): Auth) -> ApiResult<Vec<RoomView>> {
     Ok(Ocs::ok(state.rooms.rooms(&user)?))
 }
 
-pub async fn get(
+pub(super) async fn get(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -55,12 +55,12 @@ pub async fn get(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AddParticipant {
+pub(super) struct AddParticipant {
     new_participant: Option<String>,
     source: Option<String>,
 }
 
-pub async fn add_participant(
+pub(super) async fn add_participant(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -84,7 +84,7 @@ pub async fn add_participant(
     Ok(Ocs::ok(state.rooms.add_participant(&user, &token, new)?))
 }
 
-pub async fn participants(
+pub(super) async fn participants(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -94,11 +94,11 @@ pub async fn participants(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AttendeeParam {
+pub(super) struct AttendeeParam {
     attendee_id: Option<i64>,
 }
 
-pub async fn remove_attendee(
+pub(super) async fn remove_attendee(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -109,7 +109,7 @@ pub async fn remove_attendee(
     Ok(Ocs::ok(json!([])))
 }
 
-pub async fn promote(
+pub(super) async fn promote(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -122,7 +122,7 @@ pub async fn promote(
     Ok(Ocs::ok(json!([])))
 }
 
-pub async fn demote(
+pub(super) async fn demote(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -135,7 +135,11 @@ pub async fn demote(
     Ok(Ocs::ok(json!([])))
 }
 
-pub async fn join(state: St, Auth(user): Auth, Path(token): Path<String>) -> ApiResult<RoomView> {
+pub(super) async fn join(
+    state: St,
+    Auth(user): Auth,
+    Path(token): Path<String>,
+) -> ApiResult<RoomView> {
     let (view, session_id) = state.rooms.join_room(&user, &token)?;
     let cookie = format!(
         "{}={session_id}; Path=/; HttpOnly; SameSite=Lax",
@@ -144,7 +148,7 @@ pub async fn join(state: St, Auth(user): Auth, Path(token): Path<String>) -> Api
     Ok(Ocs::ok(view).with_header(header::SET_COOKIE, cookie))
 }
 
-pub async fn leave(
+pub(super) async fn leave(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -160,11 +164,11 @@ pub async fn leave(
 }
 
 #[derive(Deserialize)]
-pub struct StateParam {
+pub(super) struct StateParam {
     state: Option<i64>,
 }
 
-pub async fn read_only(
+pub(super) async fn read_only(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -176,7 +180,7 @@ pub async fn read_only(
     Ok(Ocs::ok(json!([])))
 }
 
-pub async fn lobby(
+pub(super) async fn lobby(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -190,11 +194,11 @@ pub async fn lobby(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ConsentParam {
+pub(super) struct ConsentParam {
     recording_consent: Option<i64>,
 }
 
-pub async fn recording_consent(
+pub(super) async fn recording_consent(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -206,11 +210,11 @@ pub async fn recording_consent(
 }
 
 #[derive(Deserialize)]
-pub struct PermissionsParam {
+pub(super) struct PermissionsParam {
     permissions: Option<i64>,
 }
 
-pub async fn default_permissions(
+pub(super) async fn default_permissions(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
@@ -223,13 +227,13 @@ pub async fn default_permissions(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AttendeePermissionsParam {
+pub(super) struct AttendeePermissionsParam {
     attendee_id: Option<i64>,
     method: Option<String>,
     permissions: Option<i64>,
 }
 
-pub async fn attendee_permissions(
+pub(super) async fn attendee_permissions(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,

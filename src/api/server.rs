@@ -32,6 +32,7 @@ use tower::ServiceExt;
 use super::ocs::OcsError;
 use crate::config::HttpConfig;
 use crate::ratelimit::source_key;
+use crate::sync::lock;
 
 /// The server's limits, from `[http]` and the process's open-file limit.
 #[derive(Debug, Clone)]
@@ -268,7 +269,7 @@ impl Table {
 
 impl Server {
     fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.table)
     }
 
     fn now_ms(&self) -> u64 {

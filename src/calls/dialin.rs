@@ -18,6 +18,7 @@ use super::router::CallRouter;
 use crate::config::Config;
 use crate::room::{CallRooms, PhoneNumber};
 use crate::runtime::sip::SipHandle;
+use crate::sync::lock;
 
 pub struct DialIn {
     admission: Mutex<Admission>,
@@ -98,7 +99,7 @@ impl DialIn {
     }
 
     fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
-        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.admission)
     }
 
     /// Where a number leads: the PIN number, a room's own number, then the configured routes;

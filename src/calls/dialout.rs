@@ -10,6 +10,7 @@ use super::legs::{LiveLeg, PhoneLegs};
 use super::outbound::{self, LegSetup, Outbound};
 use crate::config::{Config, TrunkConfig};
 use crate::room::{Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult, Rooms};
+use crate::sync::lock;
 
 /// Places dial-outs through `[[trunks]]`.
 pub struct TrunkDialer {
@@ -60,7 +61,7 @@ impl TrunkDialer {
         if trunk.calls_per_second <= 0.0 {
             return Ok(());
         }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = lock(&self.recent);
         let starts = recent.entry(trunk.name.clone()).or_default();
         // At most cps calls in any one second; below one per second, one per 1/cps seconds.
         let (window, budget) = if trunk.calls_per_second >= 1.0 {

@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
 use super::leg_media::{sdp_of, sdp_only, LegMedia, LegMediaError};
-use super::legs::{self, Control, LiveLeg, PhoneLegs};
-use super::outbound::sleep_until;
+use super::legs::{self, sleep_until, Control, LiveLeg, PhoneLegs};
 use super::phone_call::{Action, MediaInput, PhoneCall, RoomLookup, SipInput};
 use super::pin::Prompt;
 use super::wav;

@@ -116,7 +116,7 @@ pub(crate) struct LegMedia {
 impl LegMedia {
     /// Media for leg `call_id` on the bound `sockets`, announced as `local`; its events arrive
     /// on the returned receiver.
-    pub fn new(
+    pub(super) fn new(
         shared: Arc<PhoneLegs>,
         call_id: &str,
         sockets: (std::net::UdpSocket, std::net::UdpSocket),
@@ -145,23 +145,23 @@ impl LegMedia {
     }
 
     /// Whether the engine runs the media (it took the sockets).
-    pub fn started(&self) -> bool {
+    pub(super) fn started(&self) -> bool {
         self.sockets.is_none()
     }
 
     /// Whether the phone's silence should end the call (it is not holding it).
-    pub fn phone_sends(&self) -> bool {
+    pub(super) fn phone_sends(&self) -> bool {
         self.phone_sends
     }
 
     /// Our offer (dial-out, or an inbound INVITE without SDP).
-    pub fn offer(&mut self) -> SessionDescription {
+    pub(super) fn offer(&mut self) -> SessionDescription {
         self.session
             .create_offer(&AudioConfig::default(), &self.local)
     }
 
     /// Our answer to the phone's offer, and where its media goes (not started yet).
-    pub fn answer(
+    pub(super) fn answer(
         &mut self,
         offer: &SessionDescription,
     ) -> Result<(SessionDescription, PhoneRemote), LegMediaError> {
@@ -174,7 +174,7 @@ impl LegMedia {
     }
 
     /// Starts or re-points the media at the address of the phone's `answer` to our `offer`.
-    pub fn apply_answer(
+    pub(super) fn apply_answer(
         &mut self,
         offer: &SessionDescription,
         answer: &Body,
@@ -183,7 +183,7 @@ impl LegMedia {
     }
 
     /// Hands the sockets to the media engine with `remote`, or re-points the running media.
-    pub fn point(&mut self, remote: PhoneRemote) -> Result<(), LegMediaError> {
+    pub(super) fn point(&mut self, remote: PhoneRemote) -> Result<(), LegMediaError> {
         if let Some((rtp, rtcp)) = self.sockets.take() {
             self.shared.media.add_phone(
                 self.id,
@@ -213,7 +213,7 @@ impl LegMedia {
     }
 
     /// Puts the phone in `who`'s room mix (now, or when its media starts).
-    pub fn join(&mut self, who: MediaParticipant) {
+    pub(super) fn join(&mut self, who: MediaParticipant) {
         if self.started() {
             if let Err(e) = self.shared.media.join_phone(self.id, who.clone()) {
                 tracing::warn!(call_id = %self.call_id, error = %e, "phone media not in the room");
@@ -222,7 +222,7 @@ impl LegMedia {
         self.who = Some(who);
     }
 
-    pub fn mute(&mut self, mute: PhoneMute) {
+    pub(super) fn mute(&mut self, mute: PhoneMute) {
         self.room_mute = mute;
         if self.started() {
             self.apply_mute();
@@ -244,7 +244,7 @@ impl LegMedia {
 
     /// The call is over on our side (our BYE is out): the room and the phone hear no more of
     /// each other while the dialog waits for the far end.
-    pub fn cut_off(&mut self) {
+    pub(super) fn cut_off(&mut self) {
         self.mute(PhoneMute {
             speaking: true,
             listening: true,
@@ -252,14 +252,14 @@ impl LegMedia {
     }
 
     /// Queues key presses to the phone.
-    pub fn dtmf(&self, digits: String) {
+    pub(super) fn dtmf(&self, digits: String) {
         if let Err(e) = self.shared.media.phone_dtmf(self.id, digits) {
             tracing::warn!(call_id = %self.call_id, error = %e, "DTMF not queued");
         }
     }
 
     /// Plays a prompt to the phone (`None` stops it); false if the engine refused.
-    pub fn prompt(&self, samples: Option<&'static [i16]>) -> bool {
+    pub(super) fn prompt(&self, samples: Option<&'static [i16]>) -> bool {
         match self.shared.media.play_prompt(self.id, samples) {
             Ok(()) => true,
             Err(e) => {
@@ -271,7 +271,7 @@ impl LegMedia {
 
     /// Answers the phone's re-INVITE (RFC 3264 section 8): 200 with our answer, or 488 when the
     /// offer is unusable (nothing changes then).
-    pub async fn reinvite(&mut self, call: CallHandle, body: &Option<Body>) {
+    pub(super) async fn reinvite(&mut self, call: CallHandle, body: &Option<Body>) {
         let (code, reason, answer) = match self.renegotiate(body) {
             Ok(sdp) => (200, "OK", Some(Body::sdp(sdp.to_string().into_bytes()))),
             Err(e) => {
@@ -317,7 +317,7 @@ impl LegMedia {
     /// The ACK's answer to the offer our 200 carried for a re-INVITE without one: the media
     /// follows it as it follows an offer. Nothing changes for an unusable answer (logged), for
     /// a retransmitted ACK, or for a body we did not ask for.
-    pub fn reinvite_ack(&mut self, body: &Body) {
+    pub(super) fn reinvite_ack(&mut self, body: &Body) {
         let Some(offer) = self.offered.take() else {
             return;
         };
@@ -350,7 +350,7 @@ impl LegMedia {
 
     /// Ends the media: the engine's leg when it runs, else the sockets are closed here.
     /// Returns the engine's media id to remove, if any.
-    pub fn finish(mut self) -> Option<MediaId> {
+    pub(super) fn finish(mut self) -> Option<MediaId> {
         let started = self.sockets.take().is_none();
         started.then_some(self.id)
     }

@@ -21,6 +21,7 @@ use crate::room::{
 use crate::runtime::media::{MediaHandle, MediaId};
 use crate::runtime::sip::SipHandle;
 use crate::store::PhoneCallRecord;
+use crate::sync::lock;
 
 /// How long to wait for the far end to confirm our CANCEL or BYE before giving the call up.
 pub(crate) const HANGUP_GRACE: Duration = Duration::from_secs(40);
@@ -66,10 +67,6 @@ pub struct PhoneLegs {
     pub(crate) legs: Mutex<HashMap<String, LiveLeg>>,
     /// Where RTP binds and what SDP announces, per SIP transport.
     pub(crate) media_ip: HashMap<Transport, (IpAddr, IpAddr)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PhoneLegs {
@@ -200,6 +197,14 @@ impl PhoneLegs {
         leg.control
             .send(control)
             .map_err(|_| RoomError::new(ErrorKind::NotFound, "call", "the phone call has ended"))
+    }
+}
+
+/// Sleeps until `deadline` (a call's next timeout), or for ever without one.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

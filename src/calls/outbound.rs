@@ -16,7 +16,7 @@ use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 
 use super::leg_media::{sdp_only, LegMedia};
-use super::legs::{report, Control, PhoneLegs};
+use super::legs::{report, sleep_until, Control, PhoneLegs};
 use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
 use crate::config::TrunkConfig;
 use crate::room::{
@@ -353,14 +353,6 @@ async fn drive(
             }
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
         }
-    }
-}
-
-/// Sleeps until `deadline`, or for ever without one.
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! A phone call as a sans-IO state machine, for both directions: what happens to the call is
-//! decided here, in virtual time, and carried out by a thin task ([`super::outbound`],
-//! [`super::inbound`]) that owns the SIP handle, the media and the room.
+//! decided here, in virtual time, and carried out by a thin task (`outbound.rs`, `inbound.rs`)
+//! that owns the SIP handle, the media and the room.
 //!
 //! Inputs: [`PhoneCall::handle_sip`] (the dialog's events, and whether our hangup went out),
 //! [`PhoneCall::handle_control`] (the room's commands), [`PhoneCall::handle_media`] (the media

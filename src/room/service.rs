@@ -1512,10 +1512,7 @@ mod tests {
 
     impl CallObserver for Seen {
         fn left_call(&self, room_id: i64, sessions: &[String]) {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((room_id, sessions.to_vec()));
+            crate::sync::lock(&self.0).push((room_id, sessions.to_vec()));
         }
     }
 

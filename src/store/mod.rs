@@ -174,9 +174,7 @@ impl Store {
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (the transaction rolls back).
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.conn)
     }
 
     fn migrate(&self) -> StoreResult<()> {

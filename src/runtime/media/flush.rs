@@ -8,7 +8,7 @@ use dialbridge_bridge::webrtc::LegEvent;
 use super::handle::MediaId;
 use super::shard::Shard;
 use super::webrtc::Slot;
-use crate::events::{EventBus, RoomEvent};
+use crate::events::EventBus;
 use crate::room::MediaParticipant;
 
 impl Shard {
@@ -73,15 +73,5 @@ pub(super) fn flush(
 
 /// A key press of a participant, as a room event.
 fn publish_dtmf(events: &EventBus, who: &MediaParticipant, digit: char) {
-    events.publish(
-        who.room_id,
-        None,
-        RoomEvent::Dtmf {
-            attendee_id: who.attendee_id,
-            actor_type: who.actor_type.clone(),
-            actor_id: who.actor_id.clone(),
-            session_id: who.session_id.clone(),
-            digit: digit.to_string(),
-        },
-    );
+    events.publish(who.room_id, None, who.dtmf_event(digit));
 }
