@@ -3,7 +3,7 @@
 //! room's call with prompts played to the caller, then the caller in the room as a phone
 //! attendee until either side hangs up. Status, call record, DTMF, mute and hangup paths are
 //! those of dial-out legs: the leg is in the same table ([`PhoneLegs`]) and reports through
-//! [`legs::report`].
+//! `legs::report`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,15 +15,15 @@ use dialbridge_sip::ua::{Body, CallHandle, Reply, UaEvent};
 use tokio::sync::mpsc;
 
 use super::admission::TrunkSlot;
-use super::leg_media::{sdp_of, sdp_only, LegMedia, LegMediaError};
-use super::legs::{self, sleep_until, Control, LiveLeg, PhoneLegs};
+use super::leg_media::{sdp_of, LegMedia, LegMediaError};
+use super::legs::{self, LiveLeg, PhoneLegs};
 use super::phone_call::{Action, MediaInput, PhoneCall, RoomLookup, SipInput};
 use super::pin::Prompt;
+use super::task::{self, Effects, Inputs};
 use super::wav;
 use crate::room::{
     CallRooms, CallStatus, DialinCaller, DialinRoom, PhoneNumber, PhoneStatus, Rooms,
 };
-use crate::runtime::media::PhoneMediaEvent;
 
 pub use super::phone_call::{Destination, Rules};
 
@@ -89,6 +89,8 @@ struct Leg {
     joined: Option<DialinCaller>,
     /// Dropped (given back) once the call is over on our side.
     slot: Option<TrunkSlot>,
+    /// Our offer in the 200 to an INVITE without one, until the ACK answers it.
+    our_offer: Option<SessionDescription>,
 }
 
 /// The rooms as a caller's call looks them up.
@@ -117,7 +119,7 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
         invite,
         transport,
         trunk,
-        mut events,
+        events,
         slot,
     } = inbound;
     let sip = shared.sip.clone();
@@ -157,7 +159,7 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
         direction: Direction::SendRecv,
     };
     let call_id = format!("{:032x}", rand::random::<u128>());
-    let (mut media, mut media_rx) = LegMedia::new(
+    let (mut media, media_rx) = LegMedia::new(
         shared.clone(),
         &call_id,
         (rtp, rtcp),
@@ -179,7 +181,7 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
             (offer.clone(), None, Some(offer))
         }
     };
-    let (control_tx, mut control) = mpsc::unbounded_channel();
+    let (control_tx, control) = mpsc::unbounded_channel();
     shared.legs().insert(
         call_id.clone(),
         LiveLeg {
@@ -203,6 +205,7 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
         media,
         joined: None,
         slot: Some(slot),
+        our_offer,
     };
     tracing::info!(%call_id, caller = ?leg.caller.as_ref().map(PhoneNumber::as_str), "answering inbound call");
     let answered = match remote {
@@ -234,106 +237,27 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
             let lookup = Box::new(Lookup(shared.rooms.clone()));
             let started = leg.media.started();
             let call = PhoneCall::answering(Instant::now(), rules, to, lookup, started);
-            leg.drive(
-                call,
-                our_offer.as_ref(),
-                &mut events,
-                &mut control,
-                &mut media_rx,
-            )
-            .await;
+            let inputs = Inputs {
+                events,
+                control,
+                media: media_rx,
+            };
+            task::drive(&mut leg, call, inputs).await;
         }
     }
     shared.end_leg(&call_id, leg.media.finish(), lease);
 }
 
-impl Leg {
-    async fn drive(
-        &mut self,
-        mut call: PhoneCall,
-        our_offer: Option<&SessionDescription>,
-        events: &mut mpsc::UnboundedReceiver<UaEvent>,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-        media_rx: &mut mpsc::UnboundedReceiver<PhoneMediaEvent>,
-    ) {
-        loop {
-            while let Some(action) = call.poll_action() {
-                if !self.carry_out(&mut call, our_offer, action).await {
-                    return;
-                }
-            }
-            if call.is_done() {
-                return;
-            }
-            let deadline = call.poll_timeout();
-            tokio::select! {
-                event = events.recv() => {
-                    let now = Instant::now();
-                    match event {
-                        None => call.handle_sip(now, SipInput::DriverStopped),
-                        Some(event) => {
-                            if let Some(input) = self.sip_input(event) {
-                                call.handle_sip(now, input);
-                            }
-                        }
-                    }
-                }
-                command = control.recv() => call.handle_control(Instant::now(), command),
-                Some(event) = media_rx.recv() => {
-                    let input = match event {
-                        PhoneMediaEvent::Dtmf(digit) => MediaInput::Dtmf(digit),
-                        PhoneMediaEvent::PromptDone => MediaInput::PromptDone,
-                        // A caller holding the call may send nothing.
-                        PhoneMediaEvent::Inactive => MediaInput::Inactive { phone_sends: self.media.phone_sends() },
-                        PhoneMediaEvent::Bye => {
-                            tracing::info!(call_id = %self.call_id, "caller sent RTCP BYE");
-                            continue;
-                        }
-                    };
-                    call.handle_media(Instant::now(), input);
-                }
-                _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
-            }
-        }
+impl Effects for Leg {
+    fn call_id(&self) -> &str {
+        &self.call_id
     }
 
-    /// The call's view of a SIP event of the caller's dialog, if it has a use for it.
-    fn sip_input(&self, event: UaEvent) -> Option<SipInput> {
-        Some(match event {
-            UaEvent::Confirmed { body, .. } => SipInput::Confirmed {
-                body: sdp_only(body),
-            },
-            UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
-            UaEvent::ReInviteAck { body, .. } => SipInput::ReInviteAck { body },
-            UaEvent::Ended { by_remote, .. } => SipInput::Ended { by_remote },
-            UaEvent::Failed { code, reason, .. } => SipInput::Failed {
-                code,
-                reason,
-                from_network: true,
-            },
-            UaEvent::Cancelled { .. } => SipInput::Cancelled,
-            UaEvent::Info {
-                body: Some(ref body),
-                ..
-            } => {
-                let digit = super::pin::digit_from_info(&body.content_type, &body.bytes)?;
-                tracing::info!(call_id = %self.call_id, %digit, "DTMF from caller (INFO)");
-                SipInput::InfoDigit(digit)
-            }
-            other => {
-                tracing::debug!(call_id = %self.call_id, ?other, "SIP event of an inbound leg");
-                return None;
-            }
-        })
+    fn phone_sends(&self) -> bool {
+        self.media.phone_sends()
     }
 
-    /// Carries out one decision of the call; false once the call is done.
-    async fn carry_out(
-        &mut self,
-        call: &mut PhoneCall,
-        our_offer: Option<&SessionDescription>,
-        action: Action,
-    ) -> bool {
+    async fn carry_out(&mut self, call: &mut PhoneCall, action: Action) -> bool {
         let now = Instant::now();
         match action {
             Action::Report {
@@ -353,7 +277,7 @@ impl Leg {
                 }
             }
             Action::StartMedia { body, .. } => {
-                let started = match our_offer {
+                let started = match &self.our_offer {
                     Some(offer) => self
                         .media
                         .apply_answer(offer, &body)
@@ -409,7 +333,9 @@ impl Leg {
         }
         true
     }
+}
 
+impl Leg {
     /// Plays a prompt; how long it plays, or `None` when it cannot.
     fn play(&self, prompt: Prompt) -> Option<Duration> {
         match wav::prompt(prompt) {

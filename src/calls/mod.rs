@@ -3,9 +3,10 @@
 //! - [`admission`] and [`dialin`]: which inbound INVITEs are taken, and the room they reach.
 //! - [`dialout`]: the trunk-side checks (trunk choice, limits) and the start of a dial-out.
 //! - [`legs`]: the running legs of both directions, the room's commands to them, and how their
-//!   status reaches the room; [`leg_media`]: a leg's media and SDP.
-//! - [`outbound`]: a dial-out leg from INVITE to its end; [`inbound`]: an answered inbound call,
-//!   with PIN entry and waiting before it joins.
+//!   status reaches the room; `leg_media`: a leg's media and SDP.
+//! - `phone_call`: one phone call of either direction as a sans-IO state machine; `task`: the
+//!   task that drives it; [`outbound`]: a dial-out from INVITE to its end; [`inbound`]: an
+//!   answered inbound call, with PIN entry and waiting before it joins.
 //! - [`router`]: each SIP event to the task of its call.
 //! - [`dialogs`]: both kinds of legs keep their dialog in the store, so that a restart after a
 //!   crash hangs up the phones whose calls died with the process.
@@ -21,6 +22,7 @@ pub mod outbound;
 mod phone_call;
 pub mod pin;
 pub mod router;
+mod task;
 pub mod wav;
 
 use dialbridge_sip::ua::UaEvent;

@@ -15,9 +15,10 @@ use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 
-use super::leg_media::{sdp_only, LegMedia};
-use super::legs::{report, sleep_until, Control, PhoneLegs};
+use super::leg_media::LegMedia;
+use super::legs::{report, Control, PhoneLegs};
 use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
+use super::task::{self, Effects, Inputs};
 use crate::config::TrunkConfig;
 use crate::room::{
     CallStatus, Cause, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms,
@@ -300,160 +301,98 @@ async fn drive(
     trunk: &TrunkConfig,
     offer: &SessionDescription,
     handle: CallHandle,
-    mut events: mpsc::UnboundedReceiver<UaEvent>,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    mut media_rx: mpsc::UnboundedReceiver<PhoneMediaEvent>,
+    events: mpsc::UnboundedReceiver<UaEvent>,
+    control: mpsc::UnboundedReceiver<Control>,
+    media_rx: mpsc::UnboundedReceiver<PhoneMediaEvent>,
 ) {
     let call_id = leg.record.call_id.clone();
     // The leg answers the phone's re-INVITEs itself (see `LegMedia::reinvite`).
     if let Err(e) = leg.shared.sip.manual_reinvites(handle).await {
         tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
     }
-    let mut call = PhoneCall::dialling(
+    let call = PhoneCall::dialling(
         Instant::now(),
         Limits {
             ringing_timeout: trunk.ringing_timeout.0,
             max_duration: trunk.max_call_duration.0,
         },
     );
-    loop {
-        while let Some(action) = call.poll_action() {
-            if !carry_out(leg, &mut call, offer, handle, action).await {
-                return;
-            }
-        }
-        if call.is_done() {
-            return;
-        }
-        let deadline = call.poll_timeout();
-        tokio::select! {
-            event = events.recv() => {
-                let now = Instant::now();
-                match event {
-                    None => call.handle_sip(now, SipInput::DriverStopped),
-                    Some(event) => {
-                        if let Some(input) = sip_input(&call_id, event) {
-                            call.handle_sip(now, input);
-                        }
-                    }
-                }
-            }
-            command = control.recv() => call.handle_control(Instant::now(), command),
-            Some(event) = media_rx.recv() => {
-                let input = match event {
-                    PhoneMediaEvent::Inactive => MediaInput::Inactive { phone_sends: leg.media.phone_sends() },
-                    PhoneMediaEvent::Dtmf(digit) => MediaInput::Dtmf(digit),
-                    PhoneMediaEvent::Bye => {
-                        tracing::info!(%call_id, "phone sent RTCP BYE");
-                        continue;
-                    }
-                    PhoneMediaEvent::PromptDone => continue,
-                };
-                call.handle_media(Instant::now(), input);
-            }
-            _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
-        }
-    }
+    let mut dialled = Dialled { leg, offer, handle };
+    let inputs = Inputs {
+        events,
+        control,
+        media: media_rx,
+    };
+    task::drive(&mut dialled, call, inputs).await;
 }
 
-/// The call's view of a SIP event of its dialog, if it has a use for it.
-fn sip_input(call_id: &str, event: UaEvent) -> Option<SipInput> {
-    Some(match event {
-        UaEvent::Progress {
-            code, reason, body, ..
-        } => SipInput::Progress {
-            code,
-            reason,
-            body: sdp_only(body),
-        },
-        UaEvent::Answered { response, body, .. } => SipInput::Answered {
-            code: response.code,
-            reason: response.reason,
-            body: sdp_only(body),
-        },
-        UaEvent::Failed {
-            code,
-            reason,
-            response,
-            ..
-        } => SipInput::Failed {
-            code,
-            reason,
-            from_network: response.is_some(),
-        },
-        UaEvent::Ended { by_remote, .. } => SipInput::Ended { by_remote },
-        UaEvent::Info {
-            body: Some(ref body),
-            ..
-        } => match super::pin::digit_from_info(&body.content_type, &body.bytes) {
-            Some(digit) => SipInput::InfoDigit(digit),
-            None => return None,
-        },
-        UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
-        UaEvent::ReInviteAck { body, .. } => SipInput::ReInviteAck { body },
-        other => {
-            tracing::debug!(%call_id, ?other, "SIP event of a phone leg");
-            return None;
-        }
-    })
-}
-
-/// Carries out one decision of the call; false once the call is done.
-async fn carry_out(
-    leg: &mut Leg,
-    call: &mut PhoneCall,
-    offer: &SessionDescription,
+/// A dial-out in its dialog: what its decisions are carried out with.
+struct Dialled<'a> {
+    leg: &'a mut Leg,
+    offer: &'a SessionDescription,
     handle: CallHandle,
-    action: Action,
-) -> bool {
-    let call_id = leg.record.call_id.clone();
-    match action {
-        Action::Report {
-            status,
-            cause,
-            code,
-            message,
-        } => leg.report(status, cause, code, message.as_deref()),
-        Action::StartMedia { body, early } => {
-            let started = leg
-                .media
-                .apply_answer(offer, &body)
-                .map_err(|e| e.to_string());
-            if early && started.is_ok() {
-                tracing::info!(%call_id, "early media bridged into the room");
-            }
-            call.handle_media(Instant::now(), MediaInput::Started(started));
-        }
-        Action::KeepDialog => leg.shared.keep_dialog(&call_id, handle).await,
-        Action::HangUp(cause) => {
-            tracing::info!(%call_id, %cause, "hanging up phone leg");
-            let input = match leg.shared.sip.hangup(handle).await {
-                Ok(()) => SipInput::HangupSent,
-                Err(e) => {
-                    tracing::warn!(%call_id, error = %e, "hangup refused");
-                    SipInput::HangupRefused(e.to_string())
-                }
-            };
-            call.handle_sip(Instant::now(), input);
-        }
-        Action::CutOff => leg.media.cut_off(),
-        Action::SendDtmf(digits) => leg.media.dtmf(digits),
-        Action::Mute(mute) => leg.media.mute(mute),
-        Action::KeyPress(digit) => {
-            tracing::info!(%call_id, %digit, "DTMF from phone");
-            leg.key_press(digit);
-        }
-        Action::AnswerReInvite(body) => leg.media.reinvite(handle, &body).await,
-        Action::FollowAck(body) => leg.media.reinvite_ack(&body),
-        // A caller's opening (prompts, rooms, the trunk slot) has no part in a dial-out.
-        Action::Play(_)
-        | Action::StopPrompt
-        | Action::Join(_)
-        | Action::ReleaseSlot
-        | Action::EndedUnjoined(_) => {
-            tracing::debug!(%call_id, ?action, "not a dial-out's action");
-        }
-        Action::Done => return false,
+}
+
+impl Effects for Dialled<'_> {
+    fn call_id(&self) -> &str {
+        &self.leg.record.call_id
     }
-    true
+
+    fn phone_sends(&self) -> bool {
+        self.leg.media.phone_sends()
+    }
+
+    async fn carry_out(&mut self, call: &mut PhoneCall, action: Action) -> bool {
+        let (leg, offer, handle) = (&mut *self.leg, self.offer, self.handle);
+        let call_id = leg.record.call_id.clone();
+        match action {
+            Action::Report {
+                status,
+                cause,
+                code,
+                message,
+            } => leg.report(status, cause, code, message.as_deref()),
+            Action::StartMedia { body, early } => {
+                let started = leg
+                    .media
+                    .apply_answer(offer, &body)
+                    .map_err(|e| e.to_string());
+                if early && started.is_ok() {
+                    tracing::info!(%call_id, "early media bridged into the room");
+                }
+                call.handle_media(Instant::now(), MediaInput::Started(started));
+            }
+            Action::KeepDialog => leg.shared.keep_dialog(&call_id, handle).await,
+            Action::HangUp(cause) => {
+                tracing::info!(%call_id, %cause, "hanging up phone leg");
+                let input = match leg.shared.sip.hangup(handle).await {
+                    Ok(()) => SipInput::HangupSent,
+                    Err(e) => {
+                        tracing::warn!(%call_id, error = %e, "hangup refused");
+                        SipInput::HangupRefused(e.to_string())
+                    }
+                };
+                call.handle_sip(Instant::now(), input);
+            }
+            Action::CutOff => leg.media.cut_off(),
+            Action::SendDtmf(digits) => leg.media.dtmf(digits),
+            Action::Mute(mute) => leg.media.mute(mute),
+            Action::KeyPress(digit) => {
+                tracing::info!(%call_id, %digit, "DTMF from phone");
+                leg.key_press(digit);
+            }
+            Action::AnswerReInvite(body) => leg.media.reinvite(handle, &body).await,
+            Action::FollowAck(body) => leg.media.reinvite_ack(&body),
+            // A caller's opening (prompts, rooms, the trunk slot) has no part in a dial-out.
+            Action::Play(_)
+            | Action::StopPrompt
+            | Action::Join(_)
+            | Action::ReleaseSlot
+            | Action::EndedUnjoined(_) => {
+                tracing::debug!(%call_id, ?action, "not a dial-out's action");
+            }
+            Action::Done => return false,
+        }
+        true
+    }
 }

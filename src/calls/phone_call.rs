@@ -1,6 +1,7 @@
 //! A phone call as a sans-IO state machine, for both directions: what happens to the call is
-//! decided here, in virtual time, and carried out by a thin task (`outbound.rs`, `inbound.rs`)
-//! that owns the SIP handle, the media and the room.
+//! decided here, in virtual time; one thin task (`task.rs`) feeds it and hands its actions to the
+//! direction's effects (`outbound.rs`, `inbound.rs`), which own the SIP handle, the media and the
+//! room.
 //!
 //! Inputs: [`PhoneCall::handle_sip`] (the dialog's events, and whether our hangup went out),
 //! [`PhoneCall::handle_control`] (the room's commands), [`PhoneCall::handle_media`] (the media

@@ -178,7 +178,7 @@ impl CallRooms {
     /// Makes an inbound caller a phone attendee of the room (the attendee of the same number
     /// when one is not in a call; a new one otherwise, named "Anonymous" when the number is
     /// withheld), opens its `dialin` call record and sets the attendee's call id. The caller is
-    /// in the call once [`Rooms::phone_leg_status`] reports it `connected`.
+    /// in the call once [`CallRooms::phone_leg_status`] reports it `connected`.
     pub fn dialin_caller(
         &self,
         room_id: i64,
