@@ -253,6 +253,10 @@ impl Effects for Leg {
         &self.call_id
     }
 
+    fn far_end(&self) -> &'static str {
+        "caller"
+    }
+
     fn phone_sends(&self) -> bool {
         self.media.phone_sends()
     }

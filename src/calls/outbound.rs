@@ -338,6 +338,10 @@ impl Effects for Dialled<'_> {
         &self.leg.record.call_id
     }
 
+    fn far_end(&self) -> &'static str {
+        "phone"
+    }
+
     fn phone_sends(&self) -> bool {
         self.leg.media.phone_sends()
     }

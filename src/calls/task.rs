@@ -19,6 +19,8 @@ use crate::runtime::media::PhoneMediaEvent;
 pub(crate) trait Effects: Send {
     /// The leg's call id, for the log.
     fn call_id(&self) -> &str;
+    /// What the log calls the far end: "phone" (dial-out) or "caller" (dial-in).
+    fn far_end(&self) -> &'static str;
     /// Whether the phone should be sending RTP now (it is not holding the call).
     fn phone_sends(&self) -> bool;
     /// Carries out one decision, feeding back what the call asked to know; false once the call
@@ -55,7 +57,7 @@ pub(crate) async fn drive(leg: &mut impl Effects, mut call: PhoneCall, mut input
                 match event {
                     None => call.handle_sip(now, SipInput::DriverStopped),
                     Some(event) => {
-                        if let Some(input) = sip_input(leg.call_id(), event) {
+                        if let Some(input) = sip_input(leg.call_id(), leg.far_end(), event) {
                             call.handle_sip(now, input);
                         }
                     }
@@ -69,7 +71,7 @@ pub(crate) async fn drive(leg: &mut impl Effects, mut call: PhoneCall, mut input
                     // A phone holding the call may send nothing.
                     PhoneMediaEvent::Inactive => MediaInput::Inactive { phone_sends: leg.phone_sends() },
                     PhoneMediaEvent::Bye => {
-                        tracing::info!(call_id = %leg.call_id(), "phone sent RTCP BYE");
+                        tracing::info!(call_id = %leg.call_id(), "{} sent RTCP BYE", leg.far_end());
                         continue;
                     }
                 };
@@ -81,7 +83,7 @@ pub(crate) async fn drive(leg: &mut impl Effects, mut call: PhoneCall, mut input
 }
 
 /// The call's view of a SIP event of its dialog, if it has a use for it.
-fn sip_input(call_id: &str, event: UaEvent) -> Option<SipInput> {
+fn sip_input(call_id: &str, far_end: &str, event: UaEvent) -> Option<SipInput> {
     Some(match event {
         UaEvent::Progress {
             code, reason, body, ..
@@ -116,7 +118,7 @@ fn sip_input(call_id: &str, event: UaEvent) -> Option<SipInput> {
         } => {
             // Key presses some phones send as SIP INFO instead of RFC 4733.
             let digit = digit_from_info(&body.content_type, &body.bytes)?;
-            tracing::info!(%call_id, %digit, "DTMF from phone (INFO)");
+            tracing::info!(%call_id, %digit, "DTMF from {far_end} (INFO)");
             SipInput::InfoDigit(digit)
         }
         UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
