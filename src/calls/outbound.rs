@@ -64,24 +64,20 @@ struct Leg {
     shared: Arc<PhoneLegs>,
     record: PhoneCallRecord,
     record_id: i64,
-    status: CallStatus,
     who: MediaParticipant,
     media: LegMedia,
 }
 
 impl Leg {
+    /// Reports a status the call decided (which says each once, a final one last), or the
+    /// failure of a call that never got to its dialog.
     fn report(
-        &mut self,
+        &self,
         status: CallStatus,
         cause: Option<Cause>,
         code: Option<u16>,
         message: Option<&str>,
     ) {
-        if self.status.is_final() {
-            // Reported when we hung up; the dialog's own end changes nothing.
-            return;
-        }
-        self.status = status;
         report(
             &self.shared,
             &self.record,
@@ -245,7 +241,6 @@ pub(crate) async fn run(
         shared: shared.clone(),
         record,
         record_id,
-        status: CallStatus::Accepted,
         who,
         media,
     };
