@@ -9,9 +9,9 @@ use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::resample::FRAME_8K;
 use tokio::sync::mpsc;
 
-use super::handle::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
 use super::registry::Registry;
 use super::shard::{Shard, ShardParts, Totals};
+use super::types::{MediaId, PhoneMedia, PhoneMediaEvent, PhoneRemote};
 use crate::events::EventBus;
 use crate::room::MediaParticipant;
 

@@ -3,8 +3,8 @@
 use dialbridge_bridge::webrtc::WebRtcLeg;
 use tokio::sync::oneshot;
 
-use super::handle::{MediaId, PhoneMedia, PhoneRemote};
 use super::phone::PhoneSlot;
+use super::types::{MediaId, PhoneMedia, PhoneRemote};
 use crate::room::{MediaParticipant, PhoneMute};
 
 /// One request to a shard.

@@ -7,10 +7,10 @@ use dialbridge_bridge::bypass::{Continuity, Reframer};
 use dialbridge_bridge::resample::FRAME_8K;
 use dialbridge_bridge::webrtc::FRAME_MS;
 
-use super::handle::MediaId;
 use super::phone::{send_phone, PhoneSlot};
 use super::room::participant;
 use super::shard::Shard;
+use super::types::MediaId;
 
 /// 20 ms of 8 kHz silence: what a muted participant is heard as on a direct path.
 pub(super) const SILENCE_8K: [i16; FRAME_8K] = [0; FRAME_8K];

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use dialbridge_bridge::webrtc::LegEvent;
 
-use super::handle::MediaId;
 use super::shard::Shard;
+use super::types::MediaId;
 use super::webrtc::Slot;
 use crate::events::EventBus;
 use crate::room::MediaParticipant;

@@ -1,91 +1,19 @@
-//! What the rest of the service calls: [`MediaHandle`] and the types of its requests and
-//! answers. Every request is a [`Command`] to the shard that serves the room or phone leg.
+//! What the rest of the service calls: [`MediaHandle`]. Every request is a [`Command`] to the
+//! shard that serves the room or phone leg.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::webrtc::{WebRtcError, WebRtcLeg, WebRtcLegConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use super::command::Command;
 use super::reader::Route;
 use super::registry::SharedRegistry;
+use super::types::{MediaError, MediaId, PhoneMedia, PhoneRemote};
 use crate::room::{CallObserver, MediaParticipant, PhoneMute};
 use crate::sync::lock;
-
-/// Identifies one media session (one WebRTC leg) in `Location` URLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MediaId(pub u64);
-
-impl fmt::Display for MediaId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for MediaId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<MediaId, ()> {
-        if s.len() != 16 {
-            return Err(());
-        }
-        u64::from_str_radix(s, 16).map(MediaId).map_err(|_| ())
-    }
-}
-
-/// Why a media request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MediaError {
-    /// The offer cannot be answered; the reason is for the client (400).
-    #[error("{0}")]
-    Offer(String),
-    /// The engine is not running (503).
-    #[error("the media engine is not running")]
-    Unavailable,
-    /// Anything else (500); logged.
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// Where a phone leg's media goes, from the SDP answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PhoneRemote {
-    pub(crate) law: G711,
-    pub(crate) dtmf_pt: Option<u8>,
-    pub(crate) rtp: SocketAddr,
-    pub(crate) rtcp: SocketAddr,
-    /// The phone takes our RTP: not when it holds the call or its SDP is sendonly/inactive.
-    pub(crate) receives: bool,
-}
-
-/// What the engine tells the phone leg's owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PhoneMediaEvent {
-    /// No RTP for the media timeout.
-    Inactive,
-    /// The phone sent RTCP BYE.
-    Bye,
-    /// A key press (RFC 4733), once per press.
-    Dtmf(char),
-    /// The prompt given to [`MediaHandle::play_prompt`] has been played to its end.
-    PromptDone,
-}
-
-/// A phone leg handed to the engine: its bound RTP and RTCP sockets, who it is in the room
-/// (`None`: in no room yet, it hears only prompts and nobody hears it), where to send, and where
-/// to report.
-pub(crate) struct PhoneMedia {
-    pub(crate) who: Option<MediaParticipant>,
-    pub(crate) rtp: std::net::UdpSocket,
-    pub(crate) rtcp: std::net::UdpSocket,
-    pub(crate) remote: PhoneRemote,
-    pub(crate) media_timeout: Duration,
-    pub(crate) events: mpsc::UnboundedSender<PhoneMediaEvent>,
-}
 
 /// The API's handle on the engine.
 #[derive(Clone)]

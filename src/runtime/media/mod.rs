@@ -36,8 +36,10 @@ mod start;
 #[cfg(test)]
 mod tests;
 mod tick;
+mod types;
 mod webrtc;
 
-pub use handle::{MediaError, MediaHandle, MediaId};
-pub(crate) use handle::{PhoneMedia, PhoneMediaEvent, PhoneRemote};
+pub use handle::MediaHandle;
 pub use start::start;
+pub use types::{MediaError, MediaId};
+pub(crate) use types::{PhoneMedia, PhoneMediaEvent, PhoneRemote};

@@ -7,7 +7,7 @@ use dialbridge_bridge::rtp_leg::{self, RtpLeg, RtpLegConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::handle::{MediaId, PhoneMediaEvent, PhoneRemote};
+use super::types::{MediaId, PhoneMediaEvent, PhoneRemote};
 use crate::room::{MediaParticipant, PhoneMute};
 
 /// Length of a DTMF digit sent to a phone, and the pause after it.

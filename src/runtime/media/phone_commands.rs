@@ -9,11 +9,11 @@ use dialbridge_bridge::rtp_leg::RtpLeg;
 use tokio::net::UdpSocket;
 
 use super::command::Command;
-use super::handle::{MediaId, PhoneMedia};
 use super::phone::{phone_leg, phone_leg_config, send_phone, PhoneSlot};
 use super::registry::SharedRegistry;
 use super::room::{enter_room, participant};
 use super::shard::Shard;
+use super::types::{MediaId, PhoneMedia};
 use crate::room::{MediaParticipant, PhoneMute};
 use crate::sync::lock;
 

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::handle::MediaId;
 use super::phone::phone_events;
 use super::shard::Shard;
+use super::types::MediaId;
 use crate::sync::lock;
 
 /// Phone legs whose RTP socket became readable. Their wakers fill it from the shard's own

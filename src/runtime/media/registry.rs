@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::handle::MediaId;
+use super::types::MediaId;
 
 /// Which shard serves each room (least loaded at its first leg) and each phone leg, and how many
 /// legs each holds. Touched on joins and leaves only, never per packet.

@@ -6,7 +6,7 @@ use dialbridge_bridge::mixer::{Mixer, ParticipantId};
 use dialbridge_bridge::webrtc::FRAME_MS;
 
 use super::direct::{Direct, End};
-use super::handle::MediaId;
+use super::types::MediaId;
 use crate::room::PhoneMute;
 
 /// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband

@@ -10,13 +10,13 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::command::Command;
-use super::handle::MediaId;
 use super::phone::PhoneSlot;
 use super::phone_sockets::ReadyPhones;
 use super::reader::{Datagram, Route, MAX_DATAGRAM};
 use super::registry::SharedRegistry;
 use super::room::Room;
 use super::tick::TICK;
+use super::types::MediaId;
 use super::webrtc::Slot;
 use crate::events::EventBus;
 

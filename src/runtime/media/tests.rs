@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 
 use super::bench;
 use super::command::Command;
-use super::handle::{MediaId, PhoneMediaEvent};
 use super::reader::stun_ufrag;
 use super::registry::{Placement, Registry};
 use super::room::MIX_RATE;
 use super::shard::Shard;
 use super::start::leg_config;
 use super::tick::TICK;
+use super::types::{MediaId, PhoneMediaEvent};
 use crate::config::MediaConfig;
 use crate::events::EventBus;
 use crate::room::{MediaParticipant, PhoneMute};

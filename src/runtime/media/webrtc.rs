@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use dialbridge_bridge::webrtc::WebRtcLeg;
 
 use super::flush::flush;
-use super::handle::MediaId;
 use super::reader::{Datagram, Route};
 use super::room::{participant, Room};
 use super::shard::Shard;
+use super::types::MediaId;
 use crate::room::MediaParticipant;
 use crate::sync::lock;
 
