@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use dialbridge_sip::endpoint::{Config, Incoming, Transmit};
-use dialbridge_sip::message::{Message, Response};
+use dialbridge_sip::message::Response;
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::{CallHandle, UaConfig, UaError, UaEvent, UserAgent};
 
 mod common;
-use common::{addr, transmits};
+use common::{addr, parse_response, transmits};
 
 const LOCAL: &str = "192.0.2.10:5060";
 const PEER: &str = "198.51.100.7:5060";
@@ -131,10 +131,7 @@ fn refusals_carry_extra_headers() {
     )
     .expect("407");
     let sent = transmits(&mut ua);
-    let response = match Message::parse(&sent[0].bytes) {
-        Ok(Message::Response(r)) => r,
-        other => panic!("{other:?}"),
-    };
+    let response = parse_response(&sent[0].bytes);
     let Response {
         code, headers: h, ..
     } = response;
@@ -161,10 +158,7 @@ fn a_refusal_sent_once_is_never_retransmitted_and_leaves_no_state() {
     let first = transmits(&mut ua);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].destination, addr(PEER));
-    let response = match Message::parse(&first[0].bytes) {
-        Ok(Message::Response(r)) => r,
-        other => panic!("{other:?}"),
-    };
+    let response = parse_response(&first[0].bytes);
     assert_eq!(response.code, 403);
     assert!(response.headers.to().expect("To").tag().is_some());
     assert!(
@@ -223,8 +217,6 @@ fn a_configured_product_name_is_sent() {
     let call = incoming(&mut ua, t0);
     ua.refuse_once(call, 403, "Forbidden").expect("403");
     let sent = transmits(&mut ua);
-    let Ok(Message::Response(response)) = Message::parse(&sent[0].bytes) else {
-        panic!("a response");
-    };
+    let response = parse_response(&sent[0].bytes);
     assert_eq!(response.headers.get("Server"), Some("ExampleGW/2"));
 }
