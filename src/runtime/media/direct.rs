@@ -1,54 +1,15 @@
 //! The two-party direct path: a room of exactly two skips the mixer, and each packet goes to
 //! the other participant as it arrives, transcoded as needed.
 
+use std::task::Context as TaskContext;
 use std::time::Instant;
 
-use dialbridge_bridge::bypass::{Continuity, Reframer};
 use dialbridge_bridge::resample::FRAME_8K;
-use dialbridge_bridge::webrtc::FRAME_MS;
 
-use super::phone::{send_phone, PhoneSlot};
-use super::room::participant;
+use super::direct_path::{to_phone, Direct, End, OPUS_CLOCK, RTP_FRAME_48K, SILENCE_8K};
+use super::phone::send_phone;
 use super::shard::Shard;
-use super::types::MediaId;
-
-/// 20 ms of 8 kHz silence: what a muted participant is heard as on a direct path.
-pub(super) const SILENCE_8K: [i16; FRAME_8K] = [0; FRAME_8K];
-
-/// Opus RTP clock.
-const OPUS_CLOCK: u32 = 48_000;
-/// 20 ms at the Opus clock.
-const RTP_FRAME_48K: u32 = OPUS_CLOCK / 1000 * FRAME_MS;
-
-/// One participant of a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum End {
-    Web(MediaId),
-    Phone(MediaId),
-}
-
-impl End {
-    pub(super) fn id(self) -> MediaId {
-        match self {
-            End::Web(id) | End::Phone(id) => id,
-        }
-    }
-}
-
-/// One direction of a direct path.
-#[derive(Default)]
-struct Path {
-    source: Continuity,
-    frames: Reframer,
-}
-
-/// A two-party room's direct path.
-pub(super) struct Direct {
-    a: End,
-    b: End,
-    a_to_b: Path,
-    b_to_a: Path,
-}
+use super::types::{participant, MediaId};
 
 impl Shard {
     /// Switches a room between its direct path (exactly two participants) and the mixer.
@@ -85,12 +46,7 @@ impl Shard {
         room.direct = pair.map(|(a, b)| {
             switch(a, true);
             switch(b, true);
-            Box::new(Direct {
-                a,
-                b,
-                a_to_b: Path::default(),
-                b_to_a: Path::default(),
-            })
+            Box::new(Direct::new(a, b))
         });
         tracing::debug!(room_id, direct = room.direct.is_some(), "room media path");
         if let Some((a, b)) = pair {
@@ -208,31 +164,28 @@ impl Shard {
             }
         }
     }
-}
 
-/// Direct path into a phone: skips `lost` frames on its media clock, then sends every
-/// complete 20 ms of `pcm` at once (silence when muted). While key presses replace the phone's
-/// audio the tick drives its stream, and this audio is dropped.
-fn to_phone(
-    now: Instant,
-    path: &mut Path,
-    dp: &mut PhoneSlot,
-    lost: u32,
-    pcm: &[i16],
-    muted: bool,
-) {
-    if lost > 0 {
-        path.frames.clear();
-        if !dp.tick_drives() {
-            dp.leg.skip_frames(lost);
+    /// Registers a direct-path phone leg's waker with its RTP socket, so that its next packet
+    /// queues it; if data is waiting already, queues it now. Mixing rooms' phones are read at
+    /// the tick instead.
+    pub(super) fn arm(&mut self, id: MediaId) {
+        let Some(slot) = self.phones.get(&id) else {
+            return;
+        };
+        if !slot.direct {
+            return;
         }
-    }
-    path.frames.push(pcm);
-    while let Some(frame) = path.frames.pop() {
-        if dp.tick_drives() {
-            continue;
+        let ready = &self.ready_phones;
+        let waker = self
+            .phone_wakers
+            .entry(id)
+            .or_insert_with(|| ready.waker(id));
+        if slot
+            .rtp
+            .poll_recv_ready(&mut TaskContext::from_waker(waker))
+            .is_ready()
+        {
+            waker.wake_by_ref();
         }
-        let frame = if muted { &SILENCE_8K } else { frame };
-        dp.leg.send_audio(now, frame);
     }
 }

@@ -23,7 +23,8 @@
 pub mod bench;
 mod command;
 mod direct;
-mod flush;
+mod direct_path;
+mod event_loop;
 mod handle;
 mod phone;
 mod phone_commands;
@@ -37,6 +38,8 @@ mod start;
 mod tests;
 mod tick;
 mod types;
+mod wakers;
+mod web_leg;
 mod webrtc;
 
 pub use handle::MediaHandle;

@@ -11,9 +11,9 @@ use tokio::net::UdpSocket;
 use super::command::Command;
 use super::phone::{phone_leg, phone_leg_config, send_phone, PhoneSlot};
 use super::registry::SharedRegistry;
-use super::room::{enter_room, participant};
+use super::room::enter_room;
 use super::shard::Shard;
-use super::types::{MediaId, PhoneMedia};
+use super::types::{participant, MediaId, PhoneMedia};
 use crate::room::{MediaParticipant, PhoneMute};
 use crate::sync::lock;
 

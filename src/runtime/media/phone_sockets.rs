@@ -2,47 +2,11 @@
 //! socket's readiness) on a direct path.
 
 use std::io::ErrorKind;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Wake, Waker};
 use std::time::Instant;
-
-use tokio::sync::Notify;
 
 use super::phone::phone_events;
 use super::shard::Shard;
 use super::types::MediaId;
-use crate::sync::lock;
-
-/// Phone legs whose RTP socket became readable. Their wakers fill it from the shard's own
-/// reactor (a current-thread runtime), so the lock is never contended.
-#[derive(Default)]
-pub(super) struct ReadyPhones {
-    ids: Mutex<Vec<MediaId>>,
-    pub(super) notify: Notify,
-}
-
-impl ReadyPhones {
-    fn ids(&self) -> MutexGuard<'_, Vec<MediaId>> {
-        lock(&self.ids)
-    }
-}
-
-/// What a direct-path phone leg's RTP socket wakes: it queues that leg and wakes the loop.
-struct PhoneWaker {
-    id: MediaId,
-    ready: Arc<ReadyPhones>,
-}
-
-impl Wake for PhoneWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.ids().push(self.id);
-        self.ready.notify.notify_one();
-    }
-}
 
 impl Shard {
     /// Reads the phone legs of two-party rooms whose RTP socket has data (only those: a wake
@@ -65,32 +29,6 @@ impl Shard {
     pub(super) async fn wait_queued(&self, id: MediaId) {
         while !self.ready_phones.ids().contains(&id) {
             self.ready_phones.notify.notified().await;
-        }
-    }
-
-    /// Registers a direct-path phone leg's waker with its RTP socket, so that its next packet
-    /// queues it; if data is waiting already, queues it now. Mixing rooms' phones are read at
-    /// the tick instead.
-    pub(super) fn arm(&mut self, id: MediaId) {
-        let Some(slot) = self.phones.get(&id) else {
-            return;
-        };
-        if !slot.direct {
-            return;
-        }
-        let ready = &self.ready_phones;
-        let waker = self.phone_wakers.entry(id).or_insert_with(|| {
-            Waker::from(Arc::new(PhoneWaker {
-                id,
-                ready: ready.clone(),
-            }))
-        });
-        if slot
-            .rtp
-            .poll_recv_ready(&mut TaskContext::from_waker(waker))
-            .is_ready()
-        {
-            waker.wake_by_ref();
         }
     }
 

@@ -1,17 +1,21 @@
 //! A room on its shard: its mixer and who is in it.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use dialbridge_bridge::mixer::{Mixer, ParticipantId};
+use dialbridge_bridge::mixer::Mixer;
 use dialbridge_bridge::webrtc::FRAME_MS;
 
-use super::direct::{Direct, End};
-use super::types::MediaId;
+use super::direct_path::{Direct, End};
+use super::types::{participant, MediaId};
 use crate::room::PhoneMute;
 
 /// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband
 /// speech to natively. Phone legs are resampled 8 <-> 48 kHz at the mixer's edge.
 pub(super) const MIX_RATE: u32 = 48_000;
+
+/// One mixing tick.
+pub(super) const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
 
 /// A room on its shard: its mixer, its WebRTC legs (`members`) and phone legs, and its direct
 /// path while it has exactly two participants.
@@ -41,11 +45,6 @@ impl Room {
             _ => None,
         }
     }
-}
-
-/// A leg's name in its room's mixer.
-pub(super) fn participant(id: MediaId) -> ParticipantId {
-    ParticipantId(id.0)
 }
 
 /// Puts a phone in a room's mix with its mute state; false if it is in that mix already.

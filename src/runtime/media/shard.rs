@@ -1,4 +1,7 @@
-//! One media thread (a shard): the legs and rooms placed on it, and the loop that drives them.
+//! One media thread (a shard): the legs and rooms placed on it. What the shard does is spread
+//! over a file per concern, each an `impl Shard` that calls only the ones listed before it:
+//! `direct` (the two-party path), `phone_sockets`, `webrtc`, `phone_commands`, `tick`, and at
+//! the top `event_loop`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +14,12 @@ use tokio::sync::mpsc;
 
 use super::command::Command;
 use super::phone::PhoneSlot;
-use super::phone_sockets::ReadyPhones;
 use super::reader::{Datagram, Route, MAX_DATAGRAM};
 use super::registry::SharedRegistry;
-use super::room::Room;
-use super::tick::TICK;
+use super::room::{Room, TICK};
 use super::types::MediaId;
-use super::webrtc::Slot;
+use super::wakers::ReadyPhones;
+use super::web_leg::{flush, Slot};
 use crate::events::EventBus;
 
 /// Legs of every shard, for the totals in the metrics.
@@ -71,9 +73,6 @@ pub(super) struct Shard {
     pub(super) stashed: Vec<Command>,
 }
 
-/// Datagrams handled per wake before the loop looks at commands and timers again.
-const DATAGRAM_BATCH: usize = 64;
-
 impl Shard {
     pub(super) fn new(parts: ShardParts) -> Shard {
         let now = Instant::now();
@@ -95,63 +94,6 @@ impl Shard {
         }
     }
 
-    pub(super) async fn run(mut self) {
-        loop {
-            let deadline = self.leg_deadline.min(self.next_tick);
-            tokio::select! {
-                biased;
-                command = self.parts.commands.recv() => match command {
-                    Some(Command::Shutdown { done }) => {
-                        self.close_all();
-                        let _ = done.send(());
-                        break;
-                    }
-                    Some(c) => self.command(c),
-                    // Every handle is gone: the service is shutting down.
-                    None => break,
-                },
-                datagram = self.parts.datagrams.recv() => match datagram {
-                    Some(d) => {
-                        self.datagram(Instant::now(), d);
-                        for _ in 1..DATAGRAM_BATCH {
-                            match self.parts.datagrams.try_recv() {
-                                Ok(d) => self.datagram(Instant::now(), d),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                // Phone legs of two-party rooms are read as their packets arrive.
-                _ = self.ready_phones.notify.notified() => self.read_ready_phones(Instant::now()),
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
-            let now = Instant::now();
-            if now >= self.leg_deadline {
-                self.timeouts(now);
-            }
-            if now >= self.next_tick {
-                self.tick(now);
-                self.reap(now);
-            } else if !self.gone.is_empty() {
-                self.reap(now);
-            }
-        }
-        self.close_all();
-        tracing::info!(shard = self.parts.index, "media engine stopped");
-    }
-
-    fn close_all(&mut self) {
-        let ids: Vec<MediaId> = self.legs.keys().copied().collect();
-        for id in ids {
-            self.remove(id, "shutdown");
-        }
-        let ids: Vec<MediaId> = self.phones.keys().copied().collect();
-        for id in ids {
-            self.remove_phone(id, "shutdown");
-        }
-    }
-
     pub(super) fn count(&self) {
         metrics::gauge!("dialbridge_media_shard_legs", "shard" => self.parts.index.to_string())
             .set((self.legs.len() + self.phones.len()) as f64);
@@ -161,29 +103,17 @@ impl Shard {
             .set(self.parts.totals.phones.load(Ordering::Relaxed) as f64);
     }
 
-    pub(super) fn command(&mut self, command: Command) {
-        match command {
-            Command::Add { id, who, leg, done } => {
-                self.add_leg(id, who, leg);
-                let _ = done.send(());
-            }
-            Command::Remove {
+    /// Sends what the leg wants sent and handles its events.
+    pub(super) fn flush(&mut self, id: MediaId) {
+        if let Some(slot) = self.legs.get_mut(&id) {
+            flush(
+                &self.parts.socket,
+                &self.parts.events,
                 id,
-                room_id,
-                sessions,
-                done,
-            } => {
-                let _ = done.send(self.remove_owned(id, room_id, &sessions));
-            }
-            Command::EndSessions { room_id, sessions } => self.end_sessions(room_id, &sessions),
-            Command::Shutdown { done } => {
-                self.close_all();
-                let _ = done.send(());
-            }
-            Command::AddPhone { id, phone } => self.add_phone(id, *phone),
-            Command::PhoneMove { id, who, to } => self.move_phone(id, who, to),
-            Command::PhoneAdopt { id, who, slot } => self.adopt_phone(id, who, *slot),
-            phone => self.phone_command(phone),
+                slot,
+                &mut self.gone,
+                &mut self.leg_deadline,
+            );
         }
     }
 }

@@ -3,16 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use dialbridge_bridge::webrtc::FRAME_MS;
-
-use super::direct::SILENCE_8K;
-use super::flush::flush;
+use super::direct_path::SILENCE_8K;
 use super::phone::phone_out;
-use super::room::participant;
+use super::room::TICK;
 use super::shard::Shard;
-
-/// One mixing tick.
-pub(super) const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
+use super::types::participant;
+use super::web_leg::flush;
 
 /// A tick this late is skipped rather than caught up (the thread was descheduled).
 const MAX_LAG: Duration = Duration::from_millis(100);

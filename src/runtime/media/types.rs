@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dialbridge_bridge::g711::G711;
+use dialbridge_bridge::mixer::ParticipantId;
 use tokio::sync::mpsc;
 
 use crate::room::MediaParticipant;
@@ -29,6 +30,11 @@ impl FromStr for MediaId {
         }
         u64::from_str_radix(s, 16).map(MediaId).map_err(|_| ())
     }
+}
+
+/// A leg's name in its room's mixer.
+pub(super) fn participant(id: MediaId) -> ParticipantId {
+    ParticipantId(id.0)
 }
 
 /// Why a media request failed.

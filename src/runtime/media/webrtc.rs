@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use dialbridge_bridge::webrtc::WebRtcLeg;
 
-use super::flush::flush;
 use super::reader::{Datagram, Route};
-use super::room::{participant, Room};
+use super::room::Room;
 use super::shard::Shard;
-use super::types::MediaId;
+use super::types::{participant, MediaId};
+use super::web_leg::{flush, Slot};
 use crate::room::MediaParticipant;
 use crate::sync::lock;
 
@@ -20,15 +20,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connected leg that receives nothing for this long is dropped (ICE consent lapsed).
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A WebRTC leg on its shard: who it is, and when it was made and last heard from.
-pub(super) struct Slot {
-    pub(super) who: MediaParticipant,
-    pub(super) leg: Box<WebRtcLeg>,
-    pub(super) created: Instant,
-    pub(super) last_rx: Instant,
-    pub(super) addrs: Vec<SocketAddr>,
-}
 
 impl Shard {
     /// Puts a new leg in its room, in place of the session's earlier leg.

@@ -1,30 +1,23 @@
-//! WebRTC flush: what a leg wants sent goes out on the shared socket, its events are handled.
+//! One WebRTC leg on its shard, and its flush: what the leg wants sent goes out on the shared
+//! socket, its events are handled.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use dialbridge_bridge::webrtc::LegEvent;
+use dialbridge_bridge::webrtc::{LegEvent, WebRtcLeg};
 
-use super::shard::Shard;
 use super::types::MediaId;
-use super::webrtc::Slot;
 use crate::events::EventBus;
 use crate::room::MediaParticipant;
 
-impl Shard {
-    /// Sends what the leg wants sent and handles its events.
-    pub(super) fn flush(&mut self, id: MediaId) {
-        if let Some(slot) = self.legs.get_mut(&id) {
-            flush(
-                &self.parts.socket,
-                &self.parts.events,
-                id,
-                slot,
-                &mut self.gone,
-                &mut self.leg_deadline,
-            );
-        }
-    }
+/// A WebRTC leg on its shard: who it is, and when it was made and last heard from.
+pub(super) struct Slot {
+    pub(super) who: MediaParticipant,
+    pub(super) leg: Box<WebRtcLeg>,
+    pub(super) created: Instant,
+    pub(super) last_rx: Instant,
+    pub(super) addrs: Vec<SocketAddr>,
 }
 
 /// Sends what a leg wants sent and handles its events: key presses become room events, a leg
