@@ -18,18 +18,12 @@ use ports::Tp;
 use reqwest::Method;
 use serde_json::{json, Value};
 use telephony::{
-    assert_nothing_left, call_records, calls_ended, participant, wait_for, EventReader, PhoneMedia,
+    assert_nothing_left, call_records, calls_ended, participant, trunk, wait_for, EventReader,
+    PhoneMedia,
 };
 use webrtc_client::{Offer, WebRtcClient};
 
 const PHONE: &str = "+4930123456";
-
-fn trunk(port: u16, tp: Tp, extra: &str) -> String {
-    format!(
-        "[[trunks]]\nname = \"sipp\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"{}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\n{extra}",
-        if tp == Tp::Tcp { "tcp" } else { "udp" }
-    )
-}
 
 fn status_names(events: &[Value]) -> Vec<String> {
     events

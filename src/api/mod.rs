@@ -1,5 +1,5 @@
 //! The HTTP API: the Talk-compatible family under `/ocs/v2.php/apps/spreed/api/v4` and dialbridge's own
-//! under `/api/v1`, plus `/healthz` and `/metrics`.
+//! under `/api/v1`, plus `/healthz` and `/metrics`; and the web client at `/` with its SDK at `/sdk/`.
 
 mod call;
 mod dialin;
@@ -9,6 +9,7 @@ mod ocs;
 mod ops;
 mod room;
 pub mod server;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/api/v1", own)
         .route("/healthz", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .merge(web::routes())
         .fallback(ops::not_found)
         .layer(middleware::from_fn(track_requests))
         .with_state(state)

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod events;
 pub mod ports;
+pub mod proxy;
 pub mod sipp;
 pub mod telephony;
 pub mod webrtc_client;

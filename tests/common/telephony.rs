@@ -16,6 +16,14 @@ use serde_json::Value;
 
 use super::{Client, Gateway};
 
+/// A `[[trunks]]` entry for SIPp at 127.0.0.1:`port`, allowed to dial +4930...
+pub fn trunk(port: u16, tp: super::ports::Tp, extra: &str) -> String {
+    format!(
+        "[[trunks]]\nname = \"sipp\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"{}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\n{extra}",
+        if tp == super::ports::Tp::Tcp { "tcp" } else { "udp" }
+    )
+}
+
 /// How long a test waits for something that must happen.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,225 @@
+//! Debian's Chromium, driven headless by `tests/browser/driver.mjs` (playwright-core): each
+//! named browser has one page and a fake microphone playing a tone. The driver answers one JSON
+//! line per command; the test asserts on what the page shows and hears.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The longest a driver command may take (a page waiting for a state has its own 30 s limit).
+const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
+
+pub struct Browsers {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+}
+
+/// Where the tests keep screenshots for people to look at.
+pub fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts directory");
+    dir
+}
+
+impl Browsers {
+    pub fn start() -> Browsers {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let driver = root.join("tests/browser/driver.mjs");
+        assert!(
+            root.join("tests/browser/node_modules/playwright-core")
+                .exists(),
+            "playwright-core is not installed: run scripts/setup"
+        );
+        let mut child = Command::new("node")
+            .arg(driver)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs the browser driver (scripts/setup installs it)");
+        let stdin = child.stdin.take().expect("driver stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("driver stdout")).lines();
+        Browsers {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        }
+    }
+
+    /// Runs one command; the driver's error as `Err`.
+    pub async fn try_op(&mut self, op: &str, mut args: Value) -> Result<Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        args["id"] = json!(id);
+        args["op"] = json!(op);
+        let line = format!("{args}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("driver gone: {e}"))?;
+        let reply = tokio::time::timeout(COMMAND_DEADLINE, async {
+            loop {
+                match self.stdout.next_line().await {
+                    Ok(Some(line)) => {
+                        let Ok(reply) = serde_json::from_str::<Value>(&line) else {
+                            continue;
+                        };
+                        if reply["id"] == id {
+                            return Ok(reply);
+                        }
+                    }
+                    Ok(None) => return Err("the driver exited".to_string()),
+                    Err(e) => return Err(format!("driver output: {e}")),
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("{op} took longer than {COMMAND_DEADLINE:?}"))??;
+        if reply["ok"] == true {
+            Ok(reply["value"].clone())
+        } else {
+            Err(reply["error"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_string())
+        }
+    }
+
+    /// Runs one command that must succeed.
+    pub async fn op(&mut self, op: &str, args: Value) -> Value {
+        match self.try_op(op, args).await {
+            Ok(value) => value,
+            Err(e) => panic!("browser {op} failed: {e}"),
+        }
+    }
+
+    /// A browser whose microphone plays `tone_hz`.
+    pub async fn launch(&mut self, name: &str, tone_hz: f64) {
+        self.op("launch", json!({"name": name, "toneHz": tone_hz}))
+            .await;
+    }
+
+    /// A browser whose microphone permission is refused.
+    pub async fn launch_without_microphone(&mut self, name: &str) {
+        self.op("launch", json!({"name": name, "microphone": false}))
+            .await;
+    }
+
+    pub async fn goto(&mut self, name: &str, url: &str) {
+        self.op("goto", json!({"name": name, "url": url})).await;
+    }
+
+    pub async fn fill(&mut self, name: &str, selector: &str, value: &str) {
+        self.op(
+            "fill",
+            json!({"name": name, "selector": selector, "value": value}),
+        )
+        .await;
+    }
+
+    pub async fn click(&mut self, name: &str, selector: &str) {
+        self.op("click", json!({"name": name, "selector": selector}))
+            .await;
+    }
+
+    /// Waits until the element's text contains `text`; the text.
+    pub async fn wait_text(&mut self, name: &str, selector: &str, text: &str) -> String {
+        let value = self
+            .op(
+                "waitText",
+                json!({"name": name, "selector": selector, "text": text}),
+            )
+            .await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn text(&mut self, name: &str, selector: &str) -> String {
+        let value = self
+            .op("text", json!({"name": name, "selector": selector}))
+            .await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn visible(&mut self, name: &str, selector: &str) -> bool {
+        self.op("visible", json!({"name": name, "selector": selector}))
+            .await
+            == true
+    }
+
+    /// Waits until the element is shown.
+    pub async fn wait_visible(&mut self, name: &str, selector: &str) {
+        self.op("waitVisible", json!({"name": name, "selector": selector}))
+            .await;
+    }
+
+    /// The share of what the page's call audio holds at each frequency (0 to 1).
+    pub async fn hears(&mut self, name: &str, hz: &[f64]) -> Vec<f64> {
+        let value = self
+            .op("frequencies", json!({"name": name, "hz": hz}))
+            .await;
+        hz.iter()
+            .map(|f| value[format!("{f}")].as_f64().unwrap_or(0.0))
+            .collect()
+    }
+
+    /// Waits until the page hears `hz` as most of its call audio.
+    pub async fn wait_to_hear(&mut self, name: &str, hz: f64, other: f64) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let shares = self.hears(name, &[hz, other]).await;
+            if shares[0] > 0.5 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "page {name} never heard {hz} Hz: share {:.3} (and {:.3} at {other} Hz); console: {}",
+                shares[0],
+                shares[1],
+                self.op("console", json!({"name": name})).await
+            );
+        }
+    }
+
+    pub async fn screenshot(&mut self, name: &str, file: &str) -> PathBuf {
+        let path = artifacts().join(file);
+        self.op(
+            "screenshot",
+            json!({"name": name, "path": path.to_string_lossy()}),
+        )
+        .await;
+        path
+    }
+
+    /// Every URL the page requested.
+    pub async fn requests(&mut self, name: &str) -> Vec<String> {
+        let value = self.op("requests", json!({"name": name})).await;
+        value
+            .as_array()
+            .map(|urls| {
+                urls.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The page's console and errors, for failure messages.
+    pub async fn console(&mut self, name: &str) -> String {
+        self.op("console", json!({"name": name})).await.to_string()
+    }
+
+    /// Closes every browser and waits for the driver to exit.
+    pub async fn close(mut self) {
+        let _ = self.stdin.shutdown().await;
+        drop(self.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}

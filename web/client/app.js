@@ -1,0 +1,451 @@
+// The dialbridge web client: sign in, rooms, a room's call with its phones. Built only on the SDK.
+import { Dialbridge, DialbridgeError, describePhone } from '/sdk/dialbridge.js';
+
+const TOKEN_KEY = 'dialbridge-token';
+const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
+
+const client = new Dialbridge();
+const app = {
+  client,
+  rooms: [],
+  token: null, // the open room's token
+  state: null, // RoomState of the open room
+  media: null, // MediaSession while in the call's audio
+  keypadPhone: null, // the phone's callId the keypad sends to, or null for the call
+  meters: null,
+};
+// For integrators poking at the page and for the browser tests.
+window.dialbridgeApp = app;
+
+const $ = (id) => document.getElementById(id);
+
+function show(section) {
+  for (const id of ['sign-in', 'rooms', 'room']) $(id).hidden = id !== section;
+}
+
+/** What a failure means to the person who caused it. */
+function explain(error, doing) {
+  if (!(error instanceof DialbridgeError)) return `${doing} failed: ${error?.message ?? error}`;
+  switch (error.error) {
+    case 'microphone-denied':
+    case 'microphone-missing':
+    case 'microphone-busy':
+      return error.message;
+    case 'network':
+      return `${doing} failed: the gateway cannot be reached. Check your connection.`;
+    default:
+      break;
+  }
+  switch (error.status) {
+    case 401:
+      return 'Your token was not accepted. Sign in again.';
+    case 403:
+      if (error.error === 'number') return `This number may not be called from here (${error.message}).`;
+      return `You are not allowed to do that (${error.message}).`;
+    case 429:
+      return 'Too many attempts. Wait a moment and try again.';
+    case 501:
+      return 'No phone line is set up on this gateway, so phones cannot be called.';
+    case 503:
+      return `The phone line is busy right now (${error.message}). Try again in a moment.`;
+    default:
+      return `${doing} failed: ${error.message}`;
+  }
+}
+
+function report(error, doing) {
+  console.warn(doing, error);
+  $('error-text').textContent = explain(error, doing);
+  $('error').hidden = false;
+  if (error instanceof DialbridgeError && error.status === 401) signOut();
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error-text').textContent = '';
+}
+
+/** Runs a user action with its button disabled; failures go to the message bar. */
+async function act(button, doing, work) {
+  clearError();
+  if (button) button.disabled = true;
+  try {
+    return await work();
+  } catch (e) {
+    report(e, doing);
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// Sign-in.
+
+async function signIn(token) {
+  app.rooms = await client.signIn(token);
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $('sign-out').hidden = false;
+  $('who').textContent = app.rooms[0]?.actorId ? `Signed in as ${app.rooms[0].actorId}` : 'Signed in';
+}
+
+function signOut() {
+  leaveRoomPage();
+  client.signOut();
+  sessionStorage.removeItem(TOKEN_KEY);
+  $('sign-out').hidden = true;
+  $('who').textContent = '';
+  show('sign-in');
+  $('token').focus();
+}
+
+// Rooms.
+
+async function showRooms() {
+  leaveRoomPage();
+  app.rooms = await client.listRooms();
+  const list = $('room-list');
+  list.replaceChildren(
+    ...app.rooms.map((room) => {
+      const li = document.createElement('li');
+      const link = document.createElement('a');
+      link.href = `#/room/${encodeURIComponent(room.token)}`;
+      link.textContent = room.displayName || room.name;
+      li.append(link);
+      if (room.hasCall) li.append(tag('call in progress', 'state connected'));
+      return li;
+    }),
+  );
+  $('no-rooms').hidden = app.rooms.length > 0;
+  show('rooms');
+}
+
+function tag(text, className) {
+  const span = document.createElement('span');
+  span.className = className;
+  span.textContent = text;
+  return span;
+}
+
+function button(text, onClick, { className = '', label } = {}) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  if (className) b.className = className;
+  if (label) b.setAttribute('aria-label', label);
+  b.addEventListener('click', () => onClick(b));
+  return b;
+}
+
+// A room.
+
+async function openRoom(token) {
+  leaveRoomPage();
+  app.token = token;
+  show('room');
+  $('room-title').textContent = 'Loading…';
+  await client.joinRoom(token);
+  const state = await client.watchRoom(token);
+  if (app.token !== token) {
+    state.stop();
+    return;
+  }
+  app.state = state;
+  state.on('change', () => renderRoom());
+  state.on('closed', (why) => {
+    if (why.reason === 'access-revoked') report(new Error('you were removed from this room'), 'Following the room');
+  });
+  renderRoom();
+}
+
+function leaveRoomPage() {
+  if (app.media) {
+    const { token } = app;
+    const media = app.media;
+    app.media = null;
+    stopMeters();
+    media.leave().catch(() => {});
+    client.leaveCall(token).catch(() => {});
+  }
+  app.state?.stop();
+  app.state = null;
+  app.token = null;
+  app.keypadPhone = null;
+}
+
+function isModerator() {
+  const type = app.state?.room?.participantType;
+  return type === 1 || type === 2 || type === 6;
+}
+
+function renderRoom() {
+  const state = app.state;
+  if (!state || !state.room) return;
+  $('room-title').textContent = state.room.displayName || state.room.name;
+  const live = $('live');
+  live.textContent = state.live ? 'live' : 'reconnecting…';
+  live.className = `badge ${state.live ? 'live' : 'stale'}`;
+
+  const inMedia = Boolean(app.media);
+  $('join-call').hidden = inMedia;
+  $('join-call').textContent = state.room.hasCall ? 'Join call' : 'Start call';
+  $('mute').hidden = !inMedia;
+  $('leave-call').hidden = !inMedia;
+  $('end-call').hidden = !(inMedia && isModerator());
+  $('meters').hidden = !inMedia;
+
+  const inCall = new Set(state.inCall.map((p) => p.attendeeId));
+  $('people').replaceChildren(
+    ...state.participants
+      .filter((p) => !p.phoneNumber)
+      .map((p) => {
+        const li = document.createElement('li');
+        li.append(tag(p.displayName || p.actorId, 'name'));
+        if (inCall.has(p.attendeeId)) li.append(tag('in the call', 'state connected'));
+        return li;
+      }),
+  );
+
+  const phones = state.phoneAttendees();
+  $('phones').replaceChildren(
+    ...phones.map((p) => {
+      const li = document.createElement('li');
+      li.dataset.attendee = String(p.attendeeId);
+      li.append(tag(p.displayName || p.phoneNumber, 'name'));
+      const words = describePhone(p.phone);
+      const status = tag(words, `state ${p.phone?.status ?? ''}`);
+      status.setAttribute('role', 'status');
+      status.dataset.testid = 'phone-state';
+      li.append(status);
+      const actions = document.createElement('span');
+      actions.className = 'actions';
+      const active = p.phone && ['accepted', 'ringing', 'connected'].includes(p.phone.status);
+      const number = p.phoneNumber;
+      if (active) {
+        actions.append(
+          button('Hang up', (b) => act(b, 'Hanging up', () => client.hangUpPhone(app.token, p.phone.callId)), {
+            className: 'danger',
+            label: `Hang up ${number}`,
+          }),
+        );
+        if (p.phone.status === 'connected') {
+          const muted = Boolean(p.muted);
+          const mute = button(
+            muted ? 'Unmute' : 'Mute',
+            (b) =>
+              act(b, 'Muting the phone', async () => {
+                await client.mutePhone(app.token, p.phone.callId, { speaking: !muted });
+                p.muted = !muted;
+                const stored = state.phones.get(p.attendeeId);
+                if (stored) stored.muted = !muted;
+                renderRoom();
+              }),
+            { className: 'quiet', label: `${muted ? 'Unmute' : 'Mute'} ${number}` },
+          );
+          mute.setAttribute('aria-pressed', String(muted));
+          actions.append(mute);
+          actions.append(
+            button('Keypad', () => targetKeypad(p.phone.callId, number), {
+              className: 'quiet',
+              label: `Keypad to ${number}`,
+            }),
+          );
+        }
+      } else {
+        actions.append(
+          button('Call', (b) => act(b, 'Calling', () => dial(p.attendeeId)), { label: `Call ${number}` }),
+        );
+      }
+      li.append(actions);
+      return li;
+    }),
+  );
+  if (app.keypadPhone && !phones.some((p) => p.phone?.callId === app.keypadPhone && p.phone.status === 'connected')) {
+    targetKeypad(null);
+  }
+}
+
+async function dial(attendeeId) {
+  await client.dialOut(app.token, attendeeId);
+}
+
+/** Dials a number typed in the dial pad: its attendee if there is one, else a new one. */
+async function dialNumber(raw) {
+  const number = raw.replace(/[\s()-]/g, '');
+  if (!/^\+[1-9][0-9]{2,14}$/.test(number)) {
+    throw new DialbridgeError(0, 'number', `“${raw}” is not a phone number in international form (+ and country code)`);
+  }
+  let attendee = app.state.participants.find((p) => p.phoneNumber === number);
+  if (!attendee) {
+    attendee = await client.addPhone(app.token, number);
+    await app.state.resync();
+  }
+  await client.dialOut(app.token, attendee.attendeeId);
+}
+
+function targetKeypad(callId, number) {
+  app.keypadPhone = callId;
+  $('keypad-target').textContent = callId ? `Key presses go to ${number}.` : 'Key presses go into the call.';
+}
+
+async function pressKey(key) {
+  if (app.keypadPhone) {
+    await client.sendPhoneDtmf(app.token, app.keypadPhone, key);
+  } else if (app.media) {
+    app.media.sendDtmf(key);
+  } else {
+    throw new DialbridgeError(0, 'dtmf', 'Join the call first to send key presses.');
+  }
+}
+
+// The call's audio.
+
+async function joinCall() {
+  const token = app.token;
+  await client.joinCall(token);
+  try {
+    app.media = await client.joinMedia(token);
+  } catch (e) {
+    // Nothing half-joined stays behind: no audio, no presence in the call.
+    await client.leaveCall(token).catch(() => {});
+    throw e;
+  }
+  const audio = $('remote-audio');
+  audio.srcObject = app.media.remoteStream;
+  audio.play().catch(() => {});
+  app.media.on('state', (s) => {
+    if (s === 'failed') report(new Error('the audio connection was lost'), 'The call');
+  });
+  startMeters(app.media);
+  setMuteButton(false);
+  renderRoom();
+}
+
+async function leaveCall({ all = false } = {}) {
+  const media = app.media;
+  app.media = null;
+  stopMeters();
+  try {
+    await client.leaveCall(app.token, { all });
+  } finally {
+    await media?.leave().catch(() => {});
+    renderRoom();
+  }
+}
+
+function setMuteButton(muted) {
+  const b = $('mute');
+  b.setAttribute('aria-pressed', String(muted));
+  b.textContent = muted ? 'Unmute me' : 'Mute me';
+}
+
+function level(analyser, buffer) {
+  analyser.getFloatTimeDomainData(buffer);
+  let sum = 0;
+  for (const x of buffer) sum += x * x;
+  return Math.min(1, Math.sqrt(sum / buffer.length) * 4);
+}
+
+function startMeters(media) {
+  stopMeters();
+  const context = new AudioContext();
+  const meter = (stream) => {
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 2048;
+    context.createMediaStreamSource(stream).connect(analyser);
+    return analyser;
+  };
+  const me = meter(media.localStream);
+  const call = meter(media.remoteStream);
+  const buffer = new Float32Array(2048);
+  const timer = setInterval(() => {
+    $('level-me').value = media.muted ? 0 : level(me, buffer);
+    $('level-call').value = level(call, buffer);
+  }, 100);
+  app.meters = { context, timer, call };
+}
+
+function stopMeters() {
+  if (!app.meters) return;
+  clearInterval(app.meters.timer);
+  app.meters.context.close().catch(() => {});
+  app.meters = null;
+}
+
+// Wiring.
+
+async function route() {
+  clearError();
+  if (!client.token) {
+    show('sign-in');
+    return;
+  }
+  const match = /^#\/room\/(.+)$/.exec(location.hash);
+  try {
+    if (match) await openRoom(decodeURIComponent(match[1]));
+    else await showRooms();
+  } catch (e) {
+    report(e, match ? 'Opening the room' : 'Loading your rooms');
+  }
+}
+
+function wire() {
+  $('sign-in-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const ok = await act(e.submitter, 'Signing in', async () => {
+      await signIn($('token').value.trim());
+      return true;
+    });
+    if (ok) {
+      $('token').value = '';
+      route();
+    }
+  });
+  $('sign-out').addEventListener('click', signOut);
+  $('error-close').addEventListener('click', clearError);
+  $('create-room').addEventListener('submit', (e) => {
+    e.preventDefault();
+    act(e.submitter, 'Creating the room', async () => {
+      const room = await client.createRoom($('room-name').value.trim());
+      $('room-name').value = '';
+      location.hash = `#/room/${encodeURIComponent(room.token)}`;
+    });
+  });
+  $('join-call').addEventListener('click', (e) => act(e.currentTarget, 'Joining the call', joinCall));
+  $('leave-call').addEventListener('click', (e) => act(e.currentTarget, 'Leaving the call', () => leaveCall()));
+  $('end-call').addEventListener('click', (e) =>
+    act(e.currentTarget, 'Ending the call', () => leaveCall({ all: true })),
+  );
+  $('mute').addEventListener('click', () => {
+    if (!app.media) return;
+    app.media.setMuted(!app.media.muted);
+    setMuteButton(app.media.muted);
+  });
+  $('dial').addEventListener('submit', (e) => {
+    e.preventDefault();
+    act(e.submitter, 'Calling', async () => {
+      await dialNumber($('dial-number').value);
+      $('dial-number').value = '';
+    });
+  });
+  $('keypad').replaceChildren(
+    ...KEYS.map((key) => button(key, (b) => act(b, 'Sending the key press', () => pressKey(key)), { label: `Key ${key}` })),
+  );
+  window.addEventListener('hashchange', route);
+  window.addEventListener('pagehide', () => leaveRoomPage());
+}
+
+async function start() {
+  wire();
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    try {
+      await signIn(saved);
+    } catch (e) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (!(e instanceof DialbridgeError && e.status === 401)) report(e, 'Signing in');
+    }
+  }
+  await route();
+}
+
+start();

@@ -1,0 +1,316 @@
+// Types of the dialbridge JavaScript SDK (dialbridge.js).
+
+export declare const TALK_BASE: string;
+export declare const API_BASE: string;
+
+/** In-call flags of the call API. */
+export declare const Flags: {
+  readonly IN_CALL: 1;
+  readonly AUDIO: 2;
+  readonly VIDEO: 4;
+  readonly PHONE: 8;
+};
+
+export type PhoneStatusWord = 'accepted' | 'ringing' | 'connected' | 'rejected' | 'cleared';
+
+export declare const PhoneStatus: {
+  readonly ACCEPTED: 'accepted';
+  readonly RINGING: 'ringing';
+  readonly CONNECTED: 'connected';
+  readonly REJECTED: 'rejected';
+  readonly CLEARED: 'cleared';
+};
+
+/** Why a phone call ended (the `cause` of `rejected` and `cleared`). */
+export type Cause =
+  | 'busy'
+  | 'declined'
+  | 'unavailable'
+  | 'invalid-number'
+  | 'no-answer'
+  | 'failed'
+  | 'hangup'
+  | 'ended'
+  | 'removed'
+  | 'media-timeout'
+  | 'max-duration'
+  | 'shutdown'
+  | 'wrong-pin'
+  | 'no-call'
+  | (string & {});
+
+/** Every failure of the SDK. */
+export declare class DialbridgeError extends Error {
+  constructor(status: number, error: string, message: string, body?: unknown);
+  /** HTTP status; 0 when no answer came (network, microphone, key presses). */
+  status: number;
+  /**
+   * The API's short error word (`auth`, `trunk`, `allowlist`...), `http` for a plain-text
+   * answer, `network`, `microphone-denied`, `microphone-missing`, `microphone-busy`, `media`, `dtmf`.
+   */
+  error: string;
+  /** The parsed answer, when there was one. */
+  body: unknown;
+}
+
+export interface Room {
+  id: number;
+  token: string;
+  type: number;
+  name: string;
+  displayName: string;
+  participantType: number;
+  attendeeId: number;
+  actorType: string;
+  actorId: string;
+  permissions: number;
+  hasCall: boolean;
+  callFlag: number;
+  canStartCall: boolean;
+  participantFlags: number;
+  sessionId: string;
+  dialinNumber?: string | null;
+  dialinPin?: string | null;
+  [field: string]: unknown;
+}
+
+export interface Participant {
+  attendeeId: number;
+  actorType: string;
+  actorId: string;
+  displayName: string;
+  participantType: number;
+  permissions: number;
+  attendeePermissions: number;
+  inCall: number;
+  lastPing: number;
+  sessionIds: string[];
+  phoneNumber?: string;
+  callId?: string;
+  callStatus?: PhoneStatusWord;
+}
+
+export interface CallParticipant {
+  attendeeId: number;
+  actorType: string;
+  actorId: string;
+  displayName: string;
+  lastPing: number;
+  sessionId: string;
+  inCall: number;
+}
+
+export interface CallRecord {
+  id: number;
+  kind: string;
+  attendeeId: number | null;
+  number: string;
+  trunk: string | null;
+  callId: string;
+  startedAt: number;
+  answeredAt: number | null;
+  endedAt: number | null;
+  billableSeconds: number;
+  status: string;
+  cause: Cause | null;
+  sipCode: number | null;
+}
+
+/** A room event, as the event stream delivers it. */
+export type RoomEvent =
+  | { type: 'participant-joined'; attendeeId: number; actorType: string; actorId: string; displayName: string; sessionId: string; eventId?: string }
+  | { type: 'participant-left'; attendeeId: number; actorType: string; actorId: string; sessionId: string; eventId?: string }
+  | { type: 'participant-flags'; attendeeId: number; actorType: string; actorId: string; sessionId: string; inCall: number; eventId?: string }
+  | { type: 'call-started'; silent: boolean; actorType: string; actorId: string; eventId?: string }
+  | { type: 'call-ended'; all: boolean; eventId?: string }
+  | { type: 'dtmf'; attendeeId: number; actorType: string; actorId: string; sessionId: string; digit: string; eventId?: string }
+  | { type: 'ring'; attendeeId: number; actorId: string; callerActorType: string; callerActorId: string; callerDisplayName: string; eventId?: string }
+  | {
+      type: 'callstatus';
+      callid: string;
+      status: PhoneStatusWord;
+      cause: Cause | null;
+      code: number | null;
+      message: string | null;
+      attendeeId: number;
+      eventId?: string;
+    }
+  | { type: 'access-revoked'; reason: string; eventId?: string }
+  | { type: 'lagged'; missed: number; eventId?: string };
+
+export type Unsubscribe = () => void;
+
+/** The state of one phone leg. */
+export interface PhoneState {
+  callId: string | null;
+  status: PhoneStatusWord | null;
+  cause: Cause | null;
+  code?: number | null;
+  message?: string | null;
+}
+
+/** A hangup cause in words a person understands (`no-answer` -> `no answer`). */
+export declare function describeCause(cause: Cause | null | undefined): string;
+/** A phone's state in words: `ringing`, `connected`, `rejected: busy`, `cleared: hung up`. */
+export declare function describePhone(phone: PhoneState | null | undefined): string;
+
+export interface RequestOptions {
+  json?: unknown;
+  body?: BodyInit;
+  contentType?: string;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** One request, built (pure). */
+export declare function buildRequest(
+  baseUrl: string,
+  token: string | null,
+  method: string,
+  path: string,
+  options?: RequestOptions,
+): { url: string; init: RequestInit & { headers: Record<string, string> } };
+
+/** The typed error of a failed HTTP answer. */
+export declare function errorFromResponse(status: number, text: string): DialbridgeError;
+/** A `getUserMedia` failure as a typed error. */
+export declare function mediaError(e: unknown): DialbridgeError;
+
+/** Incremental Server-Sent Events parser. */
+export declare class SseParser {
+  lastEventId: string | null;
+  push(text: string): { id: string | null; event: string; data: string }[];
+}
+
+export declare function parseRoomEvent(sse: { id: string | null; data: string }): RoomEvent | null;
+
+export interface StreamOptions {
+  /** First reconnection delay in ms (doubles up to retryMax). Default 500. */
+  retryMin?: number;
+  /** Longest reconnection delay in ms. Default 10000. */
+  retryMax?: number;
+  /** A stream silent for this long (ms) is treated as lost. Default 40000 (the server's keep-alive is 15 s). */
+  staleAfter?: number;
+}
+
+interface RoomEventsMap {
+  open: { resumed: boolean };
+  event: RoomEvent;
+  disconnected: { error: DialbridgeError };
+  closed: { reason: 'access-revoked' | 'refused'; error: DialbridgeError | null };
+  [type: string]: unknown;
+}
+
+/** A room's event stream with reconnection. */
+export declare class RoomEvents {
+  readonly token: string;
+  readonly connected: boolean;
+  readonly lastEventId: string | null;
+  on<K extends keyof RoomEventsMap>(type: K, listener: (value: RoomEventsMap[K]) => void): Unsubscribe;
+  off(type: string, listener: (value: unknown) => void): void;
+  /** Connects (and keeps reconnecting); resolves once the first attempt opened or failed. */
+  start(): Promise<void>;
+  stop(): void;
+}
+
+/** The live state of one room: participants, phone states, and whether it is current. */
+export declare class RoomState {
+  readonly token: string;
+  readonly room: Room | null;
+  readonly participants: Participant[];
+  readonly phones: Map<number, PhoneState>;
+  readonly inCall: CallParticipant[];
+  /** False while the event stream is away: what is shown may be stale until it is back. */
+  readonly live: boolean;
+  readonly events: RoomEvents;
+  on(type: 'change', listener: (state: RoomState) => void): Unsubscribe;
+  on(type: 'event', listener: (event: RoomEvent) => void): Unsubscribe;
+  on(type: 'closed', listener: (why: RoomEventsMap['closed']) => void): Unsubscribe;
+  on(type: 'error', listener: (error: DialbridgeError) => void): Unsubscribe;
+  start(): Promise<RoomState>;
+  stop(): void;
+  /** Fetches room, participants and call sessions again (done on every reconnection). */
+  resync(): Promise<void>;
+  phoneAttendees(): (Participant & { phone: PhoneState | null })[];
+}
+
+/** The browser's audio in a room's call. */
+export declare class MediaSession {
+  readonly id: string | null;
+  readonly location: string | null;
+  readonly pc: RTCPeerConnection;
+  readonly localStream: MediaStream;
+  /** The room's mix (or the other participant, in a two-party room). */
+  readonly remoteStream: MediaStream;
+  readonly muted: boolean;
+  on(type: 'state', listener: (state: RTCPeerConnectionState | 'closed') => void): Unsubscribe;
+  on(type: 'muted', listener: (muted: boolean) => void): Unsubscribe;
+  setMuted(muted: boolean): void;
+  /** Key presses into the call (RFC 4733), e.g. `"12#"`. */
+  sendDtmf(digits: string, options?: { duration?: number; gap?: number }): void;
+  leave(): Promise<void>;
+}
+
+export interface JoinMediaOptions {
+  /** Send this stream instead of asking for the microphone. */
+  stream?: MediaStream | null;
+  /** `getUserMedia` audio constraints. Default true. */
+  audio?: boolean | MediaTrackConstraints;
+  /** Longest wait for ICE gathering before the offer goes out, ms. Default 3000. */
+  iceTimeoutMs?: number;
+  rtcConfig?: RTCConfiguration;
+}
+
+export interface ClientOptions {
+  /** The gateway's origin; '' (default) is the page's own. */
+  baseUrl?: string;
+  /** A user token (`dialbridge user add` prints one). */
+  token?: string | null;
+  fetch?: typeof fetch;
+}
+
+/** A client of one gateway. Every method rejects with a DialbridgeError. */
+export declare class Dialbridge {
+  constructor(options?: ClientOptions);
+  baseUrl: string;
+  token: string | null;
+  /** Checks the token with the server; resolves to the user's rooms. */
+  signIn(token: string): Promise<Room[]>;
+  signOut(): void;
+  fetchRaw(method: string, path: string, options?: RequestOptions): Promise<Response>;
+  fetchOk<T = unknown>(method: string, path: string, options?: RequestOptions): Promise<T>;
+
+  listRooms(): Promise<Room[]>;
+  createRoom(name: string, options?: { type?: 2 | 3 }): Promise<Room>;
+  getRoom(token: string): Promise<Room>;
+  listParticipants(token: string): Promise<Participant[]>;
+  addUser(token: string, userId: string): Promise<Participant>;
+  /** Adds a phone attendee (E.164); dial it with its attendeeId. */
+  addPhone(token: string, number: string): Promise<Participant>;
+  removeAttendee(token: string, attendeeId: number): Promise<unknown>;
+  setDialin(token: string, options: { number: string | null; waitForCall?: boolean }): Promise<unknown>;
+
+  joinRoom(token: string): Promise<Room>;
+  leaveRoom(token: string): Promise<unknown>;
+  callParticipants(token: string): Promise<CallParticipant[]>;
+  joinCall(token: string, options?: { flags?: number; silent?: boolean }): Promise<unknown>;
+  updateCall(token: string, flags: number): Promise<unknown>;
+  leaveCall(token: string, options?: { all?: boolean }): Promise<unknown>;
+
+  joinMedia(token: string, options?: JoinMediaOptions): Promise<MediaSession>;
+
+  dialOut(
+    token: string,
+    attendeeId: number,
+    options?: { caller?: string; anonymous?: boolean },
+  ): Promise<{ callid: string; status: 'accepted' }>;
+  hangUpPhone(token: string, callId: string): Promise<unknown>;
+  mutePhone(token: string, callId: string, mute: { speaking?: boolean; listening?: boolean }): Promise<unknown>;
+  sendPhoneDtmf(token: string, callId: string, digits: string): Promise<{ callid: string; digits: string }>;
+  callRecords(token: string): Promise<CallRecord[]>;
+
+  events(token: string, options?: StreamOptions): RoomEvents;
+  watchRoom(token: string, options?: StreamOptions): Promise<RoomState>;
+}
+
+export default Dialbridge;

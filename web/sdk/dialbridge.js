@@ -1,0 +1,767 @@
+// dialbridge JavaScript SDK: the gateway's HTTP API, its room event streams and the WebRTC
+// audio join, for browsers (and Node.js 18+ for everything but media).
+// Types: dialbridge.d.ts. Guide: README.md.
+
+export const TALK_BASE = '/ocs/v2.php/apps/spreed/api/v4';
+export const API_BASE = '/api/v1';
+
+/** In-call flags of the call API. */
+export const Flags = Object.freeze({ IN_CALL: 1, AUDIO: 2, VIDEO: 4, PHONE: 8 });
+
+/** Phone leg states, as the room's `callstatus` events and participants name them. */
+export const PhoneStatus = Object.freeze({
+  ACCEPTED: 'accepted',
+  RINGING: 'ringing',
+  CONNECTED: 'connected',
+  REJECTED: 'rejected',
+  CLEARED: 'cleared',
+});
+
+const CAUSE_WORDS = {
+  busy: 'busy',
+  declined: 'declined',
+  unavailable: 'unavailable',
+  'invalid-number': 'invalid number',
+  'no-answer': 'no answer',
+  failed: 'call failed',
+  hangup: 'hung up',
+  ended: 'call ended',
+  removed: 'removed from the room',
+  'media-timeout': 'lost audio',
+  'max-duration': 'time limit reached',
+  shutdown: 'gateway restarted',
+  'wrong-pin': 'wrong PIN',
+  'no-call': 'no call to join',
+};
+
+/** A hangup cause (`busy`, `no-answer`, ...) in words a person understands. */
+export function describeCause(cause) {
+  if (!cause) return '';
+  return CAUSE_WORDS[cause] ?? cause.replace(/-/g, ' ');
+}
+
+/** A phone leg's state in words: `ringing`, `connected`, `cleared: busy`... */
+export function describePhone(phone) {
+  if (!phone || !phone.status) return 'not called';
+  switch (phone.status) {
+    case PhoneStatus.ACCEPTED:
+      return 'calling';
+    case PhoneStatus.RINGING:
+      return 'ringing';
+    case PhoneStatus.CONNECTED:
+      return 'connected';
+    default: {
+      const why = describeCause(phone.cause);
+      return why ? `${phone.status}: ${why}` : phone.status;
+    }
+  }
+}
+
+/**
+ * Every failure of the SDK: the HTTP status (0 when no answer came), the API's short error word
+ * (`auth`, `trunk`, `allowlist`...) and a message for people.
+ */
+export class DialbridgeError extends Error {
+  constructor(status, error, message, body = null) {
+    super(message || error || `HTTP ${status}`);
+    this.name = 'DialbridgeError';
+    this.status = status;
+    this.error = error || 'error';
+    this.body = body;
+  }
+}
+
+/** The error an HTTP answer carries: OCS envelopes, JSON `{error, message}` bodies or text. */
+export function errorFromResponse(status, text) {
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  const ocs = body && body.ocs;
+  if (ocs && ocs.meta) {
+    const word = (ocs.data && typeof ocs.data.error === 'string' && ocs.data.error) || 'error';
+    return new DialbridgeError(status, word, ocs.meta.message || `HTTP ${status}`, body);
+  }
+  if (body && typeof body === 'object' && typeof body.error === 'string') {
+    return new DialbridgeError(status, body.error, body.message || body.error, body);
+  }
+  const plain = (text || '').trim();
+  return new DialbridgeError(status, 'http', plain || `HTTP ${status}`, body);
+}
+
+/** Builds one API request: URL, method, headers and body. Pure, so it is tested alone. */
+export function buildRequest(baseUrl, token, method, path, { json, body, contentType, headers } = {}) {
+  const all = { Accept: 'application/json', 'OCS-APIRequest': 'true', ...headers };
+  if (token) all.Authorization = `Bearer ${token}`;
+  let payload = body;
+  if (json !== undefined) {
+    all['Content-Type'] = 'application/json';
+    payload = JSON.stringify(json);
+  } else if (contentType) {
+    all['Content-Type'] = contentType;
+  }
+  return {
+    url: `${baseUrl.replace(/\/+$/, '')}${path}`,
+    init: { method, headers: all, body: payload, credentials: 'same-origin' },
+  };
+}
+
+/**
+ * Incremental parser of a Server-Sent Events stream (the WHATWG rules): feed it text as it
+ * arrives, take the complete events.
+ */
+export class SseParser {
+  constructor() {
+    this.buffer = '';
+    this.data = [];
+    this.event = '';
+    this.id = null;
+    this.lastEventId = null;
+  }
+
+  /** Returns the events completed by this text: `{id, event, data}`. */
+  push(text) {
+    this.buffer += text;
+    const out = [];
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.buffer);
+      if (!match) break;
+      // A lone \r at the end may be the first half of \r\n: wait for more.
+      if (match[0] === '\r' && match.index === this.buffer.length - 1) break;
+      const line = this.buffer.slice(0, match.index);
+      this.buffer = this.buffer.slice(match.index + match[0].length);
+      if (line === '') {
+        if (this.id !== null) this.lastEventId = this.id;
+        if (this.data.length > 0) {
+          out.push({ id: this.lastEventId, event: this.event || 'message', data: this.data.join('\n') });
+        }
+        this.data = [];
+        this.event = '';
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'data') this.data.push(value);
+      else if (field === 'event') this.event = value;
+      else if (field === 'id' && !value.includes('\0')) this.id = value;
+    }
+    return out;
+  }
+}
+
+/** A room event from one SSE event: the JSON object with its `type`, or null if malformed. */
+export function parseRoomEvent(sse) {
+  try {
+    const event = JSON.parse(sse.data);
+    if (!event || typeof event !== 'object' || typeof event.type !== 'string') return null;
+    if (sse.id !== null && sse.id !== undefined) event.eventId = sse.id;
+    return event;
+  } catch {
+    return null;
+  }
+}
+
+/** A small listener registry, the same in browsers and Node.js. */
+class Emitter {
+  constructor() {
+    this.listeners = new Map();
+  }
+
+  /** Calls `listener` for each `type` event; returns a function that removes it. */
+  on(type, listener) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(listener);
+    return () => this.off(type, listener);
+  }
+
+  off(type, listener) {
+    this.listeners.get(type)?.delete(listener);
+  }
+
+  emit(type, value) {
+    for (const listener of [...(this.listeners.get(type) ?? [])]) {
+      try {
+        listener(value);
+      } catch (e) {
+        console.error(`dialbridge: a ${type} listener failed`, e);
+      }
+    }
+  }
+}
+
+/**
+ * A room's event stream: typed events, reconnection with back-off, and a watchdog that treats
+ * a stream silent for longer than the server's keep-alive as lost. The server does not replay
+ * missed events, so each reconnection emits `open` with `resumed: true`: state must be fetched
+ * again (RoomState does).
+ *
+ * Events: `open` {resumed}, `event` (every room event), one per event type (`callstatus`,
+ * `participant-joined`...), `lagged`, `disconnected` {error}, `closed` {reason}.
+ */
+export class RoomEvents extends Emitter {
+  constructor(client, token, { retryMin = 500, retryMax = 10_000, staleAfter = 40_000 } = {}) {
+    super();
+    this.client = client;
+    this.token = token;
+    this.retryMin = retryMin;
+    this.retryMax = retryMax;
+    this.staleAfter = staleAfter;
+    this.connected = false;
+    this.stopped = false;
+    this.opened = 0;
+    this.lastEventId = null;
+    this.abort = null;
+    this.timer = null;
+  }
+
+  /** Starts reading (and reconnecting); returns once the first connection is open or failed. */
+  start() {
+    this.stopped = false;
+    return new Promise((resolve) => {
+      const offs = ['open', 'disconnected', 'closed'].map((type) =>
+        this.on(type, () => {
+          for (const off of offs) off();
+          resolve();
+        }),
+      );
+      this.loop();
+    });
+  }
+
+  /** Stops the stream for good. */
+  stop() {
+    this.stopped = true;
+    this.abort?.abort();
+    clearTimeout(this.timer);
+  }
+
+  async loop() {
+    let delay = this.retryMin;
+    while (!this.stopped) {
+      const outcome = await this.readOnce();
+      if (this.stopped) return;
+      if (outcome.final) {
+        this.stopped = true;
+        this.emit('closed', { reason: outcome.reason, error: outcome.error });
+        return;
+      }
+      if (outcome.opened) delay = this.retryMin;
+      await new Promise((resolve) => {
+        this.timer = setTimeout(resolve, delay);
+      });
+      delay = Math.min(delay * 2, this.retryMax);
+    }
+  }
+
+  async readOnce() {
+    const abort = new AbortController();
+    this.abort = abort;
+    let watchdog = null;
+    const arm = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => abort.abort(new Error('stream silent')), this.staleAfter);
+    };
+    const headers = { Accept: 'text/event-stream' };
+    if (this.lastEventId !== null) headers['Last-Event-ID'] = this.lastEventId;
+    let opened = false;
+    try {
+      arm();
+      const response = await this.client.fetchRaw(
+        'GET',
+        `${API_BASE}/rooms/${encodeURIComponent(this.token)}/events`,
+        { headers, signal: abort.signal },
+      );
+      if (!response.ok) {
+        const error = errorFromResponse(response.status, await response.text());
+        // Access is gone or never was: reconnecting cannot help.
+        const final = [401, 403, 404].includes(response.status);
+        if (!final) this.disconnected(error);
+        return { final, reason: 'refused', error };
+      }
+      opened = true;
+      this.connected = true;
+      this.emit('open', { resumed: this.opened++ > 0 });
+      const parser = new SseParser();
+      const decoder = new TextDecoder();
+      const reader = response.body.getReader();
+      // An abort (stop, or the watchdog) ends the read in progress.
+      abort.signal.addEventListener('abort', () => reader.cancel().catch(() => {}));
+      let revoked = null;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        arm();
+        for (const sse of parser.push(decoder.decode(value, { stream: true }))) {
+          this.lastEventId = parser.lastEventId;
+          const event = parseRoomEvent(sse);
+          if (!event) continue;
+          if (event.type === 'access-revoked') revoked = event;
+          this.emit('event', event);
+          this.emit(event.type, event);
+        }
+      }
+      if (revoked) {
+        this.connected = false;
+        return { final: true, reason: 'access-revoked', error: null };
+      }
+      this.disconnected(new DialbridgeError(0, 'network', 'the event stream ended'));
+      return { opened };
+    } catch (e) {
+      if (!this.stopped) {
+        this.disconnected(new DialbridgeError(0, 'network', e?.message || 'the event stream failed'));
+      }
+      return { opened };
+    } finally {
+      clearTimeout(watchdog);
+    }
+  }
+
+  disconnected(error) {
+    this.connected = false;
+    this.emit('disconnected', { error });
+  }
+}
+
+/**
+ * The live state of one room for a page: its participants with each phone's state, and whether
+ * that state is current. It follows the room's events and fetches everything again whenever the
+ * stream (re)opens or lagged, so a lost stream never leaves a stale phone state behind.
+ *
+ * Events: `change` (the state), `event` (each room event), `closed`.
+ */
+export class RoomState extends Emitter {
+  constructor(client, token, options = {}) {
+    super();
+    this.client = client;
+    this.token = token;
+    this.room = null;
+    this.participants = [];
+    /** Phone states by attendee id: {callId, status, cause, code, message}. */
+    this.phones = new Map();
+    this.inCall = [];
+    this.live = false;
+    /** Orders fetched state against events: each resync and each phone event takes a tick. */
+    this.clock = 0;
+    this.events = new RoomEvents(client, token, options);
+    // The first open is followed by start()'s own fetch.
+    this.events.on('open', ({ resumed }) => resumed && this.resync());
+    this.events.on('lagged', () => this.resync());
+    this.events.on('disconnected', () => {
+      this.live = false;
+      this.emit('change', this);
+    });
+    this.events.on('closed', (why) => {
+      this.live = false;
+      this.emit('closed', why);
+      this.emit('change', this);
+    });
+    this.events.on('event', (event) => this.apply(event));
+  }
+
+  /** Opens the stream and loads the room. */
+  async start() {
+    await this.events.start();
+    await this.resync();
+    return this;
+  }
+
+  stop() {
+    this.events.stop();
+  }
+
+  /** Fetches the room, its participants and the call's sessions again. */
+  async resync() {
+    // An event that arrives while the fetch is under way is newer than what it returns.
+    const mark = ++this.clock;
+    try {
+      const [room, participants, inCall] = await Promise.all([
+        this.client.getRoom(this.token),
+        this.client.listParticipants(this.token),
+        this.client.callParticipants(this.token).catch(() => []),
+      ]);
+      this.room = room;
+      this.participants = participants;
+      this.inCall = inCall;
+      const phones = new Map();
+      for (const p of participants) {
+        if (!p.phoneNumber) continue;
+        const known = this.phones.get(p.attendeeId);
+        const keep =
+          known && (known.at > mark || (known.callId === p.callId && known.status === p.callStatus));
+        phones.set(
+          p.attendeeId,
+          keep ? known : { callId: p.callId ?? null, status: p.callStatus ?? null, cause: null, at: mark },
+        );
+      }
+      this.phones = phones;
+      await this.fillCauses();
+      this.live = this.events.connected;
+      this.emit('change', this);
+    } catch (e) {
+      this.emit('error', e);
+    }
+  }
+
+  /** Causes of ended phone calls the stream did not tell (they ended while it was away). */
+  async fillCauses() {
+    const missing = [...this.phones.values()].filter(
+      (p) => p.callId && (p.status === 'cleared' || p.status === 'rejected') && !p.cause,
+    );
+    if (missing.length === 0) return;
+    let records = [];
+    try {
+      records = await this.client.callRecords(this.token);
+    } catch {
+      return;
+    }
+    for (const phone of missing) {
+      const record = records.find((r) => r.callId === phone.callId);
+      if (record) {
+        phone.cause = record.cause ?? null;
+        phone.code = record.sipCode ?? null;
+      }
+    }
+  }
+
+  apply(event) {
+    switch (event.type) {
+      case 'callstatus': {
+        this.phones.set(event.attendeeId, {
+          at: ++this.clock,
+          callId: event.callid,
+          status: event.status,
+          cause: event.cause ?? null,
+          code: event.code ?? null,
+          message: event.message ?? null,
+        });
+        break;
+      }
+      case 'participant-joined':
+      case 'participant-left':
+      case 'participant-flags':
+      case 'call-started':
+      case 'call-ended':
+        // Membership and flags come back whole from the server.
+        this.resync();
+        break;
+      default:
+        break;
+    }
+    this.emit('event', event);
+    this.emit('change', this);
+  }
+
+  /** The phone attendees with their state. */
+  phoneAttendees() {
+    return this.participants
+      .filter((p) => p.phoneNumber)
+      .map((p) => ({ ...p, phone: this.phones.get(p.attendeeId) ?? null }));
+  }
+}
+
+/** The errors `getUserMedia` raises, as DialbridgeErrors a page can show. */
+export function mediaError(e) {
+  const name = e && e.name;
+  if (name === 'NotAllowedError' || name === 'SecurityError') {
+    return new DialbridgeError(0, 'microphone-denied', 'The microphone is blocked. Allow it for this page to talk.');
+  }
+  if (name === 'NotFoundError' || name === 'OverconstrainedError') {
+    return new DialbridgeError(0, 'microphone-missing', 'No microphone was found.');
+  }
+  if (name === 'NotReadableError') {
+    return new DialbridgeError(0, 'microphone-busy', 'The microphone is in use by another program.');
+  }
+  return new DialbridgeError(0, 'media', e?.message || 'The audio could not start.');
+}
+
+/** Waits until a peer connection has gathered its ICE candidates (the join sends one offer). */
+function gathered(pc, timeoutMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState === 'complete') {
+        pc.removeEventListener('icegatheringstatechange', done);
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    const timer = setTimeout(resolve, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', done);
+  });
+}
+
+/**
+ * The browser's audio in a room's call: the peer connection, the local (microphone) and remote
+ * (the room's mix) streams, mute, key presses, leave.
+ */
+export class MediaSession extends Emitter {
+  constructor(client, token, pc, localStream, remoteStream, location) {
+    super();
+    this.client = client;
+    this.token = token;
+    this.pc = pc;
+    this.localStream = localStream;
+    this.remoteStream = remoteStream;
+    this.location = location;
+    this.id = location ? location.split('/').pop() : null;
+    this.muted = false;
+    pc.addEventListener('connectionstatechange', () => this.emit('state', pc.connectionState));
+  }
+
+  /** Mutes (or unmutes) the microphone: the track sends silence, the session stays. */
+  setMuted(muted) {
+    this.muted = Boolean(muted);
+    for (const track of this.localStream.getAudioTracks()) track.enabled = !this.muted;
+    this.emit('muted', this.muted);
+  }
+
+  /** Sends key presses into the call (RFC 4733 telephone-events from this browser). */
+  sendDtmf(digits, { duration = 100, gap = 70 } = {}) {
+    if (!/^[0-9*#A-D]+$/i.test(digits)) {
+      throw new DialbridgeError(0, 'dtmf', `"${digits}" holds keys a keypad does not have`);
+    }
+    const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === 'audio');
+    if (!sender || !sender.dtmf || !sender.dtmf.canInsertDTMF) {
+      throw new DialbridgeError(0, 'dtmf', 'key presses cannot be sent on this connection');
+    }
+    sender.dtmf.insertDTMF(digits, duration, gap);
+  }
+
+  /** Ends the media session: the server leg, the peer connection, the microphone. */
+  async leave() {
+    try {
+      if (this.location) await this.client.fetchOk('DELETE', new URL(this.location).pathname);
+    } catch (e) {
+      if (!(e instanceof DialbridgeError) || e.status !== 404) throw e;
+    } finally {
+      this.pc.close();
+      for (const track of this.localStream.getTracks()) track.stop();
+      this.emit('state', 'closed');
+    }
+  }
+}
+
+/** A client of one gateway, signed in with one user's token. */
+export class Dialbridge {
+  /**
+   * @param {object} options `baseUrl` ('' = this page's origin), `token` (a user token),
+   *   `fetch` (defaults to the global one).
+   */
+  constructor({ baseUrl = '', token = null, fetch: fetchImpl } = {}) {
+    this.baseUrl = baseUrl;
+    this.token = token;
+    this.fetchImpl = fetchImpl ?? ((...args) => globalThis.fetch(...args));
+  }
+
+  /** Signs in with a token: checks it with the server; the rooms the user is in. */
+  async signIn(token) {
+    const previous = this.token;
+    this.token = token;
+    try {
+      return await this.listRooms();
+    } catch (e) {
+      this.token = previous;
+      throw e;
+    }
+  }
+
+  signOut() {
+    this.token = null;
+  }
+
+  async fetchRaw(method, path, options = {}) {
+    const { url, init } = buildRequest(this.baseUrl, this.token, method, path, options);
+    if (options.signal) init.signal = options.signal;
+    try {
+      return await this.fetchImpl(url, init);
+    } catch (e) {
+      if (e && e.name === 'AbortError') throw e;
+      throw new DialbridgeError(0, 'network', `The gateway could not be reached (${e?.message ?? e}).`);
+    }
+  }
+
+  /** A request whose answer must be 2xx: its parsed body (the OCS `data` when enveloped). */
+  async fetchOk(method, path, options = {}) {
+    const response = await this.fetchRaw(method, path, options);
+    const text = await response.text();
+    if (!response.ok) throw errorFromResponse(response.status, text);
+    if (!text) return null;
+    let body;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return text;
+    }
+    return body && body.ocs ? body.ocs.data : body;
+  }
+
+  talk(method, path, json) {
+    return this.fetchOk(method, `${TALK_BASE}${path}`, json === undefined ? {} : { json });
+  }
+
+  own(method, path, json) {
+    return this.fetchOk(method, `${API_BASE}${path}`, json === undefined ? {} : { json });
+  }
+
+  // Rooms.
+
+  listRooms() {
+    return this.talk('GET', '/room');
+  }
+
+  /** Creates a room (type 2 group, 3 public); the caller owns it. */
+  createRoom(name, { type = 2 } = {}) {
+    return this.talk('POST', '/room', { roomType: type, roomName: name });
+  }
+
+  getRoom(token) {
+    return this.talk('GET', `/room/${enc(token)}`);
+  }
+
+  listParticipants(token) {
+    return this.talk('GET', `/room/${enc(token)}/participants`);
+  }
+
+  addUser(token, userId) {
+    return this.talk('POST', `/room/${enc(token)}/participants`, { newParticipant: userId, source: 'users' });
+  }
+
+  /** Adds a phone-number attendee (E.164, e.g. +4930123456); its attendee id is needed to dial it. */
+  addPhone(token, number) {
+    return this.talk('POST', `/room/${enc(token)}/participants`, { newParticipant: number, source: 'phones' });
+  }
+
+  removeAttendee(token, attendeeId) {
+    return this.talk('DELETE', `/room/${enc(token)}/attendees`, { attendeeId });
+  }
+
+  /** Sets (or clears, with null) the room's dial-in number and whether callers wait for its call. */
+  setDialin(token, { number, waitForCall } = {}) {
+    const body = { number: number ?? null };
+    if (waitForCall !== undefined) body.waitForCall = waitForCall;
+    return this.own('PUT', `/rooms/${enc(token)}/dialin`, body);
+  }
+
+  // The room session and the call.
+
+  /** Enters the room: a session (its id also set as the room's session cookie). */
+  joinRoom(token) {
+    return this.talk('POST', `/room/${enc(token)}/participants/active`);
+  }
+
+  leaveRoom(token) {
+    return this.talk('DELETE', `/room/${enc(token)}/participants/active`);
+  }
+
+  /** The sessions in the call. */
+  callParticipants(token) {
+    return this.talk('GET', `/call/${enc(token)}`);
+  }
+
+  /** Joins (or starts) the call with in-call flags (default: audio). */
+  joinCall(token, { flags = Flags.IN_CALL | Flags.AUDIO, silent = false } = {}) {
+    return this.talk('POST', `/call/${enc(token)}`, { flags, silent });
+  }
+
+  updateCall(token, flags) {
+    return this.talk('PUT', `/call/${enc(token)}`, { flags });
+  }
+
+  /** Leaves the call; `all` (moderators) ends it for everyone, phones included. */
+  leaveCall(token, { all = false } = {}) {
+    return this.talk('DELETE', `/call/${enc(token)}`, { all });
+  }
+
+  // Audio.
+
+  /**
+   * Joins the call's audio with one request (WHIP-style): the microphone (or `stream`) goes to
+   * the room, the room's mix comes back as `remoteStream`. Call `joinRoom` and `joinCall` first.
+   */
+  async joinMedia(token, { stream = null, audio = true, iceTimeoutMs = 3000, rtcConfig = {} } = {}) {
+    let local = stream;
+    if (!local) {
+      try {
+        local = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+      } catch (e) {
+        throw mediaError(e);
+      }
+    }
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...rtcConfig });
+    const remote = new MediaStream();
+    pc.addEventListener('track', (e) => remote.addTrack(e.track));
+    try {
+      for (const track of local.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendrecv', streams: [local] });
+      if (local.getAudioTracks().length === 0) pc.addTransceiver('audio', { direction: 'recvonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc, iceTimeoutMs);
+      const response = await this.fetchRaw('POST', `${API_BASE}/rooms/${enc(token)}/media`, {
+        body: pc.localDescription.sdp,
+        contentType: 'application/sdp',
+      });
+      const answer = await response.text();
+      if (!response.ok) throw errorFromResponse(response.status, answer);
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      const location = response.headers.get('Location');
+      return new MediaSession(this, token, pc, local, remote, location);
+    } catch (e) {
+      pc.close();
+      if (!stream) for (const track of local.getTracks()) track.stop();
+      throw e;
+    }
+  }
+
+  // Phones.
+
+  /** Dials a phone attendee through the configured trunk: `{callid, status: 'accepted'}`. */
+  dialOut(token, attendeeId, { caller, anonymous } = {}) {
+    const body = {};
+    if (caller !== undefined) body.caller = caller;
+    if (anonymous !== undefined) body.anonymous = anonymous;
+    return this.talk('POST', `/call/${enc(token)}/dialout/${enc(String(attendeeId))}`, body);
+  }
+
+  /** Ends a phone leg (BYE, or CANCEL while it rings). */
+  hangUpPhone(token, callId) {
+    return this.own('POST', `/rooms/${enc(token)}/phones/${enc(callId)}/hangup`);
+  }
+
+  /** Mutes a phone leg: `speaking` mutes what the phone says, `listening` what it hears. */
+  mutePhone(token, callId, { speaking = false, listening = false } = {}) {
+    const audio = (speaking ? 1 : 0) | (listening ? 2 : 0);
+    return this.own('POST', `/rooms/${enc(token)}/phones/${enc(callId)}/mute`, { audio });
+  }
+
+  /** Sends key presses (RFC 4733) to a phone leg. */
+  sendPhoneDtmf(token, callId, digits) {
+    return this.own('POST', `/rooms/${enc(token)}/phones/${enc(callId)}/dtmf`, { digits });
+  }
+
+  /** The room's call records (moderators). */
+  callRecords(token) {
+    return this.own('GET', `/rooms/${enc(token)}/calls`);
+  }
+
+  // Events.
+
+  /** The room's event stream (not started: call `start()`). */
+  events(token, options) {
+    return new RoomEvents(this, token, options);
+  }
+
+  /** The room's live state, following its events (started). */
+  watchRoom(token, options) {
+    return new RoomState(this, token, options).start();
+  }
+}
+
+function enc(value) {
+  return encodeURIComponent(value);
+}
+
+export default Dialbridge;
