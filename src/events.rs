@@ -80,6 +80,19 @@ pub enum RoomEvent {
     /// The reader lost the right to read the room (removed from it): the last event of its
     /// streams, which end after it. Targeted at that user.
     AccessRevoked { reason: String },
+    /// How loud each participant of a mixing room spoke over the last moments, for level
+    /// meters; only streams that ask for it (`?levels=true`) receive it.
+    Levels { levels: Vec<SpeakerLevel> },
+}
+
+/// One participant's speech level: the RMS of what it sent into the mix, 0 (silence or muted)
+/// to 1 (full scale).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerLevel {
+    pub attendee_id: i64,
+    pub session_id: String,
+    pub level: f64,
 }
 
 impl RoomEvent {
@@ -95,6 +108,7 @@ impl RoomEvent {
             RoomEvent::Ring { .. } => "ring",
             RoomEvent::CallStatus { .. } => "callstatus",
             RoomEvent::AccessRevoked { .. } => "access-revoked",
+            RoomEvent::Levels { .. } => "levels",
         }
     }
 }

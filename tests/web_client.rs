@@ -10,6 +10,7 @@ use common::ports::Tp;
 use common::proxy::Relay;
 use common::sipp::Sipp;
 use common::telephony::{self, wait_for, EventReader, PhoneMedia};
+use common::webrtc_client;
 use common::{Gateway, USERS};
 use reqwest::Method;
 use serde_json::Value;
@@ -127,7 +128,13 @@ async fn two_people_in_a_rooms_call_hear_each_other() {
         .await;
 
     sign_in(&mut browsers, "alice", &gw.base, "alice").await;
-    sign_in(&mut browsers, "bob", &gw.base, "bob").await;
+    // Bob signs in with the keyboard alone.
+    browsers.goto("bob", &format!("{}/", gw.base)).await;
+    browsers.fill("bob", "#token", token_of("bob")).await;
+    browsers.press("bob", "#token", "Enter").await;
+    browsers
+        .wait_text("bob", "#rooms-title", "Your rooms")
+        .await;
     open_room(&mut browsers, "alice", "Team").await;
     open_room(&mut browsers, "bob", "Team").await;
     browsers.click("alice", "#join-call").await;
@@ -329,7 +336,8 @@ async fn busy_phones_full_trunks_and_refused_numbers_are_shown_in_words() {
     ));
     named_room(&gw, "Phones").await;
     let mut browsers = Browsers::start();
-    browsers.launch("alice", 440.0).await;
+    // On a phone-sized screen.
+    browsers.launch_phone_sized("alice", 440.0).await;
     sign_in(&mut browsers, "alice", &gw.base, "alice").await;
     open_room(&mut browsers, "alice", "Phones").await;
     browsers.click("alice", "#join-call").await;
@@ -367,8 +375,15 @@ async fn busy_phones_full_trunks_and_refused_numbers_are_shown_in_words() {
         .await;
     assert!(shown.contains("allowed_numbers"), "{shown}");
     browsers
-        .screenshot("alice", "room-number-refused.png")
+        .screenshot("alice", "room-number-refused-phone-size.png")
         .await;
+    let overflow = browsers
+        .op(
+            "evaluate",
+            serde_json::json!({"name": "alice", "js": "document.documentElement.scrollWidth - window.innerWidth"}),
+        )
+        .await;
+    assert_eq!(overflow, 0, "the page is wider than a phone's screen");
     // The page still works: the refused number is listed, not called.
     browsers.wait_text("alice", "#phones", "+12025550123").await;
     let state = browsers
@@ -422,4 +437,78 @@ async fn no_trunk_and_a_refused_microphone_are_shown_in_words() {
         .wait_text("alice-again", "#error-text", "No phone line is set up")
         .await;
     browsers.close().await;
+}
+
+/// The level meter of whoever is named on the page, in a room that mixes (three speakers): each
+/// moves with that speaker alone, and drops when that speaker mutes.
+#[tokio::test]
+async fn each_speakers_meter_moves_with_that_speaker() {
+    let gw = Gateway::start("");
+    let token = named_room(&gw, "Three").await;
+    let alice = gw.client("alice");
+    alice.add_user(&token, "bob").await;
+    alice.add_user(&token, "carol").await;
+    let mut browsers = Browsers::start();
+    browsers.launch("alice", 440.0).await;
+    browsers.launch("bob", 1000.0).await;
+    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
+    sign_in(&mut browsers, "bob", &gw.base, "bob").await;
+    open_room(&mut browsers, "alice", "Three").await;
+    open_room(&mut browsers, "bob", "Three").await;
+    browsers.click("alice", "#join-call").await;
+    browsers.wait_visible("alice", "#leave-call").await;
+    browsers.click("bob", "#join-call").await;
+    browsers.wait_visible("bob", "#leave-call").await;
+    // Carol talks from a WebRTC client of the tests.
+    let carol = gw.client("carol");
+    carol.join_room(&token).await;
+    carol.join_call(&token, 3).await;
+    let offer = webrtc_client::Offer::new(false);
+    let answer = carol.join_media(&token, &offer.sdp).await;
+    let _carol_media = offer.start(&answer, 660.0);
+
+    let (bob, carol) = meters_until(&mut browsers, |bob, carol| bob > 0.05 && carol > 0.05).await;
+    assert!(
+        bob > 0.05 && carol > 0.05,
+        "alice's page shows Bob at {bob:.3} and Carol at {carol:.3}"
+    );
+    browsers
+        .screenshot("alice", "room-three-speakers.png")
+        .await;
+
+    browsers.click("bob", "#mute").await;
+    let (bob, carol) = meters_until(&mut browsers, |bob, carol| bob < 0.01 && carol > 0.05).await;
+    assert!(
+        bob < 0.01 && carol > 0.05,
+        "after Bob muted, alice's page shows Bob at {bob:.3} and Carol at {carol:.3}"
+    );
+    browsers.close().await;
+}
+
+/// The meters beside Bob and Carol on alice's page, read until `done` holds (at most 30 s).
+async fn meters_until(browsers: &mut Browsers, done: impl Fn(f64, f64) -> bool) -> (f64, f64) {
+    let meter = |name: &str| {
+        format!(
+            "[...document.querySelectorAll('#people li')].find(li => li.textContent.includes('{name}'))?.querySelector('meter')?.value ?? -1"
+        )
+    };
+    let mut levels = (-1.0, -1.0);
+    for _ in 0..300 {
+        let mut read = Vec::new();
+        for name in ["Bob", "Carol"] {
+            let value = browsers
+                .op(
+                    "evaluate",
+                    serde_json::json!({"name": "alice", "js": meter(name)}),
+                )
+                .await;
+            read.push(value.as_f64().unwrap_or(-1.0));
+        }
+        levels = (read[0], read[1]);
+        if done(levels.0, levels.1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    levels
 }

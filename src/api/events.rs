@@ -15,7 +15,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use tokio::sync::{broadcast, watch};
 
-use super::ocs::OcsError;
+use serde::Deserialize;
+
+use super::ocs::{OcsError, Params};
 use super::{Auth, Path, SharedState, St};
 use crate::auth::{self, AuthUser};
 use crate::events::{Published, RoomEvent};
@@ -23,11 +25,20 @@ use crate::events::{Published, RoomEvent};
 /// How often an open stream checks that its reader may still read the room.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// Query parameters of the stream.
+#[derive(Deserialize)]
+pub(super) struct StreamParams {
+    /// Whether to receive `levels` events (several a second while a room mixes).
+    #[serde(default)]
+    levels: bool,
+}
+
 pub(super) async fn stream(
     state: St,
     Auth(user): Auth,
     Path(token): Path<String>,
     headers: HeaderMap,
+    Params(params): Params<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, OcsError> {
     let room_id = state.rooms.event_room(&user, &token)?;
     let receiver = state.events.subscribe(room_id);
@@ -47,6 +58,7 @@ pub(super) async fn stream(
         receiver,
         recheck,
         shutdown: state.shutdown.clone(),
+        levels: params.levels,
         done: false,
     };
     let events = stream::unfold(reader, |mut reader| async move {
@@ -71,6 +83,8 @@ struct Reader {
     receiver: broadcast::Receiver<Arc<Published>>,
     recheck: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
+    /// Whether this reader asked for `levels` events.
+    levels: bool,
     /// Set once the last event (`access-revoked`) is out: the next poll ends the stream.
     done: bool,
 }
@@ -122,6 +136,9 @@ impl Reader {
             .as_ref()
             .is_some_and(|target| *target != self.user.id)
         {
+            return None;
+        }
+        if matches!(published.event, RoomEvent::Levels { .. }) && !self.levels {
             return None;
         }
         if let RoomEvent::AccessRevoked { reason } = &published.event {

@@ -107,6 +107,15 @@ impl Browsers {
             .await;
     }
 
+    /// A browser with a phone-sized screen (390 x 844).
+    pub async fn launch_phone_sized(&mut self, name: &str, tone_hz: f64) {
+        self.op(
+            "launch",
+            json!({"name": name, "toneHz": tone_hz, "width": 390, "height": 844}),
+        )
+        .await;
+    }
+
     /// A browser whose microphone permission is refused.
     pub async fn launch_without_microphone(&mut self, name: &str) {
         self.op("launch", json!({"name": name, "microphone": false}))
@@ -128,6 +137,15 @@ impl Browsers {
     pub async fn click(&mut self, name: &str, selector: &str) {
         self.op("click", json!({"name": name, "selector": selector}))
             .await;
+    }
+
+    /// Presses a key (`Enter`, `Tab`...) in the element.
+    pub async fn press(&mut self, name: &str, selector: &str, key: &str) {
+        self.op(
+            "press",
+            json!({"name": name, "selector": selector, "key": key}),
+        )
+        .await;
     }
 
     /// Waits until the element's text contains `text`; the text.

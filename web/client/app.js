@@ -144,7 +144,7 @@ async function openRoom(token) {
   show('room');
   $('room-title').textContent = 'Loading…';
   await client.joinRoom(token);
-  const state = await client.watchRoom(token);
+  const state = await client.watchRoom(token, { levels: true });
   if (app.token !== token) {
     state.stop();
     return;
@@ -191,7 +191,6 @@ function renderRoom() {
   $('mute').hidden = !inMedia;
   $('leave-call').hidden = !inMedia;
   $('end-call').hidden = !(inMedia && isModerator());
-  $('meters').hidden = !inMedia;
 
   const inCall = new Set(state.inCall.map((p) => p.attendeeId));
   $('people').replaceChildren(
@@ -200,7 +199,10 @@ function renderRoom() {
       .map((p) => {
         const li = document.createElement('li');
         li.append(tag(p.displayName || p.actorId, 'name'));
-        if (inCall.has(p.attendeeId)) li.append(tag('in the call', 'state connected'));
+        if (inCall.has(p.attendeeId)) {
+          li.append(tag('in the call', 'state connected'));
+          li.append(levelMeter(p.attendeeId, p.displayName || p.actorId));
+        }
         return li;
       }),
   );
@@ -216,6 +218,7 @@ function renderRoom() {
       status.setAttribute('role', 'status');
       status.dataset.testid = 'phone-state';
       li.append(status);
+      if (p.phone?.status === 'connected') li.append(levelMeter(p.attendeeId, number));
       const actions = document.createElement('span');
       actions.className = 'actions';
       const active = p.phone && ['accepted', 'ringing', 'connected'].includes(p.phone.status);
@@ -338,6 +341,41 @@ function setMuteButton(muted) {
   b.textContent = muted ? 'Unmute me' : 'Mute me';
 }
 
+/** A speaker's level meter, filled in by the meter timer. */
+function levelMeter(attendeeId, who) {
+  const meter = document.createElement('meter');
+  meter.className = 'level';
+  meter.min = 0;
+  meter.max = 1;
+  meter.value = 0;
+  meter.dataset.attendee = String(attendeeId);
+  meter.setAttribute('aria-label', `${who} speaking level`);
+  return meter;
+}
+
+/**
+ * Each speaker's level: yours from your microphone; the others' from the room's `levels`
+ * events while it mixes; in a two-party call (no mix), the one other speaker is what you hear.
+ */
+function updateMeters(local, remote) {
+  const state = app.state;
+  if (!state || !state.room) return;
+  const me = state.room.attendeeId;
+  const meters = [...document.querySelectorAll('meter.level')];
+  const others = meters.filter((m) => Number(m.dataset.attendee) !== me);
+  for (const meter of meters) {
+    const id = Number(meter.dataset.attendee);
+    let value = 0;
+    if (id === me) value = local;
+    else {
+      const reported = state.levelOf(id);
+      if (reported !== null) value = Math.min(1, reported * 4);
+      else if (others.length === 1) value = remote;
+    }
+    meter.value = value;
+  }
+}
+
 function level(analyser, buffer) {
   analyser.getFloatTimeDomainData(buffer);
   let sum = 0;
@@ -357,9 +395,9 @@ function startMeters(media) {
   const me = meter(media.localStream);
   const call = meter(media.remoteStream);
   const buffer = new Float32Array(2048);
+  context.resume().catch(() => {});
   const timer = setInterval(() => {
-    $('level-me').value = media.muted ? 0 : level(me, buffer);
-    $('level-call').value = level(call, buffer);
+    updateMeters(media.muted ? 0 : level(me, buffer), level(call, buffer));
   }, 100);
   app.meters = { context, timer, call };
 }

@@ -136,6 +136,7 @@ export type RoomEvent =
       eventId?: string;
     }
   | { type: 'access-revoked'; reason: string; eventId?: string }
+  | { type: 'levels'; levels: { attendeeId: number; sessionId: string; level: number }[]; eventId?: string }
   | { type: 'lagged'; missed: number; eventId?: string };
 
 export type Unsubscribe = () => void;
@@ -191,6 +192,8 @@ export interface StreamOptions {
   retryMax?: number;
   /** A stream silent for this long (ms) is treated as lost. Default 40000 (the server's keep-alive is 15 s). */
   staleAfter?: number;
+  /** Also receive `levels` events (speech levels of a mixing room's participants). Default false. */
+  levels?: boolean;
 }
 
 interface RoomEventsMap {
@@ -223,7 +226,12 @@ export declare class RoomState {
   /** False while the event stream is away: what is shown may be stale until it is back. */
   readonly live: boolean;
   readonly events: RoomEvents;
+  /** Speech levels by attendee id, with when they came (ms since the epoch). */
+  readonly levels: Map<number, { level: number; at: number }>;
+  /** An attendee's speech level (0 to 1) from the last second, or null. */
+  levelOf(attendeeId: number, now?: number): number | null;
   on(type: 'change', listener: (state: RoomState) => void): Unsubscribe;
+  on(type: 'levels', listener: (levels: Map<number, { level: number; at: number }>) => void): Unsubscribe;
   on(type: 'event', listener: (event: RoomEvent) => void): Unsubscribe;
   on(type: 'closed', listener: (why: RoomEventsMap['closed']) => void): Unsubscribe;
   on(type: 'error', listener: (error: DialbridgeError) => void): Unsubscribe;

@@ -204,10 +204,11 @@ class Emitter {
  * `participant-joined`...), `lagged`, `disconnected` {error}, `closed` {reason}.
  */
 export class RoomEvents extends Emitter {
-  constructor(client, token, { retryMin = 500, retryMax = 10_000, staleAfter = 40_000 } = {}) {
+  constructor(client, token, { retryMin = 500, retryMax = 10_000, staleAfter = 40_000, levels = false } = {}) {
     super();
     this.client = client;
     this.token = token;
+    this.levels = levels;
     this.retryMin = retryMin;
     this.retryMax = retryMax;
     this.staleAfter = staleAfter;
@@ -273,7 +274,7 @@ export class RoomEvents extends Emitter {
       arm();
       const response = await this.client.fetchRaw(
         'GET',
-        `${API_BASE}/rooms/${encodeURIComponent(this.token)}/events`,
+        `${API_BASE}/rooms/${encodeURIComponent(this.token)}/events${this.levels ? '?levels=true' : ''}`,
         { headers, signal: abort.signal },
       );
       if (!response.ok) {
@@ -332,11 +333,14 @@ export class RoomEvents extends Emitter {
  * that state is current. It follows the room's events and fetches everything again whenever the
  * stream (re)opens or lagged, so a lost stream never leaves a stale phone state behind.
  *
- * Events: `change` (the state), `event` (each room event), `closed`.
+ * Events: `change` (the state), `event` (each room event), `levels` (speech levels, with the
+ * option `levels: true`), `closed`.
  */
 export class RoomState extends Emitter {
   constructor(client, token, options = {}) {
     super();
+    /** Speech levels by attendee id: {level, at} (a mixing room's `levels` events). */
+    this.levels = new Map();
     this.client = client;
     this.token = token;
     this.room = null;
@@ -429,6 +433,12 @@ export class RoomState extends Emitter {
   }
 
   apply(event) {
+    if (event.type === 'levels') {
+      const at = Date.now();
+      for (const l of event.levels ?? []) this.levels.set(l.attendeeId, { level: l.level, at });
+      this.emit('levels', this.levels);
+      return;
+    }
     switch (event.type) {
       case 'callstatus': {
         this.phones.set(event.attendeeId, {
@@ -454,6 +464,12 @@ export class RoomState extends Emitter {
     }
     this.emit('event', event);
     this.emit('change', this);
+  }
+
+  /** An attendee's speech level (0 to 1) from the last second's `levels` events, or null. */
+  levelOf(attendeeId, now = Date.now()) {
+    const known = this.levels.get(attendeeId);
+    return known && now - known.at < 1000 ? known.level : null;
   }
 
   /** The phone attendees with their state. */

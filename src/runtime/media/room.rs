@@ -24,6 +24,61 @@ pub(super) struct Room {
     pub(super) members: Vec<MediaId>,
     pub(super) phones: Vec<MediaId>,
     pub(super) direct: Option<Box<Direct>>,
+    pub(super) levels: Levels,
+}
+
+/// Ticks summed into one report of the participants' speech levels (200 ms).
+const LEVEL_TICKS: u32 = 10;
+
+/// Below this RMS (full scale 1) a participant counts as silent.
+const SILENT: f64 = 0.001;
+
+/// What each participant of a mixing room sent into the mix, summed until the next report.
+#[derive(Default)]
+pub(super) struct Levels {
+    /// (participant, sum of squared samples, samples).
+    sums: Vec<(MediaId, f64, u32)>,
+    ticks: u32,
+    /// Whether the last report had anyone above silence: one all-silent report follows the
+    /// last loud one, then none until someone speaks.
+    loud: bool,
+}
+
+impl Levels {
+    /// Adds one frame a participant sent (silence when it is muted).
+    pub(super) fn add(&mut self, id: MediaId, pcm: &[i16], muted: bool) {
+        let energy = if muted {
+            0.0
+        } else {
+            pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum()
+        };
+        match self.sums.iter_mut().find(|(p, _, _)| *p == id) {
+            Some((_, sum, n)) => {
+                *sum += energy;
+                *n += pcm.len() as u32;
+            }
+            None => self.sums.push((id, energy, pcm.len() as u32)),
+        }
+    }
+
+    /// Ends a tick; every `LEVEL_TICKS` ticks, each participant's RMS level (0 to 1) when it is
+    /// worth reporting.
+    pub(super) fn tick(&mut self) -> Option<Vec<(MediaId, f64)>> {
+        self.ticks += 1;
+        if self.ticks < LEVEL_TICKS {
+            return None;
+        }
+        self.ticks = 0;
+        let levels: Vec<(MediaId, f64)> = self
+            .sums
+            .drain(..)
+            .map(|(id, sum, n)| (id, (sum / f64::from(n.max(1))).sqrt() / 32768.0))
+            .collect();
+        let loud = levels.iter().any(|(_, level)| *level >= SILENT);
+        let report = loud || self.loud;
+        self.loud = loud;
+        report.then_some(levels)
+    }
 }
 
 impl Room {
@@ -33,6 +88,7 @@ impl Room {
             members: Vec::new(),
             phones: Vec::new(),
             direct: None,
+            levels: Levels::default(),
         }
     }
 

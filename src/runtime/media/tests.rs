@@ -437,3 +437,63 @@ async fn third_participant_switches_to_mixing_and_back_without_a_break_in_the_st
         "{seqs:?}"
     );
 }
+
+/// Runs 20 mixing ticks with A and C talking; the last levels report.
+async fn levels_after_ticks(
+    shard: &mut Shard,
+    talkers: [&mut Phone; 2],
+    receiver: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Published>>,
+    t0: Instant,
+    from: u32,
+) -> Vec<crate::events::SpeakerLevel> {
+    let [a, c] = talkers;
+    for k in from..from + 20 {
+        a.talk();
+        c.talk();
+        if let Some(slot) = shard.phones.get(&a.id) {
+            let _ = slot.rtp.readable().await;
+        }
+        shard.tick(t0 + TICK * k);
+    }
+    let mut report = None;
+    while let Ok(published) = receiver.try_recv() {
+        if let crate::events::RoomEvent::Levels { levels } = &published.event {
+            report = Some(levels.clone());
+        }
+    }
+    report.unwrap_or_else(|| panic!("no levels event"))
+}
+
+#[tokio::test]
+async fn a_mixing_room_reports_each_speakers_level_and_a_muted_one_as_silent() {
+    let events = Arc::new(EventBus::default());
+    let mut receiver = events.subscribe(ROOM);
+    let (mut shard, _keep) = shard(events);
+    let mut a = add_phone(&mut shard, 1, 1000.0);
+    let _b = add_phone(&mut shard, 2, 440.0);
+    let mut c = add_phone(&mut shard, 3, 0.0);
+    assert!(!direct(&shard));
+    let t0 = Instant::now();
+    let report = levels_after_ticks(&mut shard, [&mut a, &mut c], &mut receiver, t0, 1).await;
+    let of = |report: &[crate::events::SpeakerLevel], n: i64| {
+        report
+            .iter()
+            .find(|l| l.attendee_id == n)
+            .map(|l| l.level)
+            .unwrap_or_else(|| panic!("no level for {n}: {report:?}"))
+    };
+    assert!(of(&report, 1) > 0.1, "{report:?}");
+    assert!(of(&report, 3) < 0.01, "{report:?}");
+    assert!(report
+        .iter()
+        .any(|l| l.attendee_id == 1 && l.session_id == "phone-1"));
+    shard.command(Command::PhoneMute {
+        id: a.id,
+        mute: PhoneMute {
+            speaking: true,
+            listening: false,
+        },
+    });
+    let muted = levels_after_ticks(&mut shard, [&mut a, &mut c], &mut receiver, t0, 21).await;
+    assert_eq!(of(&muted, 1), 0.0, "{muted:?}");
+}

@@ -9,6 +9,7 @@ use super::room::TICK;
 use super::shard::Shard;
 use super::types::participant;
 use super::web_leg::flush;
+use crate::events::{RoomEvent, SpeakerLevel};
 
 /// A tick this late is skipped rather than caught up (the thread was descheduled).
 const MAX_LAG: Duration = Duration::from_millis(100);
@@ -36,7 +37,7 @@ impl Shard {
         }
         self.ready = ready;
         self.tick_lobby(now);
-        for room in self.rooms.values_mut() {
+        for (room_id, room) in self.rooms.iter_mut() {
             let direct = room.direct.is_some();
             for id in &room.members {
                 if let Some(slot) = self.legs.get_mut(id) {
@@ -45,6 +46,8 @@ impl Shard {
                     } else {
                         let (pcm, _) = slot.leg.pull_frame(now);
                         let _ = room.mixer.push(participant(*id), pcm);
+                        let muted = room.mixer.muted(participant(*id)).is_some_and(|m| m.0);
+                        room.levels.add(*id, pcm, muted);
                     }
                 }
             }
@@ -54,11 +57,33 @@ impl Shard {
                     if !direct {
                         slot.up.process(pcm, &mut slot.wide);
                         let _ = room.mixer.push(participant(*id), &slot.wide[..]);
+                        let muted = room.mixer.muted(participant(*id)).is_some_and(|m| m.0);
+                        room.levels.add(*id, &slot.wide[..], muted);
                     }
                 }
             }
             if !direct {
                 room.mixer.mix();
+                // A two-party room's page meters the other side's stream itself.
+                if let Some(levels) = room.levels.tick() {
+                    let levels = levels
+                        .into_iter()
+                        .filter_map(|(id, level)| {
+                            let who = match self.legs.get(&id) {
+                                Some(slot) => &slot.who,
+                                None => self.phones.get(&id)?.who.as_ref()?,
+                            };
+                            Some(SpeakerLevel {
+                                attendee_id: who.attendee_id,
+                                session_id: who.session_id.clone(),
+                                level: (level * 1000.0).round() / 1000.0,
+                            })
+                        })
+                        .collect();
+                    self.parts
+                        .events
+                        .publish(*room_id, None, RoomEvent::Levels { levels });
+                }
             }
             for id in &room.phones {
                 let Some(slot) = self.phones.get_mut(id) else {

@@ -337,3 +337,25 @@ test('room state follows callstatus events', async () => {
   assert.equal(describePhone(state.phoneAttendees()[0].phone), 'cleared: hung up');
   state.stop();
 });
+
+test('room state keeps speech levels when asked for them, for a second', async () => {
+  const T = '/ocs/v2.php/apps/spreed/api/v4';
+  const { fetch, calls } = fakeFetch({
+    [`GET ${T}/room/r`]: () => ocs({ token: 'r' }),
+    [`GET ${T}/room/r/participants`]: () => ocs([]),
+    [`GET ${T}/call/r`]: () => ocs([]),
+    'GET /api/v1/rooms/r/events': () =>
+      sseBody(['id: 1\nevent: levels\ndata: {"type":"levels","levels":[{"attendeeId":4,"sessionId":"s","level":0.25}]}\n\n'], {
+        end: false,
+      }),
+  });
+  const client = new Dialbridge({ token: 't', fetch });
+  const state = new RoomState(client, 'r', { levels: true });
+  await state.start();
+  await until(() => state.levelOf(4) !== null, 'the levels event');
+  assert.equal(state.levelOf(4), 0.25);
+  assert.equal(state.levelOf(4, Date.now() + 1500), null, 'an old level is no level');
+  assert.equal(state.levelOf(5), null);
+  assert.ok(calls.some((c) => c.url.endsWith('/api/v1/rooms/r/events?levels=true')));
+  state.stop();
+});
