@@ -237,6 +237,21 @@ async fn a_moderator_talks_to_a_phone_from_the_page() {
         || format!("{:?}", phone_media.dtmf.lock().expect("lock")),
     )
     .await;
+    // Muting the phone silences it in the page's call.
+    browsers
+        .click("alice", &format!("button[aria-label=\"Mute {PHONE}\"]"))
+        .await;
+    browsers
+        .wait_visible("alice", &format!("button[aria-label=\"Unmute {PHONE}\"]"))
+        .await;
+    let mut heard = 1.0;
+    for _ in 0..20 {
+        heard = browsers.hears("alice", &[1000.0]).await[0];
+        if heard < 0.1 {
+            break;
+        }
+    }
+    assert!(heard < 0.1, "the muted phone is still heard: {heard:.3}");
     browsers
         .click("alice", &format!("button[aria-label=\"Hang up {PHONE}\"]"))
         .await;

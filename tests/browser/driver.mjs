@@ -164,6 +164,11 @@ const ops = {
   },
   requests: async ({ name }) => get(name).requests,
   console: async ({ name }) => get(name).console,
+  // Uncaught exceptions and failed SDK listeners of every page: a test fails on any.
+  problems: async () =>
+    [...browsers.entries()].flatMap(([name, b]) =>
+      b.console.filter((l) => l.startsWith('pageerror') || l.includes('dialbridge: a ')).map((l) => `${name}: ${l}`),
+    ),
   close: async ({ name }) => {
     const entry = get(name);
     browsers.delete(name);

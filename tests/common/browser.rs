@@ -234,8 +234,10 @@ impl Browsers {
         self.op("console", json!({"name": name})).await.to_string()
     }
 
-    /// Closes every browser and waits for the driver to exit.
+    /// Closes every browser and waits for the driver to exit; panics if a page threw.
     pub async fn close(mut self) {
+        let problems = self.op("problems", json!({})).await;
+        assert_eq!(problems, json!([]), "the pages had errors");
         let _ = self.stdin.shutdown().await;
         drop(self.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;

@@ -218,7 +218,7 @@ function renderRoom() {
       status.setAttribute('role', 'status');
       status.dataset.testid = 'phone-state';
       li.append(status);
-      if (p.phone?.status === 'connected') li.append(levelMeter(p.attendeeId, number));
+      if (p.phone?.status === 'connected') li.append(levelMeter(p.attendeeId, p.phoneNumber));
       const actions = document.createElement('span');
       actions.className = 'actions';
       const active = p.phone && ['accepted', 'ringing', 'connected'].includes(p.phone.status);
@@ -231,13 +231,12 @@ function renderRoom() {
           }),
         );
         if (p.phone.status === 'connected') {
-          const muted = Boolean(p.muted);
+          const muted = Boolean(p.phone.muted);
           const mute = button(
             muted ? 'Unmute' : 'Mute',
             (b) =>
               act(b, 'Muting the phone', async () => {
                 await client.mutePhone(app.token, p.phone.callId, { speaking: !muted });
-                p.muted = !muted;
                 const stored = state.phones.get(p.attendeeId);
                 if (stored) stored.muted = !muted;
                 renderRoom();
