@@ -53,14 +53,21 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The routes of the static files.
+/// The routes of the static files; a call link's URL (`/calls/{id}`) opens the page too.
 pub(super) fn routes() -> Router<SharedState> {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
-        router.route(
-            asset.path,
-            get(move |headers: HeaderMap| serve(asset, headers)),
+    let page = &ASSETS[0];
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, asset| {
+            router.route(
+                asset.path,
+                get(move |headers: HeaderMap| serve(asset, headers)),
+            )
+        })
+        .route(
+            "/calls/{id}",
+            get(move |headers: HeaderMap| serve(page, headers)),
         )
-    })
 }
 
 /// A file with a validator: browsers revalidate (`no-cache`) and get 304 while it is unchanged,

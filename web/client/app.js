@@ -20,8 +20,14 @@ window.dialbridgeApp = app;
 const $ = (id) => document.getElementById(id);
 
 function show(section) {
-  for (const id of ['sign-in', 'rooms', 'room']) $(id).hidden = id !== section;
+  for (const id of ['sign-in', 'guest', 'rooms', 'room']) $(id).hidden = id !== section;
 }
+
+/** The call link this page was opened for (`/calls/{id}`), if any. */
+const linkId = (() => {
+  const match = /^\/calls\/([^/]+)$/.exec(location.pathname);
+  return match ? decodeURIComponent(match[1]) : null;
+})();
 
 /** What a failure means to the person who caused it. */
 function explain(error, doing) {
@@ -35,6 +41,11 @@ function explain(error, doing) {
       return `${doing} failed: the gateway cannot be reached. Check your connection.`;
     default:
       break;
+  }
+  if (linkId && doing === 'Joining') {
+    if (error.status === 404) return 'This call link does not exist, or it was deleted.';
+    if (error.status === 410) return `This call cannot be joined any more: ${error.message}.`;
+    if (error.status === 402) return "This call cannot be joined now: the organizer's spending limit is reached.";
   }
   switch (error.status) {
     case 401:
@@ -191,6 +202,7 @@ function renderRoom() {
   $('mute').hidden = !inMedia;
   $('leave-call').hidden = !inMedia;
   $('end-call').hidden = !(inMedia && isModerator());
+  $('dial').hidden = !isModerator();
 
   const inCall = new Set(state.inCall.map((p) => p.attendeeId));
   $('people').replaceChildren(
@@ -411,6 +423,7 @@ function stopMeters() {
 // Wiring.
 
 async function route() {
+  if (linkId) return;
   clearError();
   if (!client.token) {
     show('sign-in');
@@ -471,8 +484,25 @@ function wire() {
   window.addEventListener('pagehide', () => leaveRoomPage());
 }
 
+/** A guest of a call link: a name, a pass, then straight into the call. */
+async function joinAsGuest(name) {
+  const pass = await client.joinLink(linkId, name);
+  $('who').textContent = `In the call as ${pass.displayName}`;
+  await openRoom(pass.roomToken);
+  await joinCall();
+}
+
 async function start() {
   wire();
+  if (linkId) {
+    $('guest-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      act(e.submitter, 'Joining', () => joinAsGuest($('guest-name').value.trim()));
+    });
+    show('guest');
+    $('guest-name').focus();
+    return;
+  }
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
     try {

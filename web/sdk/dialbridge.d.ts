@@ -288,6 +288,20 @@ export declare class Dialbridge {
   fetchRaw(method: string, path: string, options?: RequestOptions): Promise<Response>;
   fetchOk<T = unknown>(method: string, path: string, options?: RequestOptions): Promise<T>;
 
+  /** A guest pass for a call link (`/calls/{id}`); the client is signed in with it. */
+  joinLink(
+    callId: string,
+    name: string,
+  ): Promise<{
+    token: string;
+    callId: string;
+    roomToken: string;
+    attendeeId: number;
+    displayName: string;
+    moderator: boolean;
+    expiresAt: string;
+  }>;
+
   listRooms(): Promise<Room[]>;
   createRoom(name: string, options?: { type?: 2 | 3 }): Promise<Room>;
   getRoom(token: string): Promise<Room>;

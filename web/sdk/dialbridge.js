@@ -624,6 +624,19 @@ export class Dialbridge {
     return this.fetchOk(method, `${API_BASE}${path}`, json === undefined ? {} : { json });
   }
 
+  // Call links (no account).
+
+  /**
+   * A guest pass for a call link (the id in its URL `/calls/{id}`): signs this client in as a
+   * guest named `name` of the link's room; `{token, roomToken, displayName, ...}`.
+   */
+  async joinLink(callId, name) {
+    this.token = null;
+    const pass = await this.fetchOk('POST', `/api/calls/${enc(callId)}/guests`, { json: { name } });
+    this.token = pass.token;
+    return pass;
+  }
+
   // Rooms.
 
   listRooms() {

@@ -359,3 +359,22 @@ test('room state keeps speech levels when asked for them, for a second', async (
   assert.ok(calls.some((c) => c.url.endsWith('/api/v1/rooms/r/events?levels=true')));
   state.stop();
 });
+
+test('a call link gives a guest pass that signs the client in; a closed link is a typed error', async () => {
+  const { fetch, calls } = fakeFetch({
+    'POST /api/calls/abc/guests': () =>
+      new Response(JSON.stringify({ token: 'guest-token', roomToken: 'r', displayName: 'Dora', attendeeId: 3 }), {
+        status: 201,
+      }),
+    'POST /api/calls/gone/guests': () =>
+      new Response(JSON.stringify({ error: 'call_ended', message: 'the call has ended' }), { status: 410 }),
+  });
+  const client = new Dialbridge({ token: 'old', fetch });
+  const pass = await client.joinLink('abc', 'Dora');
+  assert.equal(pass.roomToken, 'r');
+  assert.equal(client.token, 'guest-token');
+  assert.equal(calls[0].init.headers.Authorization, undefined, 'a pass is asked for without credentials');
+  assert.equal(calls[0].init.body, '{"name":"Dora"}');
+  await assert.rejects(client.joinLink('gone', 'Dora'), (e) => e.status === 410 && e.error === 'call_ended');
+  assert.equal(client.token, null);
+});
