@@ -39,6 +39,37 @@ pub struct Config {
     pub inbound: Vec<InboundConfig>,
     #[serde(default)]
     pub dialin: DialinConfig,
+    #[serde(default)]
+    pub calls: CallsConfig,
+}
+
+/// Direct calls between users (`/api/v1/direct-calls`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Whether users may call each other directly (a plan without one-to-one calls: false).
+    #[serde(default = "default_true")]
+    pub one_to_one: bool,
+    /// How long a direct call rings before it counts as not answered.
+    #[serde(default = "default_ring_time")]
+    pub ring_time: Seconds,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            one_to_one: true,
+            ring_time: default_ring_time(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ring_time() -> Seconds {
+    Seconds(Duration::from_secs(30))
 }
 
 #[derive(Debug, Clone, Deserialize)]

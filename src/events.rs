@@ -121,9 +121,46 @@ pub struct Published {
     pub event: RoomEvent,
 }
 
+/// Broadcast channels by key (a room, a user), each with a bounded backlog; a channel lives
+/// while it has receivers.
+pub struct Channels<K, T> {
+    channels: Mutex<HashMap<K, broadcast::Sender<Arc<T>>>>,
+}
+
+impl<K, T> Default for Channels<K, T> {
+    fn default() -> Self {
+        Channels {
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, T> Channels<K, T> {
+    /// Sends to the key's receivers, if it has any.
+    pub fn send(&self, key: &K, item: T) {
+        let mut channels = lock(&self.channels);
+        if let Some(sender) = channels.get(key) {
+            if sender.receiver_count() == 0 {
+                channels.remove(key);
+            } else {
+                // Only fails without receivers, which was just checked under the lock.
+                let _ = sender.send(Arc::new(item));
+            }
+        }
+    }
+
+    pub fn subscribe(&self, key: K) -> broadcast::Receiver<Arc<T>> {
+        let mut channels = lock(&self.channels);
+        channels
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe()
+    }
+}
+
 #[derive(Default)]
 pub struct EventBus {
-    rooms: Mutex<HashMap<i64, broadcast::Sender<Arc<Published>>>>,
+    rooms: Channels<i64, Published>,
     seq: AtomicU64,
 }
 
@@ -131,27 +168,18 @@ impl EventBus {
     pub fn publish(&self, room_id: i64, target_user: Option<String>, event: RoomEvent) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(room_id, seq, ?event, "room event");
-        let mut rooms = lock(&self.rooms);
-        if let Some(sender) = rooms.get(&room_id) {
-            if sender.receiver_count() == 0 {
-                rooms.remove(&room_id);
-            } else {
-                // Only fails without receivers, which was just checked under the lock.
-                let _ = sender.send(Arc::new(Published {
-                    seq,
-                    target_user,
-                    event,
-                }));
-            }
-        }
+        self.rooms.send(
+            &room_id,
+            Published {
+                seq,
+                target_user,
+                event,
+            },
+        );
     }
 
     pub fn subscribe(&self, room_id: i64) -> broadcast::Receiver<Arc<Published>> {
-        let mut rooms = lock(&self.rooms);
-        rooms
-            .entry(room_id)
-            .or_insert_with(|| broadcast::channel(BACKLOG).0)
-            .subscribe()
+        self.rooms.subscribe(room_id)
     }
 }
 

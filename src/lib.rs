@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod config;
+pub mod direct;
 pub mod events;
 pub mod ratelimit;
 pub mod room;

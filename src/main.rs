@@ -229,8 +229,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => format!("http://{http_addr}"),
     };
     tracing::info!(%http_addr, %public_url, "HTTP API listening");
+    let rooms = rooms.with_dialer(dialer).with_phone_controls(legs.clone());
+    let direct = dialbridge::direct::DirectCalls::new(
+        rooms.clone(),
+        events.clone(),
+        Arc::new(dialbridge::direct::UserBus::default()),
+        dialbridge::direct::DirectConfig {
+            one_to_one: config.calls.one_to_one,
+            ring_time: config.calls.ring_time.0,
+        },
+        public_url.clone(),
+    );
     let state = Arc::new(api::AppState {
-        rooms: rooms.with_dialer(dialer).with_phone_controls(legs.clone()),
+        rooms,
+        direct,
         events,
         metrics,
         media: media.clone(),

@@ -3,6 +3,7 @@
 
 mod call;
 mod dialin;
+mod direct;
 mod events;
 mod media;
 mod ocs;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The media engine (WebRTC legs and room mixers).
     pub media: MediaHandle,
+    /// Direct calls between users, and the users' event streams.
+    pub direct: crate::direct::DirectCalls,
     /// Base URL for `Location` headers, without a trailing slash.
     pub public_url: String,
     /// Flips to true when the service shuts down, so long-lived streams end.
@@ -119,6 +122,12 @@ pub fn router(state: SharedState) -> Router {
             post(call::phone_hangup),
         )
         .route("/rooms/{token}/dialin", put(dialin::set))
+        .route("/direct-calls", post(direct::make))
+        .route("/direct-calls/{room_id}", get(direct::get))
+        .route("/direct-calls/{room_id}/answer", post(direct::answer))
+        .route("/direct-calls/{room_id}/decline", post(direct::decline))
+        .route("/direct-calls/{room_id}/end", post(direct::end))
+        .route("/users/me/events", get(direct::user_events))
         .route("/rooms/{token}/media", post(media::join))
         .route(
             "/rooms/{token}/media/{id}",

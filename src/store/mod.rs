@@ -554,6 +554,16 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Whether user `user_id` has a session in any room's call.
+    pub fn user_in_call(&self, user_id: &str) -> StoreResult<bool> {
+        Ok(self.0.query_row(
+            "SELECT EXISTS(SELECT 1 FROM sessions s JOIN attendees a ON a.id = s.attendee_id
+             WHERE a.actor_type = 'users' AND a.actor_id = ?1 AND s.in_call > 0)",
+            [user_id],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn sessions_of_attendee(&self, attendee_id: i64) -> StoreResult<Vec<SessionRow>> {
         let mut stmt = self.0.prepare(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.attendee_id = ?1 ORDER BY s.joined_at, s.id"

@@ -6,6 +6,9 @@ const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 
 const client = new Dialbridge();
 const app = {
+  calls: null, // CallClient: direct calls ringing this user
+  direct: null, // {roomId, peer} of the direct call this page is in
+  ringtone: null,
   client,
   rooms: [],
   token: null, // the open room's token
@@ -95,18 +98,140 @@ async function act(button, doing, work) {
 async function signIn(token) {
   app.rooms = await client.signIn(token);
   sessionStorage.setItem(TOKEN_KEY, token);
+  startCalls();
   $('sign-out').hidden = false;
   $('who').textContent = app.rooms[0]?.actorId ? `Signed in as ${app.rooms[0].actorId}` : 'Signed in';
 }
 
 function signOut() {
   leaveRoomPage();
+  app.calls?.stop();
+  app.calls = null;
+  hideIncoming();
   client.signOut();
   sessionStorage.removeItem(TOKEN_KEY);
   $('sign-out').hidden = true;
   $('who').textContent = '';
   show('sign-in');
   $('token').focus();
+}
+
+// Direct calls.
+
+const REASONS = {
+  declined: 'declined',
+  'no answer': 'no answer',
+  busy: 'busy',
+  'user hangup': 'hung up',
+  'answered elsewhere': 'answered on another device',
+  cancelled: 'cancelled',
+};
+
+function notify(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = false;
+}
+
+function startCalls() {
+  app.calls?.stop();
+  app.calls = client.calls({
+    incomingCallListener: (call) => {
+      $('incoming-title').textContent = `${call.userJid} is calling (${call.callType})`;
+      $('incoming').hidden = false;
+      startRingtone();
+      $('answer').focus();
+    },
+    callStatusListener: (e) => {
+      if (app.calls?.incoming === null && !$('incoming').hidden && e.status === 'disconnected') {
+        hideIncoming();
+        if (e.reason) notify(`The call stopped ringing: ${REASONS[e.reason] ?? e.reason}.`);
+      }
+      if (app.direct && e.roomId === app.direct.roomId) showDirectStatus(e);
+    },
+    missedCallListener: (e) => notify(`Missed call from ${e.userJid}.`),
+  });
+  app.calls.start();
+}
+
+function showDirectStatus(e) {
+  const banner = $('call-banner');
+  banner.hidden = false;
+  const peer = app.direct.peer;
+  if (e.sessionStatus === 'closed') {
+    const why = e.reason ? `: ${REASONS[e.reason] ?? e.reason}` : '';
+    banner.textContent = `Call with ${peer} ended${why}`;
+    app.media = null;
+    stopMeters();
+    renderRoom();
+  } else if (!e.localUser) {
+    banner.textContent = `${e.userJid}: ${e.status}`;
+  }
+}
+
+function startRingtone() {
+  stopRingtone();
+  try {
+    const context = new AudioContext();
+    const gain = context.createGain();
+    gain.gain.value = 0;
+    gain.connect(context.destination);
+    const tone = context.createOscillator();
+    tone.frequency.value = 425;
+    tone.connect(gain);
+    tone.start();
+    // One second on, three off, as a European ring.
+    const timer = setInterval(() => {
+      gain.gain.setValueAtTime(0.2, context.currentTime);
+      gain.gain.setValueAtTime(0, context.currentTime + 1);
+    }, 4000);
+    gain.gain.setValueAtTime(0.2, context.currentTime);
+    gain.gain.setValueAtTime(0, context.currentTime + 1);
+    app.ringtone = { context, timer };
+  } catch {
+    app.ringtone = null;
+  }
+}
+
+function stopRingtone() {
+  if (!app.ringtone) return;
+  clearInterval(app.ringtone.timer);
+  app.ringtone.context.close().catch(() => {});
+  app.ringtone = null;
+}
+
+function hideIncoming() {
+  stopRingtone();
+  $('incoming').hidden = true;
+}
+
+/** Shows the direct call's room with its media already joined by the call client. */
+async function enterDirectCall(roomId, peer) {
+  app.direct = { roomId, peer };
+  location.hash = `#/room/${encodeURIComponent(roomId)}`;
+}
+
+async function callUser(jid) {
+  const answer = await app.calls.makeVoiceCall([jid]);
+  if (answer.statusCode !== 200) {
+    throw new DialbridgeError(answer.error?.status ?? answer.statusCode, answer.error?.error ?? 'call', answer.message);
+  }
+  await enterDirectCall(answer.roomId, jid);
+  $('call-banner').hidden = false;
+  $('call-banner').textContent = `Calling ${jid}…`;
+  const last = app.calls.statuses.get(answer.roomId);
+  if (last) showDirectStatus(last);
+}
+
+async function answerIncoming() {
+  const call = app.calls.incoming;
+  hideIncoming();
+  const answer = await app.calls.answerCall();
+  if (answer.statusCode !== 200) {
+    throw new DialbridgeError(answer.error?.status ?? 0, answer.error?.error ?? 'call', answer.message);
+  }
+  await enterDirectCall(call.roomId, call.userJid);
+  $('call-banner').hidden = false;
+  $('call-banner').textContent = `In a call with ${call.userJid}`;
 }
 
 // Rooms.
@@ -150,11 +275,27 @@ function button(text, onClick, { className = '', label } = {}) {
 // A room.
 
 async function openRoom(token) {
+  const direct = app.direct && app.direct.roomId === token ? app.direct : null;
+  // Entering a direct call's page does not leave that call.
+  if (direct) app.direct = null;
   leaveRoomPage();
   app.token = token;
   show('room');
   $('room-title').textContent = 'Loading…';
-  await client.joinRoom(token);
+  // A direct call's client joined the room and its media already.
+  if (direct) {
+    app.direct = direct;
+    app.media = app.calls?.media ?? null;
+    if (app.media) {
+      const audio = $('remote-audio');
+      audio.srcObject = app.media.remoteStream;
+      audio.play().catch(() => {});
+      startMeters(app.media);
+    }
+  } else {
+    $('call-banner').hidden = true;
+    await client.joinRoom(token);
+  }
   const state = await client.watchRoom(token, { levels: true });
   if (app.token !== token) {
     state.stop();
@@ -169,7 +310,14 @@ async function openRoom(token) {
 }
 
 function leaveRoomPage() {
-  if (app.media) {
+  if (app.direct) {
+    // Leaving the page of a direct call ends the call.
+    const calls = app.calls;
+    app.direct = null;
+    app.media = null;
+    stopMeters();
+    calls?.endCall().catch(() => {});
+  } else if (app.media) {
     const { token } = app;
     const media = app.media;
     app.media = null;
@@ -335,6 +483,13 @@ async function joinCall() {
 }
 
 async function leaveCall({ all = false } = {}) {
+  if (app.direct) {
+    app.media = null;
+    stopMeters();
+    await app.calls.endCall();
+    renderRoom();
+    return;
+  }
   const media = app.media;
   app.media = null;
   stopMeters();
@@ -452,6 +607,17 @@ function wire() {
   });
   $('sign-out').addEventListener('click', signOut);
   $('error-close').addEventListener('click', clearError);
+  $('call-user').addEventListener('submit', (e) => {
+    e.preventDefault();
+    act(e.submitter, 'Calling', () => callUser($('callee').value.trim()));
+  });
+  $('answer').addEventListener('click', (e) => act(e.currentTarget, 'Answering', answerIncoming));
+  $('decline').addEventListener('click', (e) =>
+    act(e.currentTarget, 'Declining', async () => {
+      hideIncoming();
+      await app.calls.declineCall();
+    }),
+  );
   $('create-room').addEventListener('submit', (e) => {
     e.preventDefault();
     act(e.submitter, 'Creating the room', async () => {

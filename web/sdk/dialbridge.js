@@ -195,7 +195,7 @@ class Emitter {
 }
 
 /**
- * A room's event stream: typed events, reconnection with back-off, and a watchdog that treats
+ * An event stream of the gateway: typed events, reconnection with back-off, and a watchdog that treats
  * a stream silent for longer than the server's keep-alive as lost. The server does not replay
  * missed events, so each reconnection emits `open` with `resumed: true`: state must be fetched
  * again (RoomState does).
@@ -203,12 +203,11 @@ class Emitter {
  * Events: `open` {resumed}, `event` (every room event), one per event type (`callstatus`,
  * `participant-joined`...), `lagged`, `disconnected` {error}, `closed` {reason}.
  */
-export class RoomEvents extends Emitter {
-  constructor(client, token, { retryMin = 500, retryMax = 10_000, staleAfter = 40_000, levels = false } = {}) {
+export class EventStream extends Emitter {
+  constructor(client, path, { retryMin = 500, retryMax = 10_000, staleAfter = 40_000 } = {}) {
     super();
     this.client = client;
-    this.token = token;
-    this.levels = levels;
+    this.path = path;
     this.retryMin = retryMin;
     this.retryMax = retryMax;
     this.staleAfter = staleAfter;
@@ -272,11 +271,7 @@ export class RoomEvents extends Emitter {
     let opened = false;
     try {
       arm();
-      const response = await this.client.fetchRaw(
-        'GET',
-        `${API_BASE}/rooms/${encodeURIComponent(this.token)}/events${this.levels ? '?levels=true' : ''}`,
-        { headers, signal: abort.signal },
-      );
+      const response = await this.client.fetchRaw('GET', this.path, { headers, signal: abort.signal });
       if (!response.ok) {
         const error = errorFromResponse(response.status, await response.text());
         // Access is gone or never was: reconnecting cannot help.
@@ -325,6 +320,21 @@ export class RoomEvents extends Emitter {
   disconnected(error) {
     this.connected = false;
     this.emit('disconnected', { error });
+  }
+}
+
+/** A room's event stream (`levels: true` adds the speech levels of a mixing room). */
+export class RoomEvents extends EventStream {
+  constructor(client, token, options = {}) {
+    super(client, `${API_BASE}/rooms/${enc(token)}/events${options.levels ? '?levels=true' : ''}`, options);
+    this.token = token;
+  }
+}
+
+/** The signed-in user's own event stream: incoming calls, their end, missed calls. */
+export class UserEvents extends EventStream {
+  constructor(client, options = {}) {
+    super(client, `${API_BASE}/users/me/events`, options);
   }
 }
 
@@ -786,6 +796,221 @@ export class Dialbridge {
   /** The room's live state, following its events (started). */
   watchRoom(token, options) {
     return new RoomState(this, token, options).start();
+  }
+
+  /** Direct calls with a call SDK's verbs and listeners (not started: call `start()`). */
+  calls(listeners, options) {
+    return new CallClient(this, listeners, options);
+  }
+}
+
+/** The call SDK's numeric error codes (seed 001), where one fits. */
+export const CallErrorCode = Object.freeze({
+  CALL_ALREADY_ENDED: 100602,
+  MAX_PARTICIPANTS: 100603,
+  SERVER_ERROR: 100605,
+  MICROPHONE_DENIED: 100606,
+  CAMERA_DENIED: 100607,
+  JOIN_FAILED: 100613,
+});
+
+function callFailure(e) {
+  if (e instanceof DialbridgeError) {
+    const code =
+      e.error === 'microphone-denied'
+        ? CallErrorCode.MICROPHONE_DENIED
+        : e.status === 410
+          ? CallErrorCode.CALL_ALREADY_ENDED
+          : e.status >= 500 || e.status === 0
+            ? CallErrorCode.SERVER_ERROR
+            : e.status;
+    return { statusCode: code, message: e.message, error: e };
+  }
+  return { statusCode: CallErrorCode.SERVER_ERROR, message: String(e?.message ?? e), error: e };
+}
+
+/**
+ * Direct calls with the verbs of a call SDK (seed 001): `makeVoiceCall([jid])`, `answerCall()`,
+ * `declineCall()`, `endCall()`, `muteAudio(bool)`, and the listeners `callStatusListener`,
+ * `incomingCallListener`, `userTrackListener` and `missedCallListener`, passed to the
+ * constructor. Each verb resolves to `{statusCode, message, ...}`; a failure resolves to the same
+ * shape with the SDK's code where one fits (100606 microphone denied, 100602 call already ended)
+ * or the HTTP status (403: the plan has no one-to-one calls). A call is a room: the media is the
+ * room's, joined as `joinMedia` does.
+ */
+export class CallClient extends Emitter {
+  constructor(client, listeners = {}, { deviceId, ...streamOptions } = {}) {
+    super();
+    this.client = client;
+    this.callbacks = listeners;
+    this.deviceId = deviceId ?? `device-${Math.random().toString(36).slice(2, 12)}`;
+    this.events = new UserEvents(client, streamOptions);
+    /** The incoming call ringing here, if any. */
+    this.incoming = null;
+    /** The call this client is in (its room token), if any. */
+    this.roomId = null;
+    this.media = null;
+    this.events.on('incoming-call', (call) => {
+      this.incoming = call;
+      this.call('incomingCallListener', call);
+    });
+    this.events.on('call-answered', (e) => {
+      if (e.deviceId !== this.deviceId) this.stopRinging(e.roomId, 'answered elsewhere');
+    });
+    this.events.on('call-cancelled', (e) => this.stopRinging(e.roomId, e.reason));
+    this.events.on('missed-call', (e) => this.call('missedCallListener', e));
+    /** The last status event of each call, by room: a page that shows a call later starts from it. */
+    this.statuses = new Map();
+    this.events.on('call-status', (e) => {
+      this.statuses.set(e.roomId, e);
+      this.call('callStatusListener', e);
+      if (e.sessionStatus === 'closed' && e.roomId === this.roomId) this.hangUpLocally();
+    });
+  }
+
+  call(listener, value) {
+    const fn = this.callbacks[listener];
+    if (typeof fn === 'function') {
+      try {
+        fn(value);
+      } catch (e) {
+        console.error(`dialbridge: a ${listener} failed`, e);
+      }
+    }
+    this.emit(listener, value);
+  }
+
+  /** Starts listening for calls; resolves once the stream is open (or failed). */
+  start() {
+    return this.events.start();
+  }
+
+  stop() {
+    this.events.stop();
+  }
+
+  stopRinging(roomId, reason) {
+    if (this.incoming && this.incoming.roomId === roomId) {
+      this.incoming = null;
+      this.call('callStatusListener', { roomId, status: 'disconnected', reason, localUser: true, sessionStatus: 'open' });
+    }
+  }
+
+  makeVoiceCall(jids) {
+    return this.makeCall(jids, 'audio');
+  }
+
+  /** A video call (the media engine forwards audio today; video tracks follow). */
+  makeVideoCall(jids) {
+    return this.makeCall(jids, 'video');
+  }
+
+  async makeCall(jids, callType) {
+    try {
+      const answer = await this.client.fetchOk('POST', `${API_BASE}/direct-calls`, { json: { to: jids, callType } });
+      this.roomId = answer.roomId;
+      try {
+        await this.joinMedia(answer.roomId);
+      } catch (e) {
+        // Declined or busy while the media was being joined: the call is over, not failed.
+        if (!(await this.closedSoon(answer.roomId))) throw e;
+      }
+      if (this.statuses.get(answer.roomId)?.sessionStatus === 'closed') await this.hangUpLocally();
+      return answer;
+    } catch (e) {
+      return callFailure(e);
+    }
+  }
+
+  /** Whether the call is over, or ends within `ms` (its closing status may still be on its way). */
+  closedSoon(roomId, ms = 2000) {
+    const closed = () => this.statuses.get(roomId)?.sessionStatus === 'closed';
+    if (closed()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        off();
+        resolve(closed());
+      }, ms);
+      const off = this.on('callStatusListener', () => {
+        if (!closed()) return;
+        clearTimeout(timer);
+        off();
+        resolve(true);
+      });
+    });
+  }
+
+  async answerCall() {
+    const call = this.incoming;
+    if (!call) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'no call is ringing' };
+    try {
+      const answer = await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(call.roomId)}/answer`, {
+        json: { deviceId: this.deviceId },
+      });
+      this.incoming = null;
+      this.roomId = call.roomId;
+      await this.joinMedia(call.roomId);
+      return answer;
+    } catch (e) {
+      return callFailure(e);
+    }
+  }
+
+  async declineCall() {
+    const call = this.incoming;
+    if (!call) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'no call is ringing' };
+    this.incoming = null;
+    try {
+      return await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(call.roomId)}/decline`);
+    } catch (e) {
+      return callFailure(e);
+    }
+  }
+
+  async endCall() {
+    const roomId = this.roomId;
+    if (!roomId) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'not in a call' };
+    try {
+      return await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(roomId)}/end`);
+    } catch (e) {
+      return callFailure(e);
+    } finally {
+      await this.hangUpLocally();
+    }
+  }
+
+  muteAudio(muted) {
+    this.media?.setMuted(muted);
+    return { statusCode: 200, message: muted ? 'audio muted' : 'audio unmuted' };
+  }
+
+  async joinMedia(roomId) {
+    await this.client.joinRoom(roomId);
+    await this.client.joinCall(roomId);
+    try {
+      this.media = await this.client.joinMedia(roomId);
+    } catch (e) {
+      await this.client.leaveCall(roomId).catch(() => {});
+      throw e;
+    }
+    const me = this.callbacks.userJid ?? null;
+    for (const track of this.media.localStream.getTracks()) {
+      this.call('userTrackListener', { localUser: true, userJid: me, track, trackType: track.kind });
+    }
+    const remote = this.media.remoteStream;
+    const announce = (track) =>
+      this.call('userTrackListener', { localUser: false, userJid: null, track, trackType: track.kind, stream: remote });
+    for (const track of remote.getTracks()) announce(track);
+    this.media.pc.addEventListener('track', (e) => announce(e.track));
+  }
+
+  async hangUpLocally() {
+    const media = this.media;
+    const roomId = this.roomId;
+    this.media = null;
+    this.roomId = null;
+    if (media) await media.leave().catch(() => {});
+    if (roomId) await this.client.leaveRoom(roomId).catch(() => {});
   }
 }
 

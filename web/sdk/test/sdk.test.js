@@ -378,3 +378,42 @@ test('a call link gives a guest pass that signs the client in; a closed link is 
   await assert.rejects(client.joinLink('gone', 'Dora'), (e) => e.status === 410 && e.error === 'call_ended');
   assert.equal(client.token, null);
 });
+
+test('direct calls: a refused call resolves to the SDK shape; a ring stops when another device answers', async () => {
+  const { fetch, calls } = fakeFetch({
+    'POST /api/v1/direct-calls': () =>
+      new Response(JSON.stringify({ statusCode: 403, message: 'one-to-one calls are not available in this plan' }), {
+        status: 403,
+      }),
+    'GET /api/v1/users/me/events': () =>
+      sseBody(
+        [
+          'event: incoming-call\ndata: {"type":"incoming-call","roomId":"r1","userJid":"alice","callType":"audio"}\n\n',
+          'event: call-answered\ndata: {"type":"call-answered","roomId":"r1","deviceId":"other"}\n\n',
+          'event: missed-call\ndata: {"type":"missed-call","roomId":"r2","userJid":"carol"}\n\n',
+        ],
+        { end: false },
+      ),
+  });
+  const seen = [];
+  const client = new Dialbridge({ token: 't', fetch });
+  const phone = client.calls(
+    {
+      incomingCallListener: (c) => seen.push(`incoming ${c.userJid}`),
+      callStatusListener: (s) => seen.push(`status ${s.status} ${s.reason}`),
+      missedCallListener: (m) => seen.push(`missed ${m.userJid}`),
+    },
+    { deviceId: 'mine' },
+  );
+  const refused = await phone.makeVoiceCall(['bob']);
+  assert.equal(refused.statusCode, 403);
+  assert.match(refused.message, /one-to-one/);
+  assert.deepEqual(JSON.parse(calls[0].init.body), { to: ['bob'], callType: 'audio' });
+  await phone.start();
+  await until(() => seen.length === 3, 'three callbacks');
+  phone.stop();
+  assert.deepEqual(seen, ['incoming alice', 'status disconnected answered elsewhere', 'missed carol']);
+  assert.equal(phone.incoming, null);
+  const none = await phone.answerCall();
+  assert.equal(none.statusCode, 100602);
+});

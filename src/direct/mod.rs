@@ -1,0 +1,706 @@
+//! Direct calls (seed 001): a user calls other users by id; each callee's devices ring on the user
+//! event stream; a callee answers, declines or lets it ring out. A call is a room of the room
+//! layer (its owner the caller, the callees its attendees), so its media is joined as any room's
+//! is. One task per call owns its state: commands from the API, the room's events and the ring
+//! timer.
+
+pub mod events;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use events::{CallType, UserBus, UserEvent};
+use events::{IncomingCall, UserDetail, UserStatus};
+
+use crate::auth::AuthUser;
+use crate::events::{EventBus, Published, RoomEvent};
+use crate::room::{NewParticipant, Rooms};
+use crate::sync::lock;
+
+/// The seed's call status words.
+pub mod status {
+    pub const CALLING: &str = "calling";
+    pub const RINGING: &str = "ringing";
+    pub const CONNECTING: &str = "connecting";
+    pub const CONNECTED: &str = "connected";
+    pub const DISCONNECTED: &str = "disconnected";
+    pub const BUSY: &str = "busy";
+}
+
+/// Why a call ended for someone.
+pub mod reason {
+    pub const USER_HANGUP: &str = "user hangup";
+    pub const DECLINED: &str = "declined";
+    pub const NO_ANSWER: &str = "no answer";
+    pub const BUSY: &str = "busy";
+    pub const ANSWERED_ELSEWHERE: &str = "answered elsewhere";
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// A refused request: the seed's `{statusCode, message}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl DirectError {
+    fn new(status: u16, message: impl Into<String>) -> DirectError {
+        DirectError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+pub type DirectResult<T> = Result<T, DirectError>;
+
+/// What the gateway allows of direct calls (`[calls]`).
+#[derive(Debug, Clone)]
+pub struct DirectConfig {
+    pub one_to_one: bool,
+    pub ring_time: Duration,
+}
+
+/// A call as `GET /api/v1/direct-calls/{roomId}` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    pub room_id: String,
+    pub call_type: CallType,
+    pub call_mode: &'static str,
+    pub call_time: i64,
+    pub from: String,
+    pub to_users: Vec<String>,
+    pub users_status: Vec<UserStatus>,
+    /// `open` while it goes on, `closed` once over.
+    pub session_status: &'static str,
+}
+
+enum Command {
+    Answer {
+        user: String,
+        device_id: String,
+        reply: oneshot::Sender<DirectResult<()>>,
+    },
+    Decline {
+        user: String,
+        reply: oneshot::Sender<DirectResult<()>>,
+    },
+    End {
+        user: String,
+        reply: oneshot::Sender<DirectResult<()>>,
+    },
+}
+
+#[derive(Clone)]
+pub struct DirectCalls {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: Rooms,
+    room_events: Arc<EventBus>,
+    users: Arc<UserBus>,
+    config: DirectConfig,
+    public_url: String,
+    calls: Mutex<HashMap<String, Entry>>,
+}
+
+/// A call's command channel and its last state, for lookups.
+struct Entry {
+    commands: mpsc::UnboundedSender<Command>,
+    view: CallView,
+    members: Vec<String>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl DirectCalls {
+    pub fn new(
+        rooms: Rooms,
+        room_events: Arc<EventBus>,
+        users: Arc<UserBus>,
+        config: DirectConfig,
+        public_url: String,
+    ) -> DirectCalls {
+        DirectCalls {
+            inner: Arc::new(Inner {
+                rooms,
+                room_events,
+                users,
+                config,
+                public_url,
+                calls: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn users(&self) -> &Arc<UserBus> {
+        &self.inner.users
+    }
+
+    /// Starts a call from `caller` to users `to` (ids, or `id@host`): its room, and the ringing.
+    pub fn call(
+        &self,
+        caller: &AuthUser,
+        to: &[String],
+        call_type: CallType,
+    ) -> DirectResult<String> {
+        let inner = &self.inner;
+        if !inner.config.one_to_one {
+            return Err(DirectError::new(
+                403,
+                "one-to-one calls are not available in this plan",
+            ));
+        }
+        if to.is_empty() {
+            return Err(DirectError::new(400, "to: name at least one user"));
+        }
+        let store = inner.rooms.store();
+        let mut callees: Vec<UserDetail> = Vec::new();
+        for jid in to {
+            let id = jid.split('@').next().unwrap_or_default();
+            if id == caller.id {
+                return Err(DirectError::new(400, "to: a user cannot call themselves"));
+            }
+            let user = store
+                .write(|tx| tx.user(id))
+                .map_err(|_| DirectError::new(500, "store error"))?
+                .ok_or_else(|| DirectError::new(404, format!("to: no user `{jid}`")))?;
+            if !callees.iter().any(|c| c.user_jid == user.id) {
+                callees.push(UserDetail {
+                    user_jid: user.id,
+                    display_name: user.display_name,
+                });
+            }
+        }
+        let name = format!(
+            "Call: {}",
+            callees
+                .iter()
+                .map(|c| c.display_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let room = inner
+            .rooms
+            .create_room(caller, 2, &name)
+            .map_err(|e| DirectError::new(500, e.message))?;
+        for callee in &callees {
+            inner
+                .rooms
+                .add_participant(
+                    caller,
+                    &room.token,
+                    NewParticipant::User(callee.user_jid.clone()),
+                )
+                .map_err(|e| DirectError::new(500, e.message))?;
+        }
+        let busy: Vec<bool> = callees
+            .iter()
+            .map(|c| {
+                store
+                    .write(|tx| tx.user_in_call(&c.user_jid))
+                    .unwrap_or(false)
+            })
+            .collect();
+        let call = Call {
+            room_token: room.token.clone(),
+            caller: caller.clone(),
+            call_type,
+            call_time: now_ms(),
+            mode: if callees.len() == 1 {
+                "onetoone"
+            } else {
+                "onetomany"
+            },
+            callees: callees
+                .into_iter()
+                .zip(busy)
+                .map(|(detail, busy)| Callee {
+                    detail,
+                    status: if busy { status::BUSY } else { status::CALLING },
+                })
+                .collect(),
+            caller_status: status::CALLING,
+            open: true,
+        };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let room_events = inner.room_events.subscribe(room.id);
+        lock(&inner.calls).insert(
+            room.token.clone(),
+            Entry {
+                commands,
+                view: call.view(),
+                members: call.members(),
+            },
+        );
+        tracing::info!(room = %room.token, caller = %caller.id, callees = call.callees.len(), "direct call started");
+        let service = self.clone();
+        tokio::spawn(async move { service.drive(call, receiver, room_events).await });
+        Ok(room.token)
+    }
+
+    pub fn view(&self, user: &AuthUser, room_id: &str) -> DirectResult<CallView> {
+        let calls = lock(&self.inner.calls);
+        match calls.get(room_id) {
+            Some(e) if e.members.contains(&user.id) => Ok(e.view.clone()),
+            _ => Err(DirectError::new(404, "no such call")),
+        }
+    }
+
+    pub async fn answer(
+        &self,
+        user: &AuthUser,
+        room_id: &str,
+        device_id: String,
+    ) -> DirectResult<()> {
+        self.send(room_id, |reply| Command::Answer {
+            user: user.id.clone(),
+            device_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn decline(&self, user: &AuthUser, room_id: &str) -> DirectResult<()> {
+        self.send(room_id, |reply| Command::Decline {
+            user: user.id.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn end(&self, user: &AuthUser, room_id: &str) -> DirectResult<()> {
+        self.send(room_id, |reply| Command::End {
+            user: user.id.clone(),
+            reply,
+        })
+        .await
+    }
+
+    async fn send(
+        &self,
+        room_id: &str,
+        command: impl FnOnce(oneshot::Sender<DirectResult<()>>) -> Command,
+    ) -> DirectResult<()> {
+        let ended = || DirectError::new(410, "the call has already ended");
+        let sender = lock(&self.inner.calls)
+            .get(room_id)
+            .map(|e| e.commands.clone())
+            .ok_or_else(ended)?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(command(reply)).map_err(|_| ended())?;
+        answer.await.map_err(|_| ended())?
+    }
+
+    /// The call's task: until it is over.
+    async fn drive(
+        self,
+        mut call: Call,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut room_events: broadcast::Receiver<Arc<Published>>,
+    ) {
+        let users = self.inner.users.clone();
+        // Ring every callee who is not in another call.
+        let incoming = call.incoming(&self.inner.public_url);
+        for callee in &mut call.callees {
+            if callee.status == status::BUSY {
+                continue;
+            }
+            let mut event = incoming.clone();
+            event.local_user = true;
+            users.send(&callee.detail.user_jid, UserEvent::IncomingCall(event));
+            callee.status = status::RINGING;
+        }
+        // The caller hears of each callee: ringing, or busy in another call.
+        let callees: Vec<(String, &'static str)> = call
+            .callees
+            .iter()
+            .map(|c| (c.detail.user_jid.clone(), c.status))
+            .collect();
+        call.caller_status = if callees.iter().all(|(_, s)| *s == status::BUSY) {
+            status::BUSY
+        } else {
+            status::RINGING
+        };
+        for (jid, state) in &callees {
+            let why = (*state == status::BUSY).then_some(reason::BUSY);
+            self.publish_status(&call, jid, state, why);
+        }
+        if call.caller_status == status::BUSY {
+            self.finish(&mut call, reason::BUSY);
+            return;
+        }
+        let ring_until = tokio::time::Instant::now() + self.inner.config.ring_time;
+        while call.open {
+            let ringing = call.callees.iter().any(|c| c.status == status::RINGING);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(&mut call, command),
+                    None => break,
+                },
+                event = room_events.recv() => match event {
+                    Ok(published) => self.room_event(&mut call, &published.event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tokio::time::sleep_until(ring_until), if ringing => self.ring_out(&mut call),
+            }
+            if let Some(entry) = lock(&self.inner.calls).get_mut(&call.room_token) {
+                entry.view = call.view();
+            }
+        }
+        lock(&self.inner.calls).remove(&call.room_token);
+        tracing::info!(room = %call.room_token, "direct call over");
+    }
+
+    fn command(&self, call: &mut Call, command: Command) {
+        match command {
+            Command::Answer {
+                user,
+                device_id,
+                reply,
+            } => {
+                let result = match call.callee_mut(&user) {
+                    None => Err(DirectError::new(404, "you are not called in this call")),
+                    Some(callee) if callee.status != status::RINGING => Err(DirectError::new(
+                        409,
+                        format!("the call is not ringing for you (it is {})", callee.status),
+                    )),
+                    Some(callee) => {
+                        callee.status = status::CONNECTING;
+                        Ok(())
+                    }
+                };
+                if result.is_ok() {
+                    self.inner.users.send(
+                        &user,
+                        UserEvent::CallAnswered {
+                            room_id: call.room_token.clone(),
+                            device_id,
+                        },
+                    );
+                    if call.caller_status == status::RINGING {
+                        call.caller_status = status::CONNECTING;
+                    }
+                    self.publish_status(call, &user, status::CONNECTING, None);
+                    tracing::info!(room = %call.room_token, %user, "direct call answered");
+                }
+                let _ = reply.send(result);
+            }
+            Command::Decline { user, reply } => {
+                let result = match call.callee_mut(&user) {
+                    None => Err(DirectError::new(404, "you are not called in this call")),
+                    Some(callee) if callee.status != status::RINGING => Err(DirectError::new(
+                        409,
+                        format!("the call is not ringing for you (it is {})", callee.status),
+                    )),
+                    Some(callee) => {
+                        callee.status = status::DISCONNECTED;
+                        Ok(())
+                    }
+                };
+                if result.is_ok() {
+                    self.inner.users.send(
+                        &user,
+                        UserEvent::CallCancelled {
+                            room_id: call.room_token.clone(),
+                            reason: reason::DECLINED,
+                        },
+                    );
+                    self.publish_status(call, &user, status::DISCONNECTED, Some(reason::DECLINED));
+                    tracing::info!(room = %call.room_token, %user, "direct call declined");
+                    if call.nobody_left() {
+                        self.finish(call, reason::DECLINED);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::End { user, reply } => {
+                if user != call.caller.id && call.callee_mut(&user).is_none() {
+                    let _ = reply.send(Err(DirectError::new(404, "you are not in this call")));
+                    return;
+                }
+                tracing::info!(room = %call.room_token, %user, "direct call ended by a user");
+                // Whoever still rings hears it was cancelled.
+                for callee in call
+                    .callees
+                    .iter_mut()
+                    .filter(|c| c.status == status::RINGING)
+                {
+                    callee.status = status::DISCONNECTED;
+                    self.inner.users.send(
+                        &callee.detail.user_jid,
+                        UserEvent::CallCancelled {
+                            room_id: call.room_token.clone(),
+                            reason: reason::CANCELLED,
+                        },
+                    );
+                }
+                self.publish_status(call, &user, status::DISCONNECTED, Some(reason::USER_HANGUP));
+                self.finish(call, reason::USER_HANGUP);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Callees and the caller joining or leaving the room's call.
+    fn room_event(&self, call: &mut Call, event: &RoomEvent) {
+        match event {
+            RoomEvent::ParticipantFlags {
+                actor_type,
+                actor_id,
+                in_call,
+                ..
+            } if actor_type == "users" => {
+                if *in_call > 0 {
+                    let connecting = call
+                        .callee_mut(actor_id)
+                        .is_some_and(|c| c.status == status::CONNECTING);
+                    if connecting {
+                        if let Some(callee) = call.callee_mut(actor_id) {
+                            callee.status = status::CONNECTED;
+                        }
+                        call.caller_status = status::CONNECTED;
+                        self.publish_status(call, &actor_id.clone(), status::CONNECTED, None);
+                    }
+                } else if call.is_connected() {
+                    // Someone left a call in progress: in a one-to-one call, that ends it.
+                    if let Some(callee) = call.callee_mut(actor_id) {
+                        callee.status = status::DISCONNECTED;
+                    }
+                    self.publish_status(
+                        call,
+                        &actor_id.clone(),
+                        status::DISCONNECTED,
+                        Some(reason::USER_HANGUP),
+                    );
+                    if call.mode == "onetoone" || *actor_id == call.caller.id || call.nobody_left()
+                    {
+                        self.finish(call, reason::USER_HANGUP);
+                    }
+                }
+            }
+            RoomEvent::CallEnded { .. } if call.is_connected() => {
+                self.finish(call, reason::USER_HANGUP);
+            }
+            _ => {}
+        }
+    }
+
+    /// Nobody answered in time: the callees missed it; with nobody in it, the call is over.
+    fn ring_out(&self, call: &mut Call) {
+        let all_users = call.members();
+        for callee in call
+            .callees
+            .iter_mut()
+            .filter(|c| c.status == status::RINGING)
+        {
+            callee.status = status::DISCONNECTED;
+            let jid = callee.detail.user_jid.clone();
+            self.inner.users.send(
+                &jid,
+                UserEvent::CallCancelled {
+                    room_id: call.room_token.clone(),
+                    reason: reason::NO_ANSWER,
+                },
+            );
+            self.inner.users.send(
+                &jid,
+                UserEvent::MissedCall {
+                    room_id: call.room_token.clone(),
+                    is_one_to_one_call: call.mode == "onetoone",
+                    user_jid: call.caller.id.clone(),
+                    group_id: None,
+                    call_type: call.call_type,
+                    user_list: all_users.clone(),
+                    call_time: call.call_time,
+                },
+            );
+            tracing::info!(room = %call.room_token, callee = %jid, "direct call not answered");
+        }
+        if call.nobody_left() {
+            call.caller_status = status::DISCONNECTED;
+            self.publish_status(
+                call,
+                &call.caller.id.clone(),
+                status::DISCONNECTED,
+                Some(reason::NO_ANSWER),
+            );
+            self.finish(call, reason::NO_ANSWER);
+        }
+    }
+
+    /// Ends the call for everyone: its room's call too.
+    fn finish(&self, call: &mut Call, why: &'static str) {
+        if !call.open {
+            return;
+        }
+        call.open = false;
+        for callee in &mut call.callees {
+            if callee.status != status::BUSY {
+                callee.status = status::DISCONNECTED;
+            }
+        }
+        call.caller_status = status::DISCONNECTED;
+        for user in call.members() {
+            self.inner.users.send(
+                &user,
+                UserEvent::CallStatus {
+                    room_id: call.room_token.clone(),
+                    status: status::DISCONNECTED,
+                    user_jid: user.clone(),
+                    local_user: true,
+                    session_status: "closed",
+                    users_status: call.users_status(),
+                    reason: Some(why),
+                },
+            );
+        }
+        // The caller owns the room: ending its call for all takes everyone's media with it.
+        if let Err(e) = self
+            .inner
+            .rooms
+            .leave_call(&call.caller, &call.room_token, None, true)
+        {
+            tracing::debug!(room = %call.room_token, error = %e.message, "no room call to end");
+        }
+    }
+
+    /// Tells every member that `user`'s status changed.
+    fn publish_status(
+        &self,
+        call: &Call,
+        user: &str,
+        status: &'static str,
+        why: Option<&'static str>,
+    ) {
+        for member in call.members() {
+            self.inner.users.send(
+                &member,
+                UserEvent::CallStatus {
+                    room_id: call.room_token.clone(),
+                    status,
+                    user_jid: user.to_string(),
+                    local_user: member == user,
+                    session_status: if call.open { "open" } else { "closed" },
+                    users_status: call.users_status(),
+                    reason: why,
+                },
+            );
+        }
+    }
+}
+
+struct Callee {
+    detail: UserDetail,
+    status: &'static str,
+}
+
+struct Call {
+    room_token: String,
+    caller: AuthUser,
+    call_type: CallType,
+    call_time: i64,
+    mode: &'static str,
+    callees: Vec<Callee>,
+    caller_status: &'static str,
+    open: bool,
+}
+
+impl Call {
+    fn callee_mut(&mut self, user: &str) -> Option<&mut Callee> {
+        self.callees.iter_mut().find(|c| c.detail.user_jid == user)
+    }
+
+    fn members(&self) -> Vec<String> {
+        std::iter::once(self.caller.id.clone())
+            .chain(self.callees.iter().map(|c| c.detail.user_jid.clone()))
+            .collect()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.callees
+            .iter()
+            .any(|c| c.status == status::CONNECTED || c.status == status::CONNECTING)
+    }
+
+    /// No callee rings, connects or talks any more.
+    fn nobody_left(&self) -> bool {
+        self.callees
+            .iter()
+            .all(|c| c.status == status::DISCONNECTED || c.status == status::BUSY)
+    }
+
+    fn users_status(&self) -> Vec<UserStatus> {
+        std::iter::once(UserStatus {
+            user_jid: self.caller.id.clone(),
+            status: self.caller_status,
+        })
+        .chain(self.callees.iter().map(|c| UserStatus {
+            user_jid: c.detail.user_jid.clone(),
+            status: c.status,
+        }))
+        .collect()
+    }
+
+    fn incoming(&self, public_url: &str) -> IncomingCall {
+        let to_users: Vec<String> = self
+            .callees
+            .iter()
+            .map(|c| c.detail.user_jid.clone())
+            .collect();
+        let one = self.mode == "onetoone";
+        IncomingCall {
+            all_users: self.members(),
+            call_time: self.call_time,
+            call_type: self.call_type,
+            group_id: None,
+            local_user: false,
+            room_id: self.room_token.clone(),
+            room_link: format!("{public_url}/#/room/{}", self.room_token),
+            status: status::CALLING,
+            to_users: to_users.clone(),
+            user_details: self.callees.iter().map(|c| c.detail.clone()).collect(),
+            user_jid: self.caller.id.clone(),
+            users_status: self.users_status(),
+            from: if one {
+                to_users.first().cloned().unwrap_or_default()
+            } else {
+                self.caller.id.clone()
+            },
+            to: if one {
+                self.caller.id.clone()
+            } else {
+                self.room_token.clone()
+            },
+            call_mode: self.mode,
+        }
+    }
+
+    fn view(&self) -> CallView {
+        CallView {
+            room_id: self.room_token.clone(),
+            call_type: self.call_type,
+            call_mode: self.mode,
+            call_time: self.call_time,
+            from: self.caller.id.clone(),
+            to_users: self
+                .callees
+                .iter()
+                .map(|c| c.detail.user_jid.clone())
+                .collect(),
+            users_status: self.users_status(),
+            session_status: if self.open { "open" } else { "closed" },
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Direct calls between users (seed 001) in Debian's Chromium against the real binary: the
+//! callee's page rings, answers or declines, and both sides hear each other; an unanswered call
+//! ends with "no answer" and a missed call; answering on one device stops the others; a plan
+//! without one-to-one calls refuses with 403.
+
+mod common;
+
+use common::browser::Browsers;
+use common::{Gateway, USERS};
+use reqwest::Method;
+use serde_json::json;
+
+fn token_of(user: &str) -> &'static str {
+    USERS
+        .iter()
+        .find(|(id, _, _)| *id == user)
+        .map(|(_, _, t)| *t)
+        .expect("test user")
+}
+
+/// A page signed in as `user`, on its rooms list (and so listening for calls).
+async fn signed_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str, tone: f64) {
+    browsers.launch(name, tone).await;
+    browsers.goto(name, &format!("{}/", gw.base)).await;
+    browsers.fill(name, "#token", token_of(user)).await;
+    browsers.press(name, "#token", "Enter").await;
+    browsers.wait_text(name, "#rooms-title", "Your rooms").await;
+}
+
+async fn call(browsers: &mut Browsers, name: &str, callee: &str) {
+    browsers.fill(name, "#callee", callee).await;
+    browsers.click(name, "#call-user button[type=submit]").await;
+}
+
+#[tokio::test]
+async fn a_called_user_answers_and_both_hear_each_other() {
+    let gw = Gateway::start("");
+    let mut browsers = Browsers::start();
+    signed_in(&mut browsers, "alice", &gw, "alice", 440.0).await;
+    signed_in(&mut browsers, "bob", &gw, "bob", 1000.0).await;
+    call(&mut browsers, "alice", "bob").await;
+    browsers
+        .wait_text("bob", "#incoming-title", "alice is calling")
+        .await;
+    browsers.wait_text("alice", "#call-banner", "ringing").await;
+    browsers.screenshot("bob", "direct-call-ringing.png").await;
+    browsers.click("bob", "#answer").await;
+    browsers
+        .wait_text("alice", "#call-banner", "connected")
+        .await;
+    browsers.wait_to_hear("alice", 1000.0, 440.0).await;
+    browsers.wait_to_hear("bob", 440.0, 1000.0).await;
+    browsers
+        .screenshot("alice", "direct-call-connected.png")
+        .await;
+
+    browsers.click("alice", "#leave-call").await;
+    browsers
+        .wait_text("bob", "#call-banner", "ended: hung up")
+        .await;
+    browsers.close().await;
+}
+
+#[tokio::test]
+async fn a_declined_and_an_unanswered_call_end_with_their_reason() {
+    let gw = Gateway::start("[calls]\nring_time = 3\n");
+    let mut browsers = Browsers::start();
+    signed_in(&mut browsers, "alice", &gw, "alice", 440.0).await;
+    signed_in(&mut browsers, "bob", &gw, "bob", 1000.0).await;
+
+    call(&mut browsers, "alice", "bob").await;
+    browsers
+        .wait_text("bob", "#incoming-title", "alice is calling")
+        .await;
+    browsers.click("bob", "#decline").await;
+    browsers
+        .wait_text("alice", "#call-banner", "ended: declined")
+        .await;
+    assert!(!browsers.visible("bob", "#incoming").await);
+
+    browsers
+        .goto("alice", &format!("{}/#/rooms", gw.base))
+        .await;
+    browsers
+        .wait_text("alice", "#rooms-title", "Your rooms")
+        .await;
+    call(&mut browsers, "alice", "bob").await;
+    browsers
+        .wait_text("bob", "#incoming-title", "alice is calling")
+        .await;
+    browsers
+        .wait_text("alice", "#call-banner", "ended: no answer")
+        .await;
+    browsers
+        .wait_text("bob", "#notice", "Missed call from alice")
+        .await;
+    assert!(!browsers.visible("bob", "#incoming").await);
+    browsers.close().await;
+}
+
+#[tokio::test]
+async fn answering_on_one_device_stops_the_others() {
+    let gw = Gateway::start("");
+    let mut browsers = Browsers::start();
+    signed_in(&mut browsers, "alice", &gw, "alice", 440.0).await;
+    signed_in(&mut browsers, "bob-phone", &gw, "bob", 1000.0).await;
+    signed_in(&mut browsers, "bob-laptop", &gw, "bob", 1000.0).await;
+    call(&mut browsers, "alice", "bob").await;
+    browsers
+        .wait_text("bob-phone", "#incoming-title", "alice is calling")
+        .await;
+    browsers
+        .wait_text("bob-laptop", "#incoming-title", "alice is calling")
+        .await;
+    browsers.click("bob-laptop", "#answer").await;
+    browsers
+        .wait_text("bob-phone", "#notice", "answered on another device")
+        .await;
+    assert!(!browsers.visible("bob-phone", "#incoming").await);
+    browsers
+        .wait_text("alice", "#call-banner", "connected")
+        .await;
+    browsers.wait_to_hear("alice", 1000.0, 440.0).await;
+    browsers.close().await;
+}
+
+#[tokio::test]
+async fn a_plan_without_one_to_one_calls_refuses_and_nothing_rings() {
+    let gw = Gateway::start("[calls]\none_to_one = false\n");
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/direct-calls",
+            Some(json!({"to": ["bob"], "callType": "audio"})),
+        )
+        .await
+        .expect(403);
+    assert_eq!(reply.body["statusCode"], 403);
+    assert!(reply.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("one-to-one")));
+    // Bob was never added to a call room.
+    let rooms = gw
+        .client("bob")
+        .talk(Method::GET, "/room", None)
+        .await
+        .expect(200);
+    assert_eq!(rooms.data().as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn bad_callees_are_refused_by_name() {
+    let gw = Gateway::start("");
+    let alice = gw.client("alice");
+    for (body, status, word) in [
+        (json!({"to": ["nobody"]}), 404, "nobody"),
+        (json!({"to": ["alice"]}), 400, "themselves"),
+        (json!({"to": []}), 400, "at least one"),
+        (json!({"to": "bob"}), 400, "invalid"),
+    ] {
+        let reply = alice
+            .call(Method::POST, "/api/v1/direct-calls", Some(body.clone()))
+            .await
+            .expect(status);
+        assert!(
+            reply.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(word)),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let answer = alice
+        .call(
+            Method::POST,
+            "/api/v1/direct-calls",
+            Some(json!({"to": ["bob@127.0.0.1"]})),
+        )
+        .await
+        .expect(200);
+    let room = answer.body["roomId"].as_str().expect("roomId").to_string();
+    let view = gw
+        .client("bob")
+        .call(Method::GET, &format!("/api/v1/direct-calls/{room}"), None)
+        .await
+        .expect(200);
+    assert_eq!(view.body["from"], "alice");
+    assert_eq!(view.body["toUsers"], json!(["bob"]));
+    gw.client("carol")
+        .call(Method::GET, &format!("/api/v1/direct-calls/{room}"), None)
+        .await
+        .expect(404);
+    gw.client("carol")
+        .call(
+            Method::POST,
+            &format!("/api/v1/direct-calls/{room}/answer"),
+            None,
+        )
+        .await
+        .expect(404);
+}
