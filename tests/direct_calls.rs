@@ -6,6 +6,9 @@
 mod common;
 
 use common::browser::Browsers;
+use common::ports::Tp;
+use common::sipp::Sipp;
+use common::telephony::{self, wait_for, PhoneMedia};
 use common::{Gateway, USERS};
 use reqwest::Method;
 use serde_json::json;
@@ -199,4 +202,72 @@ async fn bad_callees_are_refused_by_name() {
         )
         .await
         .expect(404);
+}
+
+/// A phone number is a callee too: it is dialled through the trunk once the caller is in the
+/// call, and audio flows both ways; a busy phone ends the call as busy; a number outside the
+/// allowlist is refused before anything is sent.
+#[tokio::test]
+async fn a_phone_number_is_called_like_a_user() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = Sipp::uas(
+        "dialout_ring_then_answer_media.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+    )
+    .await;
+    let gw = Gateway::start(&telephony::trunk(sipp.port, Tp::Udp, ""));
+    let mut browsers = Browsers::start();
+    signed_in(&mut browsers, "alice", &gw, "alice", 440.0).await;
+    call(&mut browsers, "alice", "+4930123456").await;
+    browsers
+        .wait_text("alice", "#call-banner", "+4930123456: ringing")
+        .await;
+    browsers
+        .wait_text("alice", "#call-banner", "+4930123456: connected")
+        .await;
+    browsers.wait_to_hear("alice", 1000.0, 440.0).await;
+    wait_for(
+        "the phone hearing the page's 440 Hz",
+        || phone_media.hears(440.0) > 0.5,
+        || phone_media.describe(),
+    )
+    .await;
+    browsers.click("alice", "#leave-call").await;
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp (the phone, expecting our BYE) failed:\n{trace}");
+    browsers.close().await;
+
+    let alice = gw.client("alice");
+    let refused = alice
+        .call(
+            Method::POST,
+            "/api/v1/direct-calls",
+            Some(json!({"to": ["tel:+12025550123"]})),
+        )
+        .await
+        .expect(403);
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allowed_numbers")),
+        "{}",
+        refused.body
+    );
+}
+
+#[tokio::test]
+async fn a_busy_phone_ends_the_call_as_busy() {
+    let sipp = Sipp::uas("uas_busy.xml", Tp::Udp, &[]).await;
+    let gw = Gateway::start(&telephony::trunk(sipp.port, Tp::Udp, ""));
+    let mut browsers = Browsers::start();
+    signed_in(&mut browsers, "alice", &gw, "alice", 440.0).await;
+    call(&mut browsers, "alice", "+4930123456").await;
+    browsers
+        .wait_text("alice", "#call-banner", "ended: busy")
+        .await;
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp (busy) failed:\n{trace}");
+    browsers.close().await;
 }

@@ -94,6 +94,13 @@ impl TrunkDialer {
 }
 
 impl Dialer for TrunkDialer {
+    fn check(&self, number: &crate::room::PhoneNumber) -> RoomResult<()> {
+        if self.trunks.is_empty() {
+            return Err(crate::room::not_configured());
+        }
+        self.trunk_for(number.as_str()).map(|_| ())
+    }
+
     fn dial(&self, target: DialoutTarget) -> RoomResult<String> {
         if self.trunks.is_empty() {
             return Err(crate::room::not_configured());

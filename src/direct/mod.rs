@@ -17,7 +17,10 @@ use events::{IncomingCall, UserDetail, UserStatus};
 
 use crate::auth::AuthUser;
 use crate::events::{EventBus, Published, RoomEvent};
-use crate::room::{NewParticipant, Rooms};
+use crate::room::{
+    direct_call_words, CallStatus, Cause, DialoutOptions, ErrorKind, NewParticipant, PhoneNumber,
+    RoomError, Rooms,
+};
 use crate::sync::lock;
 
 /// The seed's call status words.
@@ -165,8 +168,26 @@ impl DirectCalls {
             return Err(DirectError::new(400, "to: name at least one user"));
         }
         let store = inner.rooms.store();
-        let mut callees: Vec<UserDetail> = Vec::new();
+        let mut callees: Vec<(UserDetail, Option<PhoneNumber>)> = Vec::new();
         for jid in to {
+            // A phone number (`+E164` or `tel:+E164`) is dialled out through the trunks.
+            if jid.starts_with('+') || jid.starts_with("tel:") {
+                let number: PhoneNumber = jid.trim_start_matches("tel:").parse().map_err(|_| {
+                    DirectError::new(400, format!("to: `{jid}` is not an E.164 number"))
+                })?;
+                inner
+                    .rooms
+                    .check_dialable(&number)
+                    .map_err(|e| DirectError::new(room_status(&e), e.message))?;
+                let detail = UserDetail {
+                    user_jid: number.as_str().to_string(),
+                    display_name: number.as_str().to_string(),
+                };
+                if !callees.iter().any(|(c, _)| c.user_jid == detail.user_jid) {
+                    callees.push((detail, Some(number)));
+                }
+                continue;
+            }
             let id = jid.split('@').next().unwrap_or_default();
             if id == caller.id {
                 return Err(DirectError::new(400, "to: a user cannot call themselves"));
@@ -175,18 +196,21 @@ impl DirectCalls {
                 .write(|tx| tx.user(id))
                 .map_err(|_| DirectError::new(500, "store error"))?
                 .ok_or_else(|| DirectError::new(404, format!("to: no user `{jid}`")))?;
-            if !callees.iter().any(|c| c.user_jid == user.id) {
-                callees.push(UserDetail {
-                    user_jid: user.id,
-                    display_name: user.display_name,
-                });
+            if !callees.iter().any(|(c, _)| c.user_jid == user.id) {
+                callees.push((
+                    UserDetail {
+                        user_jid: user.id,
+                        display_name: user.display_name,
+                    },
+                    None,
+                ));
             }
         }
         let name = format!(
             "Call: {}",
             callees
                 .iter()
-                .map(|c| c.display_name.as_str())
+                .map(|(c, _)| c.display_name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -194,42 +218,41 @@ impl DirectCalls {
             .rooms
             .create_room(caller, 2, &name)
             .map_err(|e| DirectError::new(500, e.message))?;
-        for callee in &callees {
-            inner
+        let mut members = Vec::new();
+        for (detail, number) in callees {
+            let phone = number.is_some();
+            let added = match number {
+                Some(number) => NewParticipant::Phone(number),
+                None => NewParticipant::User(detail.user_jid.clone()),
+            };
+            let attendee = inner
                 .rooms
-                .add_participant(
-                    caller,
-                    &room.token,
-                    NewParticipant::User(callee.user_jid.clone()),
-                )
+                .add_participant(caller, &room.token, added)
                 .map_err(|e| DirectError::new(500, e.message))?;
+            let busy = !phone
+                && store
+                    .write(|tx| tx.user_in_call(&detail.user_jid))
+                    .unwrap_or(false);
+            members.push(Callee {
+                detail,
+                status: if busy { status::BUSY } else { status::CALLING },
+                phone: phone.then_some(PhoneCallee {
+                    attendee_id: attendee.attendee_id,
+                    call_id: None,
+                }),
+            });
         }
-        let busy: Vec<bool> = callees
-            .iter()
-            .map(|c| {
-                store
-                    .write(|tx| tx.user_in_call(&c.user_jid))
-                    .unwrap_or(false)
-            })
-            .collect();
         let call = Call {
             room_token: room.token.clone(),
             caller: caller.clone(),
             call_type,
             call_time: now_ms(),
-            mode: if callees.len() == 1 {
+            mode: if members.len() == 1 {
                 "onetoone"
             } else {
                 "onetomany"
             },
-            callees: callees
-                .into_iter()
-                .zip(busy)
-                .map(|(detail, busy)| Callee {
-                    detail,
-                    status: if busy { status::BUSY } else { status::CALLING },
-                })
-                .collect(),
+            callees: members,
             caller_status: status::CALLING,
             open: true,
         };
@@ -313,7 +336,8 @@ impl DirectCalls {
         // Ring every callee who is not in another call.
         let incoming = call.incoming(&self.inner.public_url);
         for callee in &mut call.callees {
-            if callee.status == status::BUSY {
+            // Phones are dialled once the caller is in the room's call.
+            if callee.status == status::BUSY || callee.phone.is_some() {
                 continue;
             }
             let mut event = incoming.clone();
@@ -342,7 +366,10 @@ impl DirectCalls {
         }
         let ring_until = tokio::time::Instant::now() + self.inner.config.ring_time;
         while call.open {
-            let ringing = call.callees.iter().any(|c| c.status == status::RINGING);
+            let ringing = call
+                .callees
+                .iter()
+                .any(|c| c.status == status::RINGING && c.phone.is_none());
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(&mut call, command),
@@ -453,9 +480,45 @@ impl DirectCalls {
         }
     }
 
-    /// Callees and the caller joining or leaving the room's call.
+    /// Callees and the caller joining or leaving the room's call, and phone callees' progress.
     fn room_event(&self, call: &mut Call, event: &RoomEvent) {
         match event {
+            RoomEvent::ParticipantFlags {
+                actor_type,
+                actor_id,
+                in_call,
+                ..
+            } if actor_type == "users" && *actor_id == call.caller.id && *in_call > 0 => {
+                self.dial_phones(call);
+            }
+            RoomEvent::CallStatus {
+                attendee_id,
+                status: word,
+                cause,
+                ..
+            } => {
+                let Some(state) = CallStatus::from_word(word) else {
+                    return;
+                };
+                let cause = cause.as_deref().and_then(Cause::from_word);
+                let (status, why) = direct_call_words(state, cause);
+                let Some(callee) = call.callees.iter_mut().find(|c| {
+                    c.phone
+                        .as_ref()
+                        .is_some_and(|p| p.attendee_id == *attendee_id)
+                }) else {
+                    return;
+                };
+                callee.status = status;
+                let jid = callee.detail.user_jid.clone();
+                if status == status::CONNECTED {
+                    call.caller_status = status::CONNECTED;
+                }
+                self.publish_status(call, &jid, status, why);
+                if state.is_final() && call.nobody_left() {
+                    self.finish(call, why.unwrap_or(reason::USER_HANGUP));
+                }
+            }
             RoomEvent::ParticipantFlags {
                 actor_type,
                 actor_id,
@@ -497,13 +560,44 @@ impl DirectCalls {
         }
     }
 
+    /// Dials the phone callees not dialled yet, as the caller (in the room's call now).
+    fn dial_phones(&self, call: &mut Call) {
+        let mut failed = Vec::new();
+        for callee in &mut call.callees {
+            let Some(phone) = callee.phone.as_mut().filter(|p| p.call_id.is_none()) else {
+                continue;
+            };
+            match self.inner.rooms.dialout(
+                &call.caller,
+                &call.room_token,
+                None,
+                phone.attendee_id,
+                DialoutOptions::default(),
+            ) {
+                Ok(call_id) => phone.call_id = Some(call_id),
+                Err(e) => {
+                    tracing::info!(room = %call.room_token, number = %callee.detail.user_jid, error = %e.message, "direct call to a phone not dialled");
+                    callee.status = status::DISCONNECTED;
+                    failed.push(callee.detail.user_jid.clone());
+                }
+            }
+        }
+        for jid in failed {
+            self.publish_status(call, &jid, status::DISCONNECTED, Some("failed"));
+        }
+        if call.nobody_left() {
+            self.finish(call, "failed");
+        }
+    }
+
     /// Nobody answered in time: the callees missed it; with nobody in it, the call is over.
+    /// Phones ring for their trunk's own time.
     fn ring_out(&self, call: &mut Call) {
         let all_users = call.members();
         for callee in call
             .callees
             .iter_mut()
-            .filter(|c| c.status == status::RINGING)
+            .filter(|c| c.status == status::RINGING && c.phone.is_none())
         {
             callee.status = status::DISCONNECTED;
             let jid = callee.detail.user_jid.clone();
@@ -604,6 +698,26 @@ impl DirectCalls {
 struct Callee {
     detail: UserDetail,
     status: &'static str,
+    /// A phone number, dialled out through the trunks.
+    phone: Option<PhoneCallee>,
+}
+
+struct PhoneCallee {
+    attendee_id: i64,
+    call_id: Option<String>,
+}
+
+/// The HTTP status of a room layer refusal.
+fn room_status(e: &RoomError) -> u16 {
+    match e.kind {
+        ErrorKind::BadRequest => 400,
+        ErrorKind::Forbidden => 403,
+        ErrorKind::NotFound => 404,
+        ErrorKind::NotImplemented => 501,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::TooManyRequests => 429,
+        _ => 500,
+    }
 }
 
 struct Call {

@@ -92,6 +92,19 @@ impl CallStatus {
         }
     }
 
+    /// The status a wire word names.
+    pub fn from_word(word: &str) -> Option<CallStatus> {
+        [
+            CallStatus::Accepted,
+            CallStatus::Ringing,
+            CallStatus::Connected,
+            CallStatus::Rejected,
+            CallStatus::Cleared,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, CallStatus::Rejected | CallStatus::Cleared)
     }
@@ -166,6 +179,53 @@ impl Cause {
             408 if from_network => Cause::NoAnswer,
             _ => Cause::Failed,
         }
+    }
+}
+
+impl Cause {
+    /// The cause a wire word names (what events and records carry).
+    pub fn from_word(word: &str) -> Option<Cause> {
+        const ALL: [Cause; 15] = [
+            Cause::Busy,
+            Cause::Declined,
+            Cause::Unavailable,
+            Cause::InvalidNumber,
+            Cause::NoAnswer,
+            Cause::Failed,
+            Cause::Hangup,
+            Cause::Ended,
+            Cause::Removed,
+            Cause::MediaTimeout,
+            Cause::MaxDuration,
+            Cause::Shutdown,
+            Cause::WrongPin,
+            Cause::NoCall,
+            Cause::Restart,
+        ];
+        ALL.into_iter().find(|c| c.as_str() == word)
+    }
+}
+
+/// A phone callee's state in the words of direct calls (seed 001): its status, and when it
+/// ended, why. The one mapping from SIP outcomes to that vocabulary.
+pub fn direct_call_words(
+    status: CallStatus,
+    cause: Option<Cause>,
+) -> (&'static str, Option<&'static str>) {
+    match status {
+        CallStatus::Accepted => ("calling", None),
+        CallStatus::Ringing => ("ringing", None),
+        CallStatus::Connected => ("connected", None),
+        CallStatus::Rejected | CallStatus::Cleared => match cause {
+            Some(Cause::Busy) => ("busy", Some("busy")),
+            Some(Cause::Declined) => ("disconnected", Some("declined")),
+            Some(Cause::NoAnswer) => ("disconnected", Some("no answer")),
+            Some(Cause::Unavailable) => ("disconnected", Some("unavailable")),
+            Some(Cause::InvalidNumber) => ("disconnected", Some("invalid number")),
+            Some(Cause::Hangup) | Some(Cause::Ended) => ("disconnected", Some("user hangup")),
+            Some(Cause::MediaTimeout) => ("disconnected", Some("media failed")),
+            _ => ("disconnected", Some("failed")),
+        },
     }
 }
 
@@ -277,6 +337,34 @@ mod tests {
             assert_eq!(cause.as_str(), word);
             assert_eq!(cause.to_string(), word);
         }
+    }
+
+    #[test]
+    fn cause_words_read_back_and_map_to_direct_call_words() {
+        for word in ["busy", "no-answer", "hangup", "restart"] {
+            assert_eq!(Cause::from_word(word).map(Cause::as_str), Some(word));
+        }
+        assert_eq!(Cause::from_word("nonsense"), None);
+        assert_eq!(
+            direct_call_words(CallStatus::Rejected, Some(Cause::Busy)),
+            ("busy", Some("busy"))
+        );
+        assert_eq!(
+            direct_call_words(CallStatus::Rejected, Some(Cause::NoAnswer)),
+            ("disconnected", Some("no answer"))
+        );
+        assert_eq!(
+            direct_call_words(CallStatus::Cleared, Some(Cause::Hangup)),
+            ("disconnected", Some("user hangup"))
+        );
+        assert_eq!(
+            direct_call_words(CallStatus::Ringing, None),
+            ("ringing", None)
+        );
+        assert_eq!(
+            direct_call_words(CallStatus::Connected, None),
+            ("connected", None)
+        );
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub struct PhoneStatus {
 pub trait Dialer: Send + Sync {
     /// Starts the call and returns its call id, or refuses it.
     fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
+    /// Whether a trunk may dial `number`, before anything is set up for it.
+    fn check(&self, number: &PhoneNumber) -> RoomResult<()>;
 }
 
 /// What moderators do to a running phone call of either direction.
@@ -1219,6 +1221,14 @@ impl Rooms {
         })?;
         match &self.dialer {
             Some(dialer) => dialer.dial(target),
+            None => Err(not_configured()),
+        }
+    }
+
+    /// Whether `number` could be dialled out: 501 without trunks, 403 outside their allowlists.
+    pub fn check_dialable(&self, number: &PhoneNumber) -> RoomResult<()> {
+        match &self.dialer {
+            Some(dialer) => dialer.check(number),
             None => Err(not_configured()),
         }
     }

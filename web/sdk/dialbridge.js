@@ -87,6 +87,10 @@ export function errorFromResponse(status, text) {
   if (body && typeof body === 'object' && typeof body.error === 'string') {
     return new DialbridgeError(status, body.error, body.message || body.error, body);
   }
+  // The call SDK's shape (direct calls): {statusCode, message}.
+  if (body && typeof body === 'object' && typeof body.message === 'string') {
+    return new DialbridgeError(status, 'call', body.message, body);
+  }
   const plain = (text || '').trim();
   return new DialbridgeError(status, 'http', plain || `HTTP ${status}`, body);
 }

@@ -96,6 +96,9 @@ test('errors are typed from OCS envelopes, JSON bodies and plain text', () => {
   const json = errorFromResponse(402, JSON.stringify({ error: 'spending_limit_reached', message: 'Limite' }));
   assert.equal(json.error, 'spending_limit_reached');
   assert.equal(json.message, 'Limite');
+  const call = errorFromResponse(403, JSON.stringify({ statusCode: 403, message: 'one-to-one calls are not available' }));
+  assert.equal(call.error, 'call');
+  assert.equal(call.message, 'one-to-one calls are not available');
   const text = errorFromResponse(503, 'busy\n');
   assert.equal(text.status, 503);
   assert.equal(text.error, 'http');
