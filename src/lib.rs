@@ -11,6 +11,8 @@ pub mod auth;
 pub mod calls;
 pub mod config;
 pub mod events;
+pub mod links;
+pub mod money;
 pub mod ratelimit;
 pub mod room;
 pub mod runtime;
