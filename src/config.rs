@@ -380,6 +380,10 @@ pub struct LinksConfig {
     /// How long a started call may stay empty before it ends, for projects that do not say.
     #[serde(default = "default_empty_timeout")]
     pub empty_timeout: Seconds,
+    /// How much running time each start (a link, a join, a dial-out) must find room for in its
+    /// organization's budget.
+    #[serde(default = "default_commitment")]
+    pub commitment: Seconds,
     /// The first retry of a failed webhook delivery; each further one waits twice as long.
     #[serde(default = "default_webhook_retry")]
     pub webhook_retry: Seconds,
@@ -400,6 +404,7 @@ impl Default for LinksConfig {
             check_interval: default_links_check_interval(),
             link_lifetime: default_link_lifetime(),
             empty_timeout: default_empty_timeout(),
+            commitment: default_commitment(),
             webhook_retry: default_webhook_retry(),
             webhook_max_retry: default_webhook_max_retry(),
             webhook_attempts: default_webhook_attempts(),
@@ -418,6 +423,10 @@ fn default_link_lifetime() -> Seconds {
 
 fn default_empty_timeout() -> Seconds {
     Seconds(Duration::from_secs(300))
+}
+
+fn default_commitment() -> Seconds {
+    Seconds(Duration::from_secs(60))
 }
 
 fn default_webhook_retry() -> Seconds {

@@ -20,10 +20,12 @@ const BROKE: &str = "Bearer broke-token-00004";
 const TIGHT: &str = "Bearer tight-token-00005";
 const ORPHAN: &str = "Bearer orphan-token-0006";
 
-/// Organizations and projects of every gateway here; the clock looks every 100 ms.
+/// Organizations and projects of every gateway here; the clock looks every 100 ms and each start
+/// must find a second of running time in the budget.
 const SETUP: &str = r#"
 [links]
 check_interval = "100ms"
+commitment = "1s"
 [[organizations]]
 name = "acme"
 price_per_minute = "0.10"
@@ -35,7 +37,7 @@ name = "broke"
 spend_limit = "0"
 [[organizations]]
 name = "tight"
-price_per_minute = "1.00"
+price_per_minute = "60.00"
 spend_limit = "1.00"
 [[organizations]]
 name = "gone"

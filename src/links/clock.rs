@@ -69,7 +69,7 @@ fn tick(links: &CallLinks) {
             let out = match exhausted.get(&org.id) {
                 Some(out) => *out,
                 None => {
-                    let out = meter::exhausted(tx, &org, &links.0.trunk_prices, now)?;
+                    let out = meter::exhausted(tx, &org, &links.rates(), now)?;
                     exhausted.insert(org.id, out);
                     out
                 }

@@ -355,7 +355,7 @@ impl CallLinks {
                     "the organization's plan does not include recording",
                 ));
             }
-            meter::check_create(tx, &org, &self.0.trunk_prices, now)?;
+            meter::check_create(tx, &org, &self.rates(), now)?;
             let id = loop {
                 let candidate = Alphanumeric
                     .sample_string(&mut rand::rng(), LINK_ID_LEN)
@@ -548,7 +548,7 @@ impl CallLinks {
                 .project(link.project_id)?
                 .ok_or_else(LinkError::internal)?;
             let org = Self::org_of(tx, &project_row)?;
-            meter::check_join(tx, &org, &self.0.trunk_prices, &link, now)?;
+            meter::check_join(tx, &org, &self.rates(), &link, now)?;
             if tx.guests_of_link(&link.id)? >= MAX_GUESTS {
                 return Err(LinkError::new(
                     429,

@@ -64,9 +64,9 @@ impl RoomPolicy for LinkPolicy {
         };
         let now = now_ms();
         check_open(&link, now)?;
-        let prices = &self.0 .0.trunk_prices;
+        let rates = self.0.rates();
         self.org_checked(tx, &link, |org| {
-            meter::check_join(tx, org, prices, &link, now)
+            meter::check_join(tx, org, &rates, &link, now)
         })
     }
 
@@ -76,7 +76,7 @@ impl RoomPolicy for LinkPolicy {
         };
         let now = now_ms();
         check_open(&link, now)?;
-        let prices = &self.0 .0.trunk_prices;
+        let rates = self.0.rates();
         self.org_checked(tx, &link, |org| {
             if !org.dialout {
                 return Err(LinkError::new(
@@ -85,7 +85,7 @@ impl RoomPolicy for LinkPolicy {
                     "the organization's plan does not include dial-out",
                 ));
             }
-            meter::check_dialout(tx, org, prices, now)
+            meter::check_dialout(tx, org, &rates, now)
         })
     }
 
