@@ -507,7 +507,20 @@ async fn delete_is_idempotent_ends_the_call_and_the_link_stops_working() {
         .expect(200)
         .body;
     assert_eq!(again["deleted"], deleted["deleted"]);
-    assert_eq!(get(&support, &id).await["deleted"], deleted["deleted"]);
+    // Gone from its own URL; the list keeps it, with its deletion time.
+    for (method, path) in [
+        (Method::GET, format!("/api/calls/{id}")),
+        (Method::GET, format!("/api/calls/{id}/status")),
+        (Method::POST, format!("/api/calls/{id}/end")),
+    ] {
+        support.call(method, &path, None).await.expect(404);
+    }
+    let listed = support
+        .call(Method::GET, "/api/calls", None)
+        .await
+        .expect(200);
+    assert_eq!(listed.body["data"][0]["id"], id.as_str());
+    assert_eq!(listed.body["data"][0]["deleted"], deleted["deleted"]);
     ana.talk(
         Method::POST,
         &format!("/call/{room}"),

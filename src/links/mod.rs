@@ -333,6 +333,16 @@ impl CallLinks {
             .ok_or_else(LinkError::call_not_found)
     }
 
+    /// The project's link `id` unless deleted: a deleted link is gone from its own URL (the
+    /// list still shows it, with its `deleted` time, for the record).
+    fn live_link(tx: &Tx, project: &ProjectRow, id: &str) -> LinkResult<LinkRow> {
+        let link = Self::own_link(tx, project, id)?;
+        match link.deleted_ms {
+            None => Ok(link),
+            Some(_) => Err(LinkError::call_not_found()),
+        }
+    }
+
     pub fn create(&self, project: &ProjectRow, new: NewCall) -> LinkResult<CallView> {
         let now = now_ms();
         if let Some(expires) = new.expires_ms {
@@ -424,7 +434,7 @@ impl CallLinks {
     pub fn get(&self, project: &ProjectRow, id: &str) -> LinkResult<CallView> {
         let now = now_ms();
         self.rooms().store().write(|tx| {
-            let link = Self::own_link(tx, project, id)?;
+            let link = Self::live_link(tx, project, id)?;
             Ok(self.view(tx, &link, now)?)
         })
     }
@@ -432,7 +442,7 @@ impl CallLinks {
     pub fn status(&self, project: &ProjectRow, id: &str) -> LinkResult<StatusView> {
         let now = now_ms();
         self.rooms().store().write(|tx| {
-            let link = Self::own_link(tx, project, id)?;
+            let link = Self::live_link(tx, project, id)?;
             let stays = tx.link_participants(&link.id)?;
             let participants: Vec<ParticipantView> = stays
                 .iter()
@@ -471,9 +481,11 @@ impl CallLinks {
 
     /// Empties the link's room and, in the same transaction, closes the link as `how` says.
     fn close(&self, project: Option<&ProjectRow>, id: &str, how: Closing) -> LinkResult<CallView> {
-        let link = self.rooms().store().write(|tx| match project {
-            Some(p) => Self::own_link(tx, p, id),
-            None => tx.link(id)?.ok_or_else(LinkError::call_not_found),
+        let link = self.rooms().store().write(|tx| match (project, how) {
+            // Deleting is idempotent; anything else finds a deleted link gone.
+            (Some(p), Closing::Deleted) => Self::own_link(tx, p, id),
+            (Some(p), _) => Self::live_link(tx, p, id),
+            (None, _) => tx.link(id)?.ok_or_else(LinkError::call_not_found),
         })?;
         let result = self.rooms().close_room(link.room_id, |tx| {
             (|| {
