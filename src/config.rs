@@ -380,6 +380,9 @@ pub struct LinksConfig {
     /// How long a started call may stay empty before it ends, for projects that do not say.
     #[serde(default = "default_empty_timeout")]
     pub empty_timeout: Seconds,
+    /// How long before `expiresAt` a running call's participants are warned (`call-expiring`).
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Seconds,
     /// How much running time each start (a link, a join, a dial-out) must find room for in its
     /// organization's budget.
     #[serde(default = "default_commitment")]
@@ -405,6 +408,7 @@ impl Default for LinksConfig {
             link_lifetime: default_link_lifetime(),
             empty_timeout: default_empty_timeout(),
             commitment: default_commitment(),
+            expiry_warning: default_expiry_warning(),
             webhook_retry: default_webhook_retry(),
             webhook_max_retry: default_webhook_max_retry(),
             webhook_attempts: default_webhook_attempts(),
@@ -423,6 +427,10 @@ fn default_link_lifetime() -> Seconds {
 
 fn default_empty_timeout() -> Seconds {
     Seconds(Duration::from_secs(300))
+}
+
+fn default_expiry_warning() -> Seconds {
+    Seconds(Duration::from_secs(60))
 }
 
 fn default_commitment() -> Seconds {

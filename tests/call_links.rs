@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::telephony::EventReader;
 use common::{Client, Gateway, Reply};
 use dialbridge::links::when::parse_date_time;
 use reqwest::Method;
@@ -467,7 +468,11 @@ async fn a_link_expires_unused_and_a_running_call_ends_at_expires_at() {
     };
     let unused = id_of(&created(&support, json!({"expiresAt": soon(2)})).await);
     let running = id_of(&created(&support, json!({"expiresAt": soon(3)})).await);
-    let (_ana, _) = joined(&gw, &running, "Ana").await;
+    let (ana, pass) = guest(&gw, &running, "Ana").await;
+    let room = pass["roomToken"].as_str().expect("roomToken");
+    ana.join_room(room).await;
+    let mut events = EventReader::open(&ana, room).await;
+    ana.join_call(room, 3).await;
 
     let expired = until(&support, &unused, "expired", |c| c["status"] == "expired").await;
     assert_eq!(expired["started"], Value::Null);
@@ -482,6 +487,11 @@ async fn a_link_expires_unused_and_a_running_call_ends_at_expires_at() {
         .expect(410);
     assert_eq!(refused.body["error"], "call_expired");
 
+    // Those in the call are warned before it ends (the warning lead, a minute, exceeds its life).
+    let warning = events
+        .until("call-expiring", |e| e["type"] == "call-expiring")
+        .await;
+    assert_eq!(warning["expiresAt"], pass["expiresAt"]);
     let ended = until(&support, &running, "ended", |c| c["status"] == "ended").await;
     assert!(ended["started"].is_string());
     assert!(ms(&ended["ended"]) >= ms(&ended["expiresAt"]));

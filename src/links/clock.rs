@@ -2,19 +2,22 @@
 //! started, ends running calls at `expiresAt` or after their project's empty-timeout, and cuts
 //! the phone legs of organizations whose spend reached the limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::watch;
 
-use super::when::now_ms;
+use super::when::{iso, now_ms};
 use super::{meter, status, CallLinks, Closing};
+use crate::events::RoomEvent;
 use crate::room::Cause;
 use crate::store::StoreError;
 
 pub(super) async fn run(links: CallLinks, mut shutdown: watch::Receiver<bool>) {
     let period = links.0.config.check_interval.0;
+    // Links whose participants were warned; a restart may warn once more.
+    let mut warned = HashSet::new();
     loop {
-        tick(&links);
+        tick(&links, &mut warned);
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
@@ -27,9 +30,12 @@ enum Due {
     Close(String, Closing),
     /// A link whose organization is out of budget: its phone legs end.
     CutPhones(i64),
+    /// A running call ends soon: (link, room, expiresAt).
+    Warn(String, i64, i64),
 }
 
-fn tick(links: &CallLinks) {
+fn tick(links: &CallLinks, warned: &mut HashSet<String>) {
+    let warning = i64::try_from(links.0.config.expiry_warning.0.as_millis()).unwrap_or(i64::MAX);
     let now = now_ms();
     let decided = links.rooms().store().write(|tx| {
         let mut due = Vec::new();
@@ -54,6 +60,9 @@ fn tick(links: &CallLinks) {
             {
                 due.push(Due::Close(link.id.clone(), Closing::Ended("empty")));
                 continue;
+            }
+            if running && now >= link.expires_ms.saturating_sub(warning) {
+                due.push(Due::Warn(link.id.clone(), link.room_id, link.expires_ms));
             }
             let Some(org) = project
                 .organization_id
@@ -92,6 +101,16 @@ fn tick(links: &CallLinks) {
             Due::Close(id, how) => {
                 if let Err(e) = links.close(None, &id, how) {
                     tracing::error!(call = %id, error = %e.message, "call link clock: cannot close a link");
+                }
+            }
+            Due::Warn(id, room_id, expires_ms) => {
+                if warned.insert(id) {
+                    links.rooms().announce(
+                        room_id,
+                        RoomEvent::CallExpiring {
+                            expires_at: iso(expires_ms),
+                        },
+                    );
                 }
             }
             Due::CutPhones(room_id) => {

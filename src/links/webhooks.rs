@@ -120,13 +120,19 @@ pub async fn deliver(
             let ok = send(&client, &delivery).await;
             let result = store.write(|tx| {
                 if ok {
+                    metrics::counter!("dialbridge_webhook_deliveries_total", "result" => "delivered")
+                        .increment(1);
                     return tx.webhook_delivered(&delivery.id);
                 }
                 let attempts = delivery.attempts + 1;
                 if attempts >= i64::from(config.webhook_attempts.get()) {
+                    metrics::counter!("dialbridge_webhook_deliveries_total", "result" => "dropped")
+                        .increment(1);
                     tracing::warn!(id = %delivery.id, url = %delivery.url, attempts, "webhook dropped after its last attempt");
                     return tx.webhook_delivered(&delivery.id);
                 }
+                metrics::counter!("dialbridge_webhook_deliveries_total", "result" => "failed")
+                    .increment(1);
                 let wait = backoff(&config, attempts);
                 tx.webhook_retry(&delivery.id, attempts, now_ms() + wait)
             });

@@ -448,6 +448,11 @@ impl Rooms {
         &self.store
     }
 
+    /// Publishes an event of the room that no room operation makes (a call link's warning).
+    pub fn announce(&self, room_id: i64, event: RoomEvent) {
+        self.events.publish(room_id, None, event);
+    }
+
     /// The store, for tasks that outlive a borrow of the rooms.
     pub fn shared_store(&self) -> Arc<Store> {
         self.store.clone()
