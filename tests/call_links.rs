@@ -398,6 +398,13 @@ async fn a_guest_joins_the_call_then_the_status_follows_it_to_the_end() {
         .expect(200);
     assert_eq!(listed.data()[0]["actorType"], "guests");
     assert_eq!(listed.data()[0]["displayName"], "Ana");
+    ana.talk(
+        Method::POST,
+        "/room",
+        Some(json!({"roomType": 3, "roomName": "Mine"})),
+    )
+    .await
+    .expect(403);
     let other_room = gw.client("alice").create_room(3).await;
     ana.talk(
         Method::POST,
@@ -595,6 +602,11 @@ async fn guest_passes_check_their_input_and_only_a_project_makes_moderators() {
         .await
         .expect(403);
     assert_eq!(refused.body["error"], "moderator_needs_project_token");
+    anyone
+        .with_auth("Bearer not-a-token")
+        .call(Method::POST, &path, Some(json!({"name": "Eve"})))
+        .await
+        .expect(401);
     // Another project's token is no better.
     gw.anonymous()
         .with_auth(SALES)

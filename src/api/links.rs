@@ -101,6 +101,22 @@ impl FromRequestParts<SharedState> for Project {
     }
 }
 
+/// The project of the request's API token, when it carries one (checked as [`Project`] is).
+pub(super) struct MaybeProject(Option<ProjectRow>);
+
+impl FromRequestParts<SharedState> for MaybeProject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(MaybeProject(None));
+        }
+        Project::from_request_parts(parts, state)
+            .await
+            .map(|p| MaybeProject(Some(p.0)))
+    }
+}
+
 /// A link id from the path; one that cannot be decoded names no link.
 pub(super) struct LinkId(String);
 
@@ -326,24 +342,12 @@ struct GuestBody {
 /// A guest pass: open to anyone with the link; a project token (optional) may ask for a moderator.
 pub(super) async fn guest(
     state: St,
+    MaybeProject(project): MaybeProject,
     LinkId(id): LinkId,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<GuestView>)> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let body: GuestBody = json_body(request).await?;
     let moderator = body.moderator.unwrap_or(false);
-    let project = match (&header, moderator) {
-        (Some(h), true) => match state.links.project_of(Some(h)) {
-            Ok(p) => Some(p),
-            Err(AuthError::Store) => return Err(LinkError::internal().into()),
-            Err(_) => return Err(LinkError::new(401, "unauthorized", "invalid API token").into()),
-        },
-        _ => None,
-    };
     let view = state
         .links
         .add_guest(&id, &body.name, moderator, project.as_ref())

@@ -633,6 +633,12 @@ impl Rooms {
     }
 
     pub fn create_room(&self, user: &AuthUser, kind: i64, name: &str) -> RoomResult<RoomView> {
+        if user.is_guest() {
+            return Err(RoomError::forbidden(
+                "guest",
+                "a call link's guest takes part in that link's room only",
+            ));
+        }
         if kind != room_type::GROUP && kind != room_type::PUBLIC {
             return Err(RoomError::bad_request(
                 "type",
