@@ -21,6 +21,9 @@ name = "sipp"
 address = "127.0.0.1:{sipp_port}"
 allowed_numbers = ["\\+4930[0-9]+"]
 price_per_minute = "60.00"
+[[inbound]]
+name = "carrier"
+allowed_sources = ["127.0.0.1"]
 [links]
 check_interval = "100ms"
 commitment = "1s"
@@ -134,4 +137,48 @@ async fn a_running_phone_leg_is_cut_when_the_month_reaches_the_limit() {
         .expect(200)
         .body;
     assert_eq!(status["participants"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn a_caller_dialling_in_is_refused_once_the_budget_is_spent() {
+    let gw = Gateway::start(&setup(9));
+    let (host, room, _, id) = host_with_phone(&gw, "phones-token-0001").await;
+    host.call(
+        Method::PUT,
+        &format!("/api/v1/rooms/{room}/dialin"),
+        Some(json!({"number": "+4930999888"})),
+    )
+    .await
+    .expect(200);
+    gw.cli(&["org", "set", "phones", "--spend-limit", "0"]);
+    let sip = gw.sip_udp.expect("SIP UDP address");
+    let caller = Sipp::uac(
+        sip,
+        "uac_call_until_bye.xml",
+        Tp::Udp,
+        "+4930999888",
+        "Carrier SBC",
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", "9"],
+    );
+    // Answered (a routed call is), then refused its room, and hung up.
+    let (ok, trace) = caller.finish().await;
+    assert!(ok, "SIPp expected our BYE:\n{trace}");
+    let status = gw
+        .anonymous()
+        .with_auth("Bearer phones-token-0001")
+        .call(Method::GET, &format!("/api/calls/{id}/status"), None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        status["participants"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    // Refused for the budget, not for anything else.
+    assert!(
+        gw.log().contains("Limite de gastos foi atingido"),
+        "{}",
+        gw.log()
+    );
 }

@@ -149,3 +149,125 @@ pub(super) fn exhausted(tx: &Tx, org: &OrgRow, rates: &Rates, now: i64) -> Store
         Some(limit) => spent(tx, org, rates, now)? >= limit,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::MICROS;
+    use crate::store::links::{NewLink, OrgChange};
+    use crate::store::{Store, StoreError};
+
+    const MINUTE: i64 = 60_000;
+
+    /// An organization at 1.00 a participant-minute with `limit`, and its project.
+    fn org(store: &Store, limit: i64) -> (OrgRow, i64) {
+        store
+            .write(|tx| {
+                let change = OrgChange {
+                    price_micros: Some(MICROS),
+                    spend_limit_micros: Some(Some(limit)),
+                    ..OrgChange::default()
+                };
+                let id = tx.insert_org("acme", &change, 0)?;
+                let project = tx.insert_project("p", id, 3600, 60, 0)?;
+                let org = tx.org(id)?.expect("org");
+                Ok::<_, StoreError>((org, project))
+            })
+            .expect("org")
+    }
+
+    fn link(store: &Store, project: i64, id: &str, now: i64) -> LinkRow {
+        store
+            .write(|tx| {
+                let room = tx.insert_room(id, "Call", 2, 0)?;
+                tx.insert_link(&NewLink {
+                    id,
+                    project_id: project,
+                    room_id: room,
+                    title: None,
+                    recording: false,
+                    now_ms: now,
+                    expires_ms: now + 3_600_000,
+                })?;
+                Ok::<_, StoreError>(tx.link(id)?.expect("link"))
+            })
+            .expect("link")
+    }
+
+    fn rates(trunks: &HashMap<String, Money>) -> Rates<'_> {
+        Rates {
+            trunks,
+            commitment_ms: MINUTE,
+        }
+    }
+
+    #[test]
+    fn open_links_hold_a_minute_each_and_participants_one_more_each() {
+        let store = Store::open_in_memory().expect("store");
+        let (org, project) = org(&store, 2 * MICROS);
+        let trunks = HashMap::new();
+        let rates = rates(&trunks);
+        let now = 1_000_000;
+        let check = |f: &dyn Fn(&Tx) -> Result<(), LinkError>| store.write(|tx| f(tx));
+        check(&|tx| check_create(tx, &org, &rates, now)).expect("room for two links");
+        let a = link(&store, project, "a", now);
+        check(&|tx| check_create(tx, &org, &rates, now)).expect("room for the second");
+        let b = link(&store, project, "b", now);
+        let full = check(&|tx| check_create(tx, &org, &rates, now));
+        assert_eq!(
+            full,
+            Err(LinkError::spending_limit()),
+            "two links hold 2.00"
+        );
+        // A link's first participant uses the minute it holds; a second needs one more.
+        check(&|tx| check_join(tx, &org, &rates, &a, now)).expect("first of a");
+        store
+            .write(|tx| tx.insert_link_participant("a", "s1", "Ana", now))
+            .expect("stay");
+        let second = check(&|tx| check_join(tx, &org, &rates, &a, now));
+        assert_eq!(second, Err(LinkError::spending_limit()));
+        check(&|tx| check_join(tx, &org, &rates, &b, now)).expect("first of b");
+        // Half a minute later 0.50 is spent; what runs still holds 2.00, so nothing more starts.
+        let later = now + MINUTE / 2;
+        let spent_now = store
+            .write(|tx| spent(tx, &org, &rates, later))
+            .expect("spent");
+        assert_eq!(spent_now, MICROS / 2);
+        assert!(!store
+            .write(|tx| exhausted(tx, &org, &rates, later))
+            .expect("exhausted"));
+        assert!(store
+            .write(|tx| exhausted(tx, &org, &rates, now + 2 * MINUTE))
+            .expect("exhausted"));
+    }
+
+    #[test]
+    fn a_dial_out_needs_the_dearest_trunk_minute_and_no_limit_means_no_refusal() {
+        let store = Store::open_in_memory().expect("store");
+        let (org, project) = org(&store, 3 * MICROS);
+        let trunks: HashMap<String, Money> = [
+            ("cheap".to_string(), Money(MICROS / 10)),
+            ("dear".to_string(), Money(MICROS)),
+        ]
+        .into();
+        let rates = rates(&trunks);
+        let now = 1_000_000;
+        link(&store, project, "a", now);
+        // Held: 1.00 (the link); a dial-out adds 1.00 (the phone) + 1.00 (the dearest trunk).
+        store
+            .write(|tx| check_dialout(tx, &org, &rates, now))
+            .expect("3.00 fits");
+        link(&store, project, "b", now);
+        assert_eq!(
+            store.write(|tx| check_dialout(tx, &org, &rates, now)),
+            Err(LinkError::spending_limit())
+        );
+        let unlimited = OrgRow {
+            spend_limit_micros: None,
+            ..org
+        };
+        store
+            .write(|tx| check_dialout(tx, &unlimited, &rates, now))
+            .expect("no limit");
+    }
+}
