@@ -497,7 +497,10 @@ impl CallLinks {
                     tx.set_link_deleted(&link.id, now)?;
                 }
                 if open {
+                    let started = link.status == status::ACTIVE;
                     let (new_status, name, reason) = match how {
+                        // Someone joined since the clock looked: the call ends instead.
+                        Closing::Expired if started => (status::ENDED, event::CALL_ENDED, "expired"),
                         Closing::Expired => (status::EXPIRED, event::CALL_EXPIRED, "expired"),
                         Closing::Deleted => (status::ENDED, event::CALL_ENDED, "deleted"),
                         Closing::Ended(reason) => (status::ENDED, event::CALL_ENDED, reason),
