@@ -1292,6 +1292,44 @@ mod tests {
     }
 
     #[test]
+    fn organizations_and_projects_are_checked_with_their_keys() {
+        let org = "[[organizations]]\nname = \"acme\"\n";
+        let e = error_of(&format!("{org}price_per_minute = \"0.0000001\"\n"));
+        assert!(
+            e.contains("organizations[0].price_per_minute") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = error_of(&format!("{org}spend_limit = \"-5\"\n"));
+        assert!(e.contains("organizations[0].spend_limit"), "{e}");
+        let e = error_of(&format!("{org}{org}"));
+        assert!(
+            e.contains("organizations[1].name") && e.contains("twice"),
+            "{e}"
+        );
+        let e = error_of("[[projects]]\nname = \"p\"\norganization = \"nobody\"\n");
+        assert!(
+            e.contains("projects[0].organization") && e.contains("nobody"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{org}[[projects]]\nname = \"p\"\norganization = \"acme\"\nwebhook_url = \"https://example.com/h\"\n"
+        ));
+        assert!(e.contains("projects[0].webhook_secret"), "{e}");
+        let e = error_of(&format!(
+            "{org}[[projects]]\nname = \"p\"\norganization = \"acme\"\ntokens = [\"short\"]\n"
+        ));
+        assert!(e.contains("projects[0].tokens[0]"), "{e}");
+        let config = Config::parse(
+            &format!("{org}price_per_minute = 0.05\n[[trunks]]\nname = \"t\"\naddress = \"127.0.0.1:5060\"\nprice_per_minute = 1\n"),
+            "test.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.organizations[0].price_per_minute, Money(50_000));
+        assert_eq!(config.trunks[0].price_per_minute, Money(1_000_000));
+        assert_eq!(config.links.commitment.0, Duration::from_secs(60));
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = error_of("[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
         assert!(e.contains("line 3"), "{e}");
