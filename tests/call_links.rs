@@ -809,3 +809,32 @@ async fn a_link_survives_a_restart_and_its_open_stays_are_closed() {
     // Nobody came back within the empty-timeout: the call ends.
     until(&support, &id, "ended", |c| c["status"] == "ended").await;
 }
+
+#[tokio::test]
+async fn a_source_guessing_tokens_is_refused_before_its_tokens_are_looked_at() {
+    let gw = Gateway::launch(common::Setup {
+        http: "auth_failures_per_minute = 2\n",
+        extra: SETUP,
+        ..common::Setup::default()
+    });
+    let guesser = gw.anonymous().with_auth("Bearer guess-0000");
+    for _ in 0..2 {
+        create(&guesser, json!({})).await.expect(401);
+    }
+    let response = guesser
+        .request(Method::POST, "/api/calls")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.headers().contains_key("retry-after"));
+    let refused = guesser
+        .finish(Method::POST, "/api/calls", response)
+        .await
+        .expect(429);
+    assert_eq!(refused.body["error"], "too_many_requests");
+    // Even a right token from that source waits.
+    create(&gw.anonymous().with_auth(SUPPORT), json!({}))
+        .await
+        .expect(429);
+}

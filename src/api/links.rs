@@ -70,15 +70,16 @@ type ApiResult<T> = Result<T, ApiError>;
 pub(super) struct Project(ProjectRow);
 
 impl FromRequestParts<SharedState> for Project {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
-        let source = auth_backoff(parts, state).map_err(|_| {
-            LinkError::new(
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
+        let source = auth_backoff(parts, state).map_err(|retry_after| {
+            let refusal = ApiError::from(LinkError::new(
                 429,
                 "too_many_requests",
                 "too many failed authentications from this address; try again later",
-            )
+            ));
+            ([(header::RETRY_AFTER, retry_after.to_string())], refusal).into_response()
         })?;
         let header = parts
             .headers
@@ -86,7 +87,7 @@ impl FromRequestParts<SharedState> for Project {
             .and_then(|v| v.to_str().ok());
         match state.links.project_of(header) {
             Ok(project) => Ok(Project(project)),
-            Err(AuthError::Store) => Err(LinkError::internal().into()),
+            Err(AuthError::Store) => Err(ApiError::from(LinkError::internal()).into_response()),
             Err(e) => {
                 auth_failed(state, source, &e);
                 let message = match e {
@@ -95,7 +96,7 @@ impl FromRequestParts<SharedState> for Project {
                     }
                     _ => "invalid API token",
                 };
-                Err(LinkError::new(401, "unauthorized", message).into())
+                Err(ApiError::from(LinkError::new(401, "unauthorized", message)).into_response())
             }
         }
     }
@@ -105,9 +106,9 @@ impl FromRequestParts<SharedState> for Project {
 pub(super) struct MaybeProject(Option<ProjectRow>);
 
 impl FromRequestParts<SharedState> for MaybeProject {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Ok(MaybeProject(None));
         }
