@@ -8,13 +8,24 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::store::links::ProjectRow;
 use crate::store::{Store, StoreError};
 
-/// The authenticated caller of an API request.
+/// How a guest's id starts; user ids cannot contain `:`, so the two never meet.
+pub const GUEST_PREFIX: &str = "guest:";
+
+/// The authenticated caller of an API request: a user, or a guest of one call link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: String,
     pub display_name: String,
+}
+
+impl AuthUser {
+    /// Whether this is a call link's guest (who may enter that link's room only).
+    pub fn is_guest(&self) -> bool {
+        self.id.starts_with(GUEST_PREFIX)
+    }
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -67,16 +78,44 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<AuthUser, Aut
     if token.is_empty() {
         return Err(AuthError::Invalid);
     }
-    let user = store
-        .write(|tx| tx.user_by_token_hash(&hash_token(&token)))?
-        .ok_or(AuthError::Invalid)?;
+    let hash = hash_token(&token);
+    let user = store.write(|tx| {
+        if let Some(user) = tx.user_by_token_hash(&hash)? {
+            return Ok(Some(AuthUser {
+                id: user.id,
+                display_name: user.display_name,
+            }));
+        }
+        // Guest passes work as Bearer tokens only (a guest id holds a colon).
+        if claimed_user.is_some() {
+            return Ok(None);
+        }
+        Ok::<_, StoreError>(tx.guest_by_token_hash(&hash)?.map(|g| AuthUser {
+            id: g.id,
+            display_name: g.display_name,
+        }))
+    })?;
+    let user = user.ok_or(AuthError::Invalid)?;
     if claimed_user.is_some_and(|claimed| claimed != user.id) {
         return Err(AuthError::Invalid);
     }
-    Ok(AuthUser {
-        id: user.id,
-        display_name: user.display_name,
-    })
+    Ok(user)
+}
+
+/// Checks a project API token (`Authorization: Bearer TOKEN`): the project it belongs to.
+pub fn authenticate_project(store: &Store, header: Option<&str>) -> Result<ProjectRow, AuthError> {
+    let header = header.ok_or(AuthError::Missing)?.trim();
+    let (scheme, token) = header.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    store
+        .write(|tx| tx.project_by_token_hash(&hash_token(token)))?
+        .ok_or(AuthError::Invalid)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use dialbridge_sip::auth::Algorithm;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::money::Money;
 use crate::room::PhoneNumber;
 
 /// The default configuration, embedded so that `dialbridge serve` runs without any file.
@@ -41,6 +42,12 @@ pub struct Config {
     pub dialin: DialinConfig,
     #[serde(default)]
     pub calls: CallsConfig,
+    #[serde(default)]
+    pub links: LinksConfig,
+    #[serde(default)]
+    pub organizations: Vec<OrganizationConfig>,
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
 }
 
 /// Direct calls between users (`/api/v1/direct-calls`).
@@ -373,6 +380,9 @@ pub struct TrunkConfig {
     pub max_call_duration: Seconds,
     #[serde(default = "default_media_timeout")]
     pub media_timeout: Seconds,
+    /// Price of one answered minute through this trunk, charged to a call link's organization.
+    #[serde(default)]
+    pub price_per_minute: Money,
 }
 
 fn default_ringing_timeout() -> Seconds {
@@ -385,6 +395,139 @@ fn default_max_call_duration() -> Seconds {
 
 fn default_media_timeout() -> Seconds {
     Seconds(Duration::from_secs(30))
+}
+
+/// Call links (`/api/calls`): how often their clocks are checked, the defaults of new projects,
+/// and webhook deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksConfig {
+    /// How often expiry, empty calls and spend limits of running calls are checked.
+    #[serde(default = "default_links_check_interval")]
+    pub check_interval: Seconds,
+    /// How long a link lives without `expiresAt`, for projects that do not say.
+    #[serde(default = "default_link_lifetime")]
+    pub link_lifetime: Seconds,
+    /// How long a started call may stay empty before it ends, for projects that do not say.
+    #[serde(default = "default_empty_timeout")]
+    pub empty_timeout: Seconds,
+    /// How long before `expiresAt` a running call's participants are warned (`call-expiring`).
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Seconds,
+    /// How much running time each start (a link, a join, a dial-out) must find room for in its
+    /// organization's budget.
+    #[serde(default = "default_commitment")]
+    pub commitment: Seconds,
+    /// The first retry of a failed webhook delivery; each further one waits twice as long.
+    #[serde(default = "default_webhook_retry")]
+    pub webhook_retry: Seconds,
+    /// Retries are never further apart than this.
+    #[serde(default = "default_webhook_max_retry")]
+    pub webhook_max_retry: Seconds,
+    /// Deliveries tried per event before it is dropped (and logged).
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_attempts: NonZeroU32,
+    /// A receiver must answer within this.
+    #[serde(default = "default_webhook_timeout")]
+    pub webhook_timeout: Seconds,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        LinksConfig {
+            check_interval: default_links_check_interval(),
+            link_lifetime: default_link_lifetime(),
+            empty_timeout: default_empty_timeout(),
+            commitment: default_commitment(),
+            expiry_warning: default_expiry_warning(),
+            webhook_retry: default_webhook_retry(),
+            webhook_max_retry: default_webhook_max_retry(),
+            webhook_attempts: default_webhook_attempts(),
+            webhook_timeout: default_webhook_timeout(),
+        }
+    }
+}
+
+fn default_links_check_interval() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+
+fn default_link_lifetime() -> Seconds {
+    Seconds(Duration::from_secs(24 * 3600))
+}
+
+fn default_empty_timeout() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+
+fn default_expiry_warning() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+
+fn default_commitment() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+
+fn default_webhook_retry() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+
+fn default_webhook_max_retry() -> Seconds {
+    Seconds(Duration::from_secs(3600))
+}
+
+fn default_webhook_attempts() -> NonZeroU32 {
+    NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_webhook_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+/// An organization declared in the file (demos, tests), as `dialbridge org add` makes one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    pub name: Name,
+    /// Whether it has a subscription; without one no link can be created.
+    #[serde(default = "yes")]
+    pub subscribed: bool,
+    /// Price of one participant-minute.
+    #[serde(default)]
+    pub price_per_minute: Money,
+    /// The month's spending cap; absent means none.
+    #[serde(default)]
+    pub spend_limit: Option<Money>,
+    #[serde(default = "yes")]
+    pub one_to_one: bool,
+    #[serde(default = "yes")]
+    pub recording: bool,
+    #[serde(default = "yes")]
+    pub dialout: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A project declared in the file, with its API tokens (hashed at load; only hashes are stored).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: Name,
+    pub organization: Name,
+    #[serde(default)]
+    pub tokens: Vec<Token>,
+    #[serde(default)]
+    pub enable_recording: bool,
+    #[serde(default)]
+    pub webhook_url: Option<HttpUrl>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default)]
+    pub link_lifetime: Option<Seconds>,
+    #[serde(default)]
+    pub empty_timeout: Option<Seconds>,
 }
 
 /// A trunk that may deliver inbound calls (dial-in).
@@ -684,6 +827,41 @@ impl Config {
                 ));
             }
         }
+        for (i, org) in self.organizations.iter().enumerate() {
+            if self.organizations[..i].iter().any(|o| o.name == org.name) {
+                return Err((
+                    format!("organizations[{i}].name"),
+                    format!("organization `{}` is declared twice", org.name.0),
+                ));
+            }
+        }
+        for (i, project) in self.projects.iter().enumerate() {
+            if self.projects[..i].iter().any(|p| p.name == project.name) {
+                return Err((
+                    format!("projects[{i}].name"),
+                    format!("project `{}` is declared twice", project.name.0),
+                ));
+            }
+            if !self
+                .organizations
+                .iter()
+                .any(|o| o.name == project.organization)
+            {
+                return Err((
+                    format!("projects[{i}].organization"),
+                    format!(
+                        "no organization `{}` is declared in [[organizations]]",
+                        project.organization.0
+                    ),
+                ));
+            }
+            if project.webhook_url.is_some() && project.webhook_secret.is_none() {
+                return Err((
+                    format!("projects[{i}].webhook_secret"),
+                    "a webhook needs a secret to sign its deliveries".into(),
+                ));
+            }
+        }
         let dialin = &self.dialin;
         if dialin.pin_attempts == 0 {
             return Err(("dialin.pin_attempts".into(), "must be at least 1".into()));
@@ -932,6 +1110,28 @@ impl FromStr for UserId {
 }
 deserialize_from_str!(UserId, "a user id");
 
+/// The name of an organization or project: 1 to 64 of letters, digits and `._-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl FromStr for Name {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if valid {
+            Ok(Name(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not a valid name (1 to 64 of letters, digits and . _ -)"
+            ))
+        }
+    }
+}
+deserialize_from_str!(Name, "a name");
+
 /// An API token given in the file; short ones are refused because they are guessable.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(pub String);
@@ -1120,6 +1320,44 @@ mod tests {
                 last: 20999
             }
         );
+    }
+
+    #[test]
+    fn organizations_and_projects_are_checked_with_their_keys() {
+        let org = "[[organizations]]\nname = \"acme\"\n";
+        let e = error_of(&format!("{org}price_per_minute = \"0.0000001\"\n"));
+        assert!(
+            e.contains("organizations[0].price_per_minute") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = error_of(&format!("{org}spend_limit = \"-5\"\n"));
+        assert!(e.contains("organizations[0].spend_limit"), "{e}");
+        let e = error_of(&format!("{org}{org}"));
+        assert!(
+            e.contains("organizations[1].name") && e.contains("twice"),
+            "{e}"
+        );
+        let e = error_of("[[projects]]\nname = \"p\"\norganization = \"nobody\"\n");
+        assert!(
+            e.contains("projects[0].organization") && e.contains("nobody"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{org}[[projects]]\nname = \"p\"\norganization = \"acme\"\nwebhook_url = \"https://example.com/h\"\n"
+        ));
+        assert!(e.contains("projects[0].webhook_secret"), "{e}");
+        let e = error_of(&format!(
+            "{org}[[projects]]\nname = \"p\"\norganization = \"acme\"\ntokens = [\"short\"]\n"
+        ));
+        assert!(e.contains("projects[0].tokens[0]"), "{e}");
+        let config = Config::parse(
+            &format!("{org}price_per_minute = 0.05\n[[trunks]]\nname = \"t\"\naddress = \"127.0.0.1:5060\"\nprice_per_minute = 1\n"),
+            "test.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.organizations[0].price_per_minute, Money(50_000));
+        assert_eq!(config.trunks[0].price_per_minute, Money(1_000_000));
+        assert_eq!(config.links.commitment.0, Duration::from_secs(60));
     }
 
     #[test]

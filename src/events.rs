@@ -77,6 +77,8 @@ pub enum RoomEvent {
         message: Option<String>,
         attendee_id: i64,
     },
+    /// A call link's call ends at `expires_at` (announced `[links] expiry_warning` before).
+    CallExpiring { expires_at: String },
     /// The reader lost the right to read the room (removed from it): the last event of its
     /// streams, which end after it. Targeted at that user.
     AccessRevoked { reason: String },
@@ -109,6 +111,7 @@ impl RoomEvent {
             RoomEvent::CallStatus { .. } => "callstatus",
             RoomEvent::AccessRevoked { .. } => "access-revoked",
             RoomEvent::Levels { .. } => "levels",
+            RoomEvent::CallExpiring { .. } => "call-expiring",
         }
     }
 }

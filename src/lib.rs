@@ -12,6 +12,8 @@ pub mod calls;
 pub mod config;
 pub mod direct;
 pub mod events;
+pub mod links;
+pub mod money;
 pub mod ratelimit;
 pub mod room;
 pub mod runtime;

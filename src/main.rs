@@ -10,9 +10,12 @@ use tokio::sync::watch;
 
 use dialbridge::config::{self, Config};
 use dialbridge::events::EventBus;
+use dialbridge::links::admin;
+use dialbridge::money::Money;
 use dialbridge::room::{unix_now, Observers, Rooms};
+use dialbridge::store::links::{OrgChange, ProjectChange};
 use dialbridge::store::Store;
-use dialbridge::{api, auth, calls, runtime};
+use dialbridge::{api, auth, calls, links, runtime};
 
 #[derive(Parser)]
 #[command(name = "dialbridge", version, about = "SIP-bridging telephony gateway")]
@@ -40,6 +43,153 @@ enum Command {
         command: UserCommand,
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
+    },
+    /// Manage organizations: the plans and spend limits of call links.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Manage projects: the owners of call links and their API tokens.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Manage project API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organization with a subscription (all features, price 0, no spend limit
+    /// unless said).
+    Add {
+        name: String,
+        /// The monthly spend limit, e.g. 100.00.
+        #[arg(long, value_name = "AMOUNT")]
+        spend_limit: Option<Money>,
+        /// The price of one participant-minute, e.g. 0.05.
+        #[arg(long, value_name = "AMOUNT")]
+        price: Option<Money>,
+        #[arg(long)]
+        no_one_to_one: bool,
+        #[arg(long)]
+        no_recording: bool,
+        #[arg(long)]
+        no_dialout: bool,
+    },
+    /// List organizations with their plans.
+    List,
+    /// Change an organization's plan; what is not given stays.
+    Set {
+        name: String,
+        #[arg(long, value_name = "AMOUNT", conflicts_with = "no_spend_limit")]
+        spend_limit: Option<Money>,
+        /// Remove the spend limit.
+        #[arg(long)]
+        no_spend_limit: bool,
+        #[arg(long, value_name = "AMOUNT")]
+        price: Option<Money>,
+        /// Whether it has a subscription (without one, no link can be created).
+        #[arg(long, value_name = "BOOL")]
+        subscribed: Option<bool>,
+        #[arg(long, value_name = "BOOL")]
+        one_to_one: Option<bool>,
+        #[arg(long, value_name = "BOOL")]
+        recording: Option<bool>,
+        #[arg(long, value_name = "BOOL")]
+        dialout: Option<bool>,
+    },
+    /// Remove an organization; its projects stay but can create no links.
+    Remove { name: String },
+}
+
+/// Settings of a project, for `project add` and `project set`.
+#[derive(clap::Args)]
+struct ProjectSettings {
+    /// Record calls whose creation does not say (`recording` null).
+    #[arg(long, value_name = "BOOL")]
+    enable_recording: Option<bool>,
+    /// Where webhooks are delivered.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<dialbridge::config::HttpUrl>,
+    /// The secret webhooks are signed with.
+    #[arg(long, value_name = "SECRET")]
+    webhook_secret: Option<String>,
+    /// How long a link lives without `expiresAt` (e.g. 24h, 90m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    link_lifetime: Option<std::time::Duration>,
+    /// How long a started call may stay empty before it ends.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    empty_timeout: Option<std::time::Duration>,
+}
+
+impl ProjectSettings {
+    fn change(&self, no_webhook: bool) -> ProjectChange {
+        let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs() as i64);
+        ProjectChange {
+            organization_id: None,
+            enable_recording: self.enable_recording,
+            webhook_url: if no_webhook {
+                Some(None)
+            } else {
+                self.webhook_url.as_ref().map(|u| Some(u.0.clone()))
+            },
+            webhook_secret: self.webhook_secret.clone().map(Some),
+            link_lifetime: secs(self.link_lifetime),
+            empty_timeout: secs(self.empty_timeout),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .ok()
+        .or_else(|| s.parse().ok().map(std::time::Duration::from_secs))
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a positive duration like 24h or 90s"))
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project in an organization.
+    Add {
+        name: String,
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        settings: ProjectSettings,
+    },
+    /// List projects with their settings.
+    List,
+    /// Change a project's settings; what is not given stays.
+    Set {
+        name: String,
+        /// Move the project to another organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// Stop delivering webhooks.
+        #[arg(long, conflicts_with = "webhook_url")]
+        no_webhook: bool,
+        #[command(flatten)]
+        settings: ProjectSettings,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a project and print it (shown once; only its hash is stored).
+    Add {
+        #[arg(long)]
+        project: String,
     },
 }
 
@@ -81,6 +231,13 @@ fn main() -> ExitCode {
             );
         }),
         Command::User { command, config } => load(config).and_then(|c| user_command(&c, command)),
+        Command::Org { command, config } => load(config).and_then(|c| org_command(&c, command)),
+        Command::Project { command, config } => {
+            load(config).and_then(|c| project_command(&c, command))
+        }
+        Command::Token { command, config } => {
+            load(config).and_then(|c| token_command(&c, command))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +294,153 @@ fn user_command(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_org(org: &dialbridge::store::links::OrgRow) {
+    let flag = |on: bool, name: &str| {
+        if on {
+            name.to_string()
+        } else {
+            format!("no-{name}")
+        }
+    };
+    println!(
+        "{}\tsubscribed={}\tprice={}\tspend_limit={}\t{},{},{}",
+        org.name,
+        org.subscribed,
+        Money(org.price_micros),
+        org.spend_limit_micros
+            .map(|m| Money(m).to_string())
+            .unwrap_or_else(|| "none".into()),
+        flag(org.one_to_one, "one-to-one"),
+        flag(org.recording, "recording"),
+        flag(org.dialout, "dialout"),
+    );
+}
+
+fn org_command(config: &Config, command: OrgCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    match command {
+        OrgCommand::Add {
+            name,
+            spend_limit,
+            price,
+            no_one_to_one,
+            no_recording,
+            no_dialout,
+        } => {
+            let name: config::Name = name.parse().map_err(anyhow::Error::msg)?;
+            let change = OrgChange {
+                subscribed: Some(true),
+                price_micros: price.map(Money::micros),
+                spend_limit_micros: Some(spend_limit.map(Money::micros)),
+                one_to_one: Some(!no_one_to_one),
+                recording: Some(!no_recording),
+                dialout: Some(!no_dialout),
+            };
+            let org = admin::add_org(&store, &name, &change)?;
+            print_org(&org);
+        }
+        OrgCommand::List => {
+            for org in admin::orgs(&store)? {
+                print_org(&org);
+            }
+        }
+        OrgCommand::Set {
+            name,
+            spend_limit,
+            no_spend_limit,
+            price,
+            subscribed,
+            one_to_one,
+            recording,
+            dialout,
+        } => {
+            let change = OrgChange {
+                subscribed,
+                price_micros: price.map(Money::micros),
+                spend_limit_micros: if no_spend_limit {
+                    Some(None)
+                } else {
+                    spend_limit.map(|m| Some(m.micros()))
+                },
+                one_to_one,
+                recording,
+                dialout,
+            };
+            let org = admin::set_org(&store, &name, &change)?;
+            print_org(&org);
+        }
+        OrgCommand::Remove { name } => {
+            admin::remove_org(&store, &name)?;
+            eprintln!("removed organization `{name}`; its projects can no longer create links");
+        }
+    }
+    Ok(())
+}
+
+fn print_project(project: &dialbridge::store::links::ProjectRow, org: Option<&str>) {
+    println!(
+        "{}\torg={}\trecording={}\twebhook={}\tlink_lifetime={}s\tempty_timeout={}s",
+        project.name,
+        org.unwrap_or("(none)"),
+        project.enable_recording,
+        project.webhook_url.as_deref().unwrap_or("none"),
+        project.link_lifetime,
+        project.empty_timeout,
+    );
+}
+
+fn project_command(config: &Config, command: ProjectCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    match command {
+        ProjectCommand::Add {
+            name,
+            org,
+            settings,
+        } => {
+            let name: config::Name = name.parse().map_err(anyhow::Error::msg)?;
+            if settings.webhook_url.is_some() && settings.webhook_secret.is_none() {
+                anyhow::bail!(
+                    "a webhook needs a secret to sign its deliveries: add --webhook-secret"
+                );
+            }
+            let project = admin::add_project(&store, config, &name, &org, &settings.change(false))?;
+            print_project(&project, Some(&org));
+        }
+        ProjectCommand::List => {
+            for (project, org) in admin::projects(&store)? {
+                print_project(&project, org.as_deref());
+            }
+        }
+        ProjectCommand::Set {
+            name,
+            org,
+            no_webhook,
+            settings,
+        } => {
+            let project =
+                admin::set_project(&store, &name, org.as_deref(), &settings.change(no_webhook))?;
+            let org = admin::projects(&store)?
+                .into_iter()
+                .find(|(p, _)| p.id == project.id)
+                .and_then(|(_, org)| org);
+            print_project(&project, org.as_deref());
+        }
+    }
+    Ok(())
+}
+
+fn token_command(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    match command {
+        TokenCommand::Add { project } => {
+            let token = admin::add_token(&store, &project)?;
+            println!("{token}");
+            eprintln!("created a token for project `{project}`; it is shown only once");
+        }
+    }
+    Ok(())
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,6 +477,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     }
+    links::admin::apply_config(&store, &config)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -192,6 +497,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let router = Arc::new(calls::router::CallRouter::default());
     let rooms = Rooms::new(store.clone(), events.clone())
         .with_reserved_numbers(calls::dialin::DialIn::reserved_numbers(&config));
+    // Call links are the policy of their rooms: joins, dial-outs and the meter.
+    let call_links = links::CallLinks::new(&config, rooms.clone());
     // Phone legs of both directions; without [[trunks]] dial-out answers 501.
     let legs = calls::legs::PhoneLegs::new(
         &config,
@@ -201,6 +508,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         router.clone(),
     );
     legs.spawn_metrics();
+    call_links.set_phone_legs(legs.clone());
     let dialer = calls::dialout::TrunkDialer::new(&config, legs.clone())?;
     let dialin = Arc::new(calls::dialin::DialIn::new(
         &config,
@@ -229,6 +537,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => format!("http://{http_addr}"),
     };
     tracing::info!(%http_addr, %public_url, "HTTP API listening");
+    call_links.set_public_url(public_url.clone());
+    call_links.start(shutdown_rx.clone())?;
     let rooms = rooms.with_dialer(dialer).with_phone_controls(legs.clone());
     let direct = dialbridge::direct::DirectCalls::new(
         rooms.clone(),
@@ -247,6 +557,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         media: media.clone(),
         public_url,
+        links: call_links,
         shutdown: shutdown_rx.clone(),
         auth_failures: api::AppState::auth_failure_limiter(
             config.http.auth_failures_per_minute.get(),

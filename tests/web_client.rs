@@ -527,3 +527,56 @@ async fn meters_until(browsers: &mut Browsers, done: impl Fn(f64, f64) -> bool) 
     }
     levels
 }
+
+/// A call link's URL opened in Chromium: a guest types a name, joins, and is heard by a second
+/// guest; a deleted link's page refuses to join with a clear message.
+#[tokio::test]
+async fn a_guest_opens_a_call_link_and_is_heard() {
+    let gw = Gateway::start(
+        "[[organizations]]\nname = \"acme\"\nprice_per_minute = \"0.10\"\n[[projects]]\nname = \"support\"\norganization = \"acme\"\ntokens = [\"support-token-0001\"]\n",
+    );
+    let project = gw.anonymous().with_auth("Bearer support-token-0001");
+    let link = project
+        .call(
+            Method::POST,
+            "/api/calls",
+            Some(serde_json::json!({"title": "Support"})),
+        )
+        .await
+        .expect(201)
+        .body;
+    let url = link["url"].as_str().expect("url").to_string();
+    assert!(url.starts_with(&gw.base), "{url}");
+    let mut browsers = Browsers::start();
+    browsers.launch("dora", 440.0).await;
+    browsers.launch("emil", 1000.0).await;
+    for (name, shown) in [("dora", "Dora"), ("emil", "Emil")] {
+        browsers.goto(name, &url).await;
+        browsers
+            .wait_text(name, "#guest-title", "Join the call")
+            .await;
+        browsers.fill(name, "#guest-name", shown).await;
+        browsers.press(name, "#guest-name", "Enter").await;
+        browsers.wait_visible(name, "#leave-call").await;
+    }
+    browsers.wait_text("dora", "#people", "Emil").await;
+    browsers.wait_to_hear("dora", 1000.0, 440.0).await;
+    browsers.wait_to_hear("emil", 440.0, 1000.0).await;
+    browsers.screenshot("dora", "call-link-guest.png").await;
+
+    let id = link["id"].as_str().expect("id");
+    project
+        .call(Method::DELETE, &format!("/api/calls/{id}"), None)
+        .await
+        .expect(200);
+    browsers.launch("late", 440.0).await;
+    browsers.goto("late", &url).await;
+    browsers.fill("late", "#guest-name", "Late").await;
+    browsers.press("late", "#guest-name", "Enter").await;
+    let shown = browsers
+        .wait_text("late", "#error-text", "cannot be joined any more")
+        .await;
+    assert!(shown.contains("deleted"), "{shown}");
+    assert!(!browsers.visible("late", "#leave-call").await);
+    browsers.close().await;
+}

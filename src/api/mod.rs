@@ -5,6 +5,7 @@ mod call;
 mod dialin;
 mod direct;
 mod events;
+mod links;
 mod media;
 mod ocs;
 mod ops;
@@ -12,7 +13,7 @@ mod room;
 pub mod server;
 mod web;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub direct: crate::direct::DirectCalls,
     /// Base URL for `Location` headers, without a trailing slash.
     pub public_url: String,
+    /// Call links (`/api/calls`).
+    pub links: crate::links::CallLinks,
     /// Flips to true when the service shuts down, so long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
     /// Failed authentications per source: when a source runs out, its requests get 429.
@@ -135,6 +138,11 @@ pub fn router(state: SharedState) -> Router {
         );
     Router::new()
         .nest(TALK_BASE, talk)
+        .route("/api/calls", post(links::create).get(links::list))
+        .route("/api/calls/{id}", get(links::get).delete(links::delete))
+        .route("/api/calls/{id}/status", get(links::status))
+        .route("/api/calls/{id}/end", post(links::end))
+        .route("/api/calls/{id}/guests", post(links::guest))
         .nest("/api/v1", own)
         .route("/healthz", get(ops::health))
         .route("/metrics", get(ops::metrics))
@@ -171,27 +179,46 @@ pub struct Path<T>(pub T);
 /// authenticate too often (it is refused before its credentials are looked at).
 pub struct Auth(pub AuthUser);
 
+/// A source out of failed-login allowance: how long until it may try again. Checked before any
+/// credentials are looked at, so a guesser learns nothing while refused.
+fn auth_backoff(parts: &Parts, state: &SharedState) -> Result<Option<IpAddr>, u64> {
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = source {
+        if let Err(wait) = lock(&state.auth_failures).check(ip, Instant::now()) {
+            metrics::counter!("dialbridge_http_auth_refused_total").increment(1);
+            return Err(wait.as_secs().max(1));
+        }
+    }
+    Ok(source)
+}
+
+/// Counts a failed authentication against its source (sending no credentials is not a guess).
+fn auth_failed(state: &SharedState, source: Option<IpAddr>, error: &auth::AuthError) {
+    if *error == auth::AuthError::Missing {
+        return;
+    }
+    metrics::counter!("dialbridge_http_auth_failures_total").increment(1);
+    if let Some(ip) = source {
+        let _ = lock(&state.auth_failures).take(ip, Instant::now());
+        tracing::info!(source = %ip, "failed authentication");
+    }
+}
+
 impl FromRequestParts<SharedState> for Auth {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
-        let source = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let limiter = || lock(&state.auth_failures);
-        if let Some(ip) = source {
-            if let Err(wait) = limiter().check(ip, Instant::now()) {
-                metrics::counter!("dialbridge_http_auth_refused_total").increment(1);
-                let retry_after = wait.as_secs().max(1).to_string();
-                let refusal = OcsError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "auth",
-                    "too many failed authentications from this address; try again later",
-                );
-                return Err(([(header::RETRY_AFTER, retry_after)], refusal).into_response());
-            }
-        }
+        let source = auth_backoff(parts, state).map_err(|retry_after| {
+            let refusal = OcsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth",
+                "too many failed authentications from this address; try again later",
+            );
+            ([(header::RETRY_AFTER, retry_after.to_string())], refusal).into_response()
+        })?;
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -200,14 +227,7 @@ impl FromRequestParts<SharedState> for Auth {
             Ok(user) => Ok(Auth(user)),
             Err(auth::AuthError::Store) => Err(OcsError::internal().into_response()),
             Err(e) => {
-                // Sending no credentials is not a guess; wrong ones are.
-                if e != auth::AuthError::Missing {
-                    metrics::counter!("dialbridge_http_auth_failures_total").increment(1);
-                    if let Some(ip) = source {
-                        let _ = limiter().take(ip, Instant::now());
-                        tracing::info!(source = %ip, "failed authentication");
-                    }
-                }
+                auth_failed(state, source, &e);
                 Err(OcsError::unauthorized(e.to_string()).into_response())
             }
         }

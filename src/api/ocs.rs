@@ -113,6 +113,7 @@ impl From<RoomError> for OcsError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         OcsError::new(status, e.error, e.message)
@@ -262,7 +263,7 @@ fn merge_form(into: &mut BTreeMap<String, Param>, raw: &[u8]) {
     }
 }
 
-fn form_urlencoded_pairs(raw: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form_urlencoded_pairs(raw: &[u8]) -> Vec<(String, String)> {
     raw.split(|b| *b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {

@@ -343,6 +343,19 @@ impl PhoneLegs {
         }
     }
 
+    /// Asks every leg in room `room_id` to end with `cause`.
+    pub fn hang_up_room(&self, room_id: i64, cause: Cause) {
+        let calls: Vec<String> = self
+            .legs()
+            .iter()
+            .filter(|(_, l)| l.room_id == room_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for call_id in calls {
+            self.hangup(&call_id, cause);
+        }
+    }
+
     /// Asks leg `call_id` to end with `cause`, if it still runs.
     pub(crate) fn hangup(&self, call_id: &str, cause: Cause) {
         if let Some(leg) = self.legs().get(call_id) {

@@ -68,6 +68,8 @@ pub mod lobby {
 pub mod actor_type {
     pub const USERS: &str = "users";
     pub const PHONES: &str = "phones";
+    /// A call link's guest (no account).
+    pub const GUESTS: &str = "guests";
 }
 
 /// Status of a phone leg, as the Nextcloud signaling server reports dial-out progress.
@@ -144,6 +146,8 @@ pub enum Cause {
     NoCall,
     /// The process died while the call was up (closed out at the next start).
     Restart,
+    /// The call link's organization reached its monthly spend limit.
+    SpendLimit,
 }
 
 impl Cause {
@@ -165,6 +169,7 @@ impl Cause {
             Cause::WrongPin => "wrong-pin",
             Cause::NoCall => "no-call",
             Cause::Restart => "restart",
+            Cause::SpendLimit => "spend-limit",
         }
     }
 
@@ -365,6 +370,11 @@ mod tests {
             direct_call_words(CallStatus::Connected, None),
             ("connected", None)
         );
+    }
+
+    #[test]
+    fn spend_limit_cause_word() {
+        assert_eq!(Cause::SpendLimit.as_str(), "spend-limit");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     TooManyRequests,
     /// No capacity now (a trunk's concurrent calls, RTP ports): 503.
     Unavailable,
+    /// A spend limit was reached (a call link's organization): 402.
+    PaymentRequired,
     Internal,
 }
 
@@ -236,6 +238,18 @@ impl CallObserver for Observers {
     }
 }
 
+/// Rules another product lays over some rooms (call links): asked inside the transaction of
+/// each join and dial-out, and told, inside every room transaction, what it changed, so its own
+/// records (a meter, a status) commit or roll back with the change.
+pub trait RoomPolicy: Send + Sync {
+    /// Refuses a join of room `room_id` (entering the room or its call).
+    fn check_join(&self, tx: &Tx, room_id: i64) -> RoomResult<()>;
+    /// Refuses a dial-out from room `room_id`.
+    fn check_dialout(&self, tx: &Tx, room_id: i64) -> RoomResult<()>;
+    /// The events of a transaction about to commit: (room, target user, event).
+    fn record(&self, tx: &Tx, events: &[(i64, Option<String>, RoomEvent)]) -> RoomResult<()>;
+}
+
 /// The participant a media session belongs to (`POST /api/v1/rooms/{token}/media`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaParticipant {
@@ -272,6 +286,8 @@ pub struct Rooms {
     observer: Arc<OnceLock<Arc<dyn CallObserver>>>,
     /// Dial-in numbers the configuration routes; rooms cannot take them.
     reserved_numbers: Vec<PhoneNumber>,
+    /// Set once the product above the rooms exists (it needs the rooms first).
+    policy: Arc<OnceLock<Arc<dyn RoomPolicy>>>,
 }
 
 pub fn unix_now() -> i64 {
@@ -331,6 +347,15 @@ impl Membership {
     }
 }
 
+/// The actor type of a caller's attendees (Talk's `users` or `guests`).
+fn actor_type_of(user: &AuthUser) -> &'static str {
+    if user.is_guest() {
+        actor_type::GUESTS
+    } else {
+        actor_type::USERS
+    }
+}
+
 fn effective_permissions(room: &RoomRow, attendee: &AttendeeRow) -> i64 {
     if participant_type::is_moderator(attendee.participant_type) {
         permissions::MAX_CUSTOM & !permissions::CUSTOM
@@ -376,6 +401,22 @@ impl Rooms {
             phones: None,
             observer: Arc::new(OnceLock::new()),
             reserved_numbers: Vec::new(),
+            policy: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Sets the policy of rooms that belong to another product, for this instance and every
+    /// clone; only the first one set counts.
+    pub fn set_policy(&self, policy: Arc<dyn RoomPolicy>) {
+        if self.policy.set(policy).is_err() {
+            tracing::warn!("the rooms' policy was set already; the new one is ignored");
+        }
+    }
+
+    fn check_join(&self, tx: &Tx, room_id: i64) -> RoomResult<()> {
+        match self.policy.get() {
+            Some(policy) => policy.check_join(tx, room_id),
+            None => Ok(()),
         }
     }
 
@@ -409,6 +450,16 @@ impl Rooms {
         &self.store
     }
 
+    /// Publishes an event of the room that no room operation makes (a call link's warning).
+    pub fn announce(&self, room_id: i64, event: RoomEvent) {
+        self.events.publish(room_id, None, event);
+    }
+
+    /// The store, for tasks that outlive a borrow of the rooms.
+    pub fn shared_store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     /// The call code's view of the same rooms.
     pub fn for_calls(&self) -> CallRooms {
         CallRooms(self.clone())
@@ -417,7 +468,13 @@ impl Rooms {
     /// Runs `f` in a transaction and publishes the events it produced once committed.
     fn transact<T>(&self, f: impl FnOnce(&Tx, &mut Outbox) -> RoomResult<T>) -> RoomResult<T> {
         let mut outbox = Outbox::new();
-        let result = self.store.write(|tx| f(tx, &mut outbox))?;
+        let result = self.store.write(|tx| {
+            let result = f(tx, &mut outbox)?;
+            if let Some(policy) = self.policy.get() {
+                policy.record(tx, &outbox)?;
+            }
+            Ok::<_, RoomError>(result)
+        })?;
         if let Some(observer) = self.observer.get() {
             // The events say exactly which sessions left a call: flags back to 0, or gone.
             let mut left: Vec<(i64, Vec<String>)> = Vec::new();
@@ -449,7 +506,7 @@ impl Rooms {
     fn membership(tx: &Tx, user: &AuthUser, token: &str) -> RoomResult<Membership> {
         let room = tx.room_by_token(token)?.ok_or_else(room_not_found)?;
         let attendee = tx
-            .attendee_by_actor(room.id, actor_type::USERS, &user.id)?
+            .attendee_by_actor(room.id, actor_type_of(user), &user.id)?
             .ok_or_else(room_not_found)?;
         Ok(Membership { room, attendee })
     }
@@ -559,7 +616,31 @@ impl Rooms {
 
     // Rooms.
 
+    /// A fresh room token no room has.
+    fn new_room_token(tx: &Tx) -> RoomResult<String> {
+        loop {
+            let candidate: String = {
+                let mut rng = rand::rng();
+                (0..ROOM_TOKEN_LEN)
+                    .map(|_| {
+                        let i = rng.random_range(0..36u8);
+                        char::from(if i < 10 { b'0' + i } else { b'a' + i - 10 })
+                    })
+                    .collect()
+            };
+            if tx.room_by_token(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+    }
+
     pub fn create_room(&self, user: &AuthUser, kind: i64, name: &str) -> RoomResult<RoomView> {
+        if user.is_guest() {
+            return Err(RoomError::forbidden(
+                "guest",
+                "a call link's guest takes part in that link's room only",
+            ));
+        }
         if kind != room_type::GROUP && kind != room_type::PUBLIC {
             return Err(RoomError::bad_request(
                 "type",
@@ -575,20 +656,7 @@ impl Rooms {
         }
         let name = name.trim();
         self.transact(|tx, _| {
-            let token = loop {
-                let candidate: String = {
-                    let mut rng = rand::rng();
-                    (0..ROOM_TOKEN_LEN)
-                        .map(|_| {
-                            let i = rng.random_range(0..36u8);
-                            char::from(if i < 10 { b'0' + i } else { b'a' + i - 10 })
-                        })
-                        .collect()
-                };
-                if tx.room_by_token(&candidate)?.is_none() {
-                    break candidate;
-                }
-            };
+            let token = Self::new_room_token(tx)?;
             let room_id = tx.insert_room(&token, name, kind, unix_now())?;
             tx.insert_attendee(
                 room_id,
@@ -613,7 +681,7 @@ impl Rooms {
 
     pub fn rooms(&self, user: &AuthUser) -> RoomResult<Vec<RoomView>> {
         self.transact(|tx, _| {
-            tx.rooms_of_user(&user.id)?
+            tx.rooms_of_user(actor_type_of(user), &user.id)?
                 .into_iter()
                 .map(|room| {
                     let m = Self::membership(tx, user, &room.token)?;
@@ -889,9 +957,10 @@ impl Rooms {
     pub fn join_room(&self, user: &AuthUser, token: &str) -> RoomResult<(RoomView, String)> {
         self.transact(|tx, out| {
             let room = tx.room_by_token(token)?.ok_or_else(room_not_found)?;
-            let attendee = match tx.attendee_by_actor(room.id, actor_type::USERS, &user.id)? {
+            let attendee = match tx.attendee_by_actor(room.id, actor_type_of(user), &user.id)? {
                 Some(a) => a,
-                None if room.room_type == room_type::PUBLIC => {
+                // A guest enters its own link's room only.
+                None if room.room_type == room_type::PUBLIC && !user.is_guest() => {
                     let id = tx.insert_attendee(
                         room.id,
                         actor_type::USERS,
@@ -904,6 +973,7 @@ impl Rooms {
                 }
                 None => return Err(room_not_found()),
             };
+            self.check_join(tx, room.id)?;
             let session_id = Alphanumeric.sample_string(&mut rand::rng(), SESSION_ID_LEN);
             tx.insert_session(&session_id, attendee.id, unix_now())?;
             out.push((
@@ -1020,6 +1090,9 @@ impl Rooms {
                     "consent",
                     "this conversation may be recorded: join with recordingConsent=true",
                 ));
+            }
+            if session.in_call == in_call::DISCONNECTED {
+                self.check_join(tx, m.room.id)?;
             }
             let was_active = Self::call_active(tx, m.room.id)?;
             tx.set_session_in_call(&session.id, flags, unix_now())?;
@@ -1209,6 +1282,9 @@ impl Rooms {
                         "no phone-number attendee with this id in the conversation",
                     )
                 })?;
+            if let Some(policy) = self.policy.get() {
+                policy.check_dialout(tx, m.room.id)?;
+            }
             Ok(DialoutTarget {
                 room_id: m.room.id,
                 room_token: m.room.token.clone(),
@@ -1338,6 +1414,78 @@ impl Rooms {
             let m = Self::membership(tx, user, token)?;
             let sessions = tx.sessions_of_attendee(m.attendee.id)?;
             Ok((m.room.id, sessions.into_iter().map(|s| s.id).collect()))
+        })
+    }
+
+    // Rooms of call links (made and closed by the link service, not by an API user).
+
+    /// Makes a group room without an owner for a call link; returns its id and token.
+    pub fn create_link_room(&self, tx: &Tx, name: &str) -> RoomResult<(i64, String)> {
+        let name: String = name.trim().chars().take(MAX_ROOM_NAME).collect();
+        let name = if name.is_empty() {
+            "Call".to_string()
+        } else {
+            name
+        };
+        let token = Self::new_room_token(tx)?;
+        let room_id = tx.insert_room(&token, &name, room_type::GROUP, unix_now())?;
+        Ok((room_id, token))
+    }
+
+    /// Adds a call link's guest to its room; moderators may dial out and end the call.
+    pub fn add_guest(
+        &self,
+        tx: &Tx,
+        room_id: i64,
+        guest: &AuthUser,
+        moderator: bool,
+    ) -> RoomResult<i64> {
+        let kind = if moderator {
+            participant_type::MODERATOR
+        } else {
+            participant_type::USER
+        };
+        Ok(tx.insert_attendee(
+            room_id,
+            actor_type::GUESTS,
+            &guest.id,
+            &guest.display_name,
+            kind,
+            None,
+        )?)
+    }
+
+    /// Ends a room's call for everyone and empties the room: every session leaves (phone legs
+    /// end with their sessions, through the call observer). `then` runs in the same
+    /// transaction, after the sessions left.
+    pub fn close_room<T>(
+        &self,
+        room_id: i64,
+        then: impl FnOnce(&Tx) -> RoomResult<T>,
+    ) -> RoomResult<T> {
+        self.transact(|tx, out| {
+            let was_active = Self::call_active(tx, room_id)?;
+            let attendees = tx.attendees(room_id)?;
+            let mut first = None;
+            for s in tx.sessions_of_room(room_id)? {
+                let Some(a) = attendees.iter().find(|a| a.id == s.attendee_id) else {
+                    continue;
+                };
+                if s.in_call != in_call::DISCONNECTED {
+                    out.push((
+                        room_id,
+                        None,
+                        Self::flags_event(a, &s.id, in_call::DISCONNECTED),
+                    ));
+                }
+                tx.delete_session(&s.id)?;
+                out.push((room_id, None, Self::left_event(a, &s.id)));
+                first.get_or_insert(a);
+            }
+            if let Some(a) = first {
+                Self::settle_call(tx, out, room_id, was_active, a, false, true)?;
+            }
+            then(tx)
         })
     }
 

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub mod dialin;
 pub mod dialogs;
+pub mod links;
 
 /// Schema migrations, applied in order; `user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -73,6 +74,7 @@ CREATE INDEX call_records_room ON call_records(room_id, started_at);
 "#,
     dialin::MIGRATION,
     dialogs::MIGRATION,
+    links::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -404,18 +406,18 @@ impl Tx<'_> {
             .query_row("SELECT COUNT(*) FROM rooms", [], |r| r.get(0))?)
     }
 
-    /// Rooms where the user is an attendee, oldest first.
-    pub fn rooms_of_user(&self, user_id: &str) -> StoreResult<Vec<RoomRow>> {
+    /// Rooms where the user (or guest) is an attendee, oldest first.
+    pub fn rooms_of_user(&self, actor_type: &str, user_id: &str) -> StoreResult<Vec<RoomRow>> {
         let mut stmt = self.0.prepare(&format!(
             "SELECT {} FROM rooms r JOIN attendees a ON a.room_id = r.id
-             WHERE a.actor_type = 'users' AND a.actor_id = ?1 ORDER BY r.id",
+             WHERE a.actor_type = ?2 AND a.actor_id = ?1 ORDER BY r.id",
             ROOM_COLUMNS
                 .split(", ")
                 .map(|c| format!("r.{c}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))?;
-        let rows = stmt.query_map([user_id], room_from_row)?;
+        let rows = stmt.query_map([user_id, actor_type], room_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -368,6 +368,7 @@ function renderRoom() {
   );
 
   const phones = state.phoneAttendees();
+  $('phones-title').hidden = phones.length === 0 && !isModerator();
   $('phones').replaceChildren(
     ...phones.map((p) => {
       const li = document.createElement('li');

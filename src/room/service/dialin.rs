@@ -187,6 +187,8 @@ impl CallRooms {
         call_id: &str,
     ) -> RoomResult<DialinCaller> {
         self.0.transact(|tx, _| {
+            // A call link's room may refuse (closed link, spend limit).
+            self.0.check_join(tx, room_id)?;
             let idle = |status: &Option<String>| {
                 status.as_deref().is_none_or(|s| {
                     s == CallStatus::Cleared.as_str() || s == CallStatus::Rejected.as_str()
