@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod kamailio;
 pub mod ports;
 pub mod sipp;
 pub mod telephony;
