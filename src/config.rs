@@ -342,6 +342,31 @@ pub struct TrunkConfig {
     pub max_call_duration: Seconds,
     #[serde(default = "default_media_timeout")]
     pub media_timeout: Seconds,
+    /// Register at the trunk (RFC 3261 section 10) with the trunk's credentials while the
+    /// service runs, and take the calls it sends to that registration.
+    #[serde(default)]
+    pub register: bool,
+    /// The expiry asked for in each REGISTER (the registrar may grant less).
+    #[serde(default = "default_register_expires")]
+    pub register_expires: Seconds,
+    /// The first wait after a failed registration; it doubles with each failure in a row, up to
+    /// `register_retry_max`.
+    #[serde(default = "default_register_retry")]
+    pub register_retry: Seconds,
+    #[serde(default = "default_register_retry_max")]
+    pub register_retry_max: Seconds,
+}
+
+fn default_register_expires() -> Seconds {
+    Seconds(Duration::from_secs(3600))
+}
+
+fn default_register_retry() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+
+fn default_register_retry_max() -> Seconds {
+    Seconds(Duration::from_secs(1800))
 }
 
 fn default_ringing_timeout() -> Seconds {
@@ -629,6 +654,50 @@ impl Config {
                     "must be a number >= 0 (0 means no limit)".into(),
                 ));
             }
+            if trunk.register {
+                if trunk.register_expires.0 < Duration::from_secs(1) {
+                    return Err((
+                        format!("trunks[{i}].register_expires"),
+                        "must be at least 1 second".into(),
+                    ));
+                }
+                if trunk.register_retry.0 < Duration::from_secs(1) {
+                    return Err((
+                        format!("trunks[{i}].register_retry"),
+                        "must be at least 1 second".into(),
+                    ));
+                }
+                if trunk.register_retry_max.0 < trunk.register_retry.0 {
+                    return Err((
+                        format!("trunks[{i}].register_retry_max"),
+                        "must be at least register_retry".into(),
+                    ));
+                }
+                if trunk
+                    .address
+                    .host
+                    .trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .is_err()
+                {
+                    return Err((
+                        format!("trunks[{i}].address"),
+                        "a trunk with register = true needs an IP address: the calls it sends \
+                         on the registration are admitted from that address"
+                            .into(),
+                    ));
+                }
+                if self.inbound.iter().any(|t| t.name == trunk.name) {
+                    return Err((
+                        format!("trunks[{i}].name"),
+                        format!(
+                            "trunk `{}` registers, so it is an inbound trunk too: \
+                             an [[inbound]] of the same name would be a second one",
+                            trunk.name
+                        ),
+                    ));
+                }
+            }
         }
         for (i, trunk) in self.inbound.iter().enumerate() {
             if trunk.name.trim().is_empty() {
@@ -706,6 +775,31 @@ impl Config {
     }
 
     /// The base URL clients use, without a trailing slash.
+    /// The trunks inbound calls may come from: every `[[inbound]]`, then each trunk with
+    /// `register = true`, from its address, for any number, without a digest challenge (we
+    /// authenticated to it; it delivers calls to our registration).
+    pub fn inbound_trunks(&self) -> Vec<InboundConfig> {
+        let registered = self.trunks.iter().filter(|t| t.register).filter_map(|t| {
+            let addr = t.address.host.trim_matches(['[', ']']).parse().ok()?;
+            let prefix = if matches!(addr, IpAddr::V4(_)) {
+                32
+            } else {
+                128
+            };
+            Some(InboundConfig {
+                name: t.name.clone(),
+                allowed_sources: vec![IpNet { addr, prefix }],
+                username: None,
+                password: None,
+                numbers: Vec::new(),
+                max_concurrent_calls: t.max_concurrent_calls,
+                max_call_duration: t.max_call_duration,
+                media_timeout: t.media_timeout,
+            })
+        });
+        self.inbound.iter().cloned().chain(registered).collect()
+    }
+
     pub fn public_url(&self) -> String {
         match &self.http.public_url {
             Some(url) => url.0.trim_end_matches('/').to_string(),
@@ -1197,6 +1291,64 @@ max_call_duration = 3600
             "[[trunks]]\nname = \"a\"\naddress = \"h:5060\"\n[[trunks]]\nname = \"a\"\naddress = \"h:5061\"\n",
         );
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn registering_trunks_are_inbound_trunks_too() {
+        let ok = Config::parse(
+            r#"
+[[trunks]]
+name = "carrier"
+address = "192.0.2.7:5060"
+username = "u"
+password = "p"
+register = true
+register_expires = 600
+[[trunks]]
+name = "plain"
+address = "192.0.2.8:5060"
+[[inbound]]
+name = "other"
+allowed_sources = ["198.51.100.0/24"]
+"#,
+            "t",
+        )
+        .expect("valid trunks");
+        let carrier = &ok.trunks[0];
+        assert!(carrier.register && !ok.trunks[1].register);
+        assert_eq!(carrier.register_expires.0, Duration::from_secs(600));
+        assert_eq!(carrier.register_retry.0, Duration::from_secs(30));
+        assert_eq!(carrier.register_retry_max.0, Duration::from_secs(1800));
+        let inbound = ok.inbound_trunks();
+        let names: Vec<&str> = inbound.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["other", "carrier"]);
+        assert!(inbound[1].allowed_sources[0].contains("192.0.2.7".parse().expect("ip")));
+        assert!(!inbound[1].allowed_sources[0].contains("192.0.2.8".parse().expect("ip")));
+        assert!(inbound[1].password.is_none() && inbound[1].numbers.is_empty());
+
+        let registering = |extra: &str| {
+            format!(
+                "[[trunks]]\nname = \"a\"\naddress = \"192.0.2.7:5060\"\nregister = true\n{extra}"
+            )
+        };
+        let e = error_of(&registering(
+            "register_retry = 60\nregister_retry_max = 30\n",
+        ));
+        assert!(e.contains("trunks[0].register_retry_max"), "{e}");
+        let e = error_of(&registering("register_expires = 0\n"));
+        assert!(e.contains("trunks[0].register_expires"), "{e}");
+        let e = error_of(
+            "[[trunks]]\nname = \"a\"\naddress = \"sip.example.com:5060\"\nregister = true\n",
+        );
+        assert!(
+            e.contains("trunks[0].address") && e.contains("IP address"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{}[[inbound]]\nname = \"a\"\nallowed_sources = [\"192.0.2.7\"]\n",
+            registering("")
+        ));
+        assert!(e.contains("trunks[0].name"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::endpoint::{
 use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
+mod register;
+pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
+
 /// Methods this user agent handles (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
@@ -203,12 +206,18 @@ pub enum UaEvent {
         code: u16,
         reason: String,
     },
+    /// A registration ([`UserAgent::register`]) changed state.
+    Registration {
+        registration: RegistrationHandle,
+        state: RegistrationState,
+    },
     /// A message was discarded (for a log line).
     Discarded { remote: SocketAddr, reason: String },
 }
 
 impl UaEvent {
-    /// The call the event is about; `None` for [`UaEvent::Discarded`].
+    /// The call the event is about; `None` for [`UaEvent::Discarded`] and
+    /// [`UaEvent::Registration`].
     pub fn call(&self) -> Option<CallHandle> {
         match self {
             UaEvent::IncomingCall { call, .. }
@@ -222,7 +231,7 @@ impl UaEvent {
             | UaEvent::Info { call, .. }
             | UaEvent::Ended { call, .. }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
-            UaEvent::Discarded { .. } => None,
+            UaEvent::Discarded { .. } | UaEvent::Registration { .. } => None,
         }
     }
 }
@@ -302,6 +311,9 @@ pub struct UserAgent {
     events: VecDeque<UaEvent>,
     next_call: u64,
     cnonces: u64,
+    registrations: HashMap<RegistrationHandle, register::Reg>,
+    reg_txs: HashMap<TransactionId, RegistrationHandle>,
+    next_registration: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +353,9 @@ impl UserAgent {
             events: VecDeque::new(),
             next_call: 1,
             cnonces: 0,
+            registrations: HashMap::new(),
+            reg_txs: HashMap::new(),
+            next_registration: 1,
         }
     }
 
@@ -355,6 +370,8 @@ impl UserAgent {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
+        self.process(now);
+        self.registration_timers(now);
         self.process(now);
     }
 
@@ -375,7 +392,10 @@ impl UserAgent {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+        match (self.endpoint.poll_timeout(), self.registration_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<UaEvent> {
@@ -398,6 +418,11 @@ impl UserAgent {
     }
 
     fn contact(&self, transport: Transport) -> String {
+        self.contact_for(&self.config.contact_user, transport)
+    }
+
+    /// Our Contact with `user` as its user part.
+    fn contact_for(&self, user: &str, transport: Transport) -> String {
         match self.endpoint.local_addr(transport) {
             Some(a) => {
                 let host: crate::message::Host = a.ip().into();
@@ -408,11 +433,11 @@ impl UserAgent {
                 };
                 format!(
                     "<sip:{}@{host}:{}{t}>",
-                    crate::message::escape_user(&self.config.contact_user),
+                    crate::message::escape_user(user),
                     a.port()
                 )
             }
-            None => format!("<sip:{}@invalid>", self.config.contact_user),
+            None => format!("<sip:{}@invalid>", crate::message::escape_user(user)),
         }
     }
 
@@ -968,10 +993,20 @@ impl UserAgent {
                     cancels,
                 } => self.on_request(now, id, request, transport, remote, cancels),
                 Event::Ack { request, acked, .. } => self.on_ack(now, request, acked),
-                Event::Response { id, response } => self.on_response(now, id, response),
-                Event::Timeout { id } => self.on_failure(now, id, 408, "Request Timeout"),
+                Event::Response { id, response } => {
+                    if !self.on_register_response(now, id, &response) {
+                        self.on_response(now, id, response)
+                    }
+                }
+                Event::Timeout { id } => {
+                    if !self.on_register_failure(now, id, 408, "Request Timeout") {
+                        self.on_failure(now, id, 408, "Request Timeout")
+                    }
+                }
                 Event::TransportError { id, .. } => {
-                    self.on_failure(now, id, 503, "Service Unavailable")
+                    if !self.on_register_failure(now, id, 503, "Service Unavailable") {
+                        self.on_failure(now, id, 503, "Service Unavailable")
+                    }
                 }
                 Event::Discarded { remote, reason } => {
                     self.events.push_back(UaEvent::Discarded { remote, reason })

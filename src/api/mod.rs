@@ -9,6 +9,7 @@ mod ocs;
 mod ops;
 mod room;
 pub mod server;
+mod trunks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 pub use ocs::OcsError;
 
 use crate::auth::{self, AuthUser};
+use crate::calls::registration::TrunkRegistrations;
 use crate::events::EventBus;
 use crate::ratelimit::RateLimiter;
 use crate::room::Rooms;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The media engine (WebRTC legs and room mixers).
     pub media: MediaHandle,
+    /// The trunks and the state of their registrations.
+    pub trunks: Arc<TrunkRegistrations>,
     /// Base URL for `Location` headers, without a trailing slash.
     pub public_url: String,
     /// Flips to true when the service shuts down, so long-lived streams end.
@@ -103,6 +107,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/call/{token}/ring/{attendee_id}", post(call::ring))
         .route("/call/{token}/dialout/{attendee_id}", post(call::dialout));
     let own = Router::new()
+        .route("/trunks", get(trunks::list))
         .route("/rooms/{token}/events", get(events::stream))
         .route("/rooms/{token}/calls", get(call::records))
         .route(

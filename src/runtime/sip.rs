@@ -14,7 +14,10 @@ use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
-use dialbridge_sip::ua::{CallHandle, OutgoingCall, Reply, UaConfig, UaError, UaEvent, UserAgent};
+use dialbridge_sip::ua::{
+    CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, UaConfig, UaError, UaEvent,
+    UserAgent,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -68,6 +71,14 @@ enum Command {
     ByeRestored {
         dialog: Box<Dialog>,
         reply: oneshot::Sender<Result<CallHandle, UaError>>,
+    },
+    Register {
+        registration: Box<Registration>,
+        reply: oneshot::Sender<Result<RegistrationHandle, UaError>>,
+    },
+    Unregister {
+        registration: RegistrationHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
     },
 }
 
@@ -183,6 +194,30 @@ impl SipHandle {
     /// The call's dialog as it stands (target refreshes included), once established.
     pub async fn dialog(&self, call: CallHandle) -> Result<Option<Dialog>, SipError> {
         self.ask(|reply| Command::Dialog { call, reply }).await
+    }
+
+    /// Starts a registration at a trunk; its states arrive as [`UaEvent::Registration`].
+    pub async fn register(
+        &self,
+        registration: Registration,
+    ) -> Result<RegistrationHandle, SipError> {
+        Ok(self
+            .ask(|reply| Command::Register {
+                registration: Box::new(registration),
+                reply,
+            })
+            .await??)
+    }
+
+    /// Removes a registration's binding; [`dialbridge_sip::ua::RegistrationState::Unregistered`]
+    /// follows.
+    pub async fn unregister(&self, registration: RegistrationHandle) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Unregister {
+                registration,
+                reply,
+            })
+            .await??)
     }
 
     /// Hangs up a dialog of an earlier run of the service (restored from the store): its
@@ -523,6 +558,18 @@ impl Core {
             }
             Command::ByeRestored { dialog, reply } => {
                 let _ = reply.send(self.ua.bye_restored(now, *dialog));
+            }
+            Command::Register {
+                registration,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.register(now, *registration));
+            }
+            Command::Unregister {
+                registration,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.unregister(now, registration));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {
