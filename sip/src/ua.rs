@@ -27,6 +27,8 @@ pub use register::{refresh_after, Registration, RegistrationHandle, Registration
 
 /// Methods this user agent handles (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Extensions our INVITEs announce (the Supported header): reliable provisional responses.
+pub const SUPPORTED: &str = "100rel";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UaConfig {
@@ -289,6 +291,26 @@ struct Call {
     bye_pending: bool,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
     auth: Option<Box<Auth>>,
+    /// Outgoing: the early dialogs of reliable provisional responses (RFC 3262), one per To
+    /// tag, with the last RSeq PRACKed; until the INVITE is answered.
+    early: Vec<EarlyDialog>,
+}
+
+/// An early dialog our PRACKs go out in.
+#[derive(Debug)]
+struct EarlyDialog {
+    dialog: Dialog,
+    last_rseq: u32,
+}
+
+/// What a provisional response that requires 100rel is to the call.
+enum Reliable {
+    /// New: PRACKed, and passed on.
+    New,
+    /// A retransmission or out of order (RFC 3262 section 4): not passed on.
+    Drop,
+    /// Not reliable, or without a usable RSeq or To tag: passed on as an unreliable one.
+    Unreliable,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -500,6 +522,7 @@ impl UserAgent {
                 manual_reinvite: false,
                 bye_pending: false,
                 auth,
+                early: Vec::new(),
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -525,6 +548,7 @@ impl UserAgent {
         req.headers
             .push("Contact", self.contact(call.target.transport));
         req.headers.push("Allow", ALLOW);
+        req.headers.push("Supported", SUPPORTED);
         if let Some(ua) = &self.config.user_agent {
             req.headers.push("User-Agent", ua.clone());
         }
@@ -618,6 +642,7 @@ impl UserAgent {
                     c.invite = invite;
                     // A CANCEL waits for a provisional response to this INVITE.
                     c.got_provisional = false;
+                    c.early.clear();
                 }
                 true
             }
@@ -1100,7 +1125,15 @@ impl UserAgent {
         if code < 200 {
             let first = !c.got_provisional;
             c.got_provisional = true;
-            if code > 100 {
+            let reliable = if code > 100 && requires_100rel(&resp) {
+                self.prack(now, call, &resp)
+            } else {
+                Reliable::Unreliable
+            };
+            let Some(c) = self.calls.get_mut(&call) else {
+                return;
+            };
+            if code > 100 && !matches!(reliable, Reliable::Drop) {
                 self.events.push_back(UaEvent::Progress {
                     call,
                     code,
@@ -1134,13 +1167,20 @@ impl UserAgent {
         }
         // 2xx: no challenge left to answer.
         c.auth = None;
-        let Ok(dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
+        let Ok(mut dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
             self.events.push_back(UaEvent::Discarded {
                 remote: c.target.addr,
                 reason: format!("2xx without a usable To tag or Contact for call {call:?}"),
             });
             return;
         };
+        // Our PRACKs in its early dialog used CSeq numbers after the INVITE's.
+        if let Some(e) = c.early.iter().find(|e| e.dialog.id == dialog.id) {
+            dialog.local_seq = dialog.local_seq.max(e.dialog.local_seq);
+        }
+        if c.dialog.is_none() {
+            c.early.clear();
+        }
         let same = c.dialog.as_ref().map(|d| d.id == dialog.id);
         match same {
             Some(true) => {
@@ -1173,6 +1213,62 @@ impl UserAgent {
                 });
             }
         }
+    }
+
+    /// PRACKs a provisional response that requires 100rel, in its early dialog (RFC 3262
+    /// section 4): each RSeq once, in order; the PRACK's own transaction retransmits it.
+    fn prack(&mut self, now: Instant, call: CallHandle, resp: &Response) -> Reliable {
+        let Ok(Some(rseq)) = resp.headers.rseq() else {
+            return Reliable::Unreliable;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Reliable::Unreliable;
+        };
+        let Some(tag) = resp
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string))
+        else {
+            return Reliable::Unreliable;
+        };
+        let index = match c.early.iter().position(|e| e.dialog.id.remote_tag == tag) {
+            Some(i) => {
+                let last = c.early[i].last_rseq;
+                if rseq != last.wrapping_add(1) {
+                    return Reliable::Drop;
+                }
+                c.early[i].last_rseq = rseq;
+                c.early[i].dialog.refresh_target(&resp.headers);
+                i
+            }
+            None => {
+                let Ok(dialog) = Dialog::uac(&c.invite, resp, c.target) else {
+                    return Reliable::Unreliable;
+                };
+                c.early.push(EarlyDialog {
+                    dialog,
+                    last_rseq: rseq,
+                });
+                c.early.len() - 1
+            }
+        };
+        let invite_seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let early = &mut c.early[index];
+        let mut prack = early.dialog.next_request(Method::Prack);
+        prack.headers.push("Max-Forwards", "70");
+        prack
+            .headers
+            .push("RAck", format!("{rseq} {invite_seq} INVITE"));
+        prack.headers.push("Content-Length", "0");
+        let target = early.dialog.next_hop();
+        match self.endpoint.send_request(now, prack, target) {
+            Ok(tx) => {
+                self.txs.insert(tx, (call, Purpose::Other));
+            }
+            Err(e) => tracing::info!(error = %e, "cannot send PRACK"),
+        }
+        Reliable::New
     }
 
     fn ack_and_bye_fork(&mut self, now: Instant, call: CallHandle, mut dialog: Dialog) {
@@ -1287,6 +1383,7 @@ impl UserAgent {
                         manual_reinvite: false,
                         bye_pending: false,
                         auth: None,
+                        early: Vec::new(),
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -1394,4 +1491,11 @@ impl UserAgent {
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }
     }
+}
+
+/// Whether a response requires a PRACK: `Require: 100rel` (RFC 3262 section 4).
+fn requires_100rel(resp: &Response) -> bool {
+    resp.headers
+        .require()
+        .is_ok_and(|r| r.iter().any(|t| t.eq_ignore_ascii_case("100rel")))
 }
