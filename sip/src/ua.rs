@@ -23,7 +23,9 @@ use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
 mod register;
+mod reliable;
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
+use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
 
 /// Methods this user agent handles (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -183,7 +185,8 @@ pub enum UaEvent {
         reason: String,
         response: Option<Response>,
     },
-    /// The caller cancelled an incoming call before it was answered (487 sent).
+    /// The caller cancelled an incoming call before it was answered (487 sent), or never
+    /// PRACKed our reliable provisional response (504 sent).
     Cancelled { call: CallHandle },
     /// A re-INVITE was answered with our current SDP; `body` is the peer's new offer.
     ReInvite {
@@ -294,23 +297,12 @@ struct Call {
     /// Outgoing: the early dialogs of reliable provisional responses (RFC 3262), one per To
     /// tag, with the last RSeq PRACKed; until the INVITE is answered.
     early: Vec<EarlyDialog>,
-}
-
-/// An early dialog our PRACKs go out in.
-#[derive(Debug)]
-struct EarlyDialog {
-    dialog: Dialog,
-    last_rseq: u32,
-}
-
-/// What a provisional response that requires 100rel is to the call.
-enum Reliable {
-    /// New: PRACKed, and passed on.
-    New,
-    /// A retransmission or out of order (RFC 3262 section 4): not passed on.
-    Drop,
-    /// Not reliable, or without a usable RSeq or To tag: passed on as an unreliable one.
-    Unreliable,
+    /// Incoming: our reliable provisional response, until its PRACK.
+    reliable: Option<Box<ReliableOut>>,
+    /// Incoming: answers that wait for that PRACK, in order.
+    held: VecDeque<Reply>,
+    /// Incoming: the RSeq of our next reliable provisional response.
+    next_rseq: u32,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -336,6 +328,8 @@ pub struct UserAgent {
     registrations: HashMap<RegistrationHandle, register::Reg>,
     reg_txs: HashMap<TransactionId, RegistrationHandle>,
     next_registration: u64,
+    /// Next retransmission of each call's reliable provisional response.
+    reliable_timers: HashMap<CallHandle, Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,7 +359,12 @@ impl From<SendError> for UaError {
 }
 
 impl UserAgent {
-    pub fn new(config: UaConfig) -> Self {
+    pub fn new(mut config: UaConfig) -> Self {
+        // Callers may require reliable provisional responses: we send them.
+        let supported = &mut config.endpoint.policy.supported;
+        if !supported.iter().any(|s| s.eq_ignore_ascii_case(SUPPORTED)) {
+            supported.push(SUPPORTED.to_string());
+        }
         UserAgent {
             endpoint: Endpoint::new(config.endpoint.clone()),
             config,
@@ -378,6 +377,7 @@ impl UserAgent {
             registrations: HashMap::new(),
             reg_txs: HashMap::new(),
             next_registration: 1,
+            reliable_timers: HashMap::new(),
         }
     }
 
@@ -394,6 +394,7 @@ impl UserAgent {
         self.endpoint.handle_timeout(now);
         self.process(now);
         self.registration_timers(now);
+        self.reliable_retransmissions(now);
         self.process(now);
     }
 
@@ -414,10 +415,14 @@ impl UserAgent {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.endpoint.poll_timeout(), self.registration_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.endpoint.poll_timeout(),
+            self.registration_timeout(),
+            self.reliable_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn poll_event(&mut self) -> Option<UaEvent> {
@@ -523,6 +528,9 @@ impl UserAgent {
                 bye_pending: false,
                 auth,
                 early: Vec::new(),
+                reliable: None,
+                held: VecDeque::new(),
+                next_rseq: 1,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -886,6 +894,18 @@ impl UserAgent {
             let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
             self.contact(c.target.transport)
         };
+        if self.must_hold(call, code, body.is_some()) {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.held.push_back(Reply {
+                    code,
+                    reason: reason.to_string(),
+                    headers: headers.to_vec(),
+                    body,
+                    reinvite: false,
+                });
+            }
+            return Ok(());
+        }
         let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if c.outgoing || c.state != CallState::Ringing {
             return Err(UaError::InvalidState(
@@ -895,6 +915,7 @@ impl UserAgent {
         let tx = c
             .invite_tx
             .ok_or(UaError::InvalidState("no INVITE transaction"))?;
+        let reliable = Self::wants_reliable(&c.invite, code, body.is_some());
         let mut resp = Response::for_request(&c.invite, code, reason);
         if code > 100 {
             resp.set_to_tag(&c.local_tag)
@@ -918,7 +939,14 @@ impl UserAgent {
         if let Some(b) = &body {
             resp.set_body(&b.content_type, b.bytes.clone());
         }
+        if reliable {
+            self.send_reliably(now, call, &mut resp);
+        }
+        if code >= 200 {
+            self.final_sent(call);
+        }
         self.endpoint.send_response(now, tx, resp)?;
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if (101..300).contains(&code) && c.dialog.is_none() {
             if let Ok(d) = Dialog::uas(&c.invite, &c.local_tag, c.target) {
                 self.dialogs.insert(d.id.clone(), call);
@@ -999,6 +1027,7 @@ impl UserAgent {
     }
 
     fn remove_call(&mut self, call: CallHandle) {
+        self.reliable_timers.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = c.dialog {
                 self.dialogs.remove(&d.id);
@@ -1215,62 +1244,6 @@ impl UserAgent {
         }
     }
 
-    /// PRACKs a provisional response that requires 100rel, in its early dialog (RFC 3262
-    /// section 4): each RSeq once, in order; the PRACK's own transaction retransmits it.
-    fn prack(&mut self, now: Instant, call: CallHandle, resp: &Response) -> Reliable {
-        let Ok(Some(rseq)) = resp.headers.rseq() else {
-            return Reliable::Unreliable;
-        };
-        let Some(c) = self.calls.get_mut(&call) else {
-            return Reliable::Unreliable;
-        };
-        let Some(tag) = resp
-            .headers
-            .to()
-            .ok()
-            .and_then(|t| t.tag().map(str::to_string))
-        else {
-            return Reliable::Unreliable;
-        };
-        let index = match c.early.iter().position(|e| e.dialog.id.remote_tag == tag) {
-            Some(i) => {
-                let last = c.early[i].last_rseq;
-                if rseq != last.wrapping_add(1) {
-                    return Reliable::Drop;
-                }
-                c.early[i].last_rseq = rseq;
-                c.early[i].dialog.refresh_target(&resp.headers);
-                i
-            }
-            None => {
-                let Ok(dialog) = Dialog::uac(&c.invite, resp, c.target) else {
-                    return Reliable::Unreliable;
-                };
-                c.early.push(EarlyDialog {
-                    dialog,
-                    last_rseq: rseq,
-                });
-                c.early.len() - 1
-            }
-        };
-        let invite_seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-        let early = &mut c.early[index];
-        let mut prack = early.dialog.next_request(Method::Prack);
-        prack.headers.push("Max-Forwards", "70");
-        prack
-            .headers
-            .push("RAck", format!("{rseq} {invite_seq} INVITE"));
-        prack.headers.push("Content-Length", "0");
-        let target = early.dialog.next_hop();
-        match self.endpoint.send_request(now, prack, target) {
-            Ok(tx) => {
-                self.txs.insert(tx, (call, Purpose::Other));
-            }
-            Err(e) => tracing::info!(error = %e, "cannot send PRACK"),
-        }
-        Reliable::New
-    }
-
     fn ack_and_bye_fork(&mut self, now: Instant, call: CallHandle, mut dialog: Dialog) {
         let Some(c) = self.calls.get(&call) else {
             return;
@@ -1362,6 +1335,9 @@ impl UserAgent {
             Method::Invite if !in_dialog => {
                 let call = self.alloc_call();
                 let local_tag = self.tag();
+                // RFC 3262 section 3: the first RSeq is random in 1..2^31.
+                let next_rseq = u32::from_str_radix(&self.tag()[..8], 16)
+                    .map_or(1, |n| (n & 0x7fff_ffff).max(1));
                 self.calls.insert(
                     call,
                     Call {
@@ -1384,6 +1360,9 @@ impl UserAgent {
                         bye_pending: false,
                         auth: None,
                         early: Vec::new(),
+                        reliable: None,
+                        held: VecDeque::new(),
+                        next_rseq,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -1487,15 +1466,9 @@ impl UserAgent {
                     body: Body::of(&req.headers, &req.body),
                 });
             }
+            Method::Prack => self.on_prack(now, id, call, &req),
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }
     }
-}
-
-/// Whether a response requires a PRACK: `Require: 100rel` (RFC 3262 section 4).
-fn requires_100rel(resp: &Response) -> bool {
-    resp.headers
-        .require()
-        .is_ok_and(|r| r.iter().any(|t| t.eq_ignore_ascii_case("100rel")))
 }
