@@ -129,6 +129,27 @@ pub struct SipConfig {
     /// with no answer times out after 64*T1 (32 s at the default 500 ms).
     #[serde(default)]
     pub t1: Option<Seconds>,
+    /// Session timers (RFC 4028) on calls; on by default.
+    #[serde(default = "default_true")]
+    pub session_timers: bool,
+    /// The session interval our INVITEs ask for.
+    #[serde(default = "default_session_expires")]
+    pub session_expires: Seconds,
+    /// The smallest session interval accepted (Min-SE): shorter ones get 422.
+    #[serde(default = "default_min_se")]
+    pub min_se: Seconds,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_session_expires() -> Seconds {
+    Seconds(Duration::from_secs(1800))
+}
+
+fn default_min_se() -> Seconds {
+    Seconds(Duration::from_secs(90))
 }
 
 impl Default for SipConfig {
@@ -138,11 +159,23 @@ impl Default for SipConfig {
             silent_reject: false,
             user_agent: None,
             t1: None,
+            session_timers: true,
+            session_expires: default_session_expires(),
+            min_se: default_min_se(),
         }
     }
 }
 
 impl SipConfig {
+    /// The session timers of the user agent; none when `session_timers = false`.
+    pub fn session_timer(&self) -> Option<dialbridge_sip::ua::SessionTimerConfig> {
+        self.session_timers
+            .then_some(dialbridge_sip::ua::SessionTimerConfig {
+                expires: self.session_expires.0,
+                min_se: self.min_se.0,
+            })
+    }
+
     /// The SIP timers, with `t1` applied.
     pub fn timers(&self) -> dialbridge_sip::endpoint::Timers {
         let mut timers = dialbridge_sip::endpoint::Timers::default();
@@ -621,6 +654,17 @@ impl Config {
                 return Err((
                     "sip.t1".into(),
                     "must be at most 4s (T2); the RFC 3261 default is 500ms".into(),
+                ));
+            }
+        }
+        if self.sip.session_timers {
+            if self.sip.min_se.0 < Duration::from_secs(1) {
+                return Err(("sip.min_se".into(), "must be at least 1 second".into()));
+            }
+            if self.sip.session_expires.0 < self.sip.min_se.0 {
+                return Err((
+                    "sip.session_expires".into(),
+                    "must be at least min_se".into(),
                 ));
             }
         }
@@ -1433,6 +1477,22 @@ room = "abcdefgh"
     fn sip_t1_above_t2_is_refused() {
         let e = error_of("[sip]\nt1 = \"5s\"\n");
         assert!(e.contains("sip.t1") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn session_timers_default_to_30_minutes_and_can_be_shortened_or_turned_off() {
+        let default = Config::parse("", "t").expect("default");
+        let st = default.sip.session_timer().expect("on by default");
+        assert_eq!(st.expires, Duration::from_secs(1800));
+        assert_eq!(st.min_se, Duration::from_secs(90));
+        let short = Config::parse("[sip]\nsession_expires = \"8s\"\nmin_se = \"2s\"\n", "t")
+            .expect("short sessions");
+        let st = short.sip.session_timer().expect("on");
+        assert_eq!((st.expires.as_secs(), st.min_se.as_secs()), (8, 2));
+        let off = Config::parse("[sip]\nsession_timers = false\n", "t").expect("off");
+        assert!(off.sip.session_timer().is_none());
+        let e = error_of("[sip]\nsession_expires = \"60s\"\nmin_se = \"90s\"\n");
+        assert!(e.contains("sip.session_expires"), "{e}");
     }
 
     #[test]

@@ -185,6 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         &config.sip.listen,
         config.sip.timers(),
         config.sip.user_agent.clone(),
+        config.sip.session_timer(),
         sip_events_tx,
         shutdown_rx.clone(),
     )

@@ -958,6 +958,82 @@ async fn a_reliable_183_is_pracked_and_the_call_goes_on() {
     assert_nothing_left(&gw).await;
 }
 
+/// Session timers short enough for a test (RFC 4028 says at least 90 s).
+const SHORT_SESSIONS: &str = "session_expires = \"8s\"\nmin_se = \"2s\"\n";
+
+/// A phone whose 200 sets an 8 s session that we refresh: our INVITE asks for the timer, two
+/// UPDATEs refresh it (the call outlives its interval), and the call ends only when the room
+/// ends it.
+#[tokio::test]
+async fn a_session_we_refresh_outlives_its_interval() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_session_refresh.xml", &mport).await;
+    let gw = Gateway::start_with_sip(SHORT_SESSIONS, &trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    wait_for(
+        "two session refreshes",
+        || sipp.trace().matches("UPDATE sip:").count() >= 2,
+        || sipp.trace(),
+    )
+    .await;
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared");
+    assert_eq!(
+        last["cause"], "ended",
+        "the room ended it, not the timer: {rest:?}"
+    );
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    let invite = invite_of(&trace);
+    assert!(invite.contains("Session-Expires: 8"), "{invite}");
+    assert!(invite.contains("Min-SE: 2"), "{invite}");
+    assert!(invite.contains("Supported: 100rel, timer"), "{invite}");
+    let updates: Vec<&str> = received(&trace)
+        .into_iter()
+        .filter(|m| m.starts_with("UPDATE "))
+        .collect();
+    assert_eq!(updates.len(), 2, "{trace}");
+    assert!(
+        updates[0].contains("Session-Expires: 8;refresher=uac"),
+        "{}",
+        updates[0]
+    );
+    assert!(updates[0].contains("CSeq: 2 UPDATE"), "{}", updates[0]);
+    assert!(updates[1].contains("CSeq: 3 UPDATE"), "{}", updates[1]);
+    assert_nothing_left(&gw).await;
+}
+
+/// A phone whose 200 makes it the refresher of a 3 s session and that never refreshes: we send
+/// BYE when the session expires, and the call is cleared.
+#[tokio::test]
+async fn a_session_the_phone_stops_refreshing_is_ended_with_bye() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_session_expires.xml", &mport).await;
+    let gw = Gateway::start_with_sip(SHORT_SESSIONS, &trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared", "{rest:?}");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (our BYE expected):\n{trace}");
+    assert!(
+        received(&trace).iter().any(|m| m.starts_with("BYE ")),
+        "{trace}"
+    );
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["inCall"], 0);
+    assert_nothing_left(&gw).await;
+}
+
 /// An answered phone that sends no RTP is hung up after media_timeout; one that talks too long
 /// after max_call_duration. Both: BYE on the wire, cleared with that cause.
 #[tokio::test]

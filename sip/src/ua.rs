@@ -24,8 +24,11 @@ use crate::transport::Transport;
 
 mod register;
 mod reliable;
+mod session_timer;
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
 use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
+use session_timer::SessionTimer;
+pub use session_timer::SessionTimerConfig;
 
 /// Methods this user agent handles (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
@@ -45,6 +48,8 @@ pub struct UaConfig {
     /// Secret mixed into our digest cnonces, so that a server cannot predict them from the
     /// branches and tags we send (the driver sets a random one).
     pub cnonce_secret: u64,
+    /// Session timers (RFC 4028) for our calls; none when `None`.
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 impl Default for UaConfig {
@@ -56,6 +61,7 @@ impl Default for UaConfig {
             user_agent: None,
             auto_answer_reinvite: true,
             cnonce_secret: 0,
+            session_timer: None,
         }
     }
 }
@@ -265,6 +271,8 @@ enum Purpose {
     ForkBye,
     /// BYE of [`UserAgent::bye_restored`]: its outcome is reported.
     RestoredBye,
+    /// Our session refresh (UPDATE or re-INVITE, RFC 4028).
+    Refresh,
     InviteServer,
     Other,
 }
@@ -303,6 +311,8 @@ struct Call {
     held: VecDeque<Reply>,
     /// Incoming: the RSeq of our next reliable provisional response.
     next_rseq: u32,
+    /// The session timer, once a 2xx set one up.
+    session: Option<SessionTimer>,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -330,6 +340,8 @@ pub struct UserAgent {
     next_registration: u64,
     /// Next retransmission of each call's reliable provisional response.
     reliable_timers: HashMap<CallHandle, Instant>,
+    /// Next session refresh (ours) or expiry (the peer's) of each call with a session timer.
+    session_timers: HashMap<CallHandle, Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,6 +390,7 @@ impl UserAgent {
             reg_txs: HashMap::new(),
             next_registration: 1,
             reliable_timers: HashMap::new(),
+            session_timers: HashMap::new(),
         }
     }
 
@@ -395,6 +408,7 @@ impl UserAgent {
         self.process(now);
         self.registration_timers(now);
         self.reliable_retransmissions(now);
+        self.session_timers_due(now);
         self.process(now);
     }
 
@@ -419,6 +433,7 @@ impl UserAgent {
             self.endpoint.poll_timeout(),
             self.registration_timeout(),
             self.reliable_timeout(),
+            self.session_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -531,6 +546,7 @@ impl UserAgent {
                 reliable: None,
                 held: VecDeque::new(),
                 next_rseq: 1,
+                session: None,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -556,7 +572,8 @@ impl UserAgent {
         req.headers
             .push("Contact", self.contact(call.target.transport));
         req.headers.push("Allow", ALLOW);
-        req.headers.push("Supported", SUPPORTED);
+        req.headers.push("Supported", self.supported());
+        self.ask_session_timer(&mut req);
         if let Some(ua) = &self.config.user_agent {
             req.headers.push("User-Agent", ua.clone());
         }
@@ -942,6 +959,9 @@ impl UserAgent {
         if reliable {
             self.send_reliably(now, call, &mut resp);
         }
+        if (200..300).contains(&code) {
+            self.answer_session_timer(now, call, &mut resp);
+        }
         if code >= 200 {
             self.final_sent(call);
         }
@@ -1005,10 +1025,14 @@ impl UserAgent {
             .endpoint
             .request(tx)
             .ok_or(UaError::InvalidState("re-INVITE transaction vanished"))?;
-        let mut r = Response::for_request(req, code, reason);
+        let req = req.clone();
+        let mut r = Response::for_request(&req, code, reason);
         if (200..300).contains(&code) {
             r.headers.push("Contact", contact);
             r.headers.push("Allow", ALLOW);
+            if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                r.headers.push(&name, value);
+            }
         }
         for (name, value) in headers {
             r.headers.push(name, value.clone());
@@ -1017,6 +1041,7 @@ impl UserAgent {
             r.set_body(&b.content_type, b.bytes.clone());
         }
         self.endpoint.send_response(now, tx, r)?;
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if code >= 200 {
             c.reinvite_tx = None;
             if (200..300).contains(&code) && body.is_some() {
@@ -1028,6 +1053,7 @@ impl UserAgent {
 
     fn remove_call(&mut self, call: CallHandle) {
         self.reliable_timers.remove(&call);
+        self.session_timers.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = c.dialog {
                 self.dialogs.remove(&d.id);
@@ -1105,6 +1131,7 @@ impl UserAgent {
                 code,
                 reason: reason.into(),
             }),
+            Purpose::Refresh => self.refresh_failed(now, call, code),
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
         }
     }
@@ -1131,6 +1158,12 @@ impl UserAgent {
                     code,
                     reason: resp.reason,
                 });
+            }
+            Purpose::Refresh => {
+                if code >= 200 {
+                    self.txs.remove(&id);
+                }
+                self.on_refresh_response(now, call, &resp);
             }
             _ => {
                 if code >= 200 {
@@ -1235,6 +1268,7 @@ impl UserAgent {
                 if !needs_answer {
                     let _ = self.send_ack(call, None);
                 }
+                self.answered_session_timer(now, call, &resp);
                 self.events.push_back(UaEvent::Answered {
                     call,
                     body: Body::of(&resp.headers, &resp.body),
@@ -1333,6 +1367,9 @@ impl UserAgent {
             .is_some();
         match req.method {
             Method::Invite if !in_dialog => {
+                if self.refuse_short_session(now, id, &req) {
+                    return;
+                }
                 let call = self.alloc_call();
                 let local_tag = self.tag();
                 // RFC 3262 section 3: the first RSeq is random in 1..2^31.
@@ -1363,6 +1400,7 @@ impl UserAgent {
                         reliable: None,
                         held: VecDeque::new(),
                         next_rseq,
+                        session: None,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -1454,10 +1492,26 @@ impl UserAgent {
                     if let Some(b) = c.local_body.clone() {
                         r.set_body(&b.content_type, b.bytes);
                     }
+                    if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                        r.headers.push(&name, value);
+                    }
                     let _ = self.endpoint.send_response(now, id, r);
                 } else {
                     c.reinvite_tx = Some(id);
                 }
+            }
+            // A session refresh without an offer (RFC 3311); an offer in UPDATE is not taken.
+            Method::Update if !req.body.is_empty() => {
+                self.reply(now, id, &req, 488, "Not Acceptable Here")
+            }
+            Method::Update => {
+                let mut r = Response::for_request(&req, 200, "OK");
+                r.headers.push("Contact", contact);
+                if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                    r.headers.push(&name, value);
+                }
+                r.headers.push("Content-Length", "0");
+                let _ = self.endpoint.send_response(now, id, r);
             }
             Method::Info => {
                 self.reply(now, id, &req, 200, "OK");

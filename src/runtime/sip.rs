@@ -15,8 +15,8 @@ use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Trans
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
 use dialbridge_sip::ua::{
-    CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, UaConfig, UaError, UaEvent,
-    UserAgent,
+    CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, SessionTimerConfig,
+    UaConfig, UaError, UaEvent, UserAgent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -256,14 +256,15 @@ pub async fn start(
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
-    start_with_timers(listen, Timers::default(), None, events, shutdown).await
+    start_with_timers(listen, Timers::default(), None, None, events, shutdown).await
 }
 
-/// [`start`] with other RFC 3261 timers (`[sip] t1`).
+/// [`start`] with other RFC 3261 timers (`[sip] t1`) and session timers (RFC 4028).
 pub async fn start_with_timers(
     listen: &[SipListen],
     timers: Timers,
     user_agent: Option<String>,
+    session_timer: Option<SessionTimerConfig>,
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
@@ -310,6 +311,7 @@ pub async fn start_with_timers(
         },
         user_agent,
         cnonce_secret: rand::random(),
+        session_timer,
         ..UaConfig::default()
     };
     let (command_tx, command_rx) = mpsc::channel(1024);
