@@ -133,6 +133,7 @@ fn kamailio_trunk(
 /// Waits until `condition` holds of the JSON of `GET /api/v1/trunks`'s trunk `name`.
 async fn trunk_until(
     gw: &Gateway,
+    kamailio: &Kamailio,
     name: &str,
     what: &str,
     condition: impl Fn(&Value) -> bool,
@@ -155,8 +156,9 @@ async fn trunk_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "trunk {name}: {what} did not happen in time: {last}\n{}",
-        gw.log()
+        "trunk {name}: {what} did not happen in time: {last}\n{}\nkamailio:\n{}",
+        gw.log(),
+        kamailio.log()
     );
 }
 
@@ -189,7 +191,10 @@ async fn gateway_registers_with_digest_refreshes_and_unregisters_on_shutdown() {
     let mut gw = Gateway::start(&trunk);
     let sip = gw.sip_udp.expect("SIP UDP address");
 
-    let status = trunk_until(&gw, TRUNK, "registered", |t| t["registered"] == true).await;
+    let status = trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
     assert_eq!(status["register"], true);
     assert_eq!(status["transport"], "udp");
     assert!(status["lastError"].is_null(), "{status}");
@@ -266,7 +271,10 @@ async fn a_refused_registration_is_a_clear_error_while_the_rest_serves() {
         kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "")
     );
     let gw = Gateway::start(&config);
-    let refused = trunk_until(&gw, "refused", "a failure", |t| !t["lastError"].is_null()).await;
+    let refused = trunk_until(&gw, &kamailio, "refused", "a failure", |t| {
+        !t["lastError"].is_null()
+    })
+    .await;
     assert_eq!(refused["lastError"], "403 Forbidden");
     assert_eq!(refused["registered"], false);
     assert!(refused["expires"].is_null());
@@ -281,7 +289,10 @@ async fn a_refused_registration_is_a_clear_error_while_the_rest_serves() {
     assert!(!lines_of(&kamailio, "forbidden REGISTER of blocked").is_empty());
 
     // The other trunk registers, and the API serves.
-    trunk_until(&gw, TRUNK, "registered", |t| t["registered"] == true).await;
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains("dialbridge_trunk_registered{trunk=\"refused\"} 0"),
@@ -343,7 +354,10 @@ async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room() {
     let kamailio = Kamailio::start(None).await;
     let trunk = kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
     let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
-    trunk_until(&gw, TRUNK, "registered", |t| t["registered"] == true).await;
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
     alice
         .call(
@@ -415,7 +429,10 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways() {
     let kamailio = Kamailio::start(Some(SocketAddr::from(([127, 0, 0, 1], sipp.port)))).await;
     let trunk = kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
     let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
-    trunk_until(&gw, TRUNK, "registered", |t| t["registered"] == true).await;
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
     let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
 

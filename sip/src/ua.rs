@@ -313,6 +313,8 @@ struct Call {
     next_rseq: u32,
     /// The session timer, once a 2xx set one up.
     session: Option<SessionTimer>,
+    /// Outgoing: the INVITE was sent again after a 422 (once only).
+    session_retried: bool,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -547,6 +549,7 @@ impl UserAgent {
                 held: VecDeque::new(),
                 next_rseq: 1,
                 session: None,
+                session_retried: false,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -1215,7 +1218,9 @@ impl UserAgent {
         }
         if code >= 300 {
             self.txs.remove(&id);
-            if self.answer_challenge(now, call, &resp) {
+            if self.answer_challenge(now, call, &resp)
+                || self.retry_session_interval(now, call, &resp)
+            {
                 return;
             }
             self.events.push_back(UaEvent::Failed {
@@ -1401,6 +1406,7 @@ impl UserAgent {
                         held: VecDeque::new(),
                         next_rseq,
                         session: None,
+                        session_retried: false,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));

@@ -1,9 +1,9 @@
 //! Session timers (RFC 4028) in virtual time: our INVITE asks for one; as the refresher we send
 //! UPDATE (or a re-INVITE with our SDP, ACKed, when the peer does not allow UPDATE) at half the
 //! interval; when the peer refreshes and stops, we send BYE at the interval minus a third (at most
-//! 32 s) and the call ends; an unanswered refresh ends it too. As UAS we refuse too short an
-//! interval with 422 and Min-SE, answer with Session-Expires and Require: timer, and a refresh by
-//! UPDATE restarts the session.
+//! 32 s) and the call ends; an unanswered refresh ends it too; a 422 is retried once with its
+//! Min-SE. As UAS we refuse too short an interval with 422 and Min-SE, answer with
+//! Session-Expires and Require: timer, and a refresh by UPDATE restarts the session.
 
 use std::time::{Duration, Instant};
 
@@ -373,5 +373,40 @@ fn as_uas_we_answer_with_the_timer_and_a_refresh_by_update_restarts_it() {
             by_remote: true,
             ..
         }]
+    ));
+}
+
+#[test]
+fn a_422_to_our_invite_is_retried_once_with_its_min_se() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = dial(&mut ua, now);
+    let mut too_small = Response::for_request(&invite, 422, "Session Interval Too Small");
+    too_small.set_to_tag("p1").expect("tag");
+    too_small.headers.push("Min-SE", "1200");
+    deliver(&mut ua, now, &too_small.to_bytes());
+    let out = requests(&sent(&mut ua));
+    let methods: Vec<&str> = out.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["ACK", "INVITE"]);
+    let retry = &out[1];
+    assert_eq!(header(retry, "CSeq"), "2 INVITE");
+    assert_eq!(header(retry, "Session-Expires"), "1200");
+    assert_eq!(header(retry, "Min-SE"), "1200");
+    assert_eq!(header(retry, "Call-ID"), header(&invite, "Call-ID"));
+    assert_eq!(header(retry, "From"), header(&invite, "From"));
+    assert_ne!(
+        retry.headers.top_via().expect("via").branch(),
+        invite.headers.top_via().expect("via").branch()
+    );
+    assert!(events(&mut ua).is_empty(), "a 422 retried is no event");
+
+    // Once only: a second 422 fails the call.
+    let mut again = Response::for_request(retry, 422, "Session Interval Too Small");
+    again.set_to_tag("p1").expect("tag");
+    again.headers.push("Min-SE", "2400");
+    deliver(&mut ua, now, &again.to_bytes());
+    assert!(matches!(
+        events(&mut ua).as_slice(),
+        [UaEvent::Failed { call: c, code: 422, .. }] if *c == call
     ));
 }

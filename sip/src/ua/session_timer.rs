@@ -81,6 +81,55 @@ impl UserAgent {
         }
     }
 
+    /// A 422 to our INVITE: sends it again, once, asking for the registrar's Min-SE (same
+    /// Call-ID and From tag, next CSeq, RFC 4028 section 7.4); true when sent.
+    pub(super) fn retry_session_interval(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        resp: &Response,
+    ) -> bool {
+        let Some(st) = self.config.session_timer else {
+            return false;
+        };
+        let Ok(Some(min)) = resp.headers.min_se() else {
+            return false;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        if resp.code != 422 || c.state != CallState::Calling || c.session_retried {
+            return false;
+        }
+        c.session_retried = true;
+        let mut retry = c.invite.clone();
+        retry.headers.remove("Via");
+        let seq = retry
+            .headers
+            .cseq()
+            .map(|s| s.seq.wrapping_add(1))
+            .unwrap_or(2);
+        retry.headers.set("CSeq", format!("{seq} INVITE"));
+        let interval = u64::from(min).max(st.expires.as_secs());
+        retry.headers.set("Session-Expires", interval.to_string());
+        retry.headers.set("Min-SE", min.to_string());
+        let target = c.target;
+        let Ok(tx) = self.endpoint.send_request(now, retry, target) else {
+            return false;
+        };
+        let Some(invite) = self.endpoint.request(tx).cloned() else {
+            return false;
+        };
+        self.txs.insert(tx, (call, Purpose::Invite));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite_tx = Some(tx);
+            c.invite = invite;
+            c.got_provisional = false;
+            c.early.clear();
+        }
+        true
+    }
+
     /// 422 for an INVITE whose Session-Expires is below our Min-SE; true when sent.
     pub(super) fn refuse_short_session(
         &mut self,
