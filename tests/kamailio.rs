@@ -124,8 +124,21 @@ fn kamailio_trunk(
     password: &str,
     extra: &str,
 ) -> String {
+    kamailio_trunk_over(Tp::Udp, name, kamailio, user, password, extra)
+}
+
+/// [`kamailio_trunk`] over `tp`.
+fn kamailio_trunk_over(
+    tp: Tp,
+    name: &str,
+    kamailio: &Kamailio,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> String {
+    let transport = if tp == Tp::Tcp { "tcp" } else { "udp" };
     format!(
-        "[[trunks]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\ntransport = \"udp\"\nusername = \"{user}\"\npassword = \"{password}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\nregister = true\n{extra}",
+        "[[trunks]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\ntransport = \"{transport}\"\nusername = \"{user}\"\npassword = \"{password}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\nregister = true\n{extra}",
         kamailio.port
     )
 }
@@ -346,13 +359,13 @@ async fn hear_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
     .await;
 }
 
-/// A caller dials the room's number at Kamailio, which delivers it to the gateway's
-/// registration: the call is admitted as from the registered trunk, joins the room, and both
-/// sides hear each other; the moderator's hangup goes back through Kamailio's route.
-#[tokio::test]
-async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room() {
+/// A caller (SIPp over UDP) dials the room's number at Kamailio, which delivers it to the
+/// gateway's registration (made over `tp`): the call is admitted as from the registered trunk,
+/// joins the room, and both sides hear each other; the moderator's hangup goes back through
+/// Kamailio's route.
+async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room(tp: Tp) {
     let kamailio = Kamailio::start(None).await;
-    let trunk = kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
+    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
     let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
     trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
         t["registered"] == true
@@ -411,13 +424,34 @@ async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["trunk"], TRUNK);
     assert_eq!(recs[0]["cause"], "ended");
+    // Our REGISTERs and our BYE came over the trunk's transport.
+    let via = if tp == Tp::Tcp { "tcp" } else { "udp" };
+    let ours: Vec<String> = kamailio
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("recv REGISTER") || l.starts_with("recv BYE"))
+        .collect();
+    assert!(
+        ours.iter().all(|l| l.contains(&format!(" via {via} "))),
+        "{ours:#?}"
+    );
     assert_nothing_left(&gw).await;
 }
 
-/// A dial-out through Kamailio: it challenges our INVITE (407), the trunk's credentials answer
-/// it, and the call reaches the SIPp phone behind it, with audio both ways.
 #[tokio::test]
-async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways() {
+async fn a_call_kamailio_delivers_to_our_registration_over_udp_reaches_the_room() {
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Udp).await;
+}
+
+#[tokio::test]
+async fn a_call_kamailio_delivers_to_our_registration_over_tcp_reaches_the_room() {
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Tcp).await;
+}
+
+/// A dial-out through Kamailio (reached over `tp`): it challenges our INVITE (407), the trunk's
+/// credentials answer it, and the call reaches the SIPp phone behind it (UDP), with audio both
+/// ways.
+async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tp: Tp) {
     let phone = PhoneMedia::start(PHONE_TONE);
     let mport = phone.addr.port().to_string();
     let sipp = Sipp::uas(
@@ -427,7 +461,7 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways() {
     )
     .await;
     let kamailio = Kamailio::start(Some(SocketAddr::from(([127, 0, 0, 1], sipp.port)))).await;
-    let trunk = kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
+    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
     let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
     trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
         t["registered"] == true
@@ -471,5 +505,21 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways() {
         trace.contains(&format!("INVITE sip:{PHONE_NUMBER}@")),
         "{trace}"
     );
+    let via = if tp == Tp::Tcp {
+        " via tcp "
+    } else {
+        " via udp "
+    };
+    assert!(invites.iter().all(|l| l.contains(via)), "{invites:#?}");
     assert_nothing_left(&gw).await;
+}
+
+#[tokio::test]
+async fn a_dial_out_through_kamailio_over_udp_reaches_the_phone_with_audio_both_ways() {
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Udp).await;
+}
+
+#[tokio::test]
+async fn a_dial_out_through_kamailio_over_tcp_reaches_the_phone_with_audio_both_ways() {
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Tcp).await;
 }
