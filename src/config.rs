@@ -71,10 +71,6 @@ impl Default for CallsConfig {
     }
 }
 
-fn default_true() -> bool {
-    true
-}
-
 fn default_ring_time() -> Seconds {
     Seconds(Duration::from_secs(30))
 }
@@ -167,6 +163,27 @@ pub struct SipConfig {
     /// with no answer times out after 64*T1 (32 s at the default 500 ms).
     #[serde(default)]
     pub t1: Option<Seconds>,
+    /// Session timers (RFC 4028) on calls; on by default.
+    #[serde(default = "default_true")]
+    pub session_timers: bool,
+    /// The session interval our INVITEs ask for.
+    #[serde(default = "default_session_expires")]
+    pub session_expires: Seconds,
+    /// The smallest session interval accepted (Min-SE): shorter ones get 422.
+    #[serde(default = "default_min_se")]
+    pub min_se: Seconds,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_session_expires() -> Seconds {
+    Seconds(Duration::from_secs(1800))
+}
+
+fn default_min_se() -> Seconds {
+    Seconds(Duration::from_secs(90))
 }
 
 impl Default for SipConfig {
@@ -176,11 +193,23 @@ impl Default for SipConfig {
             silent_reject: false,
             user_agent: None,
             t1: None,
+            session_timers: true,
+            session_expires: default_session_expires(),
+            min_se: default_min_se(),
         }
     }
 }
 
 impl SipConfig {
+    /// The session timers of the user agent; none when `session_timers = false`.
+    pub fn session_timer(&self) -> Option<dialbridge_sip::ua::SessionTimerConfig> {
+        self.session_timers
+            .then_some(dialbridge_sip::ua::SessionTimerConfig {
+                expires: self.session_expires.0,
+                min_se: self.min_se.0,
+            })
+    }
+
     /// The SIP timers, with `t1` applied.
     pub fn timers(&self) -> dialbridge_sip::endpoint::Timers {
         let mut timers = dialbridge_sip::endpoint::Timers::default();
@@ -383,6 +412,31 @@ pub struct TrunkConfig {
     /// Price of one answered minute through this trunk, charged to a call link's organization.
     #[serde(default)]
     pub price_per_minute: Money,
+    /// Register at the trunk (RFC 3261 section 10) with the trunk's credentials while the
+    /// service runs, and take the calls it sends to that registration.
+    #[serde(default)]
+    pub register: bool,
+    /// The expiry asked for in each REGISTER (the registrar may grant less).
+    #[serde(default = "default_register_expires")]
+    pub register_expires: Seconds,
+    /// The first wait after a failed registration; it doubles with each failure in a row, up to
+    /// `register_retry_max`.
+    #[serde(default = "default_register_retry")]
+    pub register_retry: Seconds,
+    #[serde(default = "default_register_retry_max")]
+    pub register_retry_max: Seconds,
+}
+
+fn default_register_expires() -> Seconds {
+    Seconds(Duration::from_secs(3600))
+}
+
+fn default_register_retry() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+
+fn default_register_retry_max() -> Seconds {
+    Seconds(Duration::from_secs(1800))
 }
 
 fn default_ringing_timeout() -> Seconds {
@@ -490,7 +544,7 @@ fn default_webhook_timeout() -> Seconds {
 pub struct OrganizationConfig {
     pub name: Name,
     /// Whether it has a subscription; without one no link can be created.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub subscribed: bool,
     /// Price of one participant-minute.
     #[serde(default)]
@@ -498,16 +552,12 @@ pub struct OrganizationConfig {
     /// The month's spending cap; absent means none.
     #[serde(default)]
     pub spend_limit: Option<Money>,
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub one_to_one: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub recording: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub dialout: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A project declared in the file, with its API tokens (hashed at load; only hashes are stored).
@@ -773,6 +823,17 @@ impl Config {
                 ));
             }
         }
+        if self.sip.session_timers {
+            if self.sip.min_se.0 < Duration::from_secs(1) {
+                return Err(("sip.min_se".into(), "must be at least 1 second".into()));
+            }
+            if self.sip.session_expires.0 < self.sip.min_se.0 {
+                return Err((
+                    "sip.session_expires".into(),
+                    "must be at least min_se".into(),
+                ));
+            }
+        }
         for (i, user) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|u| u.id.0 == user.id.0) {
                 return Err((
@@ -802,6 +863,50 @@ impl Config {
                     format!("trunks[{i}].calls_per_second"),
                     "must be a number >= 0 (0 means no limit)".into(),
                 ));
+            }
+            if trunk.register {
+                if trunk.register_expires.0 < Duration::from_secs(1) {
+                    return Err((
+                        format!("trunks[{i}].register_expires"),
+                        "must be at least 1 second".into(),
+                    ));
+                }
+                if trunk.register_retry.0 < Duration::from_secs(1) {
+                    return Err((
+                        format!("trunks[{i}].register_retry"),
+                        "must be at least 1 second".into(),
+                    ));
+                }
+                if trunk.register_retry_max.0 < trunk.register_retry.0 {
+                    return Err((
+                        format!("trunks[{i}].register_retry_max"),
+                        "must be at least register_retry".into(),
+                    ));
+                }
+                if trunk
+                    .address
+                    .host
+                    .trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .is_err()
+                {
+                    return Err((
+                        format!("trunks[{i}].address"),
+                        "a trunk with register = true needs an IP address: the calls it sends \
+                         on the registration are admitted from that address"
+                            .into(),
+                    ));
+                }
+                if self.inbound.iter().any(|t| t.name == trunk.name) {
+                    return Err((
+                        format!("trunks[{i}].name"),
+                        format!(
+                            "trunk `{}` registers, so it is an inbound trunk too: \
+                             an [[inbound]] of the same name would be a second one",
+                            trunk.name
+                        ),
+                    ));
+                }
             }
         }
         for (i, trunk) in self.inbound.iter().enumerate() {
@@ -915,6 +1020,31 @@ impl Config {
     }
 
     /// The base URL clients use, without a trailing slash.
+    /// The trunks inbound calls may come from: every `[[inbound]]`, then each trunk with
+    /// `register = true`, from its address, for any number, without a digest challenge (we
+    /// authenticated to it; it delivers calls to our registration).
+    pub fn inbound_trunks(&self) -> Vec<InboundConfig> {
+        let registered = self.trunks.iter().filter(|t| t.register).filter_map(|t| {
+            let addr = t.address.host.trim_matches(['[', ']']).parse().ok()?;
+            let prefix = if matches!(addr, IpAddr::V4(_)) {
+                32
+            } else {
+                128
+            };
+            Some(InboundConfig {
+                name: t.name.clone(),
+                allowed_sources: vec![IpNet { addr, prefix }],
+                username: None,
+                password: None,
+                numbers: Vec::new(),
+                max_concurrent_calls: t.max_concurrent_calls,
+                max_call_duration: t.max_call_duration,
+                media_timeout: t.media_timeout,
+            })
+        });
+        self.inbound.iter().cloned().chain(registered).collect()
+    }
+
     pub fn public_url(&self) -> String {
         match &self.http.public_url {
             Some(url) => url.0.trim_end_matches('/').to_string(),
@@ -1469,6 +1599,64 @@ max_call_duration = 3600
     }
 
     #[test]
+    fn registering_trunks_are_inbound_trunks_too() {
+        let ok = Config::parse(
+            r#"
+[[trunks]]
+name = "carrier"
+address = "192.0.2.7:5060"
+username = "u"
+password = "p"
+register = true
+register_expires = 600
+[[trunks]]
+name = "plain"
+address = "192.0.2.8:5060"
+[[inbound]]
+name = "other"
+allowed_sources = ["198.51.100.0/24"]
+"#,
+            "t",
+        )
+        .expect("valid trunks");
+        let carrier = &ok.trunks[0];
+        assert!(carrier.register && !ok.trunks[1].register);
+        assert_eq!(carrier.register_expires.0, Duration::from_secs(600));
+        assert_eq!(carrier.register_retry.0, Duration::from_secs(30));
+        assert_eq!(carrier.register_retry_max.0, Duration::from_secs(1800));
+        let inbound = ok.inbound_trunks();
+        let names: Vec<&str> = inbound.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["other", "carrier"]);
+        assert!(inbound[1].allowed_sources[0].contains("192.0.2.7".parse().expect("ip")));
+        assert!(!inbound[1].allowed_sources[0].contains("192.0.2.8".parse().expect("ip")));
+        assert!(inbound[1].password.is_none() && inbound[1].numbers.is_empty());
+
+        let registering = |extra: &str| {
+            format!(
+                "[[trunks]]\nname = \"a\"\naddress = \"192.0.2.7:5060\"\nregister = true\n{extra}"
+            )
+        };
+        let e = error_of(&registering(
+            "register_retry = 60\nregister_retry_max = 30\n",
+        ));
+        assert!(e.contains("trunks[0].register_retry_max"), "{e}");
+        let e = error_of(&registering("register_expires = 0\n"));
+        assert!(e.contains("trunks[0].register_expires"), "{e}");
+        let e = error_of(
+            "[[trunks]]\nname = \"a\"\naddress = \"sip.example.com:5060\"\nregister = true\n",
+        );
+        assert!(
+            e.contains("trunks[0].address") && e.contains("IP address"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{}[[inbound]]\nname = \"a\"\nallowed_sources = [\"192.0.2.7\"]\n",
+            registering("")
+        ));
+        assert!(e.contains("trunks[0].name"), "{e}");
+    }
+
+    #[test]
     fn transports_are_written_udp_or_tcp() {
         let trunk =
             |t: &str| format!("[[trunks]]\nname = \"c\"\naddress = \"127.0.0.1:5080\"\n{t}");
@@ -1550,6 +1738,22 @@ room = "abcdefgh"
     fn sip_t1_above_t2_is_refused() {
         let e = error_of("[sip]\nt1 = \"5s\"\n");
         assert!(e.contains("sip.t1") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn session_timers_default_to_30_minutes_and_can_be_shortened_or_turned_off() {
+        let default = Config::parse("", "t").expect("default");
+        let st = default.sip.session_timer().expect("on by default");
+        assert_eq!(st.expires, Duration::from_secs(1800));
+        assert_eq!(st.min_se, Duration::from_secs(90));
+        let short = Config::parse("[sip]\nsession_expires = \"8s\"\nmin_se = \"2s\"\n", "t")
+            .expect("short sessions");
+        let st = short.sip.session_timer().expect("on");
+        assert_eq!((st.expires.as_secs(), st.min_se.as_secs()), (8, 2));
+        let off = Config::parse("[sip]\nsession_timers = false\n", "t").expect("off");
+        assert!(off.sip.session_timer().is_none());
+        let e = error_of("[sip]\nsession_expires = \"60s\"\nmin_se = \"90s\"\n");
+        assert!(e.contains("sip.session_expires"), "{e}");
     }
 
     #[test]

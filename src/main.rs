@@ -490,6 +490,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         &config.sip.listen,
         config.sip.timers(),
         config.sip.user_agent.clone(),
+        config.sip.session_timer(),
         sip_events_tx,
         shutdown_rx.clone(),
     )
@@ -519,12 +520,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(media.clone()),
         legs.clone(),
     ])));
+    let registrations = calls::registration::TrunkRegistrations::new(&config);
     tokio::spawn(calls::run_sip_events(
         sip.clone(),
         sip_events,
         dialin,
         router.clone(),
+        registrations.clone(),
     ));
+    registrations.start(&sip).await;
     calls::dialogs::hang_up_left_over(left_over, store.clone(), sip.clone(), router.clone());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -556,6 +560,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         events,
         metrics,
         media: media.clone(),
+        trunks: registrations.clone(),
         public_url,
         links: call_links,
         shutdown: shutdown_rx.clone(),
@@ -580,6 +585,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         // Phones hear a BYE while the SIP driver still runs.
         legs.shutdown(std::time::Duration::from_secs(5)).await;
+        registrations
+            .shutdown(&sip, std::time::Duration::from_secs(5))
+            .await;
         let _ = shutdown_tx.send(true);
     })
     .await;

@@ -328,6 +328,40 @@ async fn an_invite_without_sdp_gets_our_offer_and_media_starts_from_the_ack() {
     assert_nothing_left(&gw).await;
 }
 
+/// A caller that requires 100rel: our 180 goes out reliably (Require, RSeq), the caller's PRACK
+/// gets its 200, and the call joins the room with audio both ways.
+#[tokio::test]
+async fn a_caller_that_requires_100rel_gets_a_reliable_180_and_joins() {
+    let Scene {
+        gw,
+        alice,
+        token,
+        browser,
+        mut events,
+        ..
+    } = Scene::start(&config("")).await;
+    let phone = PhoneMedia::start(CALLER_TONE);
+    let sipp = caller(&gw, "uac_requires_100rel.xml", Tp::Udp, ROOM_NUMBER, &phone);
+    let up = connected(&mut events).await;
+    hears_each_other(&browser, &phone).await;
+    let call_id = up["callid"].as_str().expect("callid");
+    hang_up(&alice, &token, call_id).await;
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "{trace}");
+    let ringing = &trace[trace
+        .find("SIP/2.0 180 Ringing")
+        .expect("a 180 in the trace")..];
+    let ringing = &ringing[..ringing.find("\n\n").unwrap_or(ringing.len())];
+    assert!(ringing.contains("Require: 100rel"), "{ringing}");
+    assert!(ringing.contains("RSeq: "), "{ringing}");
+    let prack_answered = trace
+        .split("----------------------------------------------- ")
+        .filter(|entry| entry.contains("message received"))
+        .any(|entry| entry.contains("SIP/2.0 200 OK") && entry.contains("CSeq: 2 PRACK"));
+    assert!(prack_answered, "our 200 to the PRACK:\n{trace}");
+    assert_nothing_left(&gw).await;
+}
+
 /// The caller hangs up: cleared with cause hangup, the attendee leaves the call.
 async fn caller_hangs_up(tp: Tp) {
     let Scene {

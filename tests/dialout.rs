@@ -901,6 +901,133 @@ async fn early_media_is_heard_in_the_room_before_any_answer() {
     assert_nothing_left(&gw).await;
 }
 
+/// A phone that sends its 183 reliably (Require: 100rel): our INVITE announces 100rel, we
+/// PRACK the 183 with its RSeq and the INVITE's CSeq, the phone answers once PRACKed, and audio
+/// flows both ways.
+#[tokio::test]
+async fn a_reliable_183_is_pracked_and_the_call_goes_on() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_100rel.xml", &mport).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let browser = browser_in(&alice, &token, 440.0).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    wait_for(
+        "the browser hearing the phone's 1000 Hz",
+        || browser.hears(1000.0) > 0.5,
+        || format!("browser hears 1000 Hz {:.3}", browser.hears(1000.0)),
+    )
+    .await;
+    wait_for(
+        "the phone hearing the browser's 440 Hz",
+        || phone_media.hears(440.0) > 0.5,
+        || format!("phone hears 440 Hz {:.3}", phone_media.hears(440.0)),
+    )
+    .await;
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (PRACK expected):\n{trace}");
+    let invite = invite_of(&trace);
+    assert!(invite.contains("Supported: 100rel"), "{invite}");
+    let prack = received(&trace)
+        .into_iter()
+        .find(|m| m.starts_with("PRACK "))
+        .unwrap_or_else(|| panic!("no PRACK:\n{trace}"));
+    assert!(prack.contains("RAck: 1 1 INVITE"), "{prack}");
+    assert!(prack.contains("CSeq: 2 PRACK"), "{prack}");
+    let bye = received(&trace)
+        .into_iter()
+        .find(|m| m.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("no BYE:\n{trace}"));
+    assert!(
+        bye.contains("CSeq: 3 BYE"),
+        "the BYE follows the PRACK's CSeq: {bye}"
+    );
+    drop(browser);
+    assert_nothing_left(&gw).await;
+}
+
+/// Session timers short enough for a test (RFC 4028 says at least 90 s).
+const SHORT_SESSIONS: &str = "session_expires = \"8s\"\nmin_se = \"2s\"\n";
+
+/// A phone whose 200 sets an 8 s session that we refresh: our INVITE asks for the timer, two
+/// UPDATEs refresh it (the call outlives its interval), and the call ends only when the room
+/// ends it.
+#[tokio::test]
+async fn a_session_we_refresh_outlives_its_interval() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_session_refresh.xml", &mport).await;
+    let gw = Gateway::start_with_sip(SHORT_SESSIONS, &trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    wait_for(
+        "two session refreshes",
+        || sipp.trace().matches("UPDATE sip:").count() >= 2,
+        || sipp.trace(),
+    )
+    .await;
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared");
+    assert_eq!(
+        last["cause"], "ended",
+        "the room ended it, not the timer: {rest:?}"
+    );
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    let invite = invite_of(&trace);
+    assert!(invite.contains("Session-Expires: 8"), "{invite}");
+    assert!(invite.contains("Min-SE: 2"), "{invite}");
+    assert!(invite.contains("Supported: 100rel, timer"), "{invite}");
+    let updates: Vec<&str> = received(&trace)
+        .into_iter()
+        .filter(|m| m.starts_with("UPDATE "))
+        .collect();
+    assert_eq!(updates.len(), 2, "{trace}");
+    assert!(
+        updates[0].contains("Session-Expires: 8;refresher=uac"),
+        "{}",
+        updates[0]
+    );
+    assert!(updates[0].contains("CSeq: 2 UPDATE"), "{}", updates[0]);
+    assert!(updates[1].contains("CSeq: 3 UPDATE"), "{}", updates[1]);
+    assert_nothing_left(&gw).await;
+}
+
+/// A phone whose 200 makes it the refresher of a 3 s session and that never refreshes: we send
+/// BYE when the session expires, and the call is cleared.
+#[tokio::test]
+async fn a_session_the_phone_stops_refreshing_is_ended_with_bye() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_session_expires.xml", &mport).await;
+    let gw = Gateway::start_with_sip(SHORT_SESSIONS, &trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared", "{rest:?}");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed (our BYE expected):\n{trace}");
+    assert!(
+        received(&trace).iter().any(|m| m.starts_with("BYE ")),
+        "{trace}"
+    );
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["inCall"], 0);
+    assert_nothing_left(&gw).await;
+}
+
 /// An answered phone that sends no RTP is hung up after media_timeout; one that talks too long
 /// after max_call_duration. Both: BYE on the wire, cleared with that cause.
 #[tokio::test]

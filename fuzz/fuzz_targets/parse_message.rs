@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.session_expires();
         let _ = h.rseq();
         let _ = h.rack();
+        let _ = h.min_se();
         let _ = h.supported();
         let _ = h.allow();
         let _ = h.accept();

@@ -5,7 +5,7 @@
 //! with a received message: accept, answer 4xx/505, drop), [`transport`] (stream framing, Via
 //! `received`/`rport`, response routing), [`endpoint`] (the four RFC 3261 transaction machines),
 //! [`dialog`] and [`ua`] (calls: INVITE, CANCEL, BYE, ACK for 2xx, re-INVITE, OPTIONS, and the
-//! digest retry of a challenged INVITE with [`auth`]).
+//! digest retry of a challenged INVITE with [`auth`]; registrations at a registrar).
 //!
 //! A driver owns the sockets and one timer and pumps a [`ua::UserAgent`] (or a bare
 //! [`endpoint::Endpoint`]):

@@ -22,8 +22,18 @@ use crate::endpoint::{
 use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
+mod register;
+mod reliable;
+mod session_timer;
+pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
+use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
+use session_timer::SessionTimer;
+pub use session_timer::SessionTimerConfig;
+
 /// Methods this user agent handles (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Extensions our INVITEs announce (the Supported header): reliable provisional responses.
+pub const SUPPORTED: &str = "100rel";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UaConfig {
@@ -38,6 +48,8 @@ pub struct UaConfig {
     /// Secret mixed into our digest cnonces, so that a server cannot predict them from the
     /// branches and tags we send (the driver sets a random one).
     pub cnonce_secret: u64,
+    /// Session timers (RFC 4028) for our calls; none when `None`.
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 impl Default for UaConfig {
@@ -49,6 +61,7 @@ impl Default for UaConfig {
             user_agent: None,
             auto_answer_reinvite: true,
             cnonce_secret: 0,
+            session_timer: None,
         }
     }
 }
@@ -178,7 +191,8 @@ pub enum UaEvent {
         reason: String,
         response: Option<Response>,
     },
-    /// The caller cancelled an incoming call before it was answered (487 sent).
+    /// The caller cancelled an incoming call before it was answered (487 sent), or never
+    /// PRACKed our reliable provisional response (504 sent).
     Cancelled { call: CallHandle },
     /// A re-INVITE was answered with our current SDP; `body` is the peer's new offer.
     ReInvite {
@@ -203,12 +217,18 @@ pub enum UaEvent {
         code: u16,
         reason: String,
     },
+    /// A registration ([`UserAgent::register`]) changed state.
+    Registration {
+        registration: RegistrationHandle,
+        state: RegistrationState,
+    },
     /// A message was discarded (for a log line).
     Discarded { remote: SocketAddr, reason: String },
 }
 
 impl UaEvent {
-    /// The call the event is about; `None` for [`UaEvent::Discarded`].
+    /// The call the event is about; `None` for [`UaEvent::Discarded`] and
+    /// [`UaEvent::Registration`].
     pub fn call(&self) -> Option<CallHandle> {
         match self {
             UaEvent::IncomingCall { call, .. }
@@ -222,7 +242,7 @@ impl UaEvent {
             | UaEvent::Info { call, .. }
             | UaEvent::Ended { call, .. }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
-            UaEvent::Discarded { .. } => None,
+            UaEvent::Discarded { .. } | UaEvent::Registration { .. } => None,
         }
     }
 }
@@ -251,6 +271,8 @@ enum Purpose {
     ForkBye,
     /// BYE of [`UserAgent::bye_restored`]: its outcome is reported.
     RestoredBye,
+    /// Our session refresh (UPDATE or re-INVITE, RFC 4028).
+    Refresh,
     InviteServer,
     Other,
 }
@@ -280,6 +302,19 @@ struct Call {
     bye_pending: bool,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
     auth: Option<Box<Auth>>,
+    /// Outgoing: the early dialogs of reliable provisional responses (RFC 3262), one per To
+    /// tag, with the last RSeq PRACKed; until the INVITE is answered.
+    early: Vec<EarlyDialog>,
+    /// Incoming: our reliable provisional response, until its PRACK.
+    reliable: Option<Box<ReliableOut>>,
+    /// Incoming: answers that wait for that PRACK, in order.
+    held: VecDeque<Reply>,
+    /// Incoming: the RSeq of our next reliable provisional response.
+    next_rseq: u32,
+    /// The session timer, once a 2xx set one up.
+    session: Option<SessionTimer>,
+    /// Outgoing: the INVITE was sent again after a 422 (once only).
+    session_retried: bool,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -302,6 +337,13 @@ pub struct UserAgent {
     events: VecDeque<UaEvent>,
     next_call: u64,
     cnonces: u64,
+    registrations: HashMap<RegistrationHandle, register::Reg>,
+    reg_txs: HashMap<TransactionId, RegistrationHandle>,
+    next_registration: u64,
+    /// Next retransmission of each call's reliable provisional response.
+    reliable_timers: HashMap<CallHandle, Instant>,
+    /// Next session refresh (ours) or expiry (the peer's) of each call with a session timer.
+    session_timers: HashMap<CallHandle, Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +373,12 @@ impl From<SendError> for UaError {
 }
 
 impl UserAgent {
-    pub fn new(config: UaConfig) -> Self {
+    pub fn new(mut config: UaConfig) -> Self {
+        // Callers may require reliable provisional responses: we send them.
+        let supported = &mut config.endpoint.policy.supported;
+        if !supported.iter().any(|s| s.eq_ignore_ascii_case(SUPPORTED)) {
+            supported.push(SUPPORTED.to_string());
+        }
         UserAgent {
             endpoint: Endpoint::new(config.endpoint.clone()),
             config,
@@ -341,6 +388,11 @@ impl UserAgent {
             events: VecDeque::new(),
             next_call: 1,
             cnonces: 0,
+            registrations: HashMap::new(),
+            reg_txs: HashMap::new(),
+            next_registration: 1,
+            reliable_timers: HashMap::new(),
+            session_timers: HashMap::new(),
         }
     }
 
@@ -355,6 +407,10 @@ impl UserAgent {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
+        self.process(now);
+        self.registration_timers(now);
+        self.reliable_retransmissions(now);
+        self.session_timers_due(now);
         self.process(now);
     }
 
@@ -375,7 +431,15 @@ impl UserAgent {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+        [
+            self.endpoint.poll_timeout(),
+            self.registration_timeout(),
+            self.reliable_timeout(),
+            self.session_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn poll_event(&mut self) -> Option<UaEvent> {
@@ -398,6 +462,11 @@ impl UserAgent {
     }
 
     fn contact(&self, transport: Transport) -> String {
+        self.contact_for(&self.config.contact_user, transport)
+    }
+
+    /// Our Contact with `user` as its user part.
+    fn contact_for(&self, user: &str, transport: Transport) -> String {
         match self.endpoint.local_addr(transport) {
             Some(a) => {
                 let host: crate::message::Host = a.ip().into();
@@ -408,11 +477,11 @@ impl UserAgent {
                 };
                 format!(
                     "<sip:{}@{host}:{}{t}>",
-                    crate::message::escape_user(&self.config.contact_user),
+                    crate::message::escape_user(user),
                     a.port()
                 )
             }
-            None => format!("<sip:{}@invalid>", self.config.contact_user),
+            None => format!("<sip:{}@invalid>", crate::message::escape_user(user)),
         }
     }
 
@@ -475,6 +544,12 @@ impl UserAgent {
                 manual_reinvite: false,
                 bye_pending: false,
                 auth,
+                early: Vec::new(),
+                reliable: None,
+                held: VecDeque::new(),
+                next_rseq: 1,
+                session: None,
+                session_retried: false,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -500,6 +575,8 @@ impl UserAgent {
         req.headers
             .push("Contact", self.contact(call.target.transport));
         req.headers.push("Allow", ALLOW);
+        req.headers.push("Supported", self.supported());
+        self.ask_session_timer(&mut req);
         if let Some(ua) = &self.config.user_agent {
             req.headers.push("User-Agent", ua.clone());
         }
@@ -593,6 +670,7 @@ impl UserAgent {
                     c.invite = invite;
                     // A CANCEL waits for a provisional response to this INVITE.
                     c.got_provisional = false;
+                    c.early.clear();
                 }
                 true
             }
@@ -836,6 +914,18 @@ impl UserAgent {
             let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
             self.contact(c.target.transport)
         };
+        if self.must_hold(call, code, body.is_some()) {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.held.push_back(Reply {
+                    code,
+                    reason: reason.to_string(),
+                    headers: headers.to_vec(),
+                    body,
+                    reinvite: false,
+                });
+            }
+            return Ok(());
+        }
         let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if c.outgoing || c.state != CallState::Ringing {
             return Err(UaError::InvalidState(
@@ -845,6 +935,7 @@ impl UserAgent {
         let tx = c
             .invite_tx
             .ok_or(UaError::InvalidState("no INVITE transaction"))?;
+        let reliable = Self::wants_reliable(&c.invite, code, body.is_some());
         let mut resp = Response::for_request(&c.invite, code, reason);
         if code > 100 {
             resp.set_to_tag(&c.local_tag)
@@ -868,7 +959,17 @@ impl UserAgent {
         if let Some(b) = &body {
             resp.set_body(&b.content_type, b.bytes.clone());
         }
+        if reliable {
+            self.send_reliably(now, call, &mut resp);
+        }
+        if (200..300).contains(&code) {
+            self.answer_session_timer(now, call, &mut resp);
+        }
+        if code >= 200 {
+            self.final_sent(call);
+        }
         self.endpoint.send_response(now, tx, resp)?;
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if (101..300).contains(&code) && c.dialog.is_none() {
             if let Ok(d) = Dialog::uas(&c.invite, &c.local_tag, c.target) {
                 self.dialogs.insert(d.id.clone(), call);
@@ -927,10 +1028,14 @@ impl UserAgent {
             .endpoint
             .request(tx)
             .ok_or(UaError::InvalidState("re-INVITE transaction vanished"))?;
-        let mut r = Response::for_request(req, code, reason);
+        let req = req.clone();
+        let mut r = Response::for_request(&req, code, reason);
         if (200..300).contains(&code) {
             r.headers.push("Contact", contact);
             r.headers.push("Allow", ALLOW);
+            if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                r.headers.push(&name, value);
+            }
         }
         for (name, value) in headers {
             r.headers.push(name, value.clone());
@@ -939,6 +1044,7 @@ impl UserAgent {
             r.set_body(&b.content_type, b.bytes.clone());
         }
         self.endpoint.send_response(now, tx, r)?;
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         if code >= 200 {
             c.reinvite_tx = None;
             if (200..300).contains(&code) && body.is_some() {
@@ -949,6 +1055,8 @@ impl UserAgent {
     }
 
     fn remove_call(&mut self, call: CallHandle) {
+        self.reliable_timers.remove(&call);
+        self.session_timers.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = c.dialog {
                 self.dialogs.remove(&d.id);
@@ -968,10 +1076,20 @@ impl UserAgent {
                     cancels,
                 } => self.on_request(now, id, request, transport, remote, cancels),
                 Event::Ack { request, acked, .. } => self.on_ack(now, request, acked),
-                Event::Response { id, response } => self.on_response(now, id, response),
-                Event::Timeout { id } => self.on_failure(now, id, 408, "Request Timeout"),
+                Event::Response { id, response } => {
+                    if !self.on_register_response(now, id, &response) {
+                        self.on_response(now, id, response)
+                    }
+                }
+                Event::Timeout { id } => {
+                    if !self.on_register_failure(now, id, 408, "Request Timeout") {
+                        self.on_failure(now, id, 408, "Request Timeout")
+                    }
+                }
                 Event::TransportError { id, .. } => {
-                    self.on_failure(now, id, 503, "Service Unavailable")
+                    if !self.on_register_failure(now, id, 503, "Service Unavailable") {
+                        self.on_failure(now, id, 503, "Service Unavailable")
+                    }
                 }
                 Event::Discarded { remote, reason } => {
                     self.events.push_back(UaEvent::Discarded { remote, reason })
@@ -1016,6 +1134,7 @@ impl UserAgent {
                 code,
                 reason: reason.into(),
             }),
+            Purpose::Refresh => self.refresh_failed(now, call, code),
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
         }
     }
@@ -1043,6 +1162,12 @@ impl UserAgent {
                     reason: resp.reason,
                 });
             }
+            Purpose::Refresh => {
+                if code >= 200 {
+                    self.txs.remove(&id);
+                }
+                self.on_refresh_response(now, call, &resp);
+            }
             _ => {
                 if code >= 200 {
                     self.txs.remove(&id);
@@ -1065,7 +1190,15 @@ impl UserAgent {
         if code < 200 {
             let first = !c.got_provisional;
             c.got_provisional = true;
-            if code > 100 {
+            let reliable = if code > 100 && requires_100rel(&resp) {
+                self.prack(now, call, &resp)
+            } else {
+                Reliable::Unreliable
+            };
+            let Some(c) = self.calls.get_mut(&call) else {
+                return;
+            };
+            if code > 100 && !matches!(reliable, Reliable::Drop) {
                 self.events.push_back(UaEvent::Progress {
                     call,
                     code,
@@ -1085,7 +1218,9 @@ impl UserAgent {
         }
         if code >= 300 {
             self.txs.remove(&id);
-            if self.answer_challenge(now, call, &resp) {
+            if self.answer_challenge(now, call, &resp)
+                || self.retry_session_interval(now, call, &resp)
+            {
                 return;
             }
             self.events.push_back(UaEvent::Failed {
@@ -1099,13 +1234,20 @@ impl UserAgent {
         }
         // 2xx: no challenge left to answer.
         c.auth = None;
-        let Ok(dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
+        let Ok(mut dialog) = Dialog::uac(&c.invite, &resp, c.target) else {
             self.events.push_back(UaEvent::Discarded {
                 remote: c.target.addr,
                 reason: format!("2xx without a usable To tag or Contact for call {call:?}"),
             });
             return;
         };
+        // Our PRACKs in its early dialog used CSeq numbers after the INVITE's.
+        if let Some(e) = c.early.iter().find(|e| e.dialog.id == dialog.id) {
+            dialog.local_seq = dialog.local_seq.max(e.dialog.local_seq);
+        }
+        if c.dialog.is_none() {
+            c.early.clear();
+        }
         let same = c.dialog.as_ref().map(|d| d.id == dialog.id);
         match same {
             Some(true) => {
@@ -1131,6 +1273,7 @@ impl UserAgent {
                 if !needs_answer {
                     let _ = self.send_ack(call, None);
                 }
+                self.answered_session_timer(now, call, &resp);
                 self.events.push_back(UaEvent::Answered {
                     call,
                     body: Body::of(&resp.headers, &resp.body),
@@ -1229,8 +1372,14 @@ impl UserAgent {
             .is_some();
         match req.method {
             Method::Invite if !in_dialog => {
+                if self.refuse_short_session(now, id, &req) {
+                    return;
+                }
                 let call = self.alloc_call();
                 let local_tag = self.tag();
+                // RFC 3262 section 3: the first RSeq is random in 1..2^31.
+                let next_rseq = u32::from_str_radix(&self.tag()[..8], 16)
+                    .map_or(1, |n| (n & 0x7fff_ffff).max(1));
                 self.calls.insert(
                     call,
                     Call {
@@ -1252,6 +1401,12 @@ impl UserAgent {
                         manual_reinvite: false,
                         bye_pending: false,
                         auth: None,
+                        early: Vec::new(),
+                        reliable: None,
+                        held: VecDeque::new(),
+                        next_rseq,
+                        session: None,
+                        session_retried: false,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -1343,10 +1498,26 @@ impl UserAgent {
                     if let Some(b) = c.local_body.clone() {
                         r.set_body(&b.content_type, b.bytes);
                     }
+                    if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                        r.headers.push(&name, value);
+                    }
                     let _ = self.endpoint.send_response(now, id, r);
                 } else {
                     c.reinvite_tx = Some(id);
                 }
+            }
+            // A session refresh without an offer (RFC 3311); an offer in UPDATE is not taken.
+            Method::Update if !req.body.is_empty() => {
+                self.reply(now, id, &req, 488, "Not Acceptable Here")
+            }
+            Method::Update => {
+                let mut r = Response::for_request(&req, 200, "OK");
+                r.headers.push("Contact", contact);
+                if let Some((name, value)) = self.refreshed_by_peer(now, call, &req) {
+                    r.headers.push(&name, value);
+                }
+                r.headers.push("Content-Length", "0");
+                let _ = self.endpoint.send_response(now, id, r);
             }
             Method::Info => {
                 self.reply(now, id, &req, 200, "OK");
@@ -1355,6 +1526,7 @@ impl UserAgent {
                     body: Body::of(&req.headers, &req.body),
                 });
             }
+            Method::Prack => self.on_prack(now, id, call, &req),
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }

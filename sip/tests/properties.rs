@@ -180,3 +180,44 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+// The headers of reliable provisional responses and session timers: what is written parses back
+// to the same values, and no value (any text) makes a parser panic.
+proptest! {
+    #[test]
+    fn rseq_rack_session_expires_and_min_se_round_trip(
+        rseq in any::<u32>(),
+        cseq in 0u32..=0x7fff_ffff,
+        seconds in any::<u32>(),
+        refresher in proptest::option::of(prop_oneof![Just("uac"), Just("UAS")]),
+    ) {
+        let mut h = dialbridge_sip::message::Headers::new();
+        h.push("RSeq", rseq.to_string());
+        h.push("RAck", format!("{rseq} {cseq} INVITE"));
+        let se = match refresher {
+            Some(r) => format!("{seconds};refresher={r}"),
+            None => seconds.to_string(),
+        };
+        h.push("Session-Expires", se);
+        h.push("Min-SE", format!("{seconds};x=1"));
+        prop_assert_eq!(h.rseq().expect("RSeq"), Some(rseq));
+        let rack = h.rack().expect("RAck").expect("present");
+        prop_assert_eq!((rack.rseq, rack.cseq, rack.method), (rseq, cseq, Method::Invite));
+        let parsed = h.session_expires().expect("Session-Expires").expect("present");
+        prop_assert_eq!(parsed.seconds, seconds);
+        prop_assert_eq!(parsed.refresher, refresher.map(|r| r.to_ascii_lowercase()));
+        prop_assert_eq!(h.min_se().expect("Min-SE"), Some(seconds));
+    }
+
+    #[test]
+    fn timer_and_reliability_headers_never_panic(value in ".{0,64}") {
+        let mut h = dialbridge_sip::message::Headers::new();
+        for name in ["RSeq", "RAck", "Session-Expires", "Min-SE"] {
+            h.push(name, value.clone());
+        }
+        let _ = h.rseq();
+        let _ = h.rack();
+        let _ = h.session_expires();
+        let _ = h.min_se();
+    }
+}

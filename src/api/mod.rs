@@ -11,6 +11,7 @@ mod ocs;
 mod ops;
 mod room;
 pub mod server;
+mod trunks;
 mod web;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 pub use ocs::OcsError;
 
 use crate::auth::{self, AuthUser};
+use crate::calls::registration::TrunkRegistrations;
 use crate::events::EventBus;
 use crate::ratelimit::RateLimiter;
 use crate::room::Rooms;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub media: MediaHandle,
     /// Direct calls between users, and the users' event streams.
     pub direct: crate::direct::DirectCalls,
+    /// The trunks and the state of their registrations.
+    pub trunks: Arc<TrunkRegistrations>,
     /// Base URL for `Location` headers, without a trailing slash.
     pub public_url: String,
     /// Call links (`/api/calls`).
@@ -110,6 +114,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/call/{token}/ring/{attendee_id}", post(call::ring))
         .route("/call/{token}/dialout/{attendee_id}", post(call::dialout));
     let own = Router::new()
+        .route("/trunks", get(trunks::list))
         .route("/rooms/{token}/events", get(events::stream))
         .route("/rooms/{token}/calls", get(call::records))
         .route(

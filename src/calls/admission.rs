@@ -97,12 +97,9 @@ impl Admission {
         let unknown = f64::from(d.unknown_numbers_per_minute);
         Admission {
             trunks: config
-                .inbound
-                .iter()
-                .map(|c| Trunk {
-                    config: c.clone(),
-                    active: 0,
-                })
+                .inbound_trunks()
+                .into_iter()
+                .map(|config| Trunk { config, active: 0 })
                 .collect(),
             silent_reject: config.sip.silent_reject,
             realm: d.realm.clone(),

@@ -57,7 +57,7 @@ impl DialIn {
         legs: Option<(Arc<PhoneLegs>, Arc<CallRouter>)>,
     ) -> DialIn {
         let rules = config
-            .inbound
+            .inbound_trunks()
             .iter()
             .map(|t| {
                 (

@@ -8,6 +8,7 @@
 //!   task that drives it; [`outbound`]: a dial-out from INVITE to its end; [`inbound`]: an
 //!   answered inbound call, with PIN entry and waiting before it joins.
 //! - [`router`]: each SIP event to the task of its call.
+//! - [`registration`]: the trunks that register, and their state.
 //! - [`dialogs`]: both kinds of legs keep their dialog in the store, so that a restart after a
 //!   crash hangs up the phones whose calls died with the process.
 
@@ -21,6 +22,7 @@ pub mod legs;
 pub mod outbound;
 mod phone_call;
 pub mod pin;
+pub mod registration;
 pub mod router;
 mod task;
 pub mod wav;
@@ -32,12 +34,13 @@ use crate::runtime::sip::SipHandle;
 use router::CallRouter;
 
 /// Consumes the SIP driver's events: each call's events go to the task that owns it (phone
-/// legs); new inbound calls go to dial-in.
+/// legs); new inbound calls go to dial-in; registrations to the trunks' state.
 pub async fn run_sip_events(
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<UaEvent>,
     dialin: std::sync::Arc<dialin::DialIn>,
     router: std::sync::Arc<CallRouter>,
+    registrations: std::sync::Arc<registration::TrunkRegistrations>,
 ) {
     while let Some(event) = events.recv().await {
         let Some(event) = router.route(event).await else {
@@ -54,6 +57,10 @@ pub async fn run_sip_events(
                     .incoming(&sip, call, request, transport, remote)
                     .await;
             }
+            UaEvent::Registration {
+                registration,
+                state,
+            } => registrations.on_event(registration, state),
             UaEvent::Discarded { .. } => {}
             other => tracing::debug!(?other, "SIP event"),
         }

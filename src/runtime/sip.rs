@@ -14,7 +14,10 @@ use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
 use dialbridge_sip::message::Limits;
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
-use dialbridge_sip::ua::{CallHandle, OutgoingCall, Reply, UaConfig, UaError, UaEvent, UserAgent};
+use dialbridge_sip::ua::{
+    CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, SessionTimerConfig,
+    UaConfig, UaError, UaEvent, UserAgent,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -68,6 +71,14 @@ enum Command {
     ByeRestored {
         dialog: Box<Dialog>,
         reply: oneshot::Sender<Result<CallHandle, UaError>>,
+    },
+    Register {
+        registration: Box<Registration>,
+        reply: oneshot::Sender<Result<RegistrationHandle, UaError>>,
+    },
+    Unregister {
+        registration: RegistrationHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
     },
 }
 
@@ -185,6 +196,30 @@ impl SipHandle {
         self.ask(|reply| Command::Dialog { call, reply }).await
     }
 
+    /// Starts a registration at a trunk; its states arrive as [`UaEvent::Registration`].
+    pub async fn register(
+        &self,
+        registration: Registration,
+    ) -> Result<RegistrationHandle, SipError> {
+        Ok(self
+            .ask(|reply| Command::Register {
+                registration: Box::new(registration),
+                reply,
+            })
+            .await??)
+    }
+
+    /// Removes a registration's binding; [`dialbridge_sip::ua::RegistrationState::Unregistered`]
+    /// follows.
+    pub async fn unregister(&self, registration: RegistrationHandle) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Unregister {
+                registration,
+                reply,
+            })
+            .await??)
+    }
+
     /// Hangs up a dialog of an earlier run of the service (restored from the store): its
     /// outcome arrives as [`UaEvent::RestoredByeDone`] for the returned handle.
     pub async fn bye_restored(&self, dialog: Dialog) -> Result<CallHandle, SipError> {
@@ -221,14 +256,15 @@ pub async fn start(
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
-    start_with_timers(listen, Timers::default(), None, events, shutdown).await
+    start_with_timers(listen, Timers::default(), None, None, events, shutdown).await
 }
 
-/// [`start`] with other RFC 3261 timers (`[sip] t1`).
+/// [`start`] with other RFC 3261 timers (`[sip] t1`) and session timers (RFC 4028).
 pub async fn start_with_timers(
     listen: &[SipListen],
     timers: Timers,
     user_agent: Option<String>,
+    session_timer: Option<SessionTimerConfig>,
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
@@ -275,6 +311,7 @@ pub async fn start_with_timers(
         },
         user_agent,
         cnonce_secret: rand::random(),
+        session_timer,
         ..UaConfig::default()
     };
     let (command_tx, command_rx) = mpsc::channel(1024);
@@ -523,6 +560,18 @@ impl Core {
             }
             Command::ByeRestored { dialog, reply } => {
                 let _ = reply.send(self.ua.bye_restored(now, *dialog));
+            }
+            Command::Register {
+                registration,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.register(now, *registration));
+            }
+            Command::Unregister {
+                registration,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.unregister(now, registration));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod events;
+pub mod kamailio;
 pub mod ports;
 pub mod proxy;
 pub mod sipp;

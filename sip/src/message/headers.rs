@@ -406,6 +406,19 @@ impl Headers {
         }))
     }
 
+    /// Min-SE (RFC 4028): the smallest session interval the sender accepts, in seconds.
+    pub fn min_se(&self) -> Result<Option<u32>, ParseError> {
+        let Some(v) = self.single("Min-SE")? else {
+            return Ok(None);
+        };
+        let (num, params) = match v.find(|c: char| c == ';' || is_ws(c)) {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, ""),
+        };
+        parse_header_params(params, "Min-SE")?;
+        parse_number::<u32>(num, "Min-SE").map(Some)
+    }
+
     pub fn rseq(&self) -> Result<Option<u32>, ParseError> {
         self.single("RSeq")?
             .map(|v| parse_number::<u32>(v, "RSeq"))
@@ -910,6 +923,7 @@ mod tests {
             })
         );
         assert_eq!(h.rack().unwrap().unwrap().rseq, 776656);
+        assert_eq!(h.min_se().unwrap(), None);
         assert_eq!(h.supported().unwrap(), vec!["timer", "100rel"]);
         assert!(h.max_forwards().is_err());
     }

@@ -1,0 +1,525 @@
+//! Kamailio as the softswitch: on its own first (it challenges a REGISTER, keeps the contact of
+//! an authenticated one, refuses the blocked user with 403, and stops with its port freed), then
+//! with the gateway registered to it, and calls both ways through it.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::kamailio::{Kamailio, BLOCKED_USER, GATEWAY_PASSWORD, GATEWAY_USER, REALM};
+use common::ports::Tp;
+use common::sipp::Sipp;
+use common::telephony::{assert_nothing_left, call_records, wait_for, EventReader, PhoneMedia};
+use common::webrtc_client::{Offer, WebRtcClient};
+use common::{Client, Gateway};
+use dialbridge_sip::auth::{ChallengeKind, DigestClient, DigestRequest, RetryDecision};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn register(socket: &UdpSocket, kamailio: &Kamailio, user: &str, seq: u32, auth: &str) -> String {
+    let local = socket.local_addr().expect("local");
+    let port = kamailio.port;
+    let request = format!(
+        "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{seq}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:{port}>;tag=t1\r\nTo: <sip:{user}@127.0.0.1:{port}>\r\nCall-ID: reg-{user}@127.0.0.1\r\nCSeq: {seq} REGISTER\r\nContact: <sip:{user}@{local}>\r\nExpires: 60\r\n{auth}Content-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(request.as_bytes(), kamailio.addr())
+        .expect("send");
+    let mut buf = [0u8; 8192];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer from kamailio");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn header<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+    message
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kamailio_registers_with_digest_and_stops() {
+    let mut kamailio = Kamailio::start(None).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+
+    let challenge = register(&socket, &kamailio, GATEWAY_USER, 1, "");
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let www = header(&challenge, "WWW-Authenticate");
+    assert!(
+        www.iter()
+            .any(|v| v.contains(&format!("realm=\"{REALM}\""))),
+        "{challenge}"
+    );
+    assert!(kamailio.contacts(GATEWAY_USER).is_empty());
+
+    let uri = format!("sip:127.0.0.1:{}", kamailio.port);
+    let mut client = DigestClient::new(GATEWAY_USER, GATEWAY_PASSWORD);
+    let RetryDecision::Retry(headers) = client.on_challenge(
+        ChallengeKind::Www,
+        www,
+        &DigestRequest::new("REGISTER", &uri),
+        "0a1b2c3d",
+    ) else {
+        panic!("the challenge is answerable: {challenge}");
+    };
+    let auth: String = headers
+        .iter()
+        .map(|h| format!("{}: {}\r\n", h.name, h.value))
+        .collect();
+    let ok = register(&socket, &kamailio, GATEWAY_USER, 2, &auth);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let local = socket.local_addr().expect("local");
+    assert!(
+        header(&ok, "Contact")
+            .iter()
+            .any(|c| c.contains(&local.to_string())),
+        "{ok}"
+    );
+    assert!(
+        kamailio.contacts(GATEWAY_USER).contains(&local.to_string()),
+        "{}",
+        kamailio.contacts(GATEWAY_USER)
+    );
+
+    let forbidden = register(&socket, &kamailio, BLOCKED_USER, 3, "");
+    assert!(forbidden.starts_with("SIP/2.0 403"), "{forbidden}");
+    let lines = kamailio.lines();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|r| r.starts_with("recv REGISTER "))
+            .count(),
+        3,
+        "{lines:#?}"
+    );
+
+    let port = kamailio.port;
+    kamailio.stop();
+    UdpSocket::bind(("127.0.0.1", port)).expect("kamailio's port is free once it stopped");
+}
+
+// The gateway against Kamailio: registration with digest auth, its refresh and removal, a
+// refused registration, and calls both ways through the softswitch with audio checked by tone.
+
+const TRUNK: &str = "kam";
+/// A number Kamailio delivers to the user `gateway` (its DID table).
+const DID: &str = "+4930123456";
+/// A number Kamailio routes to its SIPp phone.
+const PHONE_NUMBER: &str = "+4930777000";
+const PHONE_TONE: f64 = 1000.0;
+const BROWSER_TONE: f64 = 440.0;
+
+/// A `[[trunks]]` entry for Kamailio that registers as `user`.
+fn kamailio_trunk(
+    name: &str,
+    kamailio: &Kamailio,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> String {
+    kamailio_trunk_over(Tp::Udp, name, kamailio, user, password, extra)
+}
+
+/// [`kamailio_trunk`] over `tp`.
+fn kamailio_trunk_over(
+    tp: Tp,
+    name: &str,
+    kamailio: &Kamailio,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> String {
+    let transport = if tp == Tp::Tcp { "tcp" } else { "udp" };
+    format!(
+        "[[trunks]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\ntransport = \"{transport}\"\nusername = \"{user}\"\npassword = \"{password}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\nregister = true\n{extra}",
+        kamailio.port
+    )
+}
+
+/// Waits until `condition` holds of the JSON of `GET /api/v1/trunks`'s trunk `name`.
+async fn trunk_until(
+    gw: &Gateway,
+    kamailio: &Kamailio,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&Value) -> bool,
+) -> Value {
+    let alice = gw.client("alice");
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let reply = alice
+            .call(Method::GET, "/api/v1/trunks", None)
+            .await
+            .expect(200);
+        last = reply
+            .data()
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == name).cloned())
+            .unwrap_or(Value::Null);
+        if condition(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "trunk {name}: {what} did not happen in time: {last}\n{}\nkamailio:\n{}",
+        gw.log(),
+        kamailio.log()
+    );
+}
+
+/// Kamailio's lines that match `prefix`.
+fn lines_of(kamailio: &Kamailio, prefix: &str) -> Vec<String> {
+    kamailio
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+/// The value of `name=` in a line of Kamailio's request log.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn gateway_registers_with_digest_refreshes_and_unregisters_on_shutdown() {
+    let kamailio = Kamailio::start(None).await;
+    let trunk = kamailio_trunk(
+        TRUNK,
+        &kamailio,
+        GATEWAY_USER,
+        GATEWAY_PASSWORD,
+        "register_expires = 4\n",
+    );
+    let mut gw = Gateway::start(&trunk);
+    let sip = gw.sip_udp.expect("SIP UDP address");
+
+    let status = trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    assert_eq!(status["register"], true);
+    assert_eq!(status["transport"], "udp");
+    assert!(status["lastError"].is_null(), "{status}");
+    assert!(
+        status["expires"].as_u64().is_some_and(|e| e <= 4),
+        "{status}"
+    );
+    let contacts = kamailio.contacts(GATEWAY_USER);
+    assert!(
+        contacts.contains(&format!("sip:{GATEWAY_USER}@{sip}")),
+        "{contacts}"
+    );
+
+    // On the wire: challenged, answered with the digest, bound for the 4 s asked for.
+    let registers = lines_of(&kamailio, "recv REGISTER");
+    assert!(registers.len() >= 2, "{registers:#?}");
+    assert_eq!(field(&registers[0], "user"), "<null>", "{registers:#?}");
+    assert_eq!(field(&registers[0], "expires"), "4");
+    assert_eq!(field(&registers[1], "user"), GATEWAY_USER, "{registers:#?}");
+    assert_eq!(
+        field(&registers[1], "call-id"),
+        field(&registers[0], "call-id")
+    );
+    assert_eq!(field(&registers[1], "cseq"), "2");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "dialbridge_trunk_registered{{trunk=\"{TRUNK}\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // A refresh before the 4 s run out, on the same Call-ID with a higher CSeq.
+    wait_for(
+        "a refreshed registration",
+        || lines_of(&kamailio, "registered gateway").len() >= 2,
+        || format!("{:#?}", kamailio.lines()),
+    )
+    .await;
+    let registers = lines_of(&kamailio, "recv REGISTER");
+    let refresh = registers
+        .iter()
+        .filter(|l| field(l, "user") == GATEWAY_USER)
+        .nth(1)
+        .expect("a second authenticated REGISTER");
+    assert_eq!(field(refresh, "call-id"), field(&registers[0], "call-id"));
+    assert!(
+        field(refresh, "cseq").parse::<u32>().expect("cseq") > 2,
+        "{registers:#?}"
+    );
+
+    // On shutdown the binding is removed (Expires: 0) before the gateway exits.
+    assert!(gw.terminate(), "the gateway exits cleanly:\n{}", gw.log());
+    let last = lines_of(&kamailio, "recv REGISTER");
+    assert!(
+        last.iter()
+            .any(|l| field(l, "expires") == "0" && field(l, "user") == GATEWAY_USER),
+        "{last:#?}\n{}",
+        gw.log()
+    );
+    assert!(
+        kamailio.contacts(GATEWAY_USER).is_empty(),
+        "{}",
+        kamailio.contacts(GATEWAY_USER)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_registration_is_a_clear_error_while_the_rest_serves() {
+    let kamailio = Kamailio::start(None).await;
+    let config = format!(
+        "{}{}",
+        kamailio_trunk("refused", &kamailio, BLOCKED_USER, "whatever", ""),
+        kamailio_trunk(TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "")
+    );
+    let gw = Gateway::start(&config);
+    let refused = trunk_until(&gw, &kamailio, "refused", "a failure", |t| {
+        !t["lastError"].is_null()
+    })
+    .await;
+    assert_eq!(refused["lastError"], "403 Forbidden");
+    assert_eq!(refused["registered"], false);
+    assert!(refused["expires"].is_null());
+    let log = gw.log();
+    assert!(
+        log.lines().any(
+            |l| l.contains("registration at the trunk failed: 403 Forbidden")
+                && l.contains("trunk=refused")
+        ),
+        "{log}"
+    );
+    assert!(!lines_of(&kamailio, "forbidden REGISTER of blocked").is_empty());
+
+    // The other trunk registers, and the API serves.
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("dialbridge_trunk_registered{trunk=\"refused\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "dialbridge_trunk_registered{{trunk=\"{TRUNK}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    gw.client("alice").create_room(2).await;
+    gw.anonymous()
+        .call(Method::GET, "/api/v1/trunks", None)
+        .await
+        .expect(401);
+}
+
+/// Alice's room with the dial-in number `DID` (or a phone attendee for dial-out), alice in its
+/// call with a WebRTC client sending `BROWSER_TONE`, and her event stream.
+async fn room_in_call(gw: &Gateway) -> (Client, String, WebRtcClient, EventReader) {
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    alice.join_room(&token).await;
+    alice.join_call(&token, 3).await;
+    let offer = Offer::new(false);
+    let answer = alice.join_media(&token, &offer.sdp).await;
+    let browser = offer.start(&answer, BROWSER_TONE);
+    let events = EventReader::open(&alice, &token).await;
+    (alice, token, browser, events)
+}
+
+async fn hear_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
+    wait_for(
+        "the browser hearing the phone's tone",
+        || browser.hears(PHONE_TONE) > 0.5,
+        || format!("browser hears {:.3}", browser.hears(PHONE_TONE)),
+    )
+    .await;
+    wait_for(
+        "the phone hearing the browser's tone",
+        || phone.hears(BROWSER_TONE) > 0.5,
+        || {
+            format!(
+                "phone hears {:.3} ({})",
+                phone.hears(BROWSER_TONE),
+                phone.describe()
+            )
+        },
+    )
+    .await;
+}
+
+/// A caller (SIPp over UDP) dials the room's number at Kamailio, which delivers it to the
+/// gateway's registration (made over `tp`): the call is admitted as from the registered trunk,
+/// joins the room, and both sides hear each other; the moderator's hangup goes back through
+/// Kamailio's route.
+async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room(tp: Tp) {
+    let kamailio = Kamailio::start(None).await;
+    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
+    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    let (alice, token, browser, mut events) = room_in_call(&gw).await;
+    alice
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rooms/{token}/dialin"),
+            Some(json!({"number": DID})),
+        )
+        .await
+        .expect(200);
+
+    let phone = PhoneMedia::start(PHONE_TONE);
+    let port = phone.addr.port().to_string();
+    let sipp = Sipp::uac(
+        kamailio.addr(),
+        "uac_call_via_proxy.xml",
+        Tp::Udp,
+        DID,
+        "Carrier SBC",
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &port],
+    );
+    let up = events
+        .until("connected", |e| {
+            e["type"] == "callstatus" && e["status"] == "connected"
+        })
+        .await;
+    let call_id = up["callid"].as_str().expect("callid").to_string();
+    hear_each_other(&browser, &phone).await;
+
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp answered our BYE:\n{trace}");
+    // Kamailio rewrote the number to our registered contact and relayed our BYE on its route.
+    let invites = lines_of(&kamailio, "recv INVITE");
+    assert!(
+        invites[0].starts_with(&format!("recv INVITE sip:{DID}@")),
+        "{invites:#?}"
+    );
+    assert!(
+        !lines_of(&kamailio, "recv BYE").is_empty(),
+        "{:#?}",
+        kamailio.lines()
+    );
+    let recs = call_records(&alice, &token, "dialin").await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["trunk"], TRUNK);
+    assert_eq!(recs[0]["cause"], "ended");
+    // Our REGISTERs and our BYE came over the trunk's transport.
+    let via = if tp == Tp::Tcp { "tcp" } else { "udp" };
+    let ours: Vec<String> = kamailio
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("recv REGISTER") || l.starts_with("recv BYE"))
+        .collect();
+    assert!(
+        ours.iter().all(|l| l.contains(&format!(" via {via} "))),
+        "{ours:#?}"
+    );
+    assert_nothing_left(&gw).await;
+}
+
+#[tokio::test]
+async fn a_call_kamailio_delivers_to_our_registration_over_udp_reaches_the_room() {
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Udp).await;
+}
+
+#[tokio::test]
+async fn a_call_kamailio_delivers_to_our_registration_over_tcp_reaches_the_room() {
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Tcp).await;
+}
+
+/// A dial-out through Kamailio (reached over `tp`): it challenges our INVITE (407), the trunk's
+/// credentials answer it, and the call reaches the SIPp phone behind it (UDP), with audio both
+/// ways.
+async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tp: Tp) {
+    let phone = PhoneMedia::start(PHONE_TONE);
+    let mport = phone.addr.port().to_string();
+    let sipp = Sipp::uas(
+        "dialout_answer.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+    )
+    .await;
+    let kamailio = Kamailio::start(Some(SocketAddr::from(([127, 0, 0, 1], sipp.port)))).await;
+    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
+    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    let (alice, token, browser, mut events) = room_in_call(&gw).await;
+    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
+
+    let reply = alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{attendee}"),
+            None,
+        )
+        .await
+        .expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    hear_each_other(&browser, &phone).await;
+
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    // Challenged once, then authenticated with the trunk's account.
+    let invites = lines_of(&kamailio, "recv INVITE");
+    assert_eq!(invites.len(), 2, "{invites:#?}");
+    assert_eq!(field(&invites[0], "proxy-auth"), "", "{invites:#?}");
+    assert_eq!(field(&invites[1], "user"), GATEWAY_USER, "{invites:#?}");
+    assert!(invites[1].starts_with(&format!("recv INVITE sip:{PHONE_NUMBER}@127.0.0.1:")));
+    assert!(!lines_of(&kamailio, "INVITE from gateway authenticated").is_empty());
+    assert!(
+        trace.contains(&format!("INVITE sip:{PHONE_NUMBER}@")),
+        "{trace}"
+    );
+    let via = if tp == Tp::Tcp {
+        " via tcp "
+    } else {
+        " via udp "
+    };
+    assert!(invites.iter().all(|l| l.contains(via)), "{invites:#?}");
+    assert_nothing_left(&gw).await;
+}
+
+#[tokio::test]
+async fn a_dial_out_through_kamailio_over_udp_reaches_the_phone_with_audio_both_ways() {
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Udp).await;
+}
+
+#[tokio::test]
+async fn a_dial_out_through_kamailio_over_tcp_reaches_the_phone_with_audio_both_ways() {
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Tcp).await;
+}
