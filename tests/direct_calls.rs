@@ -62,6 +62,19 @@ async fn a_called_user_answers_and_both_hear_each_other() {
         .wait_text("bob", "#call-banner", "ended: hung up")
         .await;
     browsers.close().await;
+    let bob = gw
+        .client("bob")
+        .call(Method::GET, "/api/v1/direct-calls/logs", None)
+        .await
+        .expect(200)
+        .body;
+    let entry = &bob["callLogs"][0];
+    assert_eq!(entry["callState"], "incoming");
+    assert!(entry["startTime"].is_i64(), "{entry}");
+    assert!(
+        entry["endTime"].as_i64() >= entry["startTime"].as_i64(),
+        "{entry}"
+    );
 }
 
 #[tokio::test]
@@ -99,6 +112,62 @@ async fn a_declined_and_an_unanswered_call_end_with_their_reason() {
         .await;
     assert!(!browsers.visible("bob", "#incoming").await);
     browsers.close().await;
+
+    // Both calls are in both call logs, newest first.
+    let log = |user: &'static str| {
+        let client = gw.client(user);
+        async move {
+            client
+                .call(Method::GET, "/api/v1/direct-calls/logs?page=1", None)
+                .await
+                .expect(200)
+                .body
+        }
+    };
+    let bob = log("bob").await;
+    assert_eq!(bob["totalPages"], 1);
+    let entries = bob["callLogs"].as_array().expect("callLogs");
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["callState"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("missed", "no answer"), ("missed", "declined")]);
+    assert_eq!(entries[0]["fromUser"], "alice");
+    assert_eq!(entries[0]["callMode"], "onetoone");
+    let alice = log("alice").await;
+    let states: Vec<&str> = alice["callLogs"]
+        .as_array()
+        .expect("callLogs")
+        .iter()
+        .map(|e| e["callState"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(states, ["outgoing", "outgoing"]);
+    gw.client("bob")
+        .call(Method::GET, "/api/v1/direct-calls/logs?page=0", None)
+        .await
+        .expect(400);
+}
+
+/// The user stream ends when its token stops working, like a room's.
+#[tokio::test]
+async fn a_users_stream_ends_when_the_user_is_removed() {
+    let gw = Gateway::start("");
+    let response = gw
+        .client("bob")
+        .request(Method::GET, "/api/v1/users/me/events")
+        .send()
+        .await
+        .expect("user stream");
+    assert_eq!(response.status(), 200);
+    let mut events = common::events::EventReader::new(response);
+    gw.cli(&["user", "remove", "bob"]);
+    let seen = events.rest().await;
+    assert!(seen.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::extract::RawQuery;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +17,11 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::{Auth, Path, St};
+use crate::auth;
 use crate::direct::{CallType, DirectError, UserEvent};
+
+/// How often an open user stream checks that its credentials still work.
+const RECHECK: Duration = Duration::from_secs(5);
 
 /// A refusal: the HTTP status and `{statusCode, message}`.
 pub(super) struct Refusal(DirectError);
@@ -134,20 +139,67 @@ pub(super) async fn end(
     Ok(ok("call ended", json!({})))
 }
 
-/// `GET /api/v1/users/me/events`: what is addressed to the user rather than to a room.
+/// `GET /api/v1/direct-calls/logs?page=N`: the user's call log, newest first (20 a page).
+pub(super) async fn logs(
+    state: St,
+    Auth(user): Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, Refusal> {
+    let bad = || {
+        Refusal(DirectError {
+            status: 400,
+            message: "page: a page number, counted from 1".into(),
+        })
+    };
+    let mut page = 1;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        if let Some(value) = pair.strip_prefix("page=") {
+            page = value.parse::<i64>().map_err(|_| bad())?;
+        }
+    }
+    if page < 1 {
+        return Err(bad());
+    }
+    let (entries, pages) = state.direct.call_log(&user, page)?;
+    Ok(ok(
+        "call logs",
+        json!({"page": page, "totalPages": pages, "callLogs": entries}),
+    ))
+}
+
+/// `GET /api/v1/users/me/events`: what is addressed to the user rather than to a room. Like a
+/// room's stream it ends when its credentials stop working (checked every few seconds).
 pub(super) async fn user_events(
     state: St,
     Auth(user): Auth,
+    headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.direct.users().subscribe(user.id.clone());
     tracing::info!(user = %user.id, "user event stream opened");
     let shutdown = state.shutdown.clone();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let still_valid = move || {
+        auth::authenticate(state.rooms.store(), authorization.as_deref())
+            .is_ok_and(|u| u.id == user.id)
+    };
     let events = stream::unfold(
-        (receiver, shutdown),
-        |(mut receiver, mut shutdown)| async move {
+        (receiver, shutdown, recheck, still_valid),
+        |(mut receiver, mut shutdown, mut recheck, still_valid)| async move {
             loop {
                 let received = tokio::select! {
                     received = receiver.recv() => received,
+                    _ = recheck.tick() => {
+                        if still_valid() {
+                            continue;
+                        }
+                        tracing::info!("user event stream ended: credentials no longer valid");
+                        return None;
+                    }
                     _ = shutdown.wait_for(|stop| *stop) => return None,
                 };
                 let event = match received {
@@ -156,7 +208,7 @@ pub(super) async fn user_events(
                         let lagged = Event::default()
                             .event("lagged")
                             .data(format!("{{\"type\":\"lagged\",\"missed\":{missed}}}"));
-                        return Some((Ok(lagged), (receiver, shutdown)));
+                        return Some((Ok(lagged), (receiver, shutdown, recheck, still_valid)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
@@ -166,7 +218,7 @@ pub(super) async fn user_events(
                 let kind = UserEvent::kind(&event);
                 return Some((
                     Ok(Event::default().event(kind).data(json)),
-                    (receiver, shutdown),
+                    (receiver, shutdown, recheck, still_valid),
                 ));
             }
         },

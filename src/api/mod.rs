@@ -131,6 +131,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/rooms/{token}/dialin", put(dialin::set))
         .route("/direct-calls", post(direct::make))
+        .route("/direct-calls/logs", get(direct::logs))
         .route("/direct-calls/{room_id}", get(direct::get))
         .route("/direct-calls/{room_id}/answer", post(direct::answer))
         .route("/direct-calls/{room_id}/decline", post(direct::decline))

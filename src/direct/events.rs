@@ -16,6 +16,15 @@ pub enum CallType {
     Video,
 }
 
+impl CallType {
+    pub fn word(self) -> &'static str {
+        match self {
+            CallType::Audio => "audio",
+            CallType::Video => "video",
+        }
+    }
+}
+
 /// One user of a call and where they stand in it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

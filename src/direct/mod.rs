@@ -21,7 +21,11 @@ use crate::room::{
     direct_call_words, CallStatus, Cause, DialoutOptions, ErrorKind, NewParticipant, PhoneNumber,
     RoomError, Rooms,
 };
+use crate::store::direct::CallLogEntry;
 use crate::sync::lock;
+
+/// Entries per page of the call log.
+const LOG_PAGE: i64 = 20;
 
 /// The seed's call status words.
 pub mod status {
@@ -236,6 +240,7 @@ impl DirectCalls {
             members.push(Callee {
                 detail,
                 status: if busy { status::BUSY } else { status::CALLING },
+                answered: false,
                 phone: phone.then_some(PhoneCallee {
                     attendee_id: attendee.attendee_id,
                     call_id: None,
@@ -255,6 +260,7 @@ impl DirectCalls {
             callees: members,
             caller_status: status::CALLING,
             open: true,
+            started: None,
         };
         let (commands, receiver) = mpsc::unbounded_channel();
         let room_events = inner.room_events.subscribe(room.id);
@@ -405,6 +411,7 @@ impl DirectCalls {
                     )),
                     Some(callee) => {
                         callee.status = status::CONNECTING;
+                        callee.answered = true;
                         Ok(())
                     }
                 };
@@ -513,6 +520,7 @@ impl DirectCalls {
                 let jid = callee.detail.user_jid.clone();
                 if status == status::CONNECTED {
                     call.caller_status = status::CONNECTED;
+                    call.started.get_or_insert_with(now_ms);
                 }
                 self.publish_status(call, &jid, status, why);
                 if state.is_final() && call.nobody_left() {
@@ -534,6 +542,7 @@ impl DirectCalls {
                             callee.status = status::CONNECTED;
                         }
                         call.caller_status = status::CONNECTED;
+                        call.started.get_or_insert_with(now_ms);
                         self.publish_status(call, &actor_id.clone(), status::CONNECTED, None);
                     }
                 } else if call.is_connected() {
@@ -640,6 +649,7 @@ impl DirectCalls {
             return;
         }
         call.open = false;
+        self.log(call, why);
         for callee in &mut call.callees {
             if callee.status != status::BUSY {
                 callee.status = status::DISCONNECTED;
@@ -670,6 +680,59 @@ impl DirectCalls {
         }
     }
 
+    /// Writes the call into its users' call logs (phones have none).
+    fn log(&self, call: &Call, why: &'static str) {
+        let end = now_ms();
+        let user_list = call.members();
+        let to_user = call
+            .callees
+            .iter()
+            .map(|c| c.detail.user_jid.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let entry = |state: &str| CallLogEntry {
+            room_id: call.room_token.clone(),
+            call_mode: call.mode.to_string(),
+            call_state: state.to_string(),
+            call_type: call.call_type.word().to_string(),
+            call_time: call.call_time,
+            start_time: call.started,
+            end_time: end,
+            from_user: call.caller.id.clone(),
+            to_user: to_user.clone(),
+            user_list: user_list.clone(),
+            session_status: "closed".to_string(),
+            reason: Some(why.to_string()),
+        };
+        let written = self.inner.rooms.store().write(|tx| {
+            tx.insert_call_log(&call.caller.id, &entry("outgoing"))?;
+            for callee in call.callees.iter().filter(|c| c.phone.is_none()) {
+                let state = if callee.answered {
+                    "incoming"
+                } else {
+                    "missed"
+                };
+                tx.insert_call_log(&callee.detail.user_jid, &entry(state))?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(room = %call.room_token, error = %e, "direct call not logged");
+        }
+    }
+
+    /// A page (from 1) of the user's call log, newest first: the entries and the number of pages.
+    pub fn call_log(&self, user: &AuthUser, page: i64) -> DirectResult<(Vec<CallLogEntry>, i64)> {
+        let page = page.max(1);
+        let (entries, total) = self
+            .inner
+            .rooms
+            .store()
+            .write(|tx| tx.call_log(&user.id, (page - 1) * LOG_PAGE, LOG_PAGE))
+            .map_err(|_| DirectError::new(500, "store error"))?;
+        Ok((entries, (total + LOG_PAGE - 1) / LOG_PAGE))
+    }
+
     /// Tells every member that `user`'s status changed.
     fn publish_status(
         &self,
@@ -698,6 +761,8 @@ impl DirectCalls {
 struct Callee {
     detail: UserDetail,
     status: &'static str,
+    /// Whether this callee answered (for the call log).
+    answered: bool,
     /// A phone number, dialled out through the trunks.
     phone: Option<PhoneCallee>,
 }
@@ -729,6 +794,8 @@ struct Call {
     callees: Vec<Callee>,
     caller_status: &'static str,
     open: bool,
+    /// When the first callee was connected (milliseconds).
+    started: Option<i64>,
 }
 
 impl Call {

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub mod dialin;
 pub mod dialogs;
+pub mod direct;
 pub mod links;
 
 /// Schema migrations, applied in order; `user_version` records how many have run.
@@ -75,6 +76,7 @@ CREATE INDEX call_records_room ON call_records(room_id, started_at);
     dialin::MIGRATION,
     dialogs::MIGRATION,
     links::MIGRATION,
+    direct::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

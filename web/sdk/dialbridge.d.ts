@@ -332,7 +332,99 @@ export declare class Dialbridge {
   callRecords(token: string): Promise<CallRecord[]>;
 
   events(token: string, options?: StreamOptions): RoomEvents;
+  /** Direct calls (not started: call `start()`). */
+  calls(listeners?: CallListeners, options?: StreamOptions & { deviceId?: string }): CallClient;
   watchRoom(token: string, options?: StreamOptions): Promise<RoomState>;
 }
 
 export default Dialbridge;
+
+/** A call SDK answer: `{statusCode, message, ...}`. */
+export interface CallAnswer {
+  statusCode: number;
+  message: string;
+  callType?: 'audio' | 'video';
+  roomId?: string;
+  error?: DialbridgeError;
+  [field: string]: unknown;
+}
+
+export interface CallListeners {
+  callStatusListener?: (status: {
+    roomId: string;
+    status: string;
+    userJid?: string;
+    localUser: boolean;
+    sessionStatus: 'open' | 'closed';
+    usersStatus?: { userJid: string; status: string }[];
+    reason?: string | null;
+  }) => void;
+  incomingCallListener?: (call: {
+    allUsers: string[];
+    callTime: number;
+    callType: 'audio' | 'video';
+    groupId: string | null;
+    localUser: boolean;
+    roomId: string;
+    roomLink: string;
+    status: string;
+    toUsers: string[];
+    userDetails: { userJid: string; displayName: string }[];
+    userJid: string;
+    usersStatus: { userJid: string; status: string }[];
+    from: string;
+    to: string;
+    callMode: 'onetoone' | 'onetomany';
+  }) => void;
+  userTrackListener?: (track: {
+    localUser: boolean;
+    userJid: string | null;
+    track: MediaStreamTrack;
+    trackType: string;
+    stream?: MediaStream;
+  }) => void;
+  missedCallListener?: (missed: {
+    roomId: string;
+    isOneToOneCall: boolean;
+    userJid: string;
+    groupId: string | null;
+    callType: 'audio' | 'video';
+    userList: string[];
+    callTime: number;
+  }) => void;
+  /** This user's id, reported with the local tracks. */
+  userJid?: string;
+}
+
+/** The call SDK's error codes. */
+export declare const CallErrorCode: {
+  readonly CALL_ALREADY_ENDED: 100602;
+  readonly MAX_PARTICIPANTS: 100603;
+  readonly SERVER_ERROR: 100605;
+  readonly MICROPHONE_DENIED: 100606;
+  readonly CAMERA_DENIED: 100607;
+  readonly JOIN_FAILED: 100613;
+};
+
+/** Direct calls with the verbs of a call SDK (seed 001). */
+export declare class CallClient {
+  readonly deviceId: string;
+  readonly incoming: Parameters<NonNullable<CallListeners['incomingCallListener']>>[0] | null;
+  readonly roomId: string | null;
+  readonly media: MediaSession | null;
+  /** The last call-status event of each call, by room id. */
+  readonly statuses: Map<string, Parameters<NonNullable<CallListeners['callStatusListener']>>[0]>;
+  start(): Promise<void>;
+  stop(): void;
+  makeVoiceCall(jids: string[]): Promise<CallAnswer>;
+  /** Video tracks are not forwarded yet: a video call carries audio. */
+  makeVideoCall(jids: string[]): Promise<CallAnswer>;
+  answerCall(): Promise<CallAnswer>;
+  declineCall(): Promise<CallAnswer>;
+  endCall(): Promise<CallAnswer>;
+  muteAudio(muted: boolean): CallAnswer;
+  getCallLogs(page?: number): Promise<CallAnswer>;
+}
+
+/** The user's own event stream (incoming calls and their end, statuses, missed calls). */
+export declare class UserEvents extends RoomEvents {}

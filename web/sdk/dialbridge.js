@@ -983,6 +983,15 @@ export class CallClient extends Emitter {
     }
   }
 
+  /** A page (from 1) of the user's call log: `{statusCode, message, page, totalPages, callLogs}`. */
+  async getCallLogs(page = 1) {
+    try {
+      return await this.client.fetchOk('GET', `${API_BASE}/direct-calls/logs?page=${enc(String(page))}`);
+    } catch (e) {
+      return callFailure(e);
+    }
+  }
+
   muteAudio(muted) {
     this.media?.setMuted(muted);
     return { statusCode: 200, message: muted ? 'audio muted' : 'audio unmuted' };
