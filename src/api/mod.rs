@@ -133,6 +133,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/calls/{id}/status", get(links::status))
         .route("/api/calls/{id}/end", post(links::end))
         .route("/api/calls/{id}/guests", post(links::guest))
+        .route("/api/calls/{id}/recordings", get(links::recordings))
+        .route(
+            "/api/calls/{id}/recordings/{recording}",
+            get(links::recording),
+        )
         .nest("/api/v1", own)
         .route("/healthz", get(ops::health))
         .route("/metrics", get(ops::metrics))
