@@ -67,6 +67,24 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Another method on `/api/calls/{id}`: 405, unless the "id" is one of a call's sub-resources,
+/// which is a path whose call id went missing (`/api/calls//end` read as `/api/calls/end`).
+pub(super) async fn other_method(LinkId(id): LinkId) -> Response {
+    if ["status", "end", "guests", "recordings"].contains(&id.as_str()) {
+        return not_found(format!("no call id before `{id}`")).into_response();
+    }
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET,DELETE")],
+    )
+        .into_response()
+}
+
+/// A path under `/api/calls` that names no endpoint.
+pub(super) fn not_found(message: String) -> ApiError {
+    LinkError::new(404, "not_found", message).into()
+}
+
 /// The project whose API token the request carries; 401 otherwise (429 for a source that
 /// failed too often, as everywhere).
 pub(super) struct Project(ProjectRow);

@@ -129,7 +129,12 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest(TALK_BASE, talk)
         .route("/api/calls", post(links::create).get(links::list))
-        .route("/api/calls/{id}", get(links::get).delete(links::delete))
+        .route(
+            "/api/calls/{id}",
+            get(links::get)
+                .delete(links::delete)
+                .fallback(links::other_method),
+        )
         .route("/api/calls/{id}/status", get(links::status))
         .route("/api/calls/{id}/end", post(links::end))
         .route("/api/calls/{id}/guests", post(links::guest))

@@ -389,7 +389,11 @@ impl CallLinks {
         let result = self.rooms().store().write(|tx| {
             let project = tx.project(project.id)?.ok_or_else(LinkError::internal)?;
             let org = Self::org_of(tx, &project)?;
-            let recording = new.recording.unwrap_or(project.enable_recording);
+            // Asking for a recording the plan lacks is refused; the project's default gives way.
+            let recording = match new.recording {
+                Some(asked) => asked,
+                None => project.enable_recording && org.recording,
+            };
             if recording && !org.recording {
                 return Err(LinkError::new(
                     403,
