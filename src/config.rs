@@ -45,6 +45,8 @@ pub struct Config {
     #[serde(default)]
     pub links: LinksConfig,
     #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
     pub organizations: Vec<OrganizationConfig>,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
@@ -536,6 +538,27 @@ fn default_webhook_attempts() -> NonZeroU32 {
 
 fn default_webhook_timeout() -> Seconds {
     Seconds(Duration::from_secs(10))
+}
+
+/// Where call recordings are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// A directory (created if missing); relative paths are relative to the working directory.
+    #[serde(default = "default_recording_path")]
+    pub path: PathBuf,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            path: default_recording_path(),
+        }
+    }
+}
+
+fn default_recording_path() -> PathBuf {
+    PathBuf::from("recordings")
 }
 
 /// An organization declared in the file (demos, tests), as `dialbridge org add` makes one.

@@ -77,6 +77,8 @@ pub enum RoomEvent {
         message: Option<String>,
         attendee_id: i64,
     },
+    /// The call is recorded from now on (`active`), or no longer.
+    Recording { active: bool },
     /// A call link's call ends at `expires_at` (announced `[links] expiry_warning` before).
     CallExpiring { expires_at: String },
     /// The reader lost the right to read the room (removed from it): the last event of its
@@ -112,6 +114,7 @@ impl RoomEvent {
             RoomEvent::AccessRevoked { .. } => "access-revoked",
             RoomEvent::Levels { .. } => "levels",
             RoomEvent::CallExpiring { .. } => "call-expiring",
+            RoomEvent::Recording { .. } => "recording",
         }
     }
 }

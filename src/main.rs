@@ -510,6 +510,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     legs.spawn_metrics();
     call_links.set_phone_legs(legs.clone());
+    call_links.set_media(media.clone());
     let dialer = calls::dialout::TrunkDialer::new(&config, legs.clone())?;
     let dialin = Arc::new(calls::dialin::DialIn::new(
         &config,

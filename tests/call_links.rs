@@ -367,6 +367,35 @@ async fn lists_page_and_filter_and_a_project_sees_only_its_own() {
         assert_eq!(reply.body["error"], "call_not_found", "{method} {path}");
     }
     assert_eq!(get(&sales, &other).await["status"], "created");
+    // A path under /api/calls that names nothing answers in this family's shape too.
+    let response = support
+        .request(Method::GET, &format!("/api/calls/{other}/nothing"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "not_found");
+    // A sub-resource without its call id names nothing; another method on a call is 405.
+    let response = support
+        .request(Method::POST, "/api/calls/end")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 404);
+    let response = support
+        .request(Method::PATCH, &format!("/api/calls/{other}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET,DELETE")
+    );
 }
 
 #[tokio::test]
@@ -776,10 +805,18 @@ async fn organizations_projects_and_tokens_from_the_command_line() {
     let changed = gw.cli(&["project", "set", "portal", "--enable-recording", "true"]);
     assert!(changed.contains("recording=true"), "{changed}");
 
+    // The plan lacks recording: asking for it is refused, the project's default gives way.
+    gw.cli(&["org", "set", "initech", "--recording", "false"]);
     let out = gw.cli(&["token", "add", "--project", "portal"]);
     let token = out.lines().next().expect("the token on the first line");
     assert!(!token.is_empty() && !token.contains(' '), "{out}");
     let portal = gw.anonymous().with_auth(&format!("Bearer {token}"));
+    let refused = create(&portal, json!({"recording": true}))
+        .await
+        .expect(403);
+    assert_eq!(refused.body["error"], "recording_not_in_plan");
+    assert_eq!(created(&portal, json!({})).await["recording"], false);
+    gw.cli(&["org", "set", "initech", "--recording", "true"]);
     let call = created(&portal, json!({})).await;
     assert_eq!(call["recording"], true);
     assert_eq!(ms(&call["expiresAt"]) - ms(&call["created"]), 7_200_000);

@@ -17,7 +17,9 @@ use super::ocs::{form_urlencoded_pairs, read_body};
 use super::{auth_backoff, auth_failed, SharedState, St};
 use crate::auth::AuthError;
 use crate::links::when::{iso, now_ms, parse_date, parse_date_time, DAY_MS};
-use crate::links::{CallPage, CallView, GuestView, LinkError, ListQuery, NewCall, StatusView};
+use crate::links::{
+    CallPage, CallView, GuestView, LinkError, ListQuery, NewCall, RecordingView, StatusView,
+};
 use crate::store::links::ProjectRow;
 
 /// Largest request body read.
@@ -64,6 +66,24 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// Another method on `/api/calls/{id}`: 405, unless the "id" is one of a call's sub-resources,
+/// which is a path whose call id went missing (`/api/calls//end` read as `/api/calls/end`).
+pub(super) async fn other_method(LinkId(id): LinkId) -> Response {
+    if ["status", "end", "guests", "recordings"].contains(&id.as_str()) {
+        return not_found(format!("no call id before `{id}`")).into_response();
+    }
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET,DELETE")],
+    )
+        .into_response()
+}
+
+/// A path under `/api/calls` that names no endpoint.
+pub(super) fn not_found(message: String) -> ApiError {
+    LinkError::new(404, "not_found", message).into()
+}
 
 /// The project whose API token the request carries; 401 otherwise (429 for a source that
 /// failed too often, as everywhere).
@@ -128,6 +148,20 @@ impl<S: Send + Sync> FromRequestParts<S> for LinkId {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map(|p| LinkId(p.0))
+            .map_err(|_| LinkError::call_not_found().into())
+    }
+}
+
+/// A link id and one of its recordings' ids from the path.
+pub(super) struct RecordingId(String, String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordingId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|p| RecordingId(p.0 .0, p.0 .1))
             .map_err(|_| LinkError::call_not_found().into())
     }
 }
@@ -330,6 +364,38 @@ pub(super) async fn end(
     LinkId(id): LinkId,
 ) -> ApiResult<Json<CallView>> {
     Ok(Json(state.links.end(&project, &id)?))
+}
+
+/// `{data: [...]}`: the call's finished recordings.
+#[derive(serde::Serialize)]
+pub(super) struct Recordings {
+    data: Vec<RecordingView>,
+}
+
+pub(super) async fn recordings(
+    state: St,
+    Project(project): Project,
+    LinkId(id): LinkId,
+) -> ApiResult<Json<Recordings>> {
+    Ok(Json(Recordings {
+        data: state.links.recordings(&project, &id)?,
+    }))
+}
+
+/// One recording, as `audio/ogg`.
+pub(super) async fn recording(
+    state: St,
+    Project(project): Project,
+    RecordingId(id, recording): RecordingId,
+) -> Result<Response, ApiError> {
+    let path = state.links.recording_file(&project, &id, &recording)?;
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "audio/ogg")], bytes).into_response()),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "recording file unreadable");
+            Err(LinkError::new(404, "recording_not_found", "the recording's file is gone").into())
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -145,10 +145,20 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest(TALK_BASE, talk)
         .route("/api/calls", post(links::create).get(links::list))
-        .route("/api/calls/{id}", get(links::get).delete(links::delete))
+        .route(
+            "/api/calls/{id}",
+            get(links::get)
+                .delete(links::delete)
+                .fallback(links::other_method),
+        )
         .route("/api/calls/{id}/status", get(links::status))
         .route("/api/calls/{id}/end", post(links::end))
         .route("/api/calls/{id}/guests", post(links::guest))
+        .route("/api/calls/{id}/recordings", get(links::recordings))
+        .route(
+            "/api/calls/{id}/recordings/{recording}",
+            get(links::recording),
+        )
         .nest("/api/v1", own)
         .route("/healthz", get(ops::health))
         .route("/metrics", get(ops::metrics))

@@ -34,10 +34,11 @@ pub(super) async fn metrics(state: St) -> impl IntoResponse {
     )
 }
 
-pub(super) async fn not_found(uri: Uri) -> OcsError {
-    OcsError::new(
-        StatusCode::NOT_FOUND,
-        "path",
-        format!("no such endpoint: {}", uri.path()),
-    )
+/// Unknown paths answer in their family's error shape: call links' own under `/api/calls`.
+pub(super) async fn not_found(uri: Uri) -> axum::response::Response {
+    let message = format!("no such endpoint: {}", uri.path());
+    if uri.path() == "/api/calls" || uri.path().starts_with("/api/calls/") {
+        return super::links::not_found(message).into_response();
+    }
+    OcsError::new(StatusCode::NOT_FOUND, "path", message).into_response()
 }

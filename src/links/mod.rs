@@ -10,11 +10,13 @@ pub mod admin;
 mod clock;
 mod meter;
 mod policy;
+pub mod recording;
 pub mod webhooks;
 pub mod when;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
@@ -24,10 +26,13 @@ use tokio::sync::{watch, Notify};
 use crate::auth::{self, AuthUser, GUEST_PREFIX};
 use crate::calls::legs::PhoneLegs;
 use crate::config::{Config, LinksConfig};
+use crate::events::RoomEvent;
 use crate::money::{minutes_text, Money};
 use crate::room::{ErrorKind, RoomError, Rooms};
-use crate::store::links::{LinkRow, NewLink, OrgRow, ProjectRow};
+use crate::runtime::MediaHandle;
+use crate::store::links::{LinkRow, NewLink, OrgRow, ProjectRow, RecordingRow};
 use crate::store::{StoreError, Tx};
+use crate::sync::lock;
 
 use webhooks::event;
 use when::{iso, now_ms};
@@ -155,6 +160,19 @@ pub struct ParticipantView {
     pub active: bool,
 }
 
+/// One recording (`GET /api/calls/{id}/recordings`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingView {
+    pub id: String,
+    pub started: String,
+    pub ended: String,
+    pub duration_seconds: i64,
+    pub size: i64,
+    /// Where it downloads, as `audio/ogg`.
+    pub url: String,
+}
+
 /// A guest pass (`POST /api/calls/{id}/guests`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,6 +226,12 @@ struct Inner {
     legs: OnceLock<Arc<PhoneLegs>>,
     /// Told when a webhook was queued.
     webhooks: Arc<Notify>,
+    /// Where recordings go.
+    recording_dir: PathBuf,
+    /// The media engine, which taps recorded rooms.
+    media: OnceLock<MediaHandle>,
+    /// Recordings running, by room: (recording id, link id, start).
+    recording: Mutex<HashMap<i64, (String, String, i64)>>,
 }
 
 /// The link's status as of `now`: a link whose time passed before it started is expired even
@@ -236,6 +260,9 @@ impl CallLinks {
                 .collect(),
             legs: OnceLock::new(),
             webhooks: Arc::new(Notify::new()),
+            recording_dir: config.recording.path.clone(),
+            media: OnceLock::new(),
+            recording: Mutex::new(HashMap::new()),
         }));
         rooms.set_policy(Arc::new(policy::LinkPolicy(links.clone())));
         links
@@ -244,6 +271,11 @@ impl CallLinks {
     /// The base of link URLs, once the HTTP address is known.
     pub fn set_public_url(&self, url: String) {
         let _ = self.0.public_url.set(url);
+    }
+
+    /// The media engine, to record calls.
+    pub fn set_media(&self, media: MediaHandle) {
+        let _ = self.0.media.set(media);
     }
 
     /// The phone legs to hang up when a budget runs out.
@@ -357,7 +389,11 @@ impl CallLinks {
         let result = self.rooms().store().write(|tx| {
             let project = tx.project(project.id)?.ok_or_else(LinkError::internal)?;
             let org = Self::org_of(tx, &project)?;
-            let recording = new.recording.unwrap_or(project.enable_recording);
+            // Asking for a recording the plan lacks is refused; the project's default gives way.
+            let recording = match new.recording {
+                Some(asked) => asked,
+                None => project.enable_recording && org.recording,
+            };
             if recording && !org.recording {
                 return Err(LinkError::new(
                     403,
@@ -598,6 +634,149 @@ impl CallLinks {
     /// The project a Bearer header names (project API tokens).
     pub fn project_of(&self, header: Option<&str>) -> Result<ProjectRow, auth::AuthError> {
         auth::authenticate_project(self.rooms().store(), header)
+    }
+}
+
+impl CallLinks {
+    /// Starts recording the call of room `room_id` if it is a link's with recording on.
+    fn start_recording(&self, room_id: i64) {
+        let Some(media) = self.0.media.get() else {
+            return;
+        };
+        let link = match self.rooms().store().write(|tx| tx.link_of_room(room_id)) {
+            Ok(Some(link)) if link.recording && link.status == status::ACTIVE => link,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a link to record it");
+                return;
+            }
+        };
+        let mut running = lock(&self.0.recording);
+        if running.contains_key(&room_id) {
+            return;
+        }
+        let id = format!(
+            "rec_{}",
+            Alphanumeric
+                .sample_string(&mut rand::rng(), 16)
+                .to_ascii_lowercase()
+        );
+        let started = now_ms();
+        let path = self.0.recording_dir.join(format!("{}-{id}.ogg", link.id));
+        let links = self.clone();
+        let (link_id, rec_id) = (link.id.clone(), id.clone());
+        let sink = std::fs::create_dir_all(&self.0.recording_dir).and_then(|()| {
+            recording::start(path, move |finished| {
+                links.recording_ready(&link_id, &rec_id, started, finished)
+            })
+        });
+        match sink {
+            Ok(sink) => {
+                media.record(room_id, Some(sink));
+                running.insert(room_id, (id.clone(), link.id.clone(), started));
+                self.rooms()
+                    .announce(room_id, RoomEvent::Recording { active: true });
+                tracing::info!(call = %link.id, recording = %id, "recording started");
+            }
+            Err(e) => {
+                tracing::error!(call = %link.id, dir = %self.0.recording_dir.display(), error = %e, "cannot start a recording");
+            }
+        }
+    }
+
+    /// Stops the recording of room `room_id`, if one runs; its file completes on its thread.
+    fn stop_recording(&self, room_id: i64) {
+        if lock(&self.0.recording).remove(&room_id).is_none() {
+            return;
+        }
+        if let Some(media) = self.0.media.get() {
+            media.record(room_id, None);
+        }
+        self.rooms()
+            .announce(room_id, RoomEvent::Recording { active: false });
+    }
+
+    /// A recording's file is complete: it is listed and `recording.ready` goes out.
+    fn recording_ready(
+        &self,
+        link_id: &str,
+        id: &str,
+        started_ms: i64,
+        finished: Option<recording::Finished>,
+    ) {
+        let Some(finished) = finished else {
+            return;
+        };
+        let now = now_ms();
+        let result = self.rooms().store().write(|tx| {
+            let Some(link) = tx.link(link_id)? else {
+                return Ok(());
+            };
+            let row = RecordingRow {
+                id: id.to_string(),
+                link_id: link_id.to_string(),
+                path: finished.path.to_string_lossy().into_owned(),
+                started_ms,
+                ended_ms: now,
+                duration_ms: finished.duration_ms,
+                bytes: finished.bytes,
+            };
+            tx.insert_recording(&row)?;
+            if let Some(project) = tx.project(link.project_id)? {
+                let call = self.view_json(tx, &link, now)?;
+                let data = serde_json::to_value(self.recording_view(&row)).unwrap_or(Value::Null);
+                webhooks::enqueue(tx, &project, event::RECORDING_READY, &call, data)?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        match result {
+            Ok(()) => tracing::info!(call = %link_id, recording = %id, "recording ready"),
+            Err(e) => tracing::error!(call = %link_id, error = %e, "cannot list a recording"),
+        }
+        self.0.webhooks.notify_one();
+    }
+
+    fn recording_view(&self, r: &RecordingRow) -> RecordingView {
+        let base = self.0.public_url.get().map(String::as_str).unwrap_or("");
+        RecordingView {
+            id: r.id.clone(),
+            started: iso(r.started_ms),
+            ended: iso(r.ended_ms),
+            duration_seconds: r.duration_ms / 1000,
+            size: r.bytes,
+            url: format!("{base}/api/calls/{}/recordings/{}", r.link_id, r.id),
+        }
+    }
+
+    /// The link's finished recordings, oldest first.
+    pub fn recordings(&self, project: &ProjectRow, id: &str) -> LinkResult<Vec<RecordingView>> {
+        self.rooms().store().write(|tx| {
+            let link = Self::live_link(tx, project, id)?;
+            Ok(tx
+                .recordings_of_link(&link.id)?
+                .iter()
+                .map(|r| self.recording_view(r))
+                .collect())
+        })
+    }
+
+    /// The file of one of the link's recordings.
+    pub fn recording_file(
+        &self,
+        project: &ProjectRow,
+        id: &str,
+        recording: &str,
+    ) -> LinkResult<PathBuf> {
+        self.rooms().store().write(|tx| {
+            let link = Self::live_link(tx, project, id)?;
+            tx.recordings_of_link(&link.id)?
+                .into_iter()
+                .find(|r| r.id == recording)
+                .map(|r| PathBuf::from(r.path))
+                .ok_or_else(|| {
+                    LinkError::new(404, "recording_not_found", "no such recording of this call")
+                })
+        })
     }
 }
 

@@ -162,4 +162,14 @@ impl RoomPolicy for LinkPolicy {
         links.0.webhooks.notify_one();
         Ok(())
     }
+
+    fn committed(&self, events: &[(i64, Option<String>, RoomEvent)]) {
+        for (room_id, _, event) in events {
+            match event {
+                RoomEvent::CallStarted { .. } => self.0.start_recording(*room_id),
+                RoomEvent::CallEnded { .. } => self.0.stop_recording(*room_id),
+                _ => {}
+            }
+        }
+    }
 }

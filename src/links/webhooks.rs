@@ -30,6 +30,7 @@ pub mod event {
     pub const CALL_EXPIRED: &str = "call.expired";
     pub const PARTICIPANT_JOINED: &str = "participant.joined";
     pub const PARTICIPANT_LEFT: &str = "participant.left";
+    pub const RECORDING_READY: &str = "recording.ready";
 }
 
 /// `t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`.

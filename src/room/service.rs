@@ -248,6 +248,8 @@ pub trait RoomPolicy: Send + Sync {
     fn check_dialout(&self, tx: &Tx, room_id: i64) -> RoomResult<()>;
     /// The events of a transaction about to commit: (room, target user, event).
     fn record(&self, tx: &Tx, events: &[(i64, Option<String>, RoomEvent)]) -> RoomResult<()>;
+    /// The same events once committed, for what must not run inside a transaction.
+    fn committed(&self, _events: &[(i64, Option<String>, RoomEvent)]) {}
 }
 
 /// The participant a media session belongs to (`POST /api/v1/rooms/{token}/media`).
@@ -475,6 +477,9 @@ impl Rooms {
             }
             Ok::<_, RoomError>(result)
         })?;
+        if let Some(policy) = self.policy.get() {
+            policy.committed(&outbox);
+        }
         if let Some(observer) = self.observer.get() {
             // The events say exactly which sessions left a call: flags back to 0, or gone.
             let mut left: Vec<(i64, Vec<String>)> = Vec::new();

@@ -80,6 +80,16 @@ CREATE TABLE webhook_queue (
     next_ms     INTEGER NOT NULL
 );
 CREATE INDEX webhook_queue_next ON webhook_queue(next_ms);
+CREATE TABLE recordings (
+    id           TEXT PRIMARY KEY,
+    link_id      TEXT NOT NULL REFERENCES call_links(id) ON DELETE CASCADE,
+    path         TEXT NOT NULL,
+    started_ms   INTEGER NOT NULL,
+    ended_ms     INTEGER NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL
+);
+CREATE INDEX recordings_link ON recordings(link_id, started_ms);
 "#;
 
 /// An organization and its subscription (plan).
@@ -213,6 +223,32 @@ pub struct WebhookRow {
     pub body: String,
     pub attempts: i64,
 }
+
+/// A finished recording of a link's call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub id: String,
+    pub link_id: String,
+    pub path: String,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: i64,
+}
+
+fn recording_from_row(r: &Row) -> rusqlite::Result<RecordingRow> {
+    Ok(RecordingRow {
+        id: r.get(0)?,
+        link_id: r.get(1)?,
+        path: r.get(2)?,
+        started_ms: r.get(3)?,
+        ended_ms: r.get(4)?,
+        duration_ms: r.get(5)?,
+        bytes: r.get(6)?,
+    })
+}
+
+const RECORDING_COLUMNS: &str = "id, link_id, path, started_ms, ended_ms, duration_ms, bytes";
 
 /// New settings of an organization; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -737,6 +773,34 @@ impl Tx<'_> {
                 },
             )
             .optional()?)
+    }
+
+    // Recordings.
+
+    pub fn insert_recording(&self, r: &RecordingRow) -> StoreResult<()> {
+        self.0.execute(
+            &format!(
+                "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ),
+            params![
+                r.id,
+                r.link_id,
+                r.path,
+                r.started_ms,
+                r.ended_ms,
+                r.duration_ms,
+                r.bytes
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn recordings_of_link(&self, link_id: &str) -> StoreResult<Vec<RecordingRow>> {
+        let mut stmt = self.0.prepare(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE link_id = ?1 ORDER BY started_ms, id"
+        ))?;
+        let rows = stmt.query_map([link_id], recording_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // Webhooks.

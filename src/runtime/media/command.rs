@@ -4,7 +4,7 @@ use dialbridge_bridge::webrtc::WebRtcLeg;
 use tokio::sync::oneshot;
 
 use super::phone::PhoneSlot;
-use super::types::{MediaId, PhoneMedia, PhoneRemote};
+use super::types::{MediaId, PhoneMedia, PhoneRemote, RecordingSink};
 use crate::room::{MediaParticipant, PhoneMute};
 
 /// One request to a shard.
@@ -64,6 +64,11 @@ pub(super) enum Command {
         id: MediaId,
         who: MediaParticipant,
         slot: Box<PhoneSlot<std::net::UdpSocket>>,
+    },
+    /// Start (`Some`) or stop recording the room.
+    Record {
+        room_id: i64,
+        sink: Option<RecordingSink>,
     },
     /// Close every leg (RTCP BYE, DTLS close_notify) and stop.
     Shutdown {

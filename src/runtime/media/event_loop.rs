@@ -87,6 +87,7 @@ impl Shard {
                 self.close_all();
                 let _ = done.send(());
             }
+            Command::Record { room_id, sink } => self.set_tap(room_id, sink),
             Command::AddPhone { id, phone } => self.add_phone(id, *phone),
             Command::PhoneMove { id, who, to } => self.move_phone(id, who, to),
             Command::PhoneAdopt { id, who, slot } => self.adopt_phone(id, who, *slot),

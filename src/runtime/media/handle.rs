@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::command::Command;
 use super::reader::Route;
 use super::registry::SharedRegistry;
-use super::types::{MediaError, MediaId, PhoneMedia, PhoneRemote};
+use super::types::{MediaError, MediaId, PhoneMedia, PhoneRemote, RecordingSink};
 use crate::room::{CallObserver, MediaParticipant, PhoneMute};
 use crate::sync::lock;
 
@@ -88,6 +88,23 @@ impl MediaHandle {
             })
             .map_err(|_| MediaError::Unavailable)?;
         removed.await.map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Starts (`Some`) or stops (`None`) recording room `room_id`: from its next mixing tick,
+    /// the sum of everyone's audio goes to `sink` (see [`RecordingSink`]). A room with no media
+    /// yet is recorded once it has some.
+    pub fn record(&self, room_id: i64, sink: Option<RecordingSink>) {
+        let shard = {
+            let mut registry = lock(&self.registry);
+            match &sink {
+                Some(s) => registry.taps.insert(room_id, s.clone()),
+                None => registry.taps.remove(&room_id),
+            };
+            registry.shard_of(room_id)
+        };
+        if let Some(shard) = shard.and_then(|s| self.shards.get(s)) {
+            let _ = shard.send(Command::Record { room_id, sink });
+        }
     }
 
     /// Ends the media of these sessions (they left the call); does not wait.

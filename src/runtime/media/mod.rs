@@ -44,5 +44,5 @@ mod webrtc;
 
 pub use handle::MediaHandle;
 pub use start::start;
-pub use types::{MediaError, MediaId};
+pub use types::{MediaError, MediaId, RecordingSink, RECORD_FRAME};
 pub(crate) use types::{PhoneMedia, PhoneMediaEvent, PhoneRemote};

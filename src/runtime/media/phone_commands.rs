@@ -81,7 +81,14 @@ impl Shard {
         let room_id = who.room_id;
         let joined = match self.phones.get_mut(&id) {
             Some(slot)
-                if slot.who.is_none() && enter_room(&mut self.rooms, id, room_id, slot.mute) =>
+                if slot.who.is_none()
+                    && enter_room(
+                        &mut self.rooms,
+                        &self.parts.registry,
+                        id,
+                        room_id,
+                        slot.mute,
+                    ) =>
             {
                 slot.who = Some(who);
                 true
@@ -208,7 +215,13 @@ impl Shard {
         };
         match room_id {
             Some(room_id) => {
-                if !enter_room(&mut self.rooms, id, room_id, PhoneMute::default()) {
+                if !enter_room(
+                    &mut self.rooms,
+                    &self.parts.registry,
+                    id,
+                    room_id,
+                    PhoneMute::default(),
+                ) {
                     tracing::warn!(media = %id, room_id, "phone leg not added: already in the mix");
                     refuse(&self.parts.registry);
                     return;

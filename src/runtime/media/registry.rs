@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::types::MediaId;
+use super::types::{MediaId, RecordingSink};
 
 /// Which shard serves each room (least loaded at its first leg) and each phone leg, and how many
 /// legs each holds. Touched on joins and leaves only, never per packet.
@@ -14,6 +14,8 @@ pub(super) struct Registry {
     /// Phone legs on their way from the lobby of one shard to the room on another.
     pub(super) moving: HashSet<MediaId>,
     pub(super) load: Vec<usize>,
+    /// Rooms being recorded, whichever shard serves them (or will).
+    pub(super) taps: HashMap<i64, RecordingSink>,
 }
 
 #[derive(Debug, Clone, Copy)]

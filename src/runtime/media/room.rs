@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dialbridge_bridge::mixer::Mixer;
+use dialbridge_bridge::mixer::{soft_clip, Mixer};
 use dialbridge_bridge::webrtc::FRAME_MS;
 
 use super::direct_path::{Direct, End};
-use super::types::{participant, MediaId};
+use super::registry::SharedRegistry;
+use super::types::{participant, MediaId, RecordingSink, RECORD_FRAME};
 use crate::room::PhoneMute;
+use crate::sync::lock;
 
 /// Sample rate rooms mix at: 48 kHz, the rate libopus decodes WebRTC participants' wideband
 /// speech to natively. Phone legs are resampled 8 <-> 48 kHz at the mixer's edge.
@@ -25,6 +27,8 @@ pub(super) struct Room {
     pub(super) phones: Vec<MediaId>,
     pub(super) direct: Option<Box<Direct>>,
     pub(super) levels: Levels,
+    /// The room's recording, while it is recorded (a recorded room always mixes).
+    pub(super) tap: Option<Tap>,
 }
 
 /// Ticks summed into one report of the participants' speech levels (200 ms).
@@ -81,19 +85,55 @@ impl Levels {
     }
 }
 
+/// The sum of everyone's audio in one tick, sent to a recording.
+pub(super) struct Tap {
+    sink: RecordingSink,
+    sum: Vec<i32>,
+}
+
+impl Tap {
+    pub(super) fn new(sink: RecordingSink) -> Tap {
+        Tap {
+            sink,
+            sum: vec![0; RECORD_FRAME],
+        }
+    }
+
+    /// Adds one participant's frame of this tick.
+    pub(super) fn add(&mut self, pcm: &[i16]) {
+        for (sum, sample) in self.sum.iter_mut().zip(pcm) {
+            *sum += i32::from(*sample);
+        }
+    }
+
+    /// Sends the tick's sum and starts the next; a recording that falls behind loses the frame.
+    pub(super) fn flush(&mut self) {
+        let frame: Vec<i16> = self.sum.iter().map(|s| soft_clip(*s)).collect();
+        self.sum.fill(0);
+        if self.sink.try_send(frame).is_err() {
+            metrics::counter!("dialbridge_recording_frames_dropped_total").increment(1);
+        }
+    }
+}
+
 impl Room {
-    pub(super) fn new() -> Room {
+    /// A room, recorded if the registry says so.
+    pub(super) fn new(room_id: i64, registry: &SharedRegistry) -> Room {
         Room {
             mixer: Mixer::new((MIX_RATE * FRAME_MS / 1000) as usize),
             members: Vec::new(),
             phones: Vec::new(),
             direct: None,
             levels: Levels::default(),
+            tap: lock(registry).taps.get(&room_id).cloned().map(Tap::new),
         }
     }
 
-    /// The two participants, when there are exactly two.
+    /// The two participants, when there are exactly two (and the room is not recorded).
     pub(super) fn pair(&self) -> Option<(End, End)> {
+        if self.tap.is_some() {
+            return None;
+        }
         match (self.members.as_slice(), self.phones.as_slice()) {
             ([a, b], []) => Some((End::Web(*a), End::Web(*b))),
             ([a], [b]) => Some((End::Web(*a), End::Phone(*b))),
@@ -106,11 +146,14 @@ impl Room {
 /// Puts a phone in a room's mix with its mute state; false if it is in that mix already.
 pub(super) fn enter_room(
     rooms: &mut HashMap<i64, Room>,
+    registry: &SharedRegistry,
     id: MediaId,
     room_id: i64,
     mute: PhoneMute,
 ) -> bool {
-    let room = rooms.entry(room_id).or_insert_with(Room::new);
+    let room = rooms
+        .entry(room_id)
+        .or_insert_with(|| Room::new(room_id, registry));
     if room.mixer.add(participant(id)).is_err() {
         return false;
     }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::direct_path::SILENCE_8K;
 use super::phone::phone_out;
-use super::room::TICK;
+use super::room::{Tap, TICK};
 use super::shard::Shard;
-use super::types::participant;
+use super::types::{participant, RecordingSink};
 use super::web_leg::flush;
 use crate::events::{RoomEvent, SpeakerLevel};
 
@@ -15,6 +15,14 @@ use crate::events::{RoomEvent, SpeakerLevel};
 const MAX_LAG: Duration = Duration::from_millis(100);
 
 impl Shard {
+    /// Starts or stops recording a room on this shard; a recorded room leaves the direct path.
+    pub(super) fn set_tap(&mut self, room_id: i64, sink: Option<RecordingSink>) {
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.tap = sink.map(Tap::new);
+        }
+        self.update_direct(room_id);
+    }
+
     /// One mixing tick for every room. Two-party rooms only keep their inbound jitter buffers
     /// in step and run their phone legs' timers and key presses: their audio went out as it
     /// came.
@@ -45,6 +53,11 @@ impl Shard {
                         slot.leg.discard_frame(now);
                     } else {
                         let (pcm, _) = slot.leg.pull_frame(now);
+                        if let Some(tap) = &mut room.tap {
+                            if !room.mixer.muted(participant(*id)).is_some_and(|m| m.0) {
+                                tap.add(pcm);
+                            }
+                        }
                         let _ = room.mixer.push(participant(*id), pcm);
                         let muted = room.mixer.muted(participant(*id)).is_some_and(|m| m.0);
                         room.levels.add(*id, pcm, muted);
@@ -56,11 +69,19 @@ impl Shard {
                     let (pcm, _) = slot.leg.tick(now);
                     if !direct {
                         slot.up.process(pcm, &mut slot.wide);
+                        if let Some(tap) = &mut room.tap {
+                            if !room.mixer.muted(participant(*id)).is_some_and(|m| m.0) {
+                                tap.add(&slot.wide[..]);
+                            }
+                        }
                         let _ = room.mixer.push(participant(*id), &slot.wide[..]);
                         let muted = room.mixer.muted(participant(*id)).is_some_and(|m| m.0);
                         room.levels.add(*id, &slot.wide[..], muted);
                     }
                 }
+            }
+            if let Some(tap) = &mut room.tap {
+                tap.flush();
             }
             if !direct {
                 room.mixer.mix();

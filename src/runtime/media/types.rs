@@ -32,6 +32,13 @@ impl FromStr for MediaId {
     }
 }
 
+/// Where a recorded room's audio goes: every 20 ms mixing tick, the sum of everyone's audio
+/// (48 kHz mono, [`RECORD_FRAME`] samples); a full channel drops the frame.
+pub type RecordingSink = std::sync::mpsc::SyncSender<Vec<i16>>;
+
+/// Samples of one recorded frame: 20 ms at 48 kHz.
+pub const RECORD_FRAME: usize = 960;
+
 /// A leg's name in its room's mixer.
 pub(super) fn participant(id: MediaId) -> ParticipantId {
     ParticipantId(id.0)

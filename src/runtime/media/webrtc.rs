@@ -34,7 +34,11 @@ impl Shard {
         for old in replaced {
             self.remove(old, "replaced by a new offer");
         }
-        let room = self.rooms.entry(room_id).or_insert_with(Room::new);
+        let registry = &self.parts.registry;
+        let room = self
+            .rooms
+            .entry(room_id)
+            .or_insert_with(|| Room::new(room_id, registry));
         if room.mixer.add(participant(id)).is_ok() {
             room.members.push(id);
             let now = Instant::now();
