@@ -532,15 +532,17 @@ async fn meters_until(browsers: &mut Browsers, done: impl Fn(f64, f64) -> bool) 
 /// guest; a deleted link's page refuses to join with a clear message.
 #[tokio::test]
 async fn a_guest_opens_a_call_link_and_is_heard() {
-    let gw = Gateway::start(
-        "[[organizations]]\nname = \"acme\"\nprice_per_minute = \"0.10\"\n[[projects]]\nname = \"support\"\norganization = \"acme\"\ntokens = [\"support-token-0001\"]\n",
-    );
+    let recordings = tempfile::tempdir().expect("recordings directory");
+    let gw = Gateway::start(&format!(
+        "[recording]\npath = \"{}\"\n[[organizations]]\nname = \"acme\"\nprice_per_minute = \"0.10\"\n[[projects]]\nname = \"support\"\norganization = \"acme\"\ntokens = [\"support-token-0001\"]\n",
+        recordings.path().display()
+    ));
     let project = gw.anonymous().with_auth("Bearer support-token-0001");
     let link = project
         .call(
             Method::POST,
             "/api/calls",
-            Some(serde_json::json!({"title": "Support"})),
+            Some(serde_json::json!({"title": "Support", "recording": true})),
         )
         .await
         .expect(201)
@@ -560,6 +562,9 @@ async fn a_guest_opens_a_call_link_and_is_heard() {
         browsers.wait_visible(name, "#leave-call").await;
     }
     browsers.wait_text("dora", "#people", "Emil").await;
+    browsers
+        .wait_text("dora", "#notice", "This call is being recorded")
+        .await;
     browsers.wait_to_hear("dora", 1000.0, 440.0).await;
     browsers.wait_to_hear("emil", 440.0, 1000.0).await;
     browsers.screenshot("dora", "call-link-guest.png").await;

@@ -303,6 +303,13 @@ async function openRoom(token) {
   }
   app.state = state;
   state.on('change', () => renderRoom());
+  state.on('event', (e) => {
+    if (e.type === 'recording') notify(e.active ? 'This call is being recorded.' : 'The recording stopped.');
+    if (e.type === 'call-expiring') {
+      const at = new Date(e.expiresAt);
+      notify(`This call ends at ${at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}.`);
+    }
+  });
   state.on('closed', (why) => {
     if (why.reason === 'access-revoked') report(new Error('you were removed from this room'), 'Following the room');
   });
