@@ -48,6 +48,13 @@ tokens = ["nodial-token-0002"]
 name = "poor"
 organization = "poor"
 tokens = ["poor-token-00003"]
+[[organizations]]
+name = "single"
+spend_limit = "1.50"
+[[projects]]
+name = "single"
+organization = "single"
+tokens = ["single-token-0004"]
 "#
     )
 }
@@ -96,6 +103,28 @@ async fn the_plan_and_the_budget_refuse_a_dial_out() {
     let (host, room, phone, _) = host_with_phone(&gw, "poor-token-00003").await;
     let refused = dial(&host, &room, phone).await.expect(402);
     assert_eq!(refused.data()["error"], "spending_limit_reached");
+}
+
+/// Eight dial-outs at once against a budget with room for one (a trunk second at 1.00 in
+/// 1.50): exactly one is placed.
+#[tokio::test]
+async fn concurrent_dial_outs_against_a_budget_for_one_place_exactly_one() {
+    let gw = Gateway::start(&setup(9));
+    let (host, room, first, _) = host_with_phone(&gw, "single-token-0004").await;
+    let mut phones = vec![first];
+    for n in 1..8 {
+        phones.push(host.add_phone(&room, &format!("+49301234{n:02}")).await);
+    }
+    let replies =
+        futures_util::future::join_all(phones.iter().map(|p| dial(&host, &room, *p))).await;
+    let placed = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies.iter().filter(|r| r.status == 402).count();
+    assert_eq!(
+        (placed, refused),
+        (1, 7),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! Each operation runs its checks and its change in one store transaction, then publishes its events.
 //! Checks run in the order Talk applies them, so each case yields the status code the call API documents.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -19,6 +19,7 @@ use crate::events::{EventBus, RoomEvent};
 use crate::store::{
     AttendeeRow, CallRecord, PhoneCallRecord, RoomRow, SessionRow, Store, StoreError, Tx,
 };
+use crate::sync::lock;
 
 mod dialin;
 
@@ -290,6 +291,9 @@ pub struct Rooms {
     reserved_numbers: Vec<PhoneNumber>,
     /// Set once the product above the rooms exists (it needs the rooms first).
     policy: Arc<OnceLock<Arc<dyn RoomPolicy>>>,
+    /// Held from a dial-out's checks to its call record, so that two dial-outs cannot both pass
+    /// a check (a spend limit) that only one fits.
+    dialouts: Arc<Mutex<()>>,
 }
 
 pub fn unix_now() -> i64 {
@@ -404,6 +408,7 @@ impl Rooms {
             observer: Arc::new(OnceLock::new()),
             reserved_numbers: Vec::new(),
             policy: Arc::new(OnceLock::new()),
+            dialouts: Arc::new(Mutex::new(())),
         }
     }
 
@@ -1268,6 +1273,8 @@ impl Rooms {
         attendee_id: i64,
         options: DialoutOptions,
     ) -> RoomResult<String> {
+        // The dialer opens the call record before it returns; until then no other dial-out checks.
+        let _serial = lock(&self.dialouts);
         let target = self.transact(|tx, _| {
             let m = Self::membership(tx, user, token)?;
             m.check_lobby()?;
