@@ -484,6 +484,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let events = Arc::new(EventBus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let media = runtime::media::start(&config.media, events.clone())?;
+    match calls::wav::prompt(calls::pin::Prompt::Recorded) {
+        Ok(notice) => media.set_recording_notice(notice),
+        Err(e) => tracing::warn!(error = %e, "the recording notice cannot be played to phones"),
+    }
 
     let (sip_events_tx, sip_events) = tokio::sync::mpsc::unbounded_channel();
     let sip = runtime::sip::start_with_timers(

@@ -6,7 +6,7 @@ mod common;
 
 use common::ports::Tp;
 use common::sipp::Sipp;
-use common::telephony::EventReader;
+use common::telephony::{wait_for, EventReader, PhoneMedia};
 use common::{Client, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -210,4 +210,91 @@ async fn a_caller_dialling_in_is_refused_once_the_budget_is_spent() {
         "{}",
         gw.log()
     );
+}
+
+/// A phone in a recorded call hears that it is recorded: the room is otherwise silent, so what
+/// reaches the phone is the notice; in a call that is not recorded it hears silence.
+#[tokio::test]
+async fn a_phone_of_a_recorded_call_hears_that_it_is_recorded() {
+    for recorded in [true, false] {
+        let phone_media = PhoneMedia::start(0.0);
+        let mport = phone_media.addr.port().to_string();
+        let sipp = Sipp::uas(
+            "dialout_answer.xml",
+            Tp::Udp,
+            &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+        )
+        .await;
+        let recordings = tempfile::tempdir().expect("recordings");
+        let gw = Gateway::start(&format!(
+            r#"
+[[trunks]]
+name = "sipp"
+address = "127.0.0.1:{}"
+allowed_numbers = ["\\+4930[0-9]+"]
+[recording]
+path = "{}"
+[[organizations]]
+name = "open"
+[[projects]]
+name = "open"
+organization = "open"
+tokens = ["open-token-000005"]
+"#,
+            sipp.port,
+            recordings.path().display()
+        ));
+        let project = gw.anonymous().with_auth("Bearer open-token-000005");
+        let call = project
+            .call(
+                Method::POST,
+                "/api/calls",
+                Some(json!({ "recording": recorded })),
+            )
+            .await
+            .expect(201)
+            .body;
+        let id = call["id"].as_str().expect("id");
+        let pass = project
+            .call(
+                Method::POST,
+                &format!("/api/calls/{id}/guests"),
+                Some(json!({"name": "Host", "moderator": true})),
+            )
+            .await
+            .expect(201)
+            .body;
+        let host = gw.anonymous().with_auth(&format!(
+            "Bearer {}",
+            pass["token"].as_str().expect("token")
+        ));
+        let room = pass["roomToken"].as_str().expect("room").to_string();
+        host.join_room(&room).await;
+        host.join_call(&room, 3).await;
+        let phone = host.add_phone(&room, PHONE).await;
+        let mut events = EventReader::open(&host, &room).await;
+        dial(&host, &room, phone).await.expect(200);
+        events.reach("connected").await;
+        if recorded {
+            wait_for(
+                "the phone hearing the recording notice",
+                || phone_media.level() > 1000.0,
+                || phone_media.describe(),
+            )
+            .await;
+            assert!(
+                gw.log().contains("phone told the call is recorded"),
+                "{}",
+                gw.log()
+            );
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            assert!(
+                phone_media.level() < 50.0,
+                "a call that is not recorded is silent: {}",
+                phone_media.describe()
+            );
+        }
+        drop(sipp);
+    }
 }

@@ -16,6 +16,8 @@ pub enum Prompt {
     /// "Please wait. The call will start when a moderator joins."
     Waiting,
     Goodbye,
+    /// "This call is recorded." (to each phone of a recorded call).
+    Recorded,
 }
 
 impl Prompt {
@@ -25,6 +27,7 @@ impl Prompt {
             Prompt::WrongPin => "wrong_pin.wav",
             Prompt::Waiting => "waiting.wav",
             Prompt::Goodbye => "goodbye.wav",
+            Prompt::Recorded => "recorded.wav",
         }
     }
 }

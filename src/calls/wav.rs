@@ -40,13 +40,14 @@ pub enum WavError {
 
 /// The prompts of `assets/prompts/`, embedded in the binary and parsed on first use.
 pub fn prompt(which: Prompt) -> Result<&'static [i16], WavError> {
-    static PARSED: OnceLock<[Result<Vec<i16>, WavError>; 4]> = OnceLock::new();
+    static PARSED: OnceLock<[Result<Vec<i16>, WavError>; 5]> = OnceLock::new();
     let all = PARSED.get_or_init(|| {
         [
             parse(include_bytes!("../../assets/prompts/welcome.wav")),
             parse(include_bytes!("../../assets/prompts/wrong_pin.wav")),
             parse(include_bytes!("../../assets/prompts/waiting.wav")),
             parse(include_bytes!("../../assets/prompts/goodbye.wav")),
+            parse(include_bytes!("../../assets/prompts/recorded.wav")),
         ]
     });
     let index = match which {
@@ -54,6 +55,7 @@ pub fn prompt(which: Prompt) -> Result<&'static [i16], WavError> {
         Prompt::WrongPin => 1,
         Prompt::Waiting => 2,
         Prompt::Goodbye => 3,
+        Prompt::Recorded => 4,
     };
     all[index].as_ref().map(Vec::as_slice).map_err(Clone::clone)
 }
@@ -188,6 +190,7 @@ mod tests {
             Prompt::WrongPin,
             Prompt::Waiting,
             Prompt::Goodbye,
+            Prompt::Recorded,
         ] {
             let embedded = prompt(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
             assert_eq!(

@@ -90,6 +90,12 @@ impl MediaHandle {
         removed.await.map_err(|_| MediaError::Unavailable)
     }
 
+    /// The prompt (8 kHz) each phone of a recorded room hears: as the recording starts, or as
+    /// the phone enters the room.
+    pub fn set_recording_notice(&self, notice: &'static [i16]) {
+        lock(&self.registry).recording_notice = Some(notice);
+    }
+
     /// Starts (`Some`) or stops (`None`) recording room `room_id`: from its next mixing tick,
     /// the sum of everyone's audio goes to `sink` (see [`RecordingSink`]). A room with no media
     /// yet is recorded once it has some.

@@ -76,6 +76,26 @@ impl Shard {
         }
     }
 
+    /// Plays the recording notice to phone `id` (unless a prompt of its own plays).
+    pub(super) fn tell_recorded(&mut self, id: MediaId) {
+        let Some(notice) = lock(&self.parts.registry).recording_notice else {
+            return;
+        };
+        if let Some(slot) = self.phones.get_mut(&id) {
+            if slot.prompt.is_none() {
+                slot.prompt = Some((notice, 0));
+                tracing::info!(media = %id, "phone told the call is recorded");
+            }
+        }
+    }
+
+    /// A phone that enters a recorded room hears that it is recorded.
+    fn entered(&mut self, id: MediaId, room_id: i64) {
+        if self.rooms.get(&room_id).is_some_and(|r| r.tap.is_some()) {
+            self.tell_recorded(id);
+        }
+    }
+
     /// Puts a phone leg in no room into `who`'s room, on this shard.
     fn join_phone(&mut self, id: MediaId, who: MediaParticipant) {
         let room_id = who.room_id;
@@ -95,6 +115,9 @@ impl Shard {
             }
             _ => false,
         };
+        if joined {
+            self.entered(id, room_id);
+        }
         if !joined {
             tracing::warn!(media = %id, room_id, "phone leg not moved: it is in a room already");
             lock(&self.parts.registry).undo_join(id, room_id, self.parts.index);
@@ -252,6 +275,7 @@ impl Shard {
         self.parts.totals.phones.fetch_add(1, Ordering::Relaxed);
         self.count();
         if let Some(room_id) = room_id {
+            self.entered(id, room_id);
             self.update_direct(room_id);
         }
         tracing::info!(media = %id, ?room_id, shard = self.parts.index, remote = %remote.rtp, "phone leg added");

@@ -16,6 +16,9 @@ pub(super) struct Registry {
     pub(super) load: Vec<usize>,
     /// Rooms being recorded, whichever shard serves them (or will).
     pub(super) taps: HashMap<i64, RecordingSink>,
+    /// What a phone hears when the room it is in is recorded (as recording starts, or as it
+    /// enters the recorded room).
+    pub(super) recording_notice: Option<&'static [i16]>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -17,8 +17,15 @@ const MAX_LAG: Duration = Duration::from_millis(100);
 impl Shard {
     /// Starts or stops recording a room on this shard; a recorded room leaves the direct path.
     pub(super) fn set_tap(&mut self, room_id: i64, sink: Option<RecordingSink>) {
+        let starts = sink.is_some();
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.tap = sink.map(Tap::new);
+            if starts {
+                let phones = room.phones.clone();
+                for id in phones {
+                    self.tell_recorded(id);
+                }
+            }
         }
         self.update_direct(room_id);
     }
