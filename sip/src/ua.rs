@@ -22,9 +22,11 @@ use crate::endpoint::{
 use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
+mod deadlines;
 mod register;
 mod reliable;
 mod session_timer;
+use deadlines::Deadlines;
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
 use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
 use session_timer::SessionTimer;
@@ -341,9 +343,9 @@ pub struct UserAgent {
     reg_txs: HashMap<TransactionId, RegistrationHandle>,
     next_registration: u64,
     /// Next retransmission of each call's reliable provisional response.
-    reliable_timers: HashMap<CallHandle, Instant>,
+    reliable_timers: Deadlines,
     /// Next session refresh (ours) or expiry (the peer's) of each call with a session timer.
-    session_timers: HashMap<CallHandle, Instant>,
+    session_timers: Deadlines,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,8 +393,8 @@ impl UserAgent {
             registrations: HashMap::new(),
             reg_txs: HashMap::new(),
             next_registration: 1,
-            reliable_timers: HashMap::new(),
-            session_timers: HashMap::new(),
+            reliable_timers: Deadlines::default(),
+            session_timers: Deadlines::default(),
         }
     }
 

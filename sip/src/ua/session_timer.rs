@@ -249,17 +249,12 @@ impl UserAgent {
 
     /// The earliest session refresh or expiry.
     pub(super) fn session_timeout(&self) -> Option<Instant> {
-        self.session_timers.values().min().copied()
+        self.session_timers.earliest()
     }
 
     /// Refreshes that are due go out; sessions whose refresh did not come end with BYE.
     pub(super) fn session_timers_due(&mut self, now: Instant) {
-        let due: Vec<CallHandle> = self
-            .session_timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(c, _)| *c)
-            .collect();
+        let due = self.session_timers.due(now);
         for call in due {
             self.session_timers.remove(&call);
             let Some(c) = self.calls.get(&call) else {
