@@ -212,6 +212,9 @@ pub enum UaEvent {
     /// An established call ended (BYE from either side). May come without `Answered` when a
     /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
     Ended { call: CallHandle, by_remote: bool },
+    /// The session timer ran out (RFC 4028): the peer's refresh did not come, or ours failed.
+    /// Our BYE is sent and the call is over.
+    SessionExpired { call: CallHandle },
     /// The BYE of [`UserAgent::bye_restored`] is over: `code` is its final response, or 408
     /// when none came in time (Timer F), 503 when the transport failed.
     RestoredByeDone {
@@ -243,6 +246,7 @@ impl UaEvent {
             | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
             | UaEvent::Ended { call, .. }
+            | UaEvent::SessionExpired { call }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
             UaEvent::Discarded { .. } | UaEvent::Registration { .. } => None,
         }

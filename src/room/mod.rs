@@ -131,6 +131,8 @@ pub enum Cause {
     NoCall,
     /// The process died while the call was up (closed out at the next start).
     Restart,
+    /// The session timer ran out: the other side's refresh did not come (RFC 4028).
+    SessionExpired,
 }
 
 impl Cause {
@@ -152,6 +154,7 @@ impl Cause {
             Cause::WrongPin => "wrong-pin",
             Cause::NoCall => "no-call",
             Cause::Restart => "restart",
+            Cause::SessionExpired => "session-expired",
         }
     }
 
@@ -272,6 +275,7 @@ mod tests {
             (Cause::WrongPin, "wrong-pin"),
             (Cause::NoCall, "no-call"),
             (Cause::Restart, "restart"),
+            (Cause::SessionExpired, "session-expired"),
         ];
         for (cause, word) in all {
             assert_eq!(cause.as_str(), word);

@@ -282,7 +282,7 @@ impl UserAgent {
     }
 
     /// Ends a call whose session expired: BYE (its outcome does not matter), and the call is
-    /// over for the service as if the peer had hung up.
+    /// over for the service.
     fn session_expired(&mut self, now: Instant, call: CallHandle) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -294,10 +294,7 @@ impl UserAgent {
                 self.txs.insert(tx, (call, Purpose::ForkBye));
             }
         }
-        self.events.push_back(UaEvent::Ended {
-            call,
-            by_remote: true,
-        });
+        self.events.push_back(UaEvent::SessionExpired { call });
         self.remove_call(call);
     }
 
