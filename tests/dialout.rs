@@ -1004,7 +1004,7 @@ async fn a_session_we_refresh_outlives_its_interval() {
 }
 
 /// A phone whose 200 makes it the refresher of a 3 s session and that never refreshes: we send
-/// BYE when the session expires, and the call is cleared.
+/// BYE when the session expires, and the call is cleared with cause session-expired.
 #[tokio::test]
 async fn a_session_the_phone_stops_refreshing_is_ended_with_bye() {
     let phone_media = PhoneMedia::start(1000.0);
@@ -1016,7 +1016,9 @@ async fn a_session_the_phone_stops_refreshing_is_ended_with_bye() {
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
     events.reach("connected").await;
     let rest = events.statuses(&call_id).await;
-    assert_eq!(rest.last().expect("final")["status"], "cleared", "{rest:?}");
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared", "{rest:?}");
+    assert_eq!(last["cause"], "session-expired", "{rest:?}");
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed (our BYE expected):\n{trace}");
     assert!(

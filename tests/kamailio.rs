@@ -275,6 +275,54 @@ async fn gateway_registers_with_digest_refreshes_and_unregisters_on_shutdown() {
     );
 }
 
+/// The registrar is down when the gateway starts: the registration fails (no answer, or the
+/// port refuses), is retried with back-off on the same Call-ID, and succeeds once Kamailio runs.
+#[tokio::test]
+async fn a_failed_registration_is_retried_until_the_registrar_answers() {
+    let port = common::ports::sipp_ports().sip;
+    let trunk = format!(
+        "[[trunks]]\nname = \"{TRUNK}\"\naddress = \"127.0.0.1:{port}\"\nusername = \"{GATEWAY_USER}\"\npassword = \"{GATEWAY_PASSWORD}\"\nregister = true\nregister_retry = 1\nregister_retry_max = 2\n"
+    );
+    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
+    let alice = gw.client("alice");
+    let mut failed = Value::Null;
+    for _ in 0..300 {
+        let reply = alice
+            .call(Method::GET, "/api/v1/trunks", None)
+            .await
+            .expect(200);
+        failed = reply.data()[0].clone();
+        if !failed["lastError"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = failed["lastError"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error == "408 Request Timeout" || error == "503 Service Unavailable",
+        "{failed}\n{}",
+        gw.log()
+    );
+    assert_eq!(failed["registered"], false);
+
+    let kamailio = Kamailio::start_on(port, None).await;
+    trunk_until(&gw, &kamailio, TRUNK, "registered after the retry", |t| {
+        t["registered"] == true && t["lastError"].is_null()
+    })
+    .await;
+    let registers = lines_of(&kamailio, "recv REGISTER");
+    assert!(
+        field(&registers[0], "cseq").parse::<u32>().expect("cseq") > 1,
+        "the retry continues the registration's CSeq: {registers:#?}"
+    );
+    assert!(
+        registers
+            .iter()
+            .all(|l| field(l, "call-id") == field(&registers[0], "call-id")),
+        "{registers:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_registration_is_a_clear_error_while_the_rest_serves() {
     let kamailio = Kamailio::start(None).await;

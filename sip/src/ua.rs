@@ -22,9 +22,11 @@ use crate::endpoint::{
 use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
+mod deadlines;
 mod register;
 mod reliable;
 mod session_timer;
+use deadlines::Deadlines;
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
 use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
 use session_timer::SessionTimer;
@@ -210,6 +212,9 @@ pub enum UaEvent {
     /// An established call ended (BYE from either side). May come without `Answered` when a
     /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
     Ended { call: CallHandle, by_remote: bool },
+    /// The session timer ran out (RFC 4028): the peer's refresh did not come, or ours failed.
+    /// Our BYE is sent and the call is over.
+    SessionExpired { call: CallHandle },
     /// The BYE of [`UserAgent::bye_restored`] is over: `code` is its final response, or 408
     /// when none came in time (Timer F), 503 when the transport failed.
     RestoredByeDone {
@@ -241,6 +246,7 @@ impl UaEvent {
             | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
             | UaEvent::Ended { call, .. }
+            | UaEvent::SessionExpired { call }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
             UaEvent::Discarded { .. } | UaEvent::Registration { .. } => None,
         }
@@ -341,9 +347,9 @@ pub struct UserAgent {
     reg_txs: HashMap<TransactionId, RegistrationHandle>,
     next_registration: u64,
     /// Next retransmission of each call's reliable provisional response.
-    reliable_timers: HashMap<CallHandle, Instant>,
+    reliable_timers: Deadlines,
     /// Next session refresh (ours) or expiry (the peer's) of each call with a session timer.
-    session_timers: HashMap<CallHandle, Instant>,
+    session_timers: Deadlines,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,8 +397,8 @@ impl UserAgent {
             registrations: HashMap::new(),
             reg_txs: HashMap::new(),
             next_registration: 1,
-            reliable_timers: HashMap::new(),
-            session_timers: HashMap::new(),
+            reliable_timers: Deadlines::default(),
+            session_timers: Deadlines::default(),
         }
     }
 

@@ -241,7 +241,7 @@ fn when_the_peer_stops_refreshing_we_send_bye_and_the_call_ends() {
     assert_eq!(header(&bye, "CSeq"), "2 BYE");
     assert!(matches!(
         events(&mut ua).as_slice(),
-        [UaEvent::Ended { call: c, by_remote: true }] if *c == call
+        [UaEvent::SessionExpired { call: c }] if *c == call
     ));
     assert_eq!(ua.call_count(), 0);
 }
@@ -269,7 +269,7 @@ fn an_unanswered_refresh_ends_the_call() {
     );
     assert!(events(&mut ua)
         .iter()
-        .any(|e| matches!(e, UaEvent::Ended { call: c, by_remote: true } if *c == call)));
+        .any(|e| matches!(e, UaEvent::SessionExpired { call: c } if *c == call)));
 }
 
 fn from_caller(method: &str, branch: &str, to_tag: Option<&str>, seq: u32, extra: &str) -> Vec<u8> {
@@ -369,10 +369,7 @@ fn as_uas_we_answer_with_the_timer_and_a_refresh_by_update_restarts_it() {
     assert_eq!(bye[0].method.as_str(), "BYE");
     assert!(matches!(
         events(&mut ua).as_slice(),
-        [UaEvent::Ended {
-            by_remote: true,
-            ..
-        }]
+        [UaEvent::SessionExpired { .. }]
     ));
 }
 

@@ -109,6 +109,8 @@ pub(crate) enum SipInput {
     },
     /// The dialog ended: the phone's BYE (`by_remote`), or the answer to ours or our CANCEL.
     Ended { by_remote: bool },
+    /// The session timer ran out (the refresh did not come): our BYE went out, the call is over.
+    SessionExpired,
     /// The caller's ACK, with the answer to the offer our 200 carried, if any.
     Confirmed { body: Option<Body> },
     /// The caller cancelled before the answer.
@@ -499,6 +501,10 @@ impl PhoneCall {
             SipInput::Cancelled => {
                 self.finish_caller(true, None);
                 self.finish();
+            }
+            SipInput::SessionExpired => {
+                self.ending.get_or_insert((Cause::SessionExpired, now));
+                self.handle_sip(now, SipInput::Ended { by_remote: false });
             }
             SipInput::InfoDigit(digit) => self.key_press(now, digit),
             SipInput::ReInvite { body } => {
@@ -1179,6 +1185,25 @@ mod tests {
         // The ACK that would have answered our offer comes to a finished call.
         c.handle_sip(t0, SipInput::ReInviteAck { body: sdp() });
         assert!(actions(&mut c).is_empty());
+    }
+
+    #[test]
+    fn an_expired_session_clears_the_call_with_its_own_cause() {
+        let t0 = Instant::now();
+        let mut c = established(t0);
+        c.handle_sip(t0, SipInput::SessionExpired);
+        assert_eq!(
+            actions(&mut c),
+            [
+                report(
+                    CallStatus::Cleared,
+                    Some(Cause::SessionExpired),
+                    Some(200),
+                    Some("OK")
+                ),
+                Action::Done
+            ]
+        );
     }
 
     #[test]

@@ -45,8 +45,15 @@ struct Entry {
 
 /// See the module documentation.
 pub struct TrunkRegistrations {
-    entries: Mutex<Vec<Entry>>,
+    state: Mutex<State>,
     changed: Notify,
+}
+
+struct State {
+    entries: Vec<Entry>,
+    /// Changes of registrations whose handle [`TrunkRegistrations::start`] has not stored yet:
+    /// the registrar may answer before the reply to the register command is read.
+    early: Vec<(RegistrationHandle, RegistrationState)>,
 }
 
 impl TrunkRegistrations {
@@ -63,14 +70,18 @@ impl TrunkRegistrations {
             })
             .collect();
         Arc::new(TrunkRegistrations {
-            entries: Mutex::new(entries),
+            state: Mutex::new(State {
+                entries,
+                early: Vec::new(),
+            }),
             changed: Notify::new(),
         })
     }
 
     /// Starts the registration of every trunk with `register = true`.
     pub async fn start(&self, sip: &SipHandle) {
-        let trunks: Vec<TrunkConfig> = lock(&self.entries)
+        let trunks: Vec<TrunkConfig> = lock(&self.state)
+            .entries
             .iter()
             .filter(|e| e.trunk.register)
             .map(|e| e.trunk.clone())
@@ -80,7 +91,8 @@ impl TrunkRegistrations {
                 Ok(registration) => sip.register(registration).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
-            let mut entries = lock(&self.entries);
+            let mut state = lock(&self.state);
+            let State { entries, early } = &mut *state;
             let Some(entry) = entries.iter_mut().find(|e| e.trunk.name == trunk.name) else {
                 continue;
             };
@@ -88,6 +100,13 @@ impl TrunkRegistrations {
                 Ok(handle) => {
                     tracing::info!(trunk = %trunk.name, address = %trunk.address, "registering at the trunk");
                     entry.handle = Some(handle);
+                    let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(early)
+                        .into_iter()
+                        .partition(|(h, _)| *h == handle);
+                    *early = others;
+                    for (_, change) in mine {
+                        apply(entry, change);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(trunk = %trunk.name, error = %e, "cannot register at the trunk");
@@ -96,56 +115,27 @@ impl TrunkRegistrations {
                 }
             }
             publish(entry);
+            drop(state);
+            self.changed.notify_waiters();
         }
     }
 
     /// A registration changed state (a [`dialbridge_sip::ua::UaEvent::Registration`]).
-    pub fn on_event(&self, handle: RegistrationHandle, state: RegistrationState) {
-        let mut entries = lock(&self.entries);
-        let Some(entry) = entries.iter_mut().find(|e| e.handle == Some(handle)) else {
-            return;
-        };
-        let trunk = entry.trunk.name.clone();
-        match state {
-            RegistrationState::Registered { expires } => {
-                tracing::info!(%trunk, expires_s = expires.as_secs(), "registered at the trunk");
-                metrics::counter!("dialbridge_trunk_registrations_total", "trunk" => trunk, "result" => "registered").increment(1);
-                entry.expires_at = Some(Instant::now() + expires);
-                entry.last_error = None;
-            }
-            RegistrationState::Failed {
-                code,
-                reason,
-                retry_in,
-            } => {
-                let error = format!("{code} {reason}");
-                tracing::warn!(
-                    %trunk,
-                    code,
-                    %reason,
-                    retry_in_s = retry_in.as_secs(),
-                    "registration at the trunk failed: {error}; retrying with back-off"
-                );
-                metrics::counter!("dialbridge_trunk_registrations_total", "trunk" => trunk, "result" => "failed").increment(1);
-                // The old binding may still run until its expiry; we cannot count on it.
-                entry.expires_at = None;
-                entry.last_error = Some(error);
-            }
-            RegistrationState::Unregistered => {
-                tracing::info!(%trunk, "unregistered from the trunk");
-                entry.expires_at = None;
-                entry.handle = None;
-                entry.done = true;
-            }
+    pub fn on_event(&self, handle: RegistrationHandle, change: RegistrationState) {
+        let mut state = lock(&self.state);
+        match state.entries.iter_mut().find(|e| e.handle == Some(handle)) {
+            Some(entry) => apply(entry, change),
+            None => state.early.push((handle, change)),
         }
-        publish(entry);
+        drop(state);
         self.changed.notify_waiters();
     }
 
     /// Every trunk, in configuration order.
     pub fn statuses(&self) -> Vec<TrunkStatus> {
         let now = Instant::now();
-        lock(&self.entries)
+        lock(&self.state)
+            .entries
             .iter()
             .map(|e| {
                 let left = e
@@ -166,7 +156,8 @@ impl TrunkRegistrations {
 
     /// Removes every binding, waiting at most `limit` for the registrars' answers.
     pub async fn shutdown(&self, sip: &SipHandle, limit: Duration) {
-        let handles: Vec<RegistrationHandle> = lock(&self.entries)
+        let handles: Vec<RegistrationHandle> = lock(&self.state)
+            .entries
             .iter()
             .filter_map(|e| e.handle)
             .collect();
@@ -179,7 +170,7 @@ impl TrunkRegistrations {
         let all_done = async {
             loop {
                 let notified = self.changed.notified();
-                if lock(&self.entries).iter().all(|e| e.done) {
+                if lock(&self.state).entries.iter().all(|e| e.done) {
                     return;
                 }
                 notified.await;
@@ -189,6 +180,44 @@ impl TrunkRegistrations {
             tracing::warn!("shutting down before every registrar answered our unregistration");
         }
     }
+}
+
+/// A registration's change, in its trunk's entry (with its log line and counter).
+fn apply(entry: &mut Entry, change: RegistrationState) {
+    let trunk = entry.trunk.name.clone();
+    match change {
+        RegistrationState::Registered { expires } => {
+            tracing::info!(%trunk, expires_s = expires.as_secs(), "registered at the trunk");
+            metrics::counter!("dialbridge_trunk_registrations_total", "trunk" => trunk, "result" => "registered").increment(1);
+            entry.expires_at = Some(Instant::now() + expires);
+            entry.last_error = None;
+        }
+        RegistrationState::Failed {
+            code,
+            reason,
+            retry_in,
+        } => {
+            let error = format!("{code} {reason}");
+            tracing::warn!(
+                %trunk,
+                code,
+                %reason,
+                retry_in_s = retry_in.as_secs(),
+                "registration at the trunk failed: {error}; retrying with back-off"
+            );
+            metrics::counter!("dialbridge_trunk_registrations_total", "trunk" => trunk, "result" => "failed").increment(1);
+            // The old binding may still run until its expiry; we cannot count on it.
+            entry.expires_at = None;
+            entry.last_error = Some(error);
+        }
+        RegistrationState::Unregistered => {
+            tracing::info!(%trunk, "unregistered from the trunk");
+            entry.expires_at = None;
+            entry.handle = None;
+            entry.done = true;
+        }
+    }
+    publish(entry);
 }
 
 /// Sets the trunk's registration gauge.

@@ -111,6 +111,7 @@ fn sip_input(call_id: &str, far_end: &str, event: UaEvent) -> Option<SipInput> {
             from_network: response.is_some(),
         },
         UaEvent::Ended { by_remote, .. } => SipInput::Ended { by_remote },
+        UaEvent::SessionExpired { .. } => SipInput::SessionExpired,
         UaEvent::Cancelled { .. } => SipInput::Cancelled,
         UaEvent::Info {
             body: Some(ref body),

@@ -148,6 +148,8 @@ pub enum Cause {
     Restart,
     /// The call link's organization reached its monthly spend limit.
     SpendLimit,
+    /// The session timer ran out: the other side's refresh did not come (RFC 4028).
+    SessionExpired,
 }
 
 impl Cause {
@@ -170,6 +172,7 @@ impl Cause {
             Cause::NoCall => "no-call",
             Cause::Restart => "restart",
             Cause::SpendLimit => "spend-limit",
+            Cause::SessionExpired => "session-expired",
         }
     }
 
@@ -190,7 +193,9 @@ impl Cause {
 impl Cause {
     /// The cause a wire word names (what events and records carry).
     pub fn from_word(word: &str) -> Option<Cause> {
-        const ALL: [Cause; 15] = [
+        const ALL: [Cause; 17] = [
+            Cause::SpendLimit,
+            Cause::SessionExpired,
             Cause::Busy,
             Cause::Declined,
             Cause::Unavailable,
@@ -337,6 +342,7 @@ mod tests {
             (Cause::WrongPin, "wrong-pin"),
             (Cause::NoCall, "no-call"),
             (Cause::Restart, "restart"),
+            (Cause::SessionExpired, "session-expired"),
         ];
         for (cause, word) in all {
             assert_eq!(cause.as_str(), word);

@@ -31,7 +31,11 @@ impl Kamailio {
     /// Starts Kamailio; calls that reach no registered user go to `phone` (a SIPp UAS), or
     /// get 404 without one. Returns once it answers an OPTIONS.
     pub async fn start(phone: Option<SocketAddr>) -> Kamailio {
-        let port = sipp_ports().sip;
+        Kamailio::start_on(sipp_ports().sip, phone).await
+    }
+
+    /// [`Kamailio::start`] on `port` (from [`sipp_ports`]), for a gateway told of it before.
+    pub async fn start_on(port: u16, phone: Option<SocketAddr>) -> Kamailio {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg: PathBuf = [
             env!("CARGO_MANIFEST_DIR"),

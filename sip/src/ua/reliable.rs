@@ -159,17 +159,12 @@ impl UserAgent {
 
     /// The earliest retransmission of a reliable 1xx.
     pub(super) fn reliable_timeout(&self) -> Option<Instant> {
-        self.reliable_timers.values().min().copied()
+        self.reliable_timers.earliest()
     }
 
     /// Retransmits the reliable 1xx that are due; refuses the calls whose PRACK never came.
     pub(super) fn reliable_retransmissions(&mut self, now: Instant) {
-        let due: Vec<CallHandle> = self
-            .reliable_timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(c, _)| *c)
-            .collect();
+        let due = self.reliable_timers.due(now);
         for call in due {
             let Some(c) = self.calls.get_mut(&call) else {
                 self.reliable_timers.remove(&call);

@@ -249,17 +249,12 @@ impl UserAgent {
 
     /// The earliest session refresh or expiry.
     pub(super) fn session_timeout(&self) -> Option<Instant> {
-        self.session_timers.values().min().copied()
+        self.session_timers.earliest()
     }
 
     /// Refreshes that are due go out; sessions whose refresh did not come end with BYE.
     pub(super) fn session_timers_due(&mut self, now: Instant) {
-        let due: Vec<CallHandle> = self
-            .session_timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(c, _)| *c)
-            .collect();
+        let due = self.session_timers.due(now);
         for call in due {
             self.session_timers.remove(&call);
             let Some(c) = self.calls.get(&call) else {
@@ -287,7 +282,7 @@ impl UserAgent {
     }
 
     /// Ends a call whose session expired: BYE (its outcome does not matter), and the call is
-    /// over for the service as if the peer had hung up.
+    /// over for the service.
     fn session_expired(&mut self, now: Instant, call: CallHandle) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -299,10 +294,7 @@ impl UserAgent {
                 self.txs.insert(tx, (call, Purpose::ForkBye));
             }
         }
-        self.events.push_back(UaEvent::Ended {
-            call,
-            by_remote: true,
-        });
+        self.events.push_back(UaEvent::SessionExpired { call });
         self.remove_call(call);
     }
 
