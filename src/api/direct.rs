@@ -23,6 +23,9 @@ use crate::direct::{CallType, DirectError, UserEvent};
 /// How often an open user stream checks that its credentials still work.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// The last page number a call log request may ask for.
+const MAX_LOG_PAGE: i64 = 1_000_000;
+
 /// A refusal: the HTTP status and `{statusCode, message}`.
 pub(super) struct Refusal(DirectError);
 
@@ -148,7 +151,7 @@ pub(super) async fn logs(
     let bad = || {
         Refusal(DirectError {
             status: 400,
-            message: "page: a page number, counted from 1".into(),
+            message: format!("page: a page number from 1 to {MAX_LOG_PAGE}"),
         })
     };
     let mut page = 1;
@@ -157,7 +160,7 @@ pub(super) async fn logs(
             page = value.parse::<i64>().map_err(|_| bad())?;
         }
     }
-    if page < 1 {
+    if !(1..=MAX_LOG_PAGE).contains(&page) {
         return Err(bad());
     }
     let (entries, pages) = state.direct.call_log(&user, page)?;

@@ -325,7 +325,7 @@ impl DirectCalls {
         let sender = lock(&self.inner.calls)
             .get(room_id)
             .map(|e| e.commands.clone())
-            .ok_or_else(ended)?;
+            .ok_or_else(|| DirectError::new(404, "no such call in progress"))?;
         let (reply, answer) = oneshot::channel();
         sender.send(command(reply)).map_err(|_| ended())?;
         answer.await.map_err(|_| ended())?
