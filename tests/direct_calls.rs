@@ -9,17 +9,9 @@ use common::browser::Browsers;
 use common::ports::Tp;
 use common::sipp::Sipp;
 use common::telephony::{self, wait_for, PhoneMedia};
-use common::{Gateway, USERS};
+use common::{token_of, Gateway};
 use reqwest::Method;
 use serde_json::json;
-
-fn token_of(user: &str) -> &'static str {
-    USERS
-        .iter()
-        .find(|(id, _, _)| *id == user)
-        .map(|(_, _, t)| *t)
-        .expect("test user")
-}
 
 /// A page signed in as `user`, on its rooms list (and so listening for calls).
 async fn signed_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str, tone: f64) {

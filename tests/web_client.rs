@@ -11,19 +11,11 @@ use common::proxy::Relay;
 use common::sipp::Sipp;
 use common::telephony::{self, wait_for, EventReader, PhoneMedia};
 use common::webrtc_client;
-use common::{Gateway, USERS};
+use common::{token_of, Gateway};
 use reqwest::Method;
 use serde_json::Value;
 
 const PHONE: &str = "+4930123456";
-
-fn token_of(user: &str) -> &'static str {
-    USERS
-        .iter()
-        .find(|(id, _, _)| *id == user)
-        .map(|(_, _, t)| *t)
-        .expect("test user")
-}
 
 /// Opens the gateway's page and signs in as `user`.
 async fn sign_in(browsers: &mut Browsers, name: &str, base: &str, user: &str) {

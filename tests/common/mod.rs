@@ -31,6 +31,15 @@ pub const USERS: &[(&str, &str, &str)] = &[
     ("carol", "Carol", "carol-token-0003"),
 ];
 
+/// The token of test user `user`.
+pub fn token_of(user: &str) -> &'static str {
+    USERS
+        .iter()
+        .find(|(id, _, _)| *id == user)
+        .map(|(_, _, t)| *t)
+        .unwrap_or_else(|| panic!("no test user {user}"))
+}
+
 /// The SIP listeners of a test gateway's first start: ports the system picks.
 const SIP_LISTEN: &str = "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]";
 
@@ -242,12 +251,7 @@ impl Gateway {
     }
 
     pub fn client(&self, user: &str) -> Client {
-        let token = USERS
-            .iter()
-            .find(|(id, _, _)| *id == user)
-            .map(|(_, _, t)| format!("Bearer {t}"))
-            .unwrap_or_else(|| panic!("no test user {user}"));
-        Client::new(&self.base, Some(token))
+        Client::new(&self.base, Some(format!("Bearer {}", token_of(user))))
     }
 
     pub fn anonymous(&self) -> Client {
