@@ -11,6 +11,8 @@
 //! and timeouts ([`WebRtcLeg::handle_timeout`]) and takes out what to send
 //! ([`WebRtcLeg::poll_transmit`]) and what happened ([`WebRtcLeg::poll_event`]).
 
+mod video;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,9 +22,9 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::dtmf::{DtmfDigit, DtmfError, DtmfReceiver, DtmfSender};
@@ -31,6 +33,8 @@ use crate::opus_codec::{
     OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK, PHONE_COMPLEXITY,
 };
 use crate::transcode::{DecodeStats, FrameSource, RtpMeta};
+use video::{VideoInbox, VideoSlot};
+pub use video::{SlotKeyframeRequest, VideoCodec, VideoPacket};
 
 /// Received packets a direct path holds until the driver takes them (one datagram carries one).
 const DIRECT_QUEUE: usize = 4;
@@ -76,6 +80,9 @@ pub enum LegEvent {
     Disconnected,
     /// A key press (RFC 4733), reported once per press.
     Dtmf(DtmfDigit),
+    /// The peer asks for a keyframe of the video it receives on one of its slots: the driver
+    /// passes it to that slot's source ([`WebRtcLeg::request_keyframe`]).
+    KeyframeRequest(SlotKeyframeRequest),
 }
 
 /// A datagram to send from the leg's UDP socket.
@@ -100,6 +107,9 @@ pub struct WebRtcLegConfig {
     pub direct_complexity: i32,
     /// Jitter buffer settings (clock rate 48000).
     pub jitter: JitterConfig,
+    /// Whether the offer's video m-lines are answered (VP8, H.264); when not, they are
+    /// rejected and the leg is audio-only.
+    pub video: bool,
 }
 
 impl WebRtcLegConfig {
@@ -111,6 +121,7 @@ impl WebRtcLegConfig {
             opus: OpusConfig::default(),
             direct_complexity: PHONE_COMPLEXITY,
             jitter: JitterConfig::new(OPUS_RTP_CLOCK),
+            video: true,
         }
     }
 }
@@ -128,6 +139,12 @@ pub struct LegStats {
     pub jitter: JitterStats,
     /// Decoder counters.
     pub decode: DecodeStats,
+    /// Video packets received (the leg's camera).
+    pub video_received: u64,
+    /// Video packets dropped before the driver took them.
+    pub video_dropped: u64,
+    /// Video packets forwarded to this leg's peer.
+    pub video_sent: u64,
 }
 
 fn crypto() -> Arc<CryptoProvider> {
@@ -137,8 +154,9 @@ fn crypto() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The str0m configuration of a server leg: ICE-lite, RTP mode, Opus and telephone-event only.
-fn rtc_config() -> Result<RtcConfig, WebRtcError> {
+/// The str0m configuration of a server leg: ICE-lite, RTP mode, Opus and telephone-event, and
+/// with `video` VP8 and H.264 (forwarded, so only what browsers decode everywhere).
+fn rtc_config(video: bool) -> Result<RtcConfig, WebRtcError> {
     let provider = crypto();
     let cert = provider
         .dtls_provider
@@ -150,7 +168,9 @@ fn rtc_config() -> Result<RtcConfig, WebRtcError> {
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .clear_codecs()
-        .enable_opus(true, false);
+        .enable_opus(true, false)
+        .enable_vp8(video)
+        .enable_h264(video);
     config.codec_config().add_config(
         TELEPHONE_EVENT_PT.into(),
         None,
@@ -268,6 +288,14 @@ pub struct WebRtcLeg {
     poisoned: bool,
     failure: Option<String>,
     stats: LegStats,
+    /// The m-line the peer sends its camera on.
+    video_send_mid: Option<Mid>,
+    /// Negotiated video payload types and their codecs (the same on every video m-line of a
+    /// bundle).
+    video_pts: Vec<(Pt, VideoCodec)>,
+    video_in: VideoInbox,
+    /// The m-lines other participants' video goes to, in offer order.
+    video_slots: Vec<VideoSlot>,
 }
 
 impl std::fmt::Debug for WebRtcLeg {
@@ -313,7 +341,7 @@ impl WebRtcLeg {
             .filter(|m| !m.disabled)
             .map(|m| m.mid())
             .collect();
-        let mut rtc = rtc_config()?.build(now);
+        let mut rtc = rtc_config(cfg.video)?.build(now);
         let candidate = Candidate::host(cfg.candidate, "udp")
             .map_err(|e| WebRtcError::Setup(format!("candidate {}: {e}", cfg.candidate)))?;
         rtc.add_local_candidate(candidate);
@@ -335,7 +363,8 @@ impl WebRtcLeg {
             }
         };
         let mid = mids
-            .into_iter()
+            .iter()
+            .copied()
             .find(|mid| rtc.media(*mid).map(|m| m.kind()) == Some(MediaKind::Audio))
             .ok_or_else(|| WebRtcError::Offer("the offer has no audio m-line".into()))?;
         let remote = rtc
@@ -355,6 +384,31 @@ impl WebRtcLeg {
             WebRtcError::Offer("the audio m-line does not offer opus/48000/2".into())
         })?;
         let tele_pt = negotiated(Codec::Tele);
+        let video_mids: Vec<(Mid, str0m::media::Direction)> = mids
+            .iter()
+            .filter_map(|mid| rtc.media(*mid))
+            .filter(|m| m.kind() == MediaKind::Video && !m.disabled())
+            .map(|m| (m.mid(), m.direction()))
+            .collect();
+        let video_send_mid = video_mids
+            .iter()
+            .find(|(_, dir)| dir.is_receiving())
+            .map(|(mid, _)| *mid);
+        let video_pts: Vec<(Pt, VideoCodec)> = video_mids
+            .first()
+            .and_then(|(mid, _)| rtc.media(*mid))
+            .map(|m| m.remote_pts().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|pt| {
+                let params = rtc.codec_config().find(|p| p.pt() == pt)?;
+                let spec = params.spec();
+                Some((
+                    pt,
+                    VideoCodec::of(spec.codec, spec.format.packetization_mode)?,
+                ))
+            })
+            .collect();
         // A random seed for our sequence numbers and timestamps (RFC 3550 asks for random
         // starts). A peer that only sends (sendonly offer) gets no stream from us; writes then
         // find no stream and send nothing.
@@ -368,6 +422,15 @@ impl WebRtcLeg {
             ..cfg.opus
         })?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let video_slots = video_mids
+            .iter()
+            .filter(|(_, dir)| dir.is_sending())
+            .enumerate()
+            .map(|(i, (mid, _))| {
+                let salt = seed.wrapping_add(i as u32 + 1).wrapping_mul(0x85eb_ca6b);
+                VideoSlot::new(*mid, u64::from(salt & 0x3fff) + 1, salt.rotate_left(13))
+            })
+            .collect();
         let leg = WebRtcLeg {
             rtc,
             ufrag,
@@ -412,6 +475,10 @@ impl WebRtcLeg {
             poisoned: false,
             failure: None,
             stats: LegStats::default(),
+            video_send_mid,
+            video_pts,
+            video_in: VideoInbox::default(),
+            video_slots,
         };
         Ok((leg, answer.to_sdp_string()))
     }
@@ -510,6 +577,8 @@ impl WebRtcLeg {
         LegStats {
             jitter: self.inbound.jb.stats(),
             decode: self.inbound.stats,
+            video_received: self.video_in.received,
+            video_dropped: self.video_in.dropped,
             ..self.stats
         }
     }
@@ -675,6 +744,70 @@ impl WebRtcLeg {
         Ok(self.outbound.dtmf.start(now, digit, duration, timestamp)?)
     }
 
+    /// Whether the peer sends its camera (it answered with a receiving video m-line).
+    pub fn sends_video(&self) -> bool {
+        self.video_send_mid.is_some()
+    }
+
+    /// How many other participants' videos the peer can receive at once.
+    pub fn video_slots(&self) -> usize {
+        self.video_slots.len()
+    }
+
+    /// The oldest video packet received from the peer's camera.
+    pub fn take_video(&mut self) -> Option<VideoPacket> {
+        self.video_in.pop()
+    }
+
+    /// Sends `packet` of participant `source` on slot `slot`, as part of the slot's one
+    /// continuous stream. Nothing goes out before the leg is connected, on a slot it does not
+    /// have, or in a codec its peer did not negotiate.
+    pub fn forward_video(&mut self, now: Instant, slot: usize, source: u64, packet: &VideoPacket) {
+        if !self.connected || self.gone {
+            return;
+        }
+        let Some(pt) = self
+            .video_pts
+            .iter()
+            .find(|(_, codec)| *codec == packet.codec)
+            .map(|(pt, _)| *pt)
+        else {
+            return;
+        };
+        let Some(s) = self.video_slots.get_mut(slot) else {
+            return;
+        };
+        let Some((seq, timestamp)) = s.map(source, packet) else {
+            return;
+        };
+        let mid = s.mid;
+        let ext = ExtensionValues {
+            video_orientation: packet.orientation,
+            ..ExtensionValues::default()
+        };
+        let write = RtpWrite::new(pt, seq.into(), timestamp, now, packet.payload.clone())
+            .marker(packet.marker)
+            .ext_vals(ext)
+            // Kept for the peer's NACKs: losses on this hop are repaired from here.
+            .nackable(true);
+        if self.write_to(now, mid, write) {
+            self.stats.video_sent += 1;
+        }
+    }
+
+    /// Asks the peer for a keyframe of its camera (a receiver of it asked, or starts to receive).
+    pub fn request_keyframe(&mut self, kind: KeyframeRequestKind) {
+        let Some(mid) = self.video_send_mid else {
+            return;
+        };
+        self.guard("str0m panicked on a keyframe request", |rtc| {
+            if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(kind);
+            }
+        });
+        self.drain();
+    }
+
     /// Starts an orderly close (RTCP BYE, DTLS close_notify); poll transmits once more, then drop.
     pub fn close(&mut self) {
         if let Some(Err(e)) = self.guard("str0m panicked on close", |rtc| rtc.close()) {
@@ -698,16 +831,21 @@ impl WebRtcLeg {
     fn write(&mut self, now: Instant, pt: Pt, timestamp: u32, marker: bool, payload: &[u8]) {
         let seq = SeqNo::from(self.outbound.seq);
         self.outbound.seq += 1;
-        let mid = self.mid;
+        let packet = RtpWrite::new(pt, seq, timestamp, now, payload).marker(marker);
+        if self.write_to(now, self.mid, packet) {
+            self.stats.sent += 1;
+        }
+    }
+
+    /// Writes one packet on `mid`'s stream and lets it leave at once; whether there was a
+    /// stream to write to.
+    fn write_to(&mut self, now: Instant, mid: Mid, packet: RtpWrite) -> bool {
         let written = self.guard("str0m panicked on a write", |rtc| {
             let mut api = rtc.direct_api();
             let stream = api.stream_tx_by_mid(mid, None)?;
-            stream.write_rtp(RtpWrite::new(pt, seq, timestamp, now, payload).marker(marker));
+            stream.write_rtp(packet);
             Some(())
         });
-        if written.flatten().is_some() {
-            self.stats.sent += 1;
-        }
         // str0m's pacer hands written packets out at its next timeout: run it now, so the
         // packet leaves in this turn rather than at the driver's next timer.
         if let Some(Err(e)) = self.guard("str0m panicked on a timeout", |rtc| {
@@ -716,6 +854,7 @@ impl WebRtcLeg {
             self.fail(&e.to_string());
         }
         self.drain();
+        written.flatten().is_some()
     }
 
     /// Runs one call into str0m. A panic inside it (a bug one peer's packets might reach) ends
@@ -787,10 +926,33 @@ impl WebRtcLeg {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 self.disconnected()
             }
+            Event::KeyframeRequest(req) => {
+                if let Some(slot) = self.video_slots.iter().position(|s| s.mid == req.mid) {
+                    self.events
+                        .push_back(LegEvent::KeyframeRequest(SlotKeyframeRequest {
+                            slot,
+                            kind: req.kind,
+                        }));
+                }
+            }
             Event::RtpPacket(p) => {
                 let h = &p.header;
                 let ssrc = *h.ssrc;
-                if h.payload_type == self.opus_pt {
+                let video = self
+                    .video_pts
+                    .iter()
+                    .find(|(pt, _)| *pt == h.payload_type)
+                    .map(|(_, codec)| *codec);
+                if let Some(codec) = video {
+                    self.video_in.push(VideoPacket {
+                        codec,
+                        seq: *p.seq_no,
+                        timestamp: h.timestamp,
+                        marker: h.marker,
+                        payload: p.payload.clone(),
+                        orientation: h.ext_vals.video_orientation,
+                    });
+                } else if h.payload_type == self.opus_pt {
                     self.stats.opus_received += 1;
                     if let Some(d) = self.direct.as_mut().filter(|_| self.direct_on) {
                         // A full queue loses its oldest packet (the driver takes each at once).
@@ -867,6 +1029,11 @@ mod tests {
         /// Sequence numbers of the packets that started a talkspurt (marker bit).
         talkspurts: Vec<u64>,
         dec: OpusDecoder,
+        video_mid: Option<Mid>,
+        /// VP8 frames received, as they were sent.
+        video_frames: Vec<Vec<u8>>,
+        /// Keyframe requests received for the camera.
+        keyframe_requests: Vec<KeyframeRequestKind>,
     }
 
     fn offer(now: Instant, video: bool) -> (Peer, String, str0m::change::SdpPendingOffer) {
@@ -888,9 +1055,8 @@ mod tests {
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        if video {
-            change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
-        }
+        let video_mid =
+            video.then(|| change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
         let (offer, pending) = change.apply().unwrap_or_else(|| panic!("no offer"));
         let peer = Peer {
             rtc,
@@ -900,6 +1066,9 @@ mod tests {
             stream: Vec::new(),
             talkspurts: Vec::new(),
             dec: OpusDecoder::new(MIX, FRAME_MS).unwrap_or_else(|e| panic!("{e}")),
+            video_mid,
+            video_frames: Vec::new(),
+            keyframe_requests: Vec::new(),
         };
         (peer, offer.to_sdp_string(), pending)
     }
@@ -932,6 +1101,12 @@ mod tests {
                         let _ = leg.handle_input(*now, addr(CLIENT), addr(SERVER), &t.contents);
                     }
                     Ok(Output::Event(Event::Connected)) => peer.connected = true,
+                    Ok(Output::Event(Event::KeyframeRequest(k))) => {
+                        peer.keyframe_requests.push(k.kind)
+                    }
+                    Ok(Output::Event(Event::MediaData(m))) if m.params.spec().codec == Codec::Vp8 => {
+                        peer.video_frames.push(m.data.to_vec())
+                    }
                     Ok(Output::Event(Event::MediaData(m))) => {
                         peer.stream.push((**m.seq_range.start(), m.time.numer()));
                         if m.audio_start_of_talk_spurt {
@@ -983,8 +1158,14 @@ mod tests {
     }
 
     #[test]
-    fn answers_ice_lite_with_opus_and_telephone_event_and_rejects_video() {
-        let (_, _, _, answer) = connect(true);
+    fn answers_ice_lite_with_opus_and_telephone_event_and_rejects_video_when_told_to() {
+        let cfg = WebRtcLegConfig {
+            video: false,
+            ..WebRtcLegConfig::new(addr(SERVER), MIX)
+        };
+        let (_, _, leg, answer) = connect_with(true, cfg);
+        assert!(!leg.sends_video());
+        assert_eq!(leg.video_slots(), 0);
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(answer.contains("opus/48000/2"), "{answer}");
         assert!(answer.contains("telephone-event/48000"), "{answer}");
@@ -1073,6 +1254,93 @@ a=sctp-port:5000\r\n\
 a=max-message-size:262144\r\n";
 
     #[test]
+    fn answers_video_with_vp8_and_h264_as_a_sending_and_receiving_m_line() {
+        let (_, _, leg, answer) = connect(true);
+        let video = answer
+            .split("m=")
+            .find(|m| m.starts_with("video"))
+            .unwrap_or_else(|| panic!("no video m-line in the answer:\n{answer}"));
+        assert!(!video.starts_with("video 0 "), "video rejected:\n{answer}");
+        assert!(video.contains("VP8/90000"), "{video}");
+        assert!(video.contains("a=sendrecv"), "{video}");
+        assert!(video.contains("nack pli"), "{video}");
+        assert!(leg.sends_video());
+        assert_eq!(leg.video_slots(), 1);
+    }
+
+    /// A VP8 frame the way an encoder starts a keyframe (frame tag, start code), numbered.
+    fn vp8_frame(i: u8) -> Vec<u8> {
+        let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+        frame.extend(std::iter::repeat_n(i, 300));
+        frame
+    }
+
+    #[test]
+    fn video_is_forwarded_as_it_is_and_a_receivers_keyframe_request_reaches_the_sender() {
+        let (t_a, mut a, mut leg_a, _) = connect(true);
+        let (t_b, mut b, mut leg_b, _) = connect(true);
+        let mut now = t_a.max(t_b);
+        until_connected(&mut now, &mut a, &mut leg_a);
+        until_connected(&mut now, &mut b, &mut leg_b);
+        let a_video = a.video_mid.unwrap_or_else(|| panic!("no video m-line"));
+        let b_video = b.video_mid.unwrap_or_else(|| panic!("no video m-line"));
+        const SOURCE: u64 = 7;
+
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            let frame = vp8_frame(i);
+            let writer = a.rtc.writer(a_video).unwrap_or_else(|| panic!("no writer"));
+            let pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt())
+                .unwrap_or_else(|| panic!("no VP8"));
+            writer
+                .write(pt, now, MediaTime::from_90khz(u64::from(i) * 3000), frame.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
+            sent.push(frame);
+            pump(&mut now, Duration::from_millis(33), &mut a, &mut leg_a);
+            while let Some(packet) = leg_a.take_video() {
+                assert_eq!(packet.codec, VideoCodec::Vp8);
+                leg_b.forward_video(now, 0, SOURCE, &packet);
+            }
+            pump(&mut now, Duration::from_millis(1), &mut b, &mut leg_b);
+        }
+        assert_eq!(b.video_frames, sent, "B sees A's frames, in order, as they were");
+        assert!(leg_b.stats().video_sent > 0);
+
+        // B's decoder lost the picture: its PLI reaches A's camera through both legs.
+        b.rtc
+            .writer(b_video)
+            .unwrap_or_else(|| panic!("no writer"))
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut asked = None;
+        for _ in 0..50 {
+            pump(&mut now, Duration::from_millis(10), &mut b, &mut leg_b);
+            while let Some(event) = leg_b.poll_event() {
+                if let LegEvent::KeyframeRequest(req) = event {
+                    asked = Some(req);
+                }
+            }
+            if asked.is_some() {
+                break;
+            }
+        }
+        let req = asked.unwrap_or_else(|| panic!("B's leg reported no keyframe request"));
+        assert_eq!(req.slot, 0);
+        assert!(a.keyframe_requests.is_empty());
+        leg_a.request_keyframe(req.kind);
+        for _ in 0..50 {
+            pump(&mut now, Duration::from_millis(10), &mut a, &mut leg_a);
+            if !a.keyframe_requests.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(a.keyframe_requests, vec![KeyframeRequestKind::Pli]);
+    }
+
+    #[test]
     fn answers_a_browser_offer_with_its_opus_and_telephone_event_numbers() {
         let cfg = WebRtcLegConfig::new(addr(SERVER), MIX);
         let (leg, answer) = WebRtcLeg::accept(Instant::now(), BROWSER_OFFER, &cfg)
@@ -1084,8 +1352,11 @@ a=max-message-size:262144\r\n";
         );
         assert!(!answer.contains("telephone-event/8000"), "{answer}");
         assert!(!answer.contains("PCMU"), "{answer}");
-        assert!(answer.contains("m=video 0 "), "{answer}");
+        // Video keeps the browser's numbers too (VP8 with its RTX).
+        assert!(answer.contains("a=rtpmap:96 VP8/90000"), "{answer}");
+        assert!(answer.contains("a=fmtp:97 apt=96"), "{answer}");
         assert_eq!((*leg.opus_pt, leg.tele_pt.map(|p| *p)), (111, Some(110)));
+        assert_eq!(leg.video_pts, vec![(96.into(), VideoCodec::Vp8)]);
     }
 
     #[test]
