@@ -252,6 +252,14 @@ pub struct MediaConfig {
     /// Opus encoders towards WebRTC participants.
     #[serde(default)]
     pub opus: OpusSettings,
+    /// Participants of one room whose camera is forwarded; later joins are audio-only
+    /// (0: no video at all).
+    #[serde(default = "default_max_video_senders")]
+    pub max_video_senders: usize,
+}
+
+fn default_max_video_senders() -> usize {
+    4
 }
 
 /// `[media.opus]`: how audio is encoded for WebRTC participants. Keys left out take the
@@ -335,6 +343,7 @@ impl Default for MediaConfig {
             public_ip: None,
             threads: 0,
             opus: OpusSettings::default(),
+            max_video_senders: default_max_video_senders(),
         }
     }
 }

@@ -87,6 +87,19 @@ pub enum RoomEvent {
     /// How loud each participant of a mixing room spoke over the last moments, for level
     /// meters; only streams that ask for it (`?levels=true`) receive it.
     Levels { levels: Vec<SpeakerLevel> },
+    /// The participants whose camera the room forwards, in the order they started: each
+    /// browser's receiving video m-lines carry, in m-line order, these senders without itself.
+    VideoSenders { senders: Vec<VideoSender> },
+}
+
+/// A participant whose camera is forwarded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoSender {
+    pub attendee_id: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub session_id: String,
 }
 
 /// One participant's speech level: the RMS of what it sent into the mix, 0 (silence or muted)
@@ -115,6 +128,7 @@ impl RoomEvent {
             RoomEvent::Levels { .. } => "levels",
             RoomEvent::CallExpiring { .. } => "call-expiring",
             RoomEvent::Recording { .. } => "recording",
+            RoomEvent::VideoSenders { .. } => "video-senders",
         }
     }
 }

@@ -16,6 +16,10 @@ use serde_json::json;
 /// A page signed in as `user`, on its rooms list (and so listening for calls).
 async fn signed_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str, tone: f64) {
     browsers.launch(name, tone).await;
+    sign_in(browsers, name, gw, user).await;
+}
+
+async fn sign_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str) {
     browsers.goto(name, &format!("{}/", gw.base)).await;
     browsers.fill(name, "#token", token_of(user)).await;
     browsers.press(name, "#token", "Enter").await;
@@ -67,6 +71,73 @@ async fn a_called_user_answers_and_both_hear_each_other() {
         entry["endTime"].as_i64() >= entry["startTime"].as_i64(),
         "{entry}"
     );
+}
+
+#[tokio::test]
+async fn a_video_call_shows_each_user_the_others_camera() {
+    let gw = Gateway::start("");
+    let mut browsers = Browsers::start();
+    const RED: [u8; 3] = [220, 30, 30];
+    const BLUE: [u8; 3] = [30, 30, 220];
+    browsers.launch_with_camera("alice", 440.0, RED).await;
+    sign_in(&mut browsers, "alice", &gw, "alice").await;
+    browsers.launch_with_camera("bob", 1000.0, BLUE).await;
+    sign_in(&mut browsers, "bob", &gw, "bob").await;
+
+    browsers.fill("alice", "#callee", "bob").await;
+    browsers.click("alice", "#video-call").await;
+    browsers
+        .wait_text("bob", "#incoming-title", "alice is calling (video)")
+        .await;
+    browsers.click("bob", "#answer").await;
+    browsers
+        .wait_text("alice", "#call-banner", "connected")
+        .await;
+
+    // Each remote tile decodes frames of the other's camera, through the gateway.
+    let bob_sees = browsers
+        .wait_for_picture("bob", "#remote-videos video", 30)
+        .await;
+    assert!(
+        bob_sees.is_mostly(0),
+        "bob should see alice's red camera: {bob_sees:?}"
+    );
+    let alice_sees = browsers
+        .wait_for_picture("alice", "#remote-videos video", 30)
+        .await;
+    assert!(
+        alice_sees.is_mostly(2),
+        "alice should see bob's blue camera: {alice_sees:?}"
+    );
+    browsers
+        .wait_text("alice", "#remote-videos figcaption", "bob")
+        .await;
+    // The audio goes on beside it.
+    browsers.wait_to_hear("alice", 1000.0, 440.0).await;
+    browsers.wait_to_hear("bob", 440.0, 1000.0).await;
+    browsers.screenshot("alice", "direct-video-call.png").await;
+
+    // Camera off: bob's picture of alice turns black.
+    browsers.click("alice", "#camera").await;
+    let mut dark = None;
+    for _ in 0..40 {
+        let seen = browsers
+            .wait_for_picture("bob", "#remote-videos video", 0)
+            .await;
+        if seen.rgb.iter().all(|c| *c < 40) {
+            dark = Some(seen);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(dark.is_some(), "alice's camera never went black for bob");
+
+    browsers.click("alice", "#leave-call").await;
+    browsers
+        .wait_text("bob", "#call-banner", "ended: hung up")
+        .await;
+    assert!(!browsers.visible("bob", "#videos").await);
+    browsers.close().await;
 }
 
 #[tokio::test]

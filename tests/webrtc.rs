@@ -22,6 +22,8 @@ struct Joined {
     status: StatusCode,
     location: Option<String>,
     content_type: Option<String>,
+    /// `X-Dialbridge-Video`.
+    video: Option<String>,
     body: String,
     json: Value,
 }
@@ -44,6 +46,7 @@ async fn post_offer(client: &Client, token: &str, content_type: &str, offer: &st
             .map(str::to_string)
     };
     let (location, content_type) = (header("location"), header("content-type"));
+    let video = header("x-dialbridge-video");
     let body = response.text().await.expect("body");
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
     check_openapi(&Method::POST, &path, status, &json);
@@ -51,6 +54,7 @@ async fn post_offer(client: &Client, token: &str, content_type: &str, offer: &st
         status,
         location,
         content_type,
+        video,
         body,
         json,
     }
@@ -290,12 +294,13 @@ async fn join_endpoint_checks_the_caller_the_call_and_the_offer() {
     let refused = post_offer(&alice, &token, "application/sdp", "").await;
     assert_eq!(refused.status, 400);
 
-    // An offer with video: audio is answered, video rejected with port 0.
+    // An offer with video: audio and VP8 video are answered.
     let (answer, first) = join(&alice, &gw, &token, &offer).await;
     assert!(answer.contains("a=ice-lite"), "{answer}");
     assert!(answer.contains("opus/48000/2"), "{answer}");
     assert!(answer.contains("telephone-event/48000"), "{answer}");
-    assert!(answer.contains("m=video 0 "), "{answer}");
+    assert!(answer.contains("VP8/90000"), "{answer}");
+    assert!(!answer.contains("m=video 0 "), "{answer}");
     let port = gw.webrtc.expect("webrtc address").port();
     assert!(
         answer.contains(&format!("127.0.0.1 {port} typ host")),
@@ -319,6 +324,52 @@ async fn join_endpoint_checks_the_caller_the_call_and_the_offer() {
         )
         .await
         .expect(404);
+}
+
+#[tokio::test]
+async fn cameras_beyond_the_cap_join_audio_only_and_a_freed_place_is_taken_again() {
+    let gw = Gateway::start_with("", "max_video_senders = 1\n", "");
+    let token = room_with(&gw, &["bob"]).await;
+    let video_join = |user: &'static str| {
+        let api = gw.client(user);
+        let token = token.clone();
+        async move {
+            api.join_room(&token).await;
+            api.join_call(&token, 7).await;
+            let joined = post_offer(&api, &token, "application/sdp", &Offer::new(true).sdp).await;
+            assert_eq!(joined.status, 201, "{}", joined.body);
+            (api, joined)
+        }
+    };
+    let (alice, first) = video_join("alice").await;
+    assert_eq!(first.video.as_deref(), Some("sending"));
+    assert!(first.body.contains("VP8/90000"), "{}", first.body);
+
+    let (bob, refused) = video_join("bob").await;
+    let why = refused.video.unwrap_or_default();
+    assert!(
+        why.starts_with("refused: ") && why.contains("maximum of 1 camera"),
+        "{why}"
+    );
+    // Audio-only: the video m-line is rejected, the audio answered.
+    assert!(refused.body.contains("m=video 0 "), "{}", refused.body);
+    assert!(refused.body.contains("opus/48000/2"), "{}", refused.body);
+
+    // Alice's media ends: her place is free, and bob's next offer takes it.
+    let alice_media = first
+        .location
+        .and_then(|l| l.strip_prefix(&gw.base).map(str::to_string))
+        .expect("Location");
+    alice
+        .call(Method::DELETE, &alice_media, None)
+        .await
+        .expect(200);
+    let again = post_offer(&bob, &token, "application/sdp", &Offer::new(true).sdp).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.video.as_deref(), Some("sending"));
+    // An audio-only offer says so.
+    let audio = post_offer(&alice, &token, "application/sdp", &Offer::new(false).sdp).await;
+    assert_eq!(audio.video.as_deref(), Some("none"));
 }
 
 /// The number of WebRTC legs the gateway reports in its metrics.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::config::CryptoProvider;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -33,8 +33,9 @@ use crate::opus_codec::{
     OpusConfig, OpusDecoder, OpusEncoder, OpusError, MAX_PACKET, OPUS_RTP_CLOCK, PHONE_COMPLEXITY,
 };
 use crate::transcode::{DecodeStats, FrameSource, RtpMeta};
-use video::{VideoInbox, VideoSlot};
+pub use str0m::media::KeyframeRequestKind;
 pub use video::{SlotKeyframeRequest, VideoCodec, VideoPacket};
+use video::{VideoInbox, VideoSlot};
 
 /// Received packets a direct path holds until the driver takes them (one datagram carries one).
 const DIRECT_QUEUE: usize = 4;
@@ -288,6 +289,8 @@ pub struct WebRtcLeg {
     poisoned: bool,
     failure: Option<String>,
     stats: LegStats,
+    /// The offer had video (answered or not).
+    offered_video: bool,
     /// The m-line the peer sends its camera on.
     video_send_mid: Option<Mid>,
     /// Negotiated video payload types and their codecs (the same on every video m-line of a
@@ -341,6 +344,10 @@ impl WebRtcLeg {
             .filter(|m| !m.disabled)
             .map(|m| m.mid())
             .collect();
+        let offered_video = offer
+            .media_lines
+            .iter()
+            .any(|m| !m.disabled && m.typ.to_string() == "video");
         let mut rtc = rtc_config(cfg.video)?.build(now);
         let candidate = Candidate::host(cfg.candidate, "udp")
             .map_err(|e| WebRtcError::Setup(format!("candidate {}: {e}", cfg.candidate)))?;
@@ -475,6 +482,7 @@ impl WebRtcLeg {
             poisoned: false,
             failure: None,
             stats: LegStats::default(),
+            offered_video,
             video_send_mid,
             video_pts,
             video_in: VideoInbox::default(),
@@ -742,6 +750,11 @@ impl WebRtcLeg {
         }
         let timestamp = self.outbound.timestamp;
         Ok(self.outbound.dtmf.start(now, digit, duration, timestamp)?)
+    }
+
+    /// Whether the offer had video m-lines, answered or refused.
+    pub fn offered_video(&self) -> bool {
+        self.offered_video
     }
 
     /// Whether the peer sends its camera (it answered with a receiving video m-line).
@@ -1055,8 +1068,8 @@ mod tests {
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let video_mid =
-            video.then(|| change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
+        let video_mid = video
+            .then(|| change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
         let (offer, pending) = change.apply().unwrap_or_else(|| panic!("no offer"));
         let peer = Peer {
             rtc,
@@ -1104,7 +1117,9 @@ mod tests {
                     Ok(Output::Event(Event::KeyframeRequest(k))) => {
                         peer.keyframe_requests.push(k.kind)
                     }
-                    Ok(Output::Event(Event::MediaData(m))) if m.params.spec().codec == Codec::Vp8 => {
+                    Ok(Output::Event(Event::MediaData(m)))
+                        if m.params.spec().codec == Codec::Vp8 =>
+                    {
                         peer.video_frames.push(m.data.to_vec())
                     }
                     Ok(Output::Event(Event::MediaData(m))) => {
@@ -1296,7 +1311,12 @@ a=max-message-size:262144\r\n";
                 .map(|p| p.pt())
                 .unwrap_or_else(|| panic!("no VP8"));
             writer
-                .write(pt, now, MediaTime::from_90khz(u64::from(i) * 3000), frame.clone())
+                .write(
+                    pt,
+                    now,
+                    MediaTime::from_90khz(u64::from(i) * 3000),
+                    frame.clone(),
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
             sent.push(frame);
             pump(&mut now, Duration::from_millis(33), &mut a, &mut leg_a);
@@ -1306,7 +1326,10 @@ a=max-message-size:262144\r\n";
             }
             pump(&mut now, Duration::from_millis(1), &mut b, &mut leg_b);
         }
-        assert_eq!(b.video_frames, sent, "B sees A's frames, in order, as they were");
+        assert_eq!(
+            b.video_frames, sent,
+            "B sees A's frames, in order, as they were"
+        );
         assert!(leg_b.stats().video_sent > 0);
 
         // B's decoder lost the picture: its PLI reaches A's camera through both legs.

@@ -9,12 +9,29 @@ use serde_json::{json, Value};
 
 use super::ocs::{read_body, Ocs, OcsError};
 use super::{session_from_cookies, Auth, Path, St};
-use crate::runtime::{MediaError, MediaId};
+use crate::runtime::{MediaError, MediaId, VideoAnswer};
 
 /// Largest offer read; browser offers are a few kilobytes.
 const MAX_OFFER: usize = 64 * 1024;
 
 const SDP: &str = "application/sdp";
+
+/// Response header of a join: what became of the offered video.
+const VIDEO_HEADER: &str = "x-dialbridge-video";
+
+/// The `X-Dialbridge-Video` value: `sending` (the camera is forwarded to the room), `none` (no
+/// camera offered), or `refused: ...` saying why the join is audio-only.
+fn video_header(video: VideoAnswer) -> String {
+    match video {
+        VideoAnswer::Sending => "sending".into(),
+        VideoAnswer::None => "none".into(),
+        VideoAnswer::RoomFull { max: 0 } => "refused: video is turned off on this gateway".into(),
+        VideoAnswer::RoomFull { max } => {
+            let cameras = if max == 1 { "camera" } else { "cameras" };
+            format!("refused: the call has its maximum of {max} {cameras}; this join is audio-only")
+        }
+    }
+}
 
 impl From<MediaError> for OcsError {
     fn from(e: MediaError) -> OcsError {
@@ -68,7 +85,7 @@ pub(super) async fn join(
             "the request body holds no offer",
         ));
     }
-    let (id, answer) = state.media.join(who.clone(), offer).await?;
+    let (id, answer, video) = state.media.join(who.clone(), offer).await?;
     // A leave that committed while the leg was being set up has already told the engine, before
     // the leg existed; look again so such a leg does not outlive its session's call.
     match state.rooms.media_session(&user, &token, cookie.as_deref()) {
@@ -85,13 +102,17 @@ pub(super) async fn join(
             });
         }
     }
-    tracing::info!(%token, user = %user.id, media = %id, "WebRTC media joined");
+    tracing::info!(%token, user = %user.id, media = %id, ?video, "WebRTC media joined");
     let location = format!("{}/api/v1/rooms/{token}/media/{id}", state.public_url);
     Ok((
         StatusCode::CREATED,
         [
             (header::LOCATION, location),
             (header::CONTENT_TYPE, SDP.to_string()),
+            (
+                header::HeaderName::from_static(VIDEO_HEADER),
+                video_header(video),
+            ),
         ],
         Body::from(answer),
     )

@@ -3,4 +3,4 @@
 pub mod media;
 pub mod sip;
 
-pub use media::{MediaError, MediaHandle, MediaId, RecordingSink, RECORD_FRAME};
+pub use media::{MediaError, MediaHandle, MediaId, RecordingSink, VideoAnswer, RECORD_FRAME};

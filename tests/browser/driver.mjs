@@ -38,7 +38,28 @@ function toneWav(path, hz, seconds = 2) {
   writeFileSync(path, Buffer.concat([header, data]));
 }
 
-async function launch({ name, toneHz = 440, microphone = true, width = 1000, height = 900 }) {
+/**
+ * A Y4M video of `frames` frames of one colour (`rgb`, 0-255 each) with a white bar moving
+ * across it, so that the encoder has motion to send; Chromium loops it as the camera.
+ */
+function cameraY4m(path, [r, g, b], width = 320, height = 240, frames = 30) {
+  // BT.601 full range, as C420jpeg says.
+  const y = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
+  const u = Math.round(128 - 0.168736 * r - 0.331264 * g + 0.5 * b);
+  const v = Math.round(128 + 0.5 * r - 0.418688 * g - 0.081312 * b);
+  const parts = [Buffer.from(`YUV4MPEG2 W${width} H${height} F30:1 Ip A1:1 C420jpeg\n`)];
+  const bar = 16;
+  for (let f = 0; f < frames; f++) {
+    const luma = Buffer.alloc(width * height, y);
+    const x0 = Math.floor((f * (width - bar)) / frames);
+    for (let row = 0; row < height; row++) luma.fill(235, row * width + x0, row * width + x0 + bar);
+    const chroma = (value) => Buffer.alloc((width / 2) * (height / 2), value);
+    parts.push(Buffer.from('FRAME\n'), luma, chroma(u), chroma(v));
+  }
+  writeFileSync(path, Buffer.concat(parts));
+}
+
+async function launch({ name, toneHz = 440, microphone = true, camera = null, width = 1000, height = 900 }) {
   const dir = mkdtempSync(join(tmpdir(), `dialbridge-browser-${name}-`));
   const wav = join(dir, 'tone.wav');
   toneWav(wav, toneHz);
@@ -54,6 +75,11 @@ async function launch({ name, toneHz = 440, microphone = true, width = 1000, hei
     '--use-fake-device-for-media-stream',
     `--use-file-for-fake-audio-capture=${wav}`,
   ];
+  if (camera) {
+    const y4m = join(dir, 'camera.y4m');
+    cameraY4m(y4m, camera);
+    args.push(`--use-file-for-fake-video-capture=${y4m}`);
+  }
   // Without the fake permission prompt, and with prompts denied, the page meets a refused microphone.
   args.push(microphone ? '--use-fake-ui-for-media-stream' : '--deny-permission-prompts');
   const context = await chromium.launchPersistentContext(join(dir, 'profile'), {
@@ -157,6 +183,25 @@ const ops = {
     return true;
   },
   frequencies: async ({ name, hz, ms = 1500 }) => frequencies(get(name).page, hz, ms),
+  // What a <video> element shows: frames decoded so far, its size, and the mean colour of its
+  // picture (the moving bar is a small part of it).
+  picture: async ({ name, selector }) =>
+    get(name).page.locator(selector).first().evaluate((video) => {
+      const quality = video.getVideoPlaybackQuality();
+      const { videoWidth: width, videoHeight: height } = video;
+      const out = { frames: quality.totalVideoFrames - quality.droppedVideoFrames, width, height, rgb: null };
+      if (!width || !height) return out;
+      const canvas = document.createElement('canvas');
+      canvas.width = width;
+      canvas.height = height;
+      const context = canvas.getContext('2d');
+      context.drawImage(video, 0, 0);
+      const data = context.getImageData(0, 0, width, height).data;
+      const sum = [0, 0, 0];
+      for (let i = 0; i < data.length; i += 4) for (let c = 0; c < 3; c++) sum[c] += data[i + c];
+      out.rgb = sum.map((s) => Math.round(s / (data.length / 4)));
+      return out;
+    }),
   evaluate: async ({ name, js }) => get(name).page.evaluate(js),
   screenshot: async ({ name, path }) => {
     await get(name).page.screenshot({ path, fullPage: true });

@@ -13,6 +13,25 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// The longest a driver command may take (a page waiting for a state has its own 30 s limit).
 const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
 
+/// What a `<video>` element showed.
+#[derive(Debug, Clone, Copy)]
+pub struct Picture {
+    pub frames: u64,
+    /// Mean red, green, blue of the picture.
+    pub rgb: [u8; 3],
+}
+
+impl Picture {
+    /// Whether the picture is mostly `channel` (0 red, 1 green, 2 blue): that channel well above
+    /// the other two.
+    pub fn is_mostly(&self, channel: usize) -> bool {
+        let main = self.rgb[channel] as i32;
+        (0..3)
+            .filter(|c| *c != channel)
+            .all(|c| main > self.rgb[c] as i32 + 60)
+    }
+}
+
 pub struct Browsers {
     child: Child,
     stdin: ChildStdin,
@@ -105,6 +124,36 @@ impl Browsers {
     pub async fn launch(&mut self, name: &str, tone_hz: f64) {
         self.op("launch", json!({"name": name, "toneHz": tone_hz}))
             .await;
+    }
+
+    /// A browser whose microphone plays `tone_hz` and whose camera shows `rgb`, one colour.
+    pub async fn launch_with_camera(&mut self, name: &str, tone_hz: f64, rgb: [u8; 3]) {
+        self.op(
+            "launch",
+            json!({"name": name, "toneHz": tone_hz, "camera": rgb}),
+        )
+        .await;
+    }
+
+    /// What the first `<video>` matching `selector` shows: frames decoded and the picture's mean
+    /// colour, once it has decoded more than `frames` frames (within 30 s).
+    pub async fn wait_for_picture(&mut self, name: &str, selector: &str, frames: u64) -> Picture {
+        let mut last = Value::Null;
+        for _ in 0..60 {
+            last = self
+                .op("picture", json!({"name": name, "selector": selector}))
+                .await;
+            let decoded = last["frames"].as_u64().unwrap_or(0);
+            if let (true, Some(rgb)) = (decoded > frames, last["rgb"].as_array()) {
+                let channel = |i: usize| rgb.get(i).and_then(Value::as_u64).unwrap_or(0) as u8;
+                return Picture {
+                    frames: decoded,
+                    rgb: [channel(0), channel(1), channel(2)],
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{name}: {selector} decoded no more than {frames} frames in 30 s: {last}");
     }
 
     /// A browser with a phone-sized screen (390 x 844).

@@ -16,6 +16,8 @@ const app = {
   media: null, // MediaSession while in the call's audio
   keypadPhone: null, // the phone's callId the keypad sends to, or null for the call
   meters: null,
+  videoSenders: [], // the open room's video senders (its `video-senders` event)
+  sessionId: null, // this page's session in the open room
 };
 // For integrators poking at the page and for the browser tests.
 window.dialbridgeApp = app;
@@ -161,7 +163,7 @@ function showDirectStatus(e) {
     const why = e.reason ? `: ${REASONS[e.reason] ?? e.reason}` : '';
     banner.textContent = `Call with ${peer} ended${why}`;
     app.media = null;
-    stopMeters();
+    stopCallViews();
     renderRoom();
   } else if (!e.localUser) {
     banner.textContent = `${e.userJid}: ${e.status}`;
@@ -210,8 +212,8 @@ async function enterDirectCall(roomId, peer) {
   location.hash = `#/room/${encodeURIComponent(roomId)}`;
 }
 
-async function callUser(jid) {
-  const answer = await app.calls.makeVoiceCall([jid]);
+async function callUser(jid, callType = 'audio') {
+  const answer = callType === 'video' ? await app.calls.makeVideoCall([jid]) : await app.calls.makeVoiceCall([jid]);
   if (answer.statusCode !== 200) {
     throw new DialbridgeError(answer.error?.status ?? answer.statusCode, answer.error?.error ?? 'call', answer.message);
   }
@@ -291,10 +293,11 @@ async function openRoom(token) {
       audio.srcObject = app.media.remoteStream;
       audio.play().catch(() => {});
       startMeters(app.media);
+      showVideos(app.media);
     }
   } else {
     $('call-banner').hidden = true;
-    await client.joinRoom(token);
+    app.sessionId = (await client.joinRoom(token))?.sessionId ?? null;
   }
   const state = await client.watchRoom(token, { levels: true });
   if (app.token !== token) {
@@ -304,6 +307,10 @@ async function openRoom(token) {
   app.state = state;
   state.on('change', () => renderRoom());
   state.on('event', (e) => {
+    if (e.type === 'video-senders') {
+      app.videoSenders = e.senders;
+      labelVideos();
+    }
     if (e.type === 'recording') notify(e.active ? 'This call is being recorded.' : 'The recording stopped.');
     if (e.type === 'call-expiring') {
       const at = new Date(e.expiresAt);
@@ -322,13 +329,13 @@ function leaveRoomPage() {
     const calls = app.calls;
     app.direct = null;
     app.media = null;
-    stopMeters();
+    stopCallViews();
     calls?.endCall().catch(() => {});
   } else if (app.media) {
     const { token } = app;
     const media = app.media;
     app.media = null;
-    stopMeters();
+    stopCallViews();
     media.leave().catch(() => {});
     client.leaveCall(token).catch(() => {});
   }
@@ -336,6 +343,8 @@ function leaveRoomPage() {
   app.state = null;
   app.token = null;
   app.keypadPhone = null;
+  app.videoSenders = [];
+  app.sessionId = null;
 }
 
 function isModerator() {
@@ -354,7 +363,9 @@ function renderRoom() {
   const inMedia = Boolean(app.media);
   $('join-call').hidden = inMedia;
   $('join-call').textContent = state.room.hasCall ? 'Join call' : 'Start call';
+  $('join-video').hidden = inMedia;
   $('mute').hidden = !inMedia;
+  $('camera').hidden = !(inMedia && app.media.localStream.getVideoTracks().length > 0);
   $('leave-call').hidden = !inMedia;
   $('end-call').hidden = !(inMedia && isModerator());
   $('dial').hidden = !isModerator();
@@ -469,11 +480,11 @@ async function pressKey(key) {
 
 // The call's audio.
 
-async function joinCall() {
+async function joinCall({ video = false } = {}) {
   const token = app.token;
   await client.joinCall(token);
   try {
-    app.media = await client.joinMedia(token);
+    app.media = await client.joinMedia(token, { video });
   } catch (e) {
     // Nothing half-joined stays behind: no audio, no presence in the call.
     await client.leaveCall(token).catch(() => {});
@@ -486,27 +497,95 @@ async function joinCall() {
     if (s === 'failed') report(new Error('the audio connection was lost'), 'The call');
   });
   startMeters(app.media);
+  showVideos(app.media);
   setMuteButton(false);
+  setCameraButton(false);
   renderRoom();
 }
 
 async function leaveCall({ all = false } = {}) {
   if (app.direct) {
     app.media = null;
-    stopMeters();
+    stopCallViews();
     await app.calls.endCall();
     renderRoom();
     return;
   }
   const media = app.media;
   app.media = null;
-  stopMeters();
+  stopCallViews();
   try {
     await client.leaveCall(app.token, { all });
   } finally {
     await media?.leave().catch(() => {});
     renderRoom();
   }
+}
+
+function setCameraButton(off) {
+  const b = $('camera');
+  b.setAttribute('aria-pressed', String(off));
+  b.textContent = off ? 'Camera on' : 'Camera off';
+}
+
+// Video: this page's camera and a tile per slot of the others' cameras, shown while it plays.
+
+function showVideos(media) {
+  hideVideos();
+  if (media.video.startsWith('refused')) notify(`Your camera is not shown: ${media.video.replace(/^refused:\s*/, '')}.`);
+  const own = media.localStream.getVideoTracks();
+  if (own.length === 0 && media.remoteVideos.length === 0) return;
+  $('videos').hidden = false;
+  $('local-tile').hidden = own.length === 0;
+  $('local-video').srcObject = own.length ? new MediaStream(own) : null;
+  const tiles = media.remoteVideos.map((track, slot) => {
+    const figure = document.createElement('figure');
+    figure.className = 'tile';
+    figure.dataset.slot = String(slot);
+    const video = document.createElement('video');
+    video.className = 'remote-video';
+    video.autoplay = true;
+    video.muted = true;
+    video.playsInline = true;
+    video.srcObject = new MediaStream([track]);
+    const caption = document.createElement('figcaption');
+    figure.append(video, caption);
+    // A slot without a sender gets no packets: its track stays muted and its tile hidden.
+    const update = () => {
+      figure.hidden = track.muted;
+    };
+    track.addEventListener('mute', update);
+    track.addEventListener('unmute', update);
+    update();
+    return figure;
+  });
+  $('remote-videos').replaceChildren(...tiles);
+  setCameraButton(false);
+  labelVideos();
+}
+
+function labelVideos() {
+  const media = app.media;
+  if (!media) return;
+  const slots = media.videoSenders(app.videoSenders, app.sessionId ?? app.calls?.sessionId ?? '');
+  for (const figure of $('remote-videos').children) {
+    const sender = slots[Number(figure.dataset.slot)]?.sender;
+    const person = sender && app.state?.participants.find((p) => p.attendeeId === sender.attendeeId);
+    const name = person?.displayName || sender?.actorId || app.direct?.peer || 'Camera';
+    figure.querySelector('figcaption').textContent = name;
+    figure.querySelector('video').setAttribute('aria-label', `${name}'s camera`);
+  }
+}
+
+function hideVideos() {
+  $('videos').hidden = true;
+  $('local-video').srcObject = null;
+  $('remote-videos').replaceChildren();
+}
+
+function stopCallViews() {
+  stopMeters();
+  hideVideos();
 }
 
 function setMuteButton(muted) {
@@ -634,7 +713,19 @@ function wire() {
       location.hash = `#/room/${encodeURIComponent(room.token)}`;
     });
   });
-  $('join-call').addEventListener('click', (e) => act(e.currentTarget, 'Joining the call', joinCall));
+  $('join-call').addEventListener('click', (e) => act(e.currentTarget, 'Joining the call', () => joinCall()));
+  $('join-video').addEventListener('click', (e) =>
+    act(e.currentTarget, 'Joining the call', () => joinCall({ video: true })),
+  );
+  $('camera').addEventListener('click', () => {
+    if (!app.media) return;
+    app.media.setVideoMuted(!app.media.videoMuted);
+    setCameraButton(app.media.videoMuted);
+  });
+  $('video-call').addEventListener('click', (e) => {
+    if (!$('call-user').reportValidity()) return;
+    act(e.currentTarget, 'Calling', () => callUser($('callee').value.trim(), 'video'));
+  });
   $('leave-call').addEventListener('click', (e) => act(e.currentTarget, 'Leaving the call', () => leaveCall()));
   $('end-call').addEventListener('click', (e) =>
     act(e.currentTarget, 'Ending the call', () => leaveCall({ all: true })),

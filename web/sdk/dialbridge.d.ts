@@ -46,7 +46,7 @@ export declare class DialbridgeError extends Error {
   status: number;
   /**
    * The API's short error word (`auth`, `trunk`, `allowlist`...), `http` for a plain-text
-   * answer, `network`, `microphone-denied`, `microphone-missing`, `microphone-busy`, `media`, `dtmf`.
+   * answer, `network`, `microphone-denied`, `microphone-missing`, `microphone-busy`, `camera-denied`, `camera-missing`, `camera-busy`, `media`, `dtmf`.
    */
   error: string;
   /** The parsed answer, when there was one. */
@@ -137,6 +137,7 @@ export type RoomEvent =
     }
   | { type: 'access-revoked'; reason: string; eventId?: string }
   | { type: 'levels'; levels: { attendeeId: number; sessionId: string; level: number }[]; eventId?: string }
+  | { type: 'video-senders'; senders: VideoSender[]; eventId?: string }
   | { type: 'lagged'; missed: number; eventId?: string };
 
 export type Unsubscribe = () => void;
@@ -176,6 +177,8 @@ export declare function buildRequest(
 export declare function errorFromResponse(status: number, text: string): DialbridgeError;
 /** A `getUserMedia` failure as a typed error. */
 export declare function mediaError(e: unknown): DialbridgeError;
+/** The errors `getUserMedia` raises for the camera, as DialbridgeErrors. */
+export declare function cameraError(e: unknown): DialbridgeError;
 
 /** Incremental Server-Sent Events parser. */
 export declare class SseParser {
@@ -242,18 +245,37 @@ export declare class RoomState {
   phoneAttendees(): (Participant & { phone: PhoneState | null })[];
 }
 
-/** The browser's audio in a room's call. */
+/** A participant whose camera the call forwards (the `video-senders` room event). */
+export interface VideoSender {
+  attendeeId: number;
+  actorType: string;
+  actorId: string;
+  sessionId: string;
+}
+
+/** The browser's media in a room's call. */
 export declare class MediaSession {
   readonly id: string | null;
   readonly location: string | null;
   readonly pc: RTCPeerConnection;
+  /** Microphone, and camera when joined with video. */
   readonly localStream: MediaStream;
-  /** The room's mix (or the other participant, in a two-party room). */
+  /** The room's audio mix (or the other participant, in a two-party room). */
   readonly remoteStream: MediaStream;
+  /** What became of the camera: `sending`, `none`, or `refused: REASON` (the join is audio-only). */
+  readonly video: string;
+  /** One track per slot for other participants' cameras, filled in the order of the call's video senders without oneself. */
+  readonly remoteVideos: MediaStreamTrack[];
   readonly muted: boolean;
+  readonly videoMuted: boolean;
   on(type: 'state', listener: (state: RTCPeerConnectionState | 'closed') => void): Unsubscribe;
   on(type: 'muted', listener: (muted: boolean) => void): Unsubscribe;
+  on(type: 'videoMuted', listener: (muted: boolean) => void): Unsubscribe;
   setMuted(muted: boolean): void;
+  /** Camera off (black frames) or on again. */
+  setVideoMuted(muted: boolean): void;
+  /** Whose camera each of `remoteVideos` shows, given the latest `video-senders` senders. */
+  videoSenders(senders: VideoSender[], ownSessionId: string): { track: MediaStreamTrack; sender: VideoSender | null }[];
   /** Key presses into the call (RFC 4733), e.g. `"12#"`. */
   sendDtmf(digits: string, options?: { duration?: number; gap?: number }): void;
   leave(): Promise<void>;
@@ -264,6 +286,10 @@ export interface JoinMediaOptions {
   stream?: MediaStream | null;
   /** `getUserMedia` audio constraints. Default true. */
   audio?: boolean | MediaTrackConstraints;
+  /** Send the camera too (error `camera-denied`, `camera-missing`, `camera-busy` when it cannot). Default false. */
+  video?: boolean;
+  /** Other participants' cameras to receive. Default 3 with video (or a stream with a video track), else 0. */
+  videoSlots?: number;
   /** Longest wait for ICE gathering before the offer goes out, ms. Default 3000. */
   iceTimeoutMs?: number;
   rtcConfig?: RTCConfiguration;
@@ -417,12 +443,13 @@ export declare class CallClient {
   start(): Promise<void>;
   stop(): void;
   makeVoiceCall(jids: string[]): Promise<CallAnswer>;
-  /** Video tracks are not forwarded yet: a video call carries audio. */
+  /** Audio and camera both ways (100607 when the camera is denied). */
   makeVideoCall(jids: string[]): Promise<CallAnswer>;
   answerCall(): Promise<CallAnswer>;
   declineCall(): Promise<CallAnswer>;
   endCall(): Promise<CallAnswer>;
   muteAudio(muted: boolean): CallAnswer;
+  muteVideo(muted: boolean): CallAnswer;
   getCallLogs(page?: number): Promise<CallAnswer>;
 }
 

@@ -509,6 +509,27 @@ export function mediaError(e) {
   return new DialbridgeError(0, 'media', e?.message || 'The audio could not start.');
 }
 
+/** The errors `getUserMedia` raises for the camera, as DialbridgeErrors a page can show. */
+export function cameraError(e) {
+  const name = e && e.name;
+  if (name === 'NotAllowedError' || name === 'SecurityError') {
+    return new DialbridgeError(0, 'camera-denied', 'The camera is blocked. Allow it for this page to be seen.');
+  }
+  if (name === 'NotFoundError' || name === 'OverconstrainedError') {
+    return new DialbridgeError(0, 'camera-missing', 'No camera was found.');
+  }
+  if (name === 'NotReadableError') {
+    return new DialbridgeError(0, 'camera-busy', 'The camera is in use by another program.');
+  }
+  return new DialbridgeError(0, 'media', e?.message || 'The video could not start.');
+}
+
+/** Response header of a media join: `sending`, `none`, or `refused: REASON` (audio-only). */
+const VIDEO_HEADER = 'X-Dialbridge-Video';
+
+/** Remote cameras a video join asks for: the gateway's default cap of senders, less oneself. */
+const DEFAULT_VIDEO_SLOTS = 3;
+
 /** Waits until a peer connection has gathered its ICE candidates (the join sends one offer). */
 function gathered(pc, timeoutMs) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
@@ -526,11 +547,12 @@ function gathered(pc, timeoutMs) {
 }
 
 /**
- * The browser's audio in a room's call: the peer connection, the local (microphone) and remote
- * (the room's mix) streams, mute, key presses, leave.
+ * The browser's media in a room's call: the peer connection, the local (microphone, camera)
+ * and remote (the room's audio mix) streams, the other participants' cameras (`remoteVideos`),
+ * mute, key presses, leave.
  */
 export class MediaSession extends Emitter {
-  constructor(client, token, pc, localStream, remoteStream, location) {
+  constructor(client, token, pc, localStream, remoteStream, location, { video = 'none', remoteVideos = [] } = {}) {
     super();
     this.client = client;
     this.token = token;
@@ -540,7 +562,28 @@ export class MediaSession extends Emitter {
     this.location = location;
     this.id = location ? location.split('/').pop() : null;
     this.muted = false;
+    this.videoMuted = false;
+    /** What became of this join's camera: `sending`, `none`, or `refused: REASON`. */
+    this.video = video;
+    /**
+     * One track per slot for other participants' cameras, in the order the gateway fills them:
+     * the call's video senders (the `video-senders` room event) without oneself.
+     */
+    this.remoteVideos = remoteVideos;
     pc.addEventListener('connectionstatechange', () => this.emit('state', pc.connectionState));
+  }
+
+  /** Whose camera each of `remoteVideos` shows, given the `video-senders` event's senders. */
+  videoSenders(senders, ownSessionId) {
+    const others = senders.filter((s) => s.sessionId !== ownSessionId);
+    return this.remoteVideos.map((track, i) => ({ track, sender: others[i] ?? null }));
+  }
+
+  /** Turns the camera off (the track sends black) or on again. */
+  setVideoMuted(muted) {
+    this.videoMuted = Boolean(muted);
+    for (const track of this.localStream.getVideoTracks()) track.enabled = !this.videoMuted;
+    this.emit('videoMuted', this.videoMuted);
   }
 
   /** Mutes (or unmutes) the microphone: the track sends silence, the session stays. */
@@ -723,10 +766,15 @@ export class Dialbridge {
   // Audio.
 
   /**
-   * Joins the call's audio with one request (WHIP-style): the microphone (or `stream`) goes to
-   * the room, the room's mix comes back as `remoteStream`. Call `joinRoom` and `joinCall` first.
+   * Joins the call's media with one request (WHIP-style): the microphone (or `stream`) goes to
+   * the room, the room's mix comes back as `remoteStream`. With `video`, the camera goes too and
+   * `videoSlots` other cameras come back (`remoteVideos`); the gateway forwards video as it is.
+   * Call `joinRoom` and `joinCall` first.
    */
-  async joinMedia(token, { stream = null, audio = true, iceTimeoutMs = 3000, rtcConfig = {} } = {}) {
+  async joinMedia(
+    token,
+    { stream = null, audio = true, video = false, videoSlots, iceTimeoutMs = 3000, rtcConfig = {} } = {},
+  ) {
     let local = stream;
     if (!local) {
       try {
@@ -734,13 +782,29 @@ export class Dialbridge {
       } catch (e) {
         throw mediaError(e);
       }
+      if (video) {
+        try {
+          const camera = await navigator.mediaDevices.getUserMedia({ video: true });
+          for (const track of camera.getVideoTracks()) local.addTrack(track);
+        } catch (e) {
+          for (const track of local.getTracks()) track.stop();
+          throw cameraError(e);
+        }
+      }
     }
+    const cameras = local.getVideoTracks();
+    const slots = videoSlots ?? (video || cameras.length > 0 ? DEFAULT_VIDEO_SLOTS : 0);
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...rtcConfig });
     const remote = new MediaStream();
-    pc.addEventListener('track', (e) => remote.addTrack(e.track));
+    pc.addEventListener('track', (e) => {
+      if (e.track.kind === 'audio') remote.addTrack(e.track);
+    });
     try {
       for (const track of local.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendrecv', streams: [local] });
       if (local.getAudioTracks().length === 0) pc.addTransceiver('audio', { direction: 'recvonly' });
+      // The camera's m-line is the first slot too; the rest only receive.
+      if (cameras.length > 0) pc.addTransceiver(cameras[0], { direction: 'sendrecv', streams: [local] });
+      for (let i = cameras.length > 0 ? 1 : 0; i < slots; i++) pc.addTransceiver('video', { direction: 'recvonly' });
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc, iceTimeoutMs);
       const response = await this.fetchRaw('POST', `${API_BASE}/rooms/${enc(token)}/media`, {
@@ -751,7 +815,12 @@ export class Dialbridge {
       if (!response.ok) throw errorFromResponse(response.status, answer);
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
       const location = response.headers.get('Location');
-      return new MediaSession(this, token, pc, local, remote, location);
+      const remoteVideos = pc
+        .getTransceivers()
+        .filter((t) => t.receiver.track.kind === 'video' && /recv/.test(t.currentDirection ?? ''))
+        .map((t) => t.receiver.track);
+      const videoAnswer = response.headers.get(VIDEO_HEADER) ?? 'none';
+      return new MediaSession(this, token, pc, local, remote, location, { video: videoAnswer, remoteVideos });
     } catch (e) {
       pc.close();
       if (!stream) for (const track of local.getTracks()) track.stop();
@@ -823,7 +892,9 @@ function callFailure(e) {
     const code =
       e.error === 'microphone-denied'
         ? CallErrorCode.MICROPHONE_DENIED
-        : e.status === 410
+        : e.error === 'camera-denied'
+          ? CallErrorCode.CAMERA_DENIED
+          : e.status === 410
           ? CallErrorCode.CALL_ALREADY_ENDED
           : e.status >= 500 || e.status === 0
             ? CallErrorCode.SERVER_ERROR
@@ -904,7 +975,7 @@ export class CallClient extends Emitter {
     return this.makeCall(jids, 'audio');
   }
 
-  /** A video call (the media engine forwards audio today; video tracks follow). */
+  /** A video call: the camera goes to the callees, theirs come back (`userTrackListener`). */
   makeVideoCall(jids) {
     return this.makeCall(jids, 'video');
   }
@@ -913,8 +984,9 @@ export class CallClient extends Emitter {
     try {
       const answer = await this.client.fetchOk('POST', `${API_BASE}/direct-calls`, { json: { to: jids, callType } });
       this.roomId = answer.roomId;
+      this.peers = jids.length === 1 ? jids[0] : null;
       try {
-        await this.joinMedia(answer.roomId);
+        await this.joinMedia(answer.roomId, callType);
       } catch (e) {
         // Declined or busy while the media was being joined: the call is over, not failed.
         if (!(await this.closedSoon(answer.roomId))) throw e;
@@ -953,7 +1025,8 @@ export class CallClient extends Emitter {
       });
       this.incoming = null;
       this.roomId = call.roomId;
-      await this.joinMedia(call.roomId);
+      this.peers = call.callMode === 'onetoone' ? call.userJid : null;
+      await this.joinMedia(call.roomId, call.callType);
       return answer;
     } catch (e) {
       return callFailure(e);
@@ -997,11 +1070,17 @@ export class CallClient extends Emitter {
     return { statusCode: 200, message: muted ? 'audio muted' : 'audio unmuted' };
   }
 
-  async joinMedia(roomId) {
-    await this.client.joinRoom(roomId);
+  /** Turns the camera off (black frames) or on again. */
+  muteVideo(muted) {
+    this.media?.setVideoMuted(muted);
+    return { statusCode: 200, message: muted ? 'video muted' : 'video unmuted' };
+  }
+
+  async joinMedia(roomId, callType = 'audio') {
+    this.sessionId = (await this.client.joinRoom(roomId))?.sessionId ?? null;
     await this.client.joinCall(roomId);
     try {
-      this.media = await this.client.joinMedia(roomId);
+      this.media = await this.client.joinMedia(roomId, { video: callType === 'video' });
     } catch (e) {
       await this.client.leaveCall(roomId).catch(() => {});
       throw e;
@@ -1014,7 +1093,20 @@ export class CallClient extends Emitter {
     const announce = (track) =>
       this.call('userTrackListener', { localUser: false, userJid: null, track, trackType: track.kind, stream: remote });
     for (const track of remote.getTracks()) announce(track);
-    this.media.pc.addEventListener('track', (e) => announce(e.track));
+    this.media.pc.addEventListener('track', (e) => {
+      if (e.track.kind === 'audio') announce(e.track);
+    });
+    // Cameras: in a one-to-one call the one slot is the other user's; in a group, whose camera
+    // a slot shows is told by the room's `video-senders` event (MediaSession.videoSenders).
+    for (const track of this.media.remoteVideos) {
+      this.call('userTrackListener', {
+        localUser: false,
+        userJid: this.peers ?? null,
+        track,
+        trackType: 'video',
+        stream: new MediaStream([track]),
+      });
+    }
   }
 
   async hangUpLocally() {

@@ -43,7 +43,9 @@ pub struct VideoPacket {
 pub enum VideoCodec {
     Vp8,
     /// H.264 with its packetization mode (0 or 1): receivers need the same one.
-    H264 { packetization_mode: u8 },
+    H264 {
+        packetization_mode: u8,
+    },
 }
 
 impl VideoCodec {

@@ -22,7 +22,19 @@ pub struct MediaHandle {
     pub(super) registry: SharedRegistry,
     pub(super) routes: mpsc::UnboundedSender<Route>,
     pub(super) leg_config: WebRtcLegConfig,
+    pub(super) max_video_senders: usize,
     pub(super) local_addr: SocketAddr,
+}
+
+/// What became of the video a participant offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoAnswer {
+    /// The offer had no video, or only receives it.
+    None,
+    /// The camera is forwarded to the room.
+    Sending,
+    /// The room has its maximum of video senders: this join is audio-only.
+    RoomFull { max: usize },
 }
 
 impl MediaHandle {
@@ -32,21 +44,52 @@ impl MediaHandle {
     }
 
     /// Answers `offer` for the participant's session and starts its leg, replacing any leg the
-    /// session had. Returns the media id and the SDP answer.
+    /// session had. Returns the media id, the SDP answer and what became of its video.
     pub(crate) async fn join(
         &self,
         who: MediaParticipant,
         offer: String,
-    ) -> Result<(MediaId, String), MediaError> {
-        let cfg = self.leg_config;
-        let (leg, answer) =
+    ) -> Result<(MediaId, String, VideoAnswer), MediaError> {
+        let room_id = who.room_id;
+        // A video place is taken before the leg is made, so that concurrent joins cannot pass
+        // the cap together; a leg that turns out not to send gives it back.
+        let placed = lock(&self.registry).reserve_video(room_id, self.max_video_senders);
+        let cfg = WebRtcLegConfig {
+            video: placed,
+            ..self.leg_config
+        };
+        let accepted =
             tokio::task::spawn_blocking(move || WebRtcLeg::accept(Instant::now(), &offer, &cfg))
                 .await
-                .map_err(|e| MediaError::Internal(format!("leg setup failed: {e}")))?
-                .map_err(|e| match e {
-                    WebRtcError::Offer(reason) => MediaError::Offer(reason),
-                    other => MediaError::Internal(other.to_string()),
-                })?;
+                .map_err(|e| MediaError::Internal(format!("leg setup failed: {e}")))
+                .and_then(|r| {
+                    r.map_err(|e| match e {
+                        WebRtcError::Offer(reason) => MediaError::Offer(reason),
+                        other => MediaError::Internal(other.to_string()),
+                    })
+                });
+        let (leg, answer) = match accepted {
+            Ok((leg, answer)) if placed && !leg.sends_video() => {
+                lock(&self.registry).release_video(room_id);
+                (leg, answer)
+            }
+            Ok(accepted) => accepted,
+            Err(e) => {
+                if placed {
+                    lock(&self.registry).release_video(room_id);
+                }
+                return Err(e);
+            }
+        };
+        let video = if leg.sends_video() {
+            VideoAnswer::Sending
+        } else if !placed && leg.offered_video() {
+            VideoAnswer::RoomFull {
+                max: self.max_video_senders,
+            }
+        } else {
+            VideoAnswer::None
+        };
         let id = MediaId(rand::random());
         let (done, added) = oneshot::channel();
         let shard = lock(&self.registry).place(who.room_id);
@@ -64,7 +107,7 @@ impl MediaHandle {
             })
             .map_err(|_| MediaError::Unavailable)?;
         added.await.map_err(|_| MediaError::Unavailable)?;
-        Ok((id, answer))
+        Ok((id, answer, video))
     }
 
     /// Ends media `id` if it belongs to one of `sessions` in room `room_id`; false if there is

@@ -38,11 +38,12 @@ mod start;
 mod tests;
 mod tick;
 mod types;
+mod video;
 mod wakers;
 mod web_leg;
 mod webrtc;
 
-pub use handle::MediaHandle;
+pub use handle::{MediaHandle, VideoAnswer};
 pub use start::start;
 pub use types::{MediaError, MediaId, RecordingSink, RECORD_FRAME};
 pub(crate) use types::{PhoneMedia, PhoneMediaEvent, PhoneRemote};

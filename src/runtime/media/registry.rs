@@ -19,6 +19,8 @@ pub(super) struct Registry {
     /// What a phone hears when the room it is in is recorded (as recording starts, or as it
     /// enters the recorded room).
     pub(super) recording_notice: Option<&'static [i16]>,
+    /// Participants sending video, by room (places taken before their leg is made).
+    pub(super) video_senders: HashMap<i64, usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +103,29 @@ impl Registry {
         (0..self.load.len())
             .min_by_key(|i| self.load.get(*i).copied().unwrap_or(usize::MAX))
             .unwrap_or(0)
+    }
+
+    /// Takes one of the room's `cap` video sender places; false when all are taken.
+    pub(super) fn reserve_video(&mut self, room_id: i64, cap: usize) -> bool {
+        let taken = self.video_senders.entry(room_id).or_insert(0);
+        if *taken >= cap {
+            if *taken == 0 {
+                self.video_senders.remove(&room_id);
+            }
+            return false;
+        }
+        *taken += 1;
+        true
+    }
+
+    /// Gives back a video sender place.
+    pub(super) fn release_video(&mut self, room_id: i64) {
+        if let Some(taken) = self.video_senders.get_mut(&room_id) {
+            *taken = taken.saturating_sub(1);
+            if *taken == 0 {
+                self.video_senders.remove(&room_id);
+            }
+        }
     }
 
     pub(super) fn shard_of(&self, room_id: i64) -> Option<usize> {

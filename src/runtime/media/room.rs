@@ -29,6 +29,8 @@ pub(super) struct Room {
     pub(super) levels: Levels,
     /// The room's recording, while it is recorded (a recorded room always mixes).
     pub(super) tap: Option<Tap>,
+    /// WebRTC legs sending their camera, in the order they came.
+    pub(super) video_senders: Vec<MediaId>,
 }
 
 /// Ticks summed into one report of the participants' speech levels (200 ms).
@@ -126,6 +128,7 @@ impl Room {
             direct: None,
             levels: Levels::default(),
             tap: lock(registry).taps.get(&room_id).cloned().map(Tap::new),
+            video_senders: Vec::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! One media thread (a shard): the legs and rooms placed on it. What the shard does is spread
 //! over a file per concern, each an `impl Shard` that calls only the ones listed before it:
-//! `direct` (the two-party path), `phone_sockets`, `webrtc`, `phone_commands`, `tick`, and at
+//! `direct` (the two-party path), `video` (forwarding), `phone_sockets`, `webrtc`, `phone_commands`, `tick`, and at
 //! the top `event_loop`.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use super::registry::SharedRegistry;
 use super::room::{Room, TICK};
 use super::types::MediaId;
 use super::wakers::ReadyPhones;
-use super::web_leg::{flush, Slot};
+use super::web_leg::{flush, KeyframeAsks, Slot};
 use crate::events::EventBus;
 
 /// Legs of every shard, for the totals in the metrics.
@@ -61,6 +61,8 @@ pub(super) struct Shard {
     pub(super) leg_deadline: Instant,
     pub(super) buf: Vec<u8>,
     pub(super) gone: Vec<MediaId>,
+    /// Keyframe requests of the legs' peers, passed on to the senders after each flush.
+    pub(super) keyframes: KeyframeAsks,
     /// Reused list of phone legs to read.
     pub(super) ready: Vec<MediaId>,
     /// Phone legs of two-party rooms whose RTP socket has data, queued by their wakers.
@@ -86,6 +88,7 @@ impl Shard {
             leg_deadline: now + TICK,
             buf: vec![0; MAX_DATAGRAM],
             gone: Vec::new(),
+            keyframes: Vec::new(),
             ready: Vec::new(),
             ready_phones: Arc::new(ReadyPhones::default()),
             phone_wakers: HashMap::new(),
@@ -112,6 +115,7 @@ impl Shard {
                 id,
                 slot,
                 &mut self.gone,
+                &mut self.keyframes,
                 &mut self.leg_deadline,
             );
         }

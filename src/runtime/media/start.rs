@@ -105,6 +105,7 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
         registry,
         routes,
         leg_config,
+        max_video_senders: config.max_video_senders,
         local_addr,
     })
 }

@@ -151,6 +151,7 @@ impl Shard {
                     *id,
                     slot,
                     &mut self.gone,
+                    &mut self.keyframes,
                     &mut self.leg_deadline,
                 );
             }

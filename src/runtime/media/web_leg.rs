@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dialbridge_bridge::webrtc::{LegEvent, WebRtcLeg};
+use dialbridge_bridge::webrtc::{LegEvent, SlotKeyframeRequest, WebRtcLeg};
 
 use super::types::MediaId;
 use crate::events::EventBus;
@@ -18,16 +18,22 @@ pub(super) struct Slot {
     pub(super) created: Instant,
     pub(super) last_rx: Instant,
     pub(super) addrs: Vec<SocketAddr>,
+    /// The sender each of the leg's video slots carries.
+    pub(super) video_sources: Vec<Option<MediaId>>,
 }
 
+/// Keyframe requests the legs' peers sent, for the senders of their slots.
+pub(super) type KeyframeAsks = Vec<(MediaId, SlotKeyframeRequest)>;
+
 /// Sends what a leg wants sent and handles its events: key presses become room events, a leg
-/// that is gone is queued in `gone`.
+/// that is gone is queued in `gone`, keyframe requests in `keyframes`.
 pub(super) fn flush(
     socket: &std::net::UdpSocket,
     events: &EventBus,
     id: MediaId,
     slot: &mut Slot,
     gone: &mut Vec<MediaId>,
+    keyframes: &mut KeyframeAsks,
     deadline: &mut Instant,
 ) {
     *deadline = (*deadline).min(slot.leg.poll_timeout());
@@ -60,6 +66,7 @@ pub(super) fn flush(
                 tracing::info!(media = %id, %digit, "DTMF from WebRTC leg");
                 publish_dtmf(events, &slot.who, digit);
             }
+            LegEvent::KeyframeRequest(req) => keyframes.push((id, req)),
         }
     }
 }

@@ -50,18 +50,24 @@ impl Shard {
                     created: now,
                     last_rx: now,
                     addrs: Vec::new(),
+                    video_sources: Vec::new(),
                 },
             );
             self.parts.totals.webrtc.fetch_add(1, Ordering::Relaxed);
             self.flush(id);
             self.count();
             self.update_direct(room_id);
+            self.video_joined(room_id, id);
             tracing::info!(media = %id, room_id, shard = self.parts.index, "WebRTC leg added");
         } else {
             let _ = self.parts.routes.send(Route::Forget {
                 ufrag: leg.ufrag().to_string(),
             });
-            lock(&self.parts.registry).release(room_id);
+            let mut registry = lock(&self.parts.registry);
+            registry.release(room_id);
+            if leg.sends_video() {
+                registry.release_video(room_id);
+            }
         }
     }
 
@@ -138,6 +144,8 @@ impl Shard {
         }
         self.flush(id);
         self.forward(now, room_id, id);
+        self.forward_video(now, room_id, id);
+        self.pass_keyframe_requests();
     }
 
     /// Fires the legs' due timers and recomputes the earliest deadline.
@@ -152,11 +160,13 @@ impl Shard {
                     *id,
                     slot,
                     &mut self.gone,
+                    &mut self.keyframes,
                     &mut earliest,
                 );
             }
             earliest = earliest.min(slot.leg.poll_timeout());
         }
+        self.pass_keyframe_requests();
         // A leg whose timer stays due (a closed one) must not make the loop spin.
         self.leg_deadline = earliest.max(now + Duration::from_millis(1));
     }
@@ -196,11 +206,22 @@ impl Shard {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             let _ = room.mixer.remove(participant(id));
             room.members.retain(|m| *m != id);
-            if room.members.is_empty() && room.phones.is_empty() {
-                self.rooms.remove(&room_id);
+            self.video_left(room_id, id);
+        }
+        if self
+            .rooms
+            .get(&room_id)
+            .is_some_and(|room| room.members.is_empty() && room.phones.is_empty())
+        {
+            self.rooms.remove(&room_id);
+        }
+        {
+            let mut registry = lock(&self.parts.registry);
+            registry.release(room_id);
+            if slot.leg.sends_video() {
+                registry.release_video(room_id);
             }
         }
-        lock(&self.parts.registry).release(room_id);
         self.parts.totals.webrtc.fetch_sub(1, Ordering::Relaxed);
         self.count();
         self.update_direct(room_id);
@@ -215,6 +236,8 @@ impl Shard {
             room_id,
             reason = why,
             received = st.opus_received,
+            video_received = st.video_received,
+            video_sent = st.video_sent,
             sent = st.sent,
             lost = st.jitter.lost,
             late = st.jitter.late,
