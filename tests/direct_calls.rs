@@ -403,3 +403,133 @@ async fn a_busy_phone_ends_the_call_as_busy() {
     assert!(ok, "SIPp (busy) failed:\n{trace}");
     browsers.close().await;
 }
+
+/// A user's event stream, open.
+async fn user_stream(gw: &Gateway, user: &str) -> common::events::EventReader {
+    let response = gw
+        .client(user)
+        .request(Method::GET, "/api/v1/users/me/events")
+        .send()
+        .await
+        .expect("user stream");
+    assert_eq!(response.status(), 200);
+    common::events::EventReader::new(response)
+}
+
+/// The next event of `stream` of type `kind` (others are skipped).
+async fn next_of(stream: &mut common::events::EventReader, kind: &str) -> serde_json::Value {
+    loop {
+        let event = stream.next().await;
+        if event["type"] == kind {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_member_invites_another_user_into_the_call() {
+    let gw = Gateway::start("");
+    let mut alice_events = user_stream(&gw, "alice").await;
+    let mut bob_events = user_stream(&gw, "bob").await;
+    let mut carol_events = user_stream(&gw, "carol").await;
+    let (alice, bob, carol) = (gw.client("alice"), gw.client("bob"), gw.client("carol"));
+    let made = alice
+        .call(
+            Method::POST,
+            "/api/v1/direct-calls",
+            Some(json!({"to": ["bob"], "callType": "audio"})),
+        )
+        .await
+        .expect(200);
+    let room = made.body["roomId"].as_str().expect("roomId").to_string();
+    let incoming = next_of(&mut bob_events, "incoming-call").await;
+    assert_eq!(incoming["callMode"], "onetoone");
+    let invite = |body: serde_json::Value| (format!("/api/v1/direct-calls/{room}/invite"), body);
+
+    // Carol is not in the call: she cannot invite anyone into it.
+    let (path, body) = invite(json!({"to": ["bob"]}));
+    carol
+        .call(Method::POST, &path, Some(body))
+        .await
+        .expect(404);
+    // Bob rings, not yet in it either.
+    let (path, body) = invite(json!({"to": ["carol"]}));
+    bob.call(Method::POST, &path, Some(body)).await.expect(404);
+
+    bob.call(
+        Method::POST,
+        &format!("/api/v1/direct-calls/{room}/answer"),
+        None,
+    )
+    .await
+    .expect(200);
+    let (path, body) = invite(json!({"to": ["carol"]}));
+    let reply = bob.call(Method::POST, &path, Some(body)).await.expect(200);
+    assert_eq!(reply.body["statusCode"], 200);
+
+    // Carol's devices ring for the same room, now a call of several.
+    let incoming = next_of(&mut carol_events, "incoming-call").await;
+    assert_eq!(incoming["roomId"], room.as_str());
+    assert_eq!(incoming["callMode"], "onetomany");
+    assert_eq!(incoming["userJid"], "alice");
+    let all: Vec<&str> = incoming["allUsers"]
+        .as_array()
+        .expect("allUsers")
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    assert_eq!(all, ["alice", "bob", "carol"]);
+    // The members see her ringing.
+    loop {
+        let status = next_of(&mut alice_events, "call-status").await;
+        if status["userJid"] == "carol" {
+            assert_eq!(status["status"], "ringing");
+            break;
+        }
+    }
+    let view = alice
+        .call(Method::GET, &format!("/api/v1/direct-calls/{room}"), None)
+        .await
+        .expect(200);
+    assert_eq!(view.body["callMode"], "onetomany");
+
+    // Everyone named is in it already; a user that does not exist; no one named.
+    for (body, status) in [
+        (json!({"to": ["carol", "bob"]}), 409),
+        (json!({"to": ["nobody"]}), 404),
+        (json!({"to": []}), 400),
+        (json!({"to": ["alice"]}), 400),
+    ] {
+        let (path, body) = invite(body);
+        let reply = alice
+            .call(Method::POST, &path, Some(body))
+            .await
+            .expect(status);
+        assert_eq!(reply.body["statusCode"], status);
+    }
+    // She declines and is invited again: she rings again.
+    carol
+        .call(
+            Method::POST,
+            &format!("/api/v1/direct-calls/{room}/decline"),
+            None,
+        )
+        .await
+        .expect(200);
+    let (path, body) = invite(json!({"to": ["carol"]}));
+    alice
+        .call(Method::POST, &path, Some(body))
+        .await
+        .expect(200);
+    let again = next_of(&mut carol_events, "incoming-call").await;
+    assert_eq!(again["roomId"], room.as_str());
+    let (path, body) = invite(json!({"to": ["carol"]}));
+    alice
+        .call(
+            Method::POST,
+            &path.replace(&room, "no-such-call"),
+            Some(body),
+        )
+        .await
+        .expect(404);
+}

@@ -11,137 +11,22 @@
 //! Run: `CARGO_TARGET_DIR=/work/target-webrtc cargo bench -p dialbridge-bridge -j2 --bench direct
 //! -- --warm-up-time 1 --measurement-time 3`
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant, SystemTime};
 
+use common::{addr, percentiles, Pair};
 use criterion::{criterion_group, criterion_main, Criterion};
 use dialbridge_bridge::bypass::{Continuity, Reframer};
 use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::opus_codec::{OpusConfig, OpusEncoder, MAX_PACKET};
 use dialbridge_bridge::rtp_leg::{RtpLeg, RtpLegConfig, MAX_DATAGRAM};
 use dialbridge_bridge::testing::Sine;
-use dialbridge_bridge::webrtc::{WebRtcLeg, WebRtcLegConfig};
-use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::media::{Frequency, MediaTime};
+use str0m::Input;
 
 const FRAME_8K: usize = 160;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
-/// A browser-like client connected to a leg in memory.
-struct Pair {
-    now: Instant,
-    client: Rtc,
-    mid: Mid,
-    leg: WebRtcLeg,
-    client_addr: SocketAddr,
-    server: SocketAddr,
-}
-
-impl Pair {
-    fn connect() -> Pair {
-        let now = Instant::now();
-        let (client_addr, server) = (addr("127.0.0.1:5000"), addr("127.0.0.1:10000"));
-        let mut client = Rtc::builder()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(now);
-        let candidate = Candidate::host(client_addr, "udp").unwrap_or_else(|e| panic!("{e}"));
-        client.add_local_candidate(candidate);
-        let mut change = client.sdp_api();
-        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = change.apply().unwrap_or_else(|| panic!("no offer"));
-        let cfg = WebRtcLegConfig::new(server, 48000);
-        let (mut leg, answer) =
-            WebRtcLeg::accept(now, &offer.to_sdp_string(), &cfg).unwrap_or_else(|e| panic!("{e}"));
-        let answer = SdpAnswer::from_sdp_string(&answer).unwrap_or_else(|e| panic!("{e}"));
-        client
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .unwrap_or_else(|e| panic!("{e}"));
-        leg.set_direct(true).unwrap_or_else(|e| panic!("{e}"));
-        let mut pair = Pair {
-            now,
-            client,
-            mid,
-            leg,
-            client_addr,
-            server,
-        };
-        for _ in 0..500 {
-            if pair.leg.is_connected() {
-                return pair;
-            }
-            pair.step(Duration::from_millis(10));
-        }
-        panic!("no connection");
-    }
-
-    /// Client datagrams go to the leg (into `hold` instead, when given), leg datagrams to
-    /// the client.
-    fn pump(&mut self, hold: Option<&mut Vec<Vec<u8>>>) {
-        let mut hold = hold;
-        loop {
-            match self.client.poll_output() {
-                Ok(Output::Timeout(_)) => break,
-                Ok(Output::Transmit(t)) => match hold.as_mut() {
-                    Some(h) => h.push(t.contents.to_vec()),
-                    None => {
-                        let _ = self.leg.handle_input(
-                            self.now,
-                            self.client_addr,
-                            self.server,
-                            &t.contents,
-                        );
-                    }
-                },
-                Ok(Output::Event(Event::Connected)) | Ok(Output::Event(_)) => {}
-                Err(e) => panic!("client: {e}"),
-            }
-        }
-        self.deliver_to_client();
-    }
-
-    fn deliver_to_client(&mut self) {
-        while let Some(t) = self.leg.poll_transmit() {
-            let r = Receive::new(Protocol::Udp, self.server, self.client_addr, &t.contents)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let _ = self.client.handle_input(Input::Receive(self.now, r));
-        }
-    }
-
-    fn step(&mut self, by: Duration) {
-        self.pump(None);
-        self.now += by;
-        let _ = self.client.handle_input(Input::Timeout(self.now));
-        if self.leg.poll_timeout() <= self.now {
-            self.leg.handle_timeout(self.now);
-        }
-        self.pump(None);
-    }
-}
-
-fn percentiles(name: &str, samples: &mut [Duration]) {
-    samples.sort_unstable();
-    if samples.is_empty() {
-        return;
-    }
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    eprintln!(
-        "{name}: {} packets, p50 {:?}, p99 {:?}, max {:?}",
-        samples.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    );
-}
 
 fn rtp(seq: u16, ts: u32, payload: &[u8; FRAME_8K], out: &mut [u8; 12 + FRAME_8K]) {
     out[0] = 0x80;
@@ -153,7 +38,8 @@ fn rtp(seq: u16, ts: u32, payload: &[u8; FRAME_8K], out: &mut [u8; 12 + FRAME_8K
 }
 
 fn direct(c: &mut Criterion) {
-    let mut pair = Pair::connect();
+    let mut pair = Pair::connect(Instant::now(), false);
+    pair.leg.set_direct(true).unwrap_or_else(|e| panic!("{e}"));
     let phone_addr = addr("198.51.100.7:30000");
     let cfg = RtpLegConfig {
         rtcp_interval: Duration::from_secs(3600),

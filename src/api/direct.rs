@@ -142,6 +142,25 @@ pub(super) async fn end(
     Ok(ok("call ended", json!({})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Invite {
+    to: Vec<String>,
+}
+
+/// `POST /api/v1/direct-calls/{roomId}/invite`: a member of the call rings more users (or
+/// dials more numbers) into it.
+pub(super) async fn invite(
+    state: St,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, Refusal> {
+    let request: Invite = body(&bytes)?;
+    state.direct.invite(&user, &room_id, &request.to).await?;
+    Ok(ok("users invited", json!({})))
+}
+
 /// `GET /api/v1/direct-calls/logs?page=N`: the user's call log, newest first (20 a page).
 pub(super) async fn logs(
     state: St,

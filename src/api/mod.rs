@@ -136,6 +136,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/direct-calls/{room_id}/answer", post(direct::answer))
         .route("/direct-calls/{room_id}/decline", post(direct::decline))
         .route("/direct-calls/{room_id}/end", post(direct::end))
+        .route("/direct-calls/{room_id}/invite", post(direct::invite))
         .route("/users/me/events", get(direct::user_events))
         .route("/rooms/{token}/media", post(media::join))
         .route(

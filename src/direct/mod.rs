@@ -101,6 +101,11 @@ enum Command {
         user: String,
         reply: oneshot::Sender<DirectResult<()>>,
     },
+    Invite {
+        user: String,
+        callees: Vec<(UserDetail, Option<PhoneNumber>)>,
+        reply: oneshot::Sender<DirectResult<()>>,
+    },
 }
 
 #[derive(Clone)]
@@ -168,6 +173,63 @@ impl DirectCalls {
                 "one-to-one calls are not available in this plan",
             ));
         }
+        let callees = self.callees(caller, to)?;
+        let name = format!(
+            "Call: {}",
+            callees
+                .iter()
+                .map(|(c, _)| c.display_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let room = inner
+            .rooms
+            .create_room(caller, 2, &name)
+            .map_err(|e| DirectError::new(500, e.message))?;
+        let mut call = Call {
+            room_token: room.token.clone(),
+            caller: caller.clone(),
+            call_type,
+            call_time: now_ms(),
+            mode: "onetoone",
+            callees: Vec::new(),
+            caller_status: status::CALLING,
+            open: true,
+            started: None,
+            caller_in_call: false,
+        };
+        for (detail, number) in callees {
+            self.add_callee(&mut call, detail, number)?;
+        }
+        call.mode = if call.callees.len() == 1 {
+            "onetoone"
+        } else {
+            "onetomany"
+        };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let room_events = inner.room_events.subscribe(room.id);
+        lock(&inner.calls).insert(
+            room.token.clone(),
+            Entry {
+                commands,
+                view: call.view(),
+                members: call.members(),
+            },
+        );
+        tracing::info!(room = %room.token, caller = %caller.id, callees = call.callees.len(), "direct call started");
+        let service = self.clone();
+        tokio::spawn(async move { service.drive(call, receiver, room_events).await });
+        Ok(room.token)
+    }
+
+    /// Who `to` names (user ids, `id@host`, or phone numbers that the trunks may dial), each
+    /// once; `caller` is not among them.
+    fn callees(
+        &self,
+        caller: &AuthUser,
+        to: &[String],
+    ) -> DirectResult<Vec<(UserDetail, Option<PhoneNumber>)>> {
+        let inner = &self.inner;
         if to.is_empty() {
             return Err(DirectError::new(400, "to: name at least one user"));
         }
@@ -210,72 +272,49 @@ impl DirectCalls {
                 ));
             }
         }
-        let name = format!(
-            "Call: {}",
-            callees
-                .iter()
-                .map(|(c, _)| c.display_name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let room = inner
-            .rooms
-            .create_room(caller, 2, &name)
-            .map_err(|e| DirectError::new(500, e.message))?;
-        let mut members = Vec::new();
-        for (detail, number) in callees {
-            let phone = number.is_some();
-            let added = match number {
-                Some(number) => NewParticipant::Phone(number),
-                None => NewParticipant::User(detail.user_jid.clone()),
-            };
-            let attendee = inner
-                .rooms
-                .add_participant(caller, &room.token, added)
-                .map_err(|e| DirectError::new(500, e.message))?;
-            let busy = !phone
-                && store
-                    .write(|tx| tx.user_in_call(&detail.user_jid))
-                    .unwrap_or(false);
-            members.push(Callee {
-                detail,
-                status: if busy { status::BUSY } else { status::CALLING },
-                answered: false,
-                phone: phone.then_some(PhoneCallee {
-                    attendee_id: attendee.attendee_id,
-                    call_id: None,
-                }),
-            });
-        }
-        let call = Call {
-            room_token: room.token.clone(),
-            caller: caller.clone(),
-            call_type,
-            call_time: now_ms(),
-            mode: if members.len() == 1 {
-                "onetoone"
-            } else {
-                "onetomany"
-            },
-            callees: members,
-            caller_status: status::CALLING,
-            open: true,
-            started: None,
+        Ok(callees)
+    }
+
+    /// Makes a callee an attendee of the call's room (added by the caller, its owner), calling
+    /// until rung.
+    fn add_callee(
+        &self,
+        call: &mut Call,
+        detail: UserDetail,
+        number: Option<PhoneNumber>,
+    ) -> DirectResult<()> {
+        let phone = number.is_some();
+        let added = match number {
+            Some(number) => NewParticipant::Phone(number),
+            None => NewParticipant::User(detail.user_jid.clone()),
         };
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let room_events = inner.room_events.subscribe(room.id);
-        lock(&inner.calls).insert(
-            room.token.clone(),
-            Entry {
-                commands,
-                view: call.view(),
-                members: call.members(),
-            },
-        );
-        tracing::info!(room = %room.token, caller = %caller.id, callees = call.callees.len(), "direct call started");
-        let service = self.clone();
-        tokio::spawn(async move { service.drive(call, receiver, room_events).await });
-        Ok(room.token)
+        let attendee = self
+            .inner
+            .rooms
+            .add_participant(&call.caller, &call.room_token, added)
+            .map_err(|e| DirectError::new(500, e.message))?;
+        call.callees.push(Callee {
+            detail,
+            status: status::CALLING,
+            answered: false,
+            phone: phone.then_some(PhoneCallee {
+                attendee_id: attendee.attendee_id,
+                call_id: None,
+            }),
+            ring_until: None,
+        });
+        Ok(())
+    }
+
+    /// Adds `to` to the call `room_id` that `user` is in: users ring, phones are dialled.
+    pub async fn invite(&self, user: &AuthUser, room_id: &str, to: &[String]) -> DirectResult<()> {
+        let callees = self.callees(user, to)?;
+        self.send(room_id, |reply| Command::Invite {
+            user: user.id.clone(),
+            callees,
+            reply,
+        })
+        .await
     }
 
     pub fn view(&self, user: &AuthUser, room_id: &str) -> DirectResult<CallView> {
@@ -338,44 +377,25 @@ impl DirectCalls {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut room_events: broadcast::Receiver<Arc<Published>>,
     ) {
-        let users = self.inner.users.clone();
-        // Ring every callee who is not in another call.
-        let incoming = call.incoming(&self.inner.public_url);
-        for callee in &mut call.callees {
-            // Phones are dialled once the caller is in the room's call.
-            if callee.status == status::BUSY || callee.phone.is_some() {
-                continue;
-            }
-            let mut event = incoming.clone();
-            event.local_user = true;
-            users.send(&callee.detail.user_jid, UserEvent::IncomingCall(event));
-            callee.status = status::RINGING;
-        }
-        // The caller hears of each callee: ringing, or busy in another call.
-        let callees: Vec<(String, &'static str)> = call
-            .callees
-            .iter()
-            .map(|c| (c.detail.user_jid.clone(), c.status))
-            .collect();
+        let callees = self.ring(&mut call);
         call.caller_status = if callees.iter().all(|(_, s)| *s == status::BUSY) {
             status::BUSY
         } else {
             status::RINGING
         };
-        for (jid, state) in &callees {
-            let why = (*state == status::BUSY).then_some(reason::BUSY);
-            self.publish_status(&call, jid, state, why);
-        }
         if call.caller_status == status::BUSY {
             self.finish(&mut call, reason::BUSY);
             return;
         }
-        let ring_until = tokio::time::Instant::now() + self.inner.config.ring_time;
         while call.open {
-            let ringing = call
+            let ring_until = call
                 .callees
                 .iter()
-                .any(|c| c.status == status::RINGING && c.phone.is_none());
+                .filter(|c| c.status == status::RINGING)
+                .filter_map(|c| c.ring_until)
+                .min();
+            let ringing = ring_until.is_some();
+            let ring_until = ring_until.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(&mut call, command),
@@ -386,7 +406,7 @@ impl DirectCalls {
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-                _ = tokio::time::sleep_until(ring_until), if ringing => self.ring_out(&mut call),
+                _ = tokio::time::sleep_until(ring_until), if ringing => self.ring_out(&mut call, ring_until),
             }
             if let Some(entry) = lock(&self.inner.calls).get_mut(&call.room_token) {
                 entry.view = call.view();
@@ -396,8 +416,52 @@ impl DirectCalls {
         tracing::info!(room = %call.room_token, "direct call over");
     }
 
+    /// Rings every callee who is new to the call and not in another one (phones are dialled
+    /// once the caller is in the room's call), and tells the members each new callee's status:
+    /// ringing, or busy. The callees' jids and statuses.
+    fn ring(&self, call: &mut Call) -> Vec<(String, &'static str)> {
+        let mut incoming = call.incoming(&self.inner.public_url);
+        incoming.local_user = true;
+        let until = tokio::time::Instant::now() + self.inner.config.ring_time;
+        let store = self.inner.rooms.store();
+        let mut rung = Vec::new();
+        for callee in &mut call.callees {
+            if callee.status != status::CALLING {
+                continue;
+            }
+            let busy = callee.phone.is_none()
+                && store
+                    .write(|tx| tx.user_in_call(&callee.detail.user_jid))
+                    .unwrap_or(false);
+            if busy {
+                callee.status = status::BUSY;
+            } else if callee.phone.is_none() {
+                self.inner.users.send(
+                    &callee.detail.user_jid,
+                    UserEvent::IncomingCall(incoming.clone()),
+                );
+                callee.status = status::RINGING;
+                callee.ring_until = Some(until);
+            }
+            rung.push((callee.detail.user_jid.clone(), callee.status));
+        }
+        for (jid, state) in &rung {
+            let why = (*state == status::BUSY).then_some(reason::BUSY);
+            self.publish_status(call, jid, state, why);
+        }
+        rung
+    }
+
     fn command(&self, call: &mut Call, command: Command) {
         match command {
+            Command::Invite {
+                user,
+                callees,
+                reply,
+            } => {
+                let result = self.invite_into(call, &user, callees);
+                let _ = reply.send(result);
+            }
             Command::Answer {
                 user,
                 device_id,
@@ -496,6 +560,7 @@ impl DirectCalls {
                 in_call,
                 ..
             } if actor_type == "users" && *actor_id == call.caller.id && *in_call > 0 => {
+                call.caller_in_call = true;
                 self.dial_phones(call);
             }
             RoomEvent::CallStatus {
@@ -599,15 +664,64 @@ impl DirectCalls {
         }
     }
 
-    /// Nobody answered in time: the callees missed it; with nobody in it, the call is over.
-    /// Phones ring for their trunk's own time.
-    fn ring_out(&self, call: &mut Call) {
+    /// A member of the call adds callees: users who are not in it yet ring (busy ones are told
+    /// so), phones are dialled once the caller is in the room's call.
+    fn invite_into(
+        &self,
+        call: &mut Call,
+        user: &str,
+        callees: Vec<(UserDetail, Option<PhoneNumber>)>,
+    ) -> DirectResult<()> {
+        let member = user == call.caller.id
+            || call
+                .callee_mut(user)
+                .is_some_and(|c| c.status == status::CONNECTED || c.status == status::CONNECTING);
+        if !member {
+            return Err(DirectError::new(404, "you are not in this call"));
+        }
+        let mut added = 0;
+        for (detail, number) in callees {
+            let known = call
+                .callees
+                .iter_mut()
+                .find(|c| c.detail.user_jid == detail.user_jid);
+            match known {
+                // Someone who declined, missed it or hung up may be called again.
+                Some(c) if c.status == status::DISCONNECTED && c.phone.is_none() => {
+                    c.status = status::CALLING;
+                    added += 1;
+                }
+                Some(_) => {}
+                None => {
+                    self.add_callee(call, detail, number)?;
+                    added += 1;
+                }
+            }
+        }
+        if added == 0 {
+            return Err(DirectError::new(
+                409,
+                "everyone named is in the call already",
+            ));
+        }
+        call.mode = "onetomany";
+        tracing::info!(room = %call.room_token, %user, added, "direct call invitation");
+        self.ring(call);
+        if call.caller_in_call {
+            self.dial_phones(call);
+        }
+        Ok(())
+    }
+
+    /// The callees whose ring time ended at `due` missed the call; with nobody in it, the call
+    /// is over. Phones ring for their trunk's own time.
+    fn ring_out(&self, call: &mut Call, due: tokio::time::Instant) {
         let all_users = call.members();
-        for callee in call
-            .callees
-            .iter_mut()
-            .filter(|c| c.status == status::RINGING && c.phone.is_none())
-        {
+        for callee in call.callees.iter_mut().filter(|c| {
+            c.status == status::RINGING
+                && c.phone.is_none()
+                && c.ring_until.is_some_and(|t| t <= due)
+        }) {
             callee.status = status::DISCONNECTED;
             let jid = callee.detail.user_jid.clone();
             self.inner.users.send(
@@ -765,6 +879,8 @@ struct Callee {
     answered: bool,
     /// A phone number, dialled out through the trunks.
     phone: Option<PhoneCallee>,
+    /// When a ringing user's ring time ends.
+    ring_until: Option<tokio::time::Instant>,
 }
 
 struct PhoneCallee {
@@ -796,6 +912,8 @@ struct Call {
     open: bool,
     /// When the first callee was connected (milliseconds).
     started: Option<i64>,
+    /// The caller joined the room's call (phones are dialled from then on).
+    caller_in_call: bool,
 }
 
 impl Call {

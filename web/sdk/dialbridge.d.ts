@@ -450,6 +450,8 @@ export declare class CallClient {
   endCall(): Promise<CallAnswer>;
   muteAudio(muted: boolean): CallAnswer;
   muteVideo(muted: boolean): CallAnswer;
+  /** Rings more users (ids, or phone numbers) into the call in progress: the call becomes one-to-many. */
+  inviteUsersToOngoingCall(jids: string[]): Promise<CallAnswer>;
   getCallLogs(page?: number): Promise<CallAnswer>;
 }
 

@@ -1056,6 +1056,17 @@ export class CallClient extends Emitter {
     }
   }
 
+  /** Rings more users (or dials numbers) into the call this client is in. */
+  async inviteUsersToOngoingCall(jids) {
+    const roomId = this.roomId;
+    if (!roomId) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'not in a call' };
+    try {
+      return await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(roomId)}/invite`, { json: { to: jids } });
+    } catch (e) {
+      return callFailure(e);
+    }
+  }
+
   /** A page (from 1) of the user's call log: `{statusCode, message, page, totalPages, callLogs}`. */
   async getCallLogs(page = 1) {
     try {
