@@ -1290,13 +1290,125 @@ a=max-message-size:262144\r\n";
         frame
     }
 
-    #[test]
-    fn video_is_forwarded_as_it_is_and_a_receivers_keyframe_request_reaches_the_sender() {
+    /// Two connected peers with video, A's camera forwarded to B's slot 0 (as the engine does).
+    struct VideoPath {
+        now: Instant,
+        a: Peer,
+        leg_a: WebRtcLeg,
+        b: Peer,
+        leg_b: WebRtcLeg,
+    }
+
+    fn video_path() -> VideoPath {
         let (t_a, mut a, mut leg_a, _) = connect(true);
         let (t_b, mut b, mut leg_b, _) = connect(true);
         let mut now = t_a.max(t_b);
         until_connected(&mut now, &mut a, &mut leg_a);
         until_connected(&mut now, &mut b, &mut leg_b);
+        VideoPath {
+            now,
+            a,
+            leg_a,
+            b,
+            leg_b,
+        }
+    }
+
+    /// Whether an SRTP datagram is RTP of a dynamic payload type (video here), not RTCP.
+    fn is_video_rtp(datagram: &[u8]) -> bool {
+        datagram.len() > 12 && (96..=127).contains(&(datagram[1] & 0x7f))
+    }
+
+    impl VideoPath {
+        /// A sends `count` frames at 30 fps, B's leg forwards each; the video datagram number
+        /// `lose` (from 0) on the way from B's leg to B is lost. The frames sent.
+        fn send_frames(&mut self, count: u8, lose: Option<usize>) -> Vec<Vec<u8>> {
+            let a_video = self
+                .a
+                .video_mid
+                .unwrap_or_else(|| panic!("no video m-line"));
+            let mut sent = Vec::new();
+            let mut video_datagrams = 0;
+            for i in 0..count {
+                let frame = vp8_frame(i);
+                let writer = self
+                    .a
+                    .rtc
+                    .writer(a_video)
+                    .unwrap_or_else(|| panic!("no writer"));
+                let pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Vp8)
+                    .map(|p| p.pt())
+                    .unwrap_or_else(|| panic!("no VP8"));
+                writer
+                    .write(
+                        pt,
+                        self.now,
+                        MediaTime::from_90khz(u64::from(i) * 3000),
+                        frame.clone(),
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+                sent.push(frame);
+                pump(
+                    &mut self.now,
+                    Duration::from_millis(16),
+                    &mut self.a,
+                    &mut self.leg_a,
+                );
+                while let Some(packet) = self.leg_a.take_video() {
+                    assert_eq!(packet.codec, VideoCodec::Vp8);
+                    self.leg_b.forward_video(self.now, 0, 7, &packet);
+                }
+                while let Some(t) = self.leg_b.poll_transmit() {
+                    if is_video_rtp(&t.contents) {
+                        video_datagrams += 1;
+                        if lose == Some(video_datagrams - 1) {
+                            continue;
+                        }
+                    }
+                    let r = Receive::new(Protocol::Udp, addr(SERVER), addr(CLIENT), &t.contents)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let _ = self.b.rtc.handle_input(Input::Receive(self.now, r));
+                }
+                pump(
+                    &mut self.now,
+                    Duration::from_millis(17),
+                    &mut self.b,
+                    &mut self.leg_b,
+                );
+            }
+            // Time for a last repair.
+            pump(
+                &mut self.now,
+                Duration::from_millis(200),
+                &mut self.b,
+                &mut self.leg_b,
+            );
+            sent
+        }
+    }
+
+    #[test]
+    fn a_video_packet_lost_towards_the_receiver_is_resent_from_the_legs_cache() {
+        let mut path = video_path();
+        let sent = path.send_frames(20, Some(4));
+        // Frame 4's only packet was lost on the last hop; B's NACK brought it back.
+        assert_eq!(
+            path.b.video_frames, sent,
+            "every frame arrives whole, in order"
+        );
+    }
+
+    #[test]
+    fn video_is_forwarded_as_it_is_and_a_receivers_keyframe_request_reaches_the_sender() {
+        let VideoPath {
+            mut now,
+            mut a,
+            mut leg_a,
+            mut b,
+            mut leg_b,
+        } = video_path();
         let a_video = a.video_mid.unwrap_or_else(|| panic!("no video m-line"));
         let b_video = b.video_mid.unwrap_or_else(|| panic!("no video m-line"));
         const SOURCE: u64 = 7;
