@@ -16,9 +16,12 @@
 //! Run: `CARGO_TARGET_DIR=/work/target-bridge cargo bench -p dialbridge-bridge -j1 --bench media
 //! -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::percentiles;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dialbridge_bridge::g711::G711;
 use dialbridge_bridge::jitter::{JitterBuffer, JitterConfig};
@@ -241,21 +244,6 @@ fn mixer(c: &mut Criterion) {
         }
     }
     g.finish();
-}
-
-/// Prints the percentiles of per-packet times.
-fn percentiles(name: &str, samples: &mut [Duration]) {
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    if !samples.is_empty() {
-        eprintln!(
-            "{name}: {} packets, p50 {:?}, p99 {:?}, max {:?}",
-            samples.len(),
-            at(0.5),
-            at(0.99),
-            at(1.0)
-        );
-    }
 }
 
 fn latency(c: &mut Criterion) {

@@ -1402,46 +1402,20 @@ a=max-message-size:262144\r\n";
 
     #[test]
     fn video_is_forwarded_as_it_is_and_a_receivers_keyframe_request_reaches_the_sender() {
+        let mut path = video_path();
+        let sent = path.send_frames(20, None);
+        assert_eq!(
+            path.b.video_frames, sent,
+            "B sees A's frames, in order, as they were"
+        );
         let VideoPath {
             mut now,
             mut a,
             mut leg_a,
             mut b,
             mut leg_b,
-        } = video_path();
-        let a_video = a.video_mid.unwrap_or_else(|| panic!("no video m-line"));
+        } = path;
         let b_video = b.video_mid.unwrap_or_else(|| panic!("no video m-line"));
-        const SOURCE: u64 = 7;
-
-        let mut sent = Vec::new();
-        for i in 0..20u8 {
-            let frame = vp8_frame(i);
-            let writer = a.rtc.writer(a_video).unwrap_or_else(|| panic!("no writer"));
-            let pt = writer
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .map(|p| p.pt())
-                .unwrap_or_else(|| panic!("no VP8"));
-            writer
-                .write(
-                    pt,
-                    now,
-                    MediaTime::from_90khz(u64::from(i) * 3000),
-                    frame.clone(),
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-            sent.push(frame);
-            pump(&mut now, Duration::from_millis(33), &mut a, &mut leg_a);
-            while let Some(packet) = leg_a.take_video() {
-                assert_eq!(packet.codec, VideoCodec::Vp8);
-                leg_b.forward_video(now, 0, SOURCE, &packet);
-            }
-            pump(&mut now, Duration::from_millis(1), &mut b, &mut leg_b);
-        }
-        assert_eq!(
-            b.video_frames, sent,
-            "B sees A's frames, in order, as they were"
-        );
         assert!(leg_b.stats().video_sent > 0);
 
         // B's decoder lost the picture: its PLI reaches A's camera through both legs.
