@@ -1,0 +1,535 @@
+//! Voice calls (seed 000) against the real binary and a push service on loopback: a call rings
+//! every activated Web Push and UnifiedPush device of its recipients (each message decrypted with
+//! the subscription's key, its VAPID token verified), answers in the seed's shape, and every end
+//! of ringing replaces the ring (same Topic) on every device; 410 removes a registration; a slow
+//! push service delays neither the answer nor other devices; each refusal names its field.
+
+mod common;
+
+use common::events::EventReader;
+use common::push::{verify_vapid, Mode, PushService, Subscription};
+use common::{token_of, Client, Gateway, Reply};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// alice's room with bob and carol in it.
+async fn room(gw: &Gateway) -> String {
+    let alice = gw.client("alice");
+    let token = alice.create_room(2).await;
+    alice.add_user(&token, "bob").await;
+    alice.add_user(&token, "carol").await;
+    token
+}
+
+/// A request with the seed's headers (`X-Auth-Token`, `X-User-Id`) instead of `Authorization`.
+async fn seed_call(gw: &Gateway, user: &str, method: Method, path: &str, body: Value) -> Reply {
+    let client = gw.anonymous();
+    let response = client
+        .request(method.clone(), path)
+        .header("X-Auth-Token", token_of(user))
+        .header("X-User-Id", user)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    client.finish(method, path, response).await
+}
+
+fn call_body(room: &str, users: &[&str]) -> Value {
+    json!({
+        "notificationMessage": "Incoming call",
+        "onlyAudio": true,
+        "roomUrl": format!("https://meet.example/{room}"),
+        "senderName": "Alice",
+        "serverName": "https://chat.example",
+        "userIds": users,
+        "roomId": room,
+        "additionalInfo": {"device": "iPhone"},
+    })
+}
+
+/// Registers `sub` for `user` as `kind`, reads the activation message the gateway pushes through
+/// it and posts it back; the registration's id.
+async fn register(
+    gw: &Gateway,
+    push: &mut PushService,
+    user: &str,
+    kind: &str,
+    sub: &Subscription,
+) -> String {
+    let client = gw.client(user);
+    let reply = client
+        .call(
+            Method::POST,
+            "/api/v1/push.token",
+            Some(json!({"type": kind, "value": sub.json(), "appName": "test", "deviceId": format!("{user}-{kind}")})),
+        )
+        .await
+        .expect(200);
+    let id = reply.body["result"]["id"].as_str().expect("id").to_string();
+    assert_eq!(reply.body["result"]["activated"], false);
+    let pushed = push.next().await;
+    let activation = sub.open(&pushed);
+    assert_eq!(activation["type"], "activation");
+    assert_eq!(activation["id"], id.as_str());
+    client
+        .call(
+            Method::POST,
+            "/api/v1/push.token/activate",
+            Some(json!({"id": id, "activationToken": "wrong"})),
+        )
+        .await
+        .expect(400);
+    client
+        .call(
+            Method::POST,
+            "/api/v1/push.token/activate",
+            Some(json!({"id": id, "activationToken": activation["activationToken"]})),
+        )
+        .await
+        .expect(200);
+    id
+}
+
+async fn vapid_key(client: &Client) -> String {
+    let reply = client
+        .call(Method::GET, "/api/v1/push.vapid", None)
+        .await
+        .expect(200);
+    reply.body["publicKey"].as_str().expect("key").to_string()
+}
+
+async fn info(client: &Client, call: &str) -> Value {
+    client
+        .call(
+            Method::GET,
+            &format!("/api/v1/voice.call.info?callId={call}"),
+            None,
+        )
+        .await
+        .expect(200)
+        .body["result"]
+        .clone()
+}
+
+/// The next event of `kind` on a user stream.
+async fn next_of(events: &mut EventReader, kind: &str) -> Value {
+    loop {
+        let event = events.next().await;
+        if event["type"] == kind {
+            return event;
+        }
+    }
+}
+
+async fn user_events(client: &Client) -> EventReader {
+    let response = client
+        .request(Method::GET, "/api/v1/users/me/events")
+        .send()
+        .await
+        .expect("user stream");
+    assert_eq!(response.status(), 200);
+    EventReader::new(response)
+}
+
+#[tokio::test]
+async fn a_call_rings_every_device_and_each_end_of_ringing_replaces_the_ring() {
+    let gw = Gateway::start("");
+    let mut push = PushService::start().await;
+    let token = room(&gw).await;
+    let web = push.subscribe("bob-web");
+    let unified = push.subscribe("bob-unified");
+    let web_id = register(&gw, &mut push, "bob", "webpush", &web).await;
+    let unified_id = register(&gw, &mut push, "bob", "unifiedpush", &unified).await;
+    let key = vapid_key(&gw.client("bob")).await;
+    let mut bob_events = user_events(&gw.client("bob")).await;
+
+    // The seed's request, with the seed's headers.
+    let reply = seed_call(
+        &gw,
+        "alice",
+        Method::POST,
+        "/api/v1/voice.call",
+        call_body(&token, &["bob", "carol"]),
+    )
+    .await
+    .expect(200);
+    let result = &reply.body["result"];
+    assert_eq!(reply.body["success"], true);
+    // bob is reached on his first device (by registration id, never the endpoint); carol has none.
+    assert_eq!(result["sentTo"], json!({"bob": web_id}));
+    let call = result["callId"].as_str().expect("callId").to_string();
+    let deliveries = result["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
+    assert!(deliveries.contains(
+        &json!({"userId": "carol", "deviceId": null, "transport": null, "result": "no_device"})
+    ));
+    for (id, transport) in [(&web_id, "webpush"), (&unified_id, "unifiedpush")] {
+        assert!(
+            deliveries.iter().any(|d| d["deviceId"] == id.as_str()
+                && d["transport"] == transport
+                && d["result"] == "sent"),
+            "{deliveries:?}"
+        );
+    }
+
+    // Each device gets the ring, encrypted to it, VAPID-signed, high urgency, the call as topic.
+    let rings = push.next_each(2).await;
+    for (name, sub) in [("bob-web", &web), ("bob-unified", &unified)] {
+        let ring = &rings[name];
+        verify_vapid(ring, &key, &push.base);
+        assert_eq!(ring.headers["urgency"], "high");
+        assert_eq!(ring.headers["topic"], call.as_str());
+        assert_eq!(ring.headers["ttl"], "30");
+        let payload = sub.open(ring);
+        assert_eq!(payload["notificationType"], "callInvite");
+        assert_eq!(payload["callId"], call.as_str());
+        assert_eq!(payload["roomId"], token.as_str());
+        assert_eq!(payload["senderId"], "alice");
+        assert_eq!(payload["senderName"], "Alice");
+        assert_eq!(payload["serverName"], "https://chat.example");
+        assert_eq!(payload["roomUrl"], format!("https://meet.example/{token}"));
+        assert_eq!(payload["onlyAudio"], true);
+        assert_eq!(payload["message"], "Incoming call");
+        assert_eq!(payload["additionalInfo"], json!({"device": "iPhone"}));
+    }
+    let ringing = next_of(&mut bob_events, "voice-call").await;
+    assert_eq!(ringing["callId"], call.as_str());
+
+    // The sender cancels: every device gets a callCancel with the ring's topic.
+    let alice = gw.client("alice");
+    gw.client("bob")
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(403);
+    alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(200);
+    let cancels = push.next_each(2).await;
+    for (name, sub) in [("bob-web", &web), ("bob-unified", &unified)] {
+        let cancel = &cancels[name];
+        assert_eq!(cancel.headers["topic"], call.as_str(), "replaces the ring");
+        verify_vapid(cancel, &key, &push.base);
+        let payload = sub.open(cancel);
+        assert_eq!(payload["notificationType"], "callCancel");
+        assert_eq!(payload["reason"], "canceled");
+        assert_eq!(payload["callId"], call.as_str());
+    }
+    let stop = next_of(&mut bob_events, "stop-ringing").await;
+    assert_eq!(stop["callId"], call.as_str());
+    assert_eq!(stop["reason"], "canceled");
+    let missed = next_of(&mut bob_events, "missed-call").await;
+    assert_eq!(missed["userJid"], "alice");
+    assert_eq!(info(&alice, &call).await["status"], "canceled");
+    gw.client("carol")
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.accept",
+            Some(json!({"callId": "no-such-call"})),
+        )
+        .await
+        .expect(404);
+    gw.client("bob")
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.accept",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(409);
+    let log = gw
+        .client("carol")
+        .call(Method::GET, "/api/v1/direct-calls/logs", None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(log["callLogs"][0]["callState"], "missed", "{log}");
+
+    // A second call, answered: the ringing stops on every device ("answered").
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    let second = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    push.next_each(2).await;
+    gw.client("bob")
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.accept",
+            Some(json!({"callId": second})),
+        )
+        .await
+        .expect(200);
+    let stops = push.next_each(2).await;
+    for (name, sub) in [("bob-web", &web), ("bob-unified", &unified)] {
+        let payload = sub.open(&stops[name]);
+        assert_eq!(payload["notificationType"], "callCancel");
+        assert_eq!(payload["reason"], "answered");
+        assert_eq!(stops[name].headers["topic"], second.as_str());
+    }
+    assert_eq!(info(&alice, &second).await["status"], "accepted");
+    gw.client("bob")
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.end",
+            Some(json!({"callId": second})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(info(&alice, &second).await["status"], "ended");
+    gw.client("carol")
+        .call(
+            Method::GET,
+            &format!("/api/v1/voice.call.info?callId={second}"),
+            None,
+        )
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn an_unanswered_call_is_missed_when_its_ring_times_out() {
+    let gw = Gateway::start("[push]\nring_time = 2\n");
+    let mut push = PushService::start().await;
+    let token = room(&gw).await;
+    let web = push.subscribe("bob-web");
+    register(&gw, &mut push, "bob", "webpush", &web).await;
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ring = push.next().await;
+    assert_eq!(web.open(&ring)["notificationType"], "callInvite");
+    let stop = push.next().await;
+    let payload = web.open(&stop);
+    assert_eq!(payload["notificationType"], "callCancel");
+    assert_eq!(payload["reason"], "timeout");
+    assert_eq!(stop.headers["topic"], call.as_str());
+    assert_eq!(info(&alice, &call).await["status"], "missed");
+}
+
+#[tokio::test]
+async fn a_gone_subscription_is_removed_and_a_slow_one_delays_nobody() {
+    let gw = Gateway::start("");
+    let mut push = PushService::start().await;
+    let token = room(&gw).await;
+    let slow = push.subscribe("bob-slow");
+    let gone = push.subscribe("bob-gone");
+    let quick = push.subscribe("carol-web");
+    register(&gw, &mut push, "bob", "webpush", &slow).await;
+    let gone_id = register(&gw, &mut push, "bob", "webpush", &gone).await;
+    register(&gw, &mut push, "carol", "webpush", &quick).await;
+    push.set_mode("bob-slow", Mode::Slow);
+    push.set_mode("bob-gone", Mode::Gone);
+
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob", "carol"])),
+        )
+        .await
+        .expect(200);
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Each of the three got its ring; the slow endpoint had not answered when the API had, nor
+    // when carol's device had its ring.
+    let rings = push.next_each(3).await;
+    let slow_ring = &rings["bob-slow"];
+    assert!(
+        !slow_ring.answered.load(std::sync::atomic::Ordering::SeqCst),
+        "the API answered only after the slow push service"
+    );
+    assert_eq!(quick.open(&rings["carol-web"])["callId"], call.as_str());
+
+    // The gone subscription's delivery is `gone`, and the registration no longer exists.
+    let mut last = Value::Null;
+    let mut attempts = 0;
+    while attempts < 100 {
+        last = info(&alice, &call).await;
+        let found = last["deliveries"].as_array().is_some_and(|list| {
+            list.iter()
+                .any(|d| d["deviceId"] == gone_id.as_str() && d["result"] == "gone")
+        });
+        if found {
+            break;
+        }
+        attempts += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(attempts < 100, "no gone delivery: {last}");
+    gw.client("bob")
+        .call(
+            Method::DELETE,
+            "/api/v1/push.token",
+            Some(json!({"token": gone_id})),
+        )
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn refusals_name_their_field() {
+    let gw = Gateway::start("");
+    let token = room(&gw).await;
+    let alice = gw.client("alice");
+    let refused = |reply: Reply, field: &str| {
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.body["success"], false);
+        assert!(
+            reply.body["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(field)),
+            "{field}: {}",
+            reply.body
+        );
+        reply.body["errorType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for field in [
+        "roomUrl",
+        "senderName",
+        "serverName",
+        "notificationMessage",
+        "roomId",
+        "onlyAudio",
+    ] {
+        let mut body = call_body(&token, &["bob"]);
+        body.as_object_mut().map(|o| o.remove(field));
+        let reply = alice
+            .call(Method::POST, "/api/v1/voice.call", Some(body))
+            .await;
+        assert_eq!(refused(reply, field), "error-invalid-params");
+    }
+    let mut body = call_body(&token, &["bob"]);
+    body.as_object_mut().map(|o| o.remove("userIds"));
+    let reply = alice
+        .call(Method::POST, "/api/v1/voice.call", Some(body))
+        .await;
+    assert_eq!(refused(reply, "userIds"), "error-invalid-params");
+    let mut body = call_body(&token, &["bob"]);
+    body["onlyAudio"] = json!("yes");
+    let reply = alice
+        .call(Method::POST, "/api/v1/voice.call", Some(body))
+        .await;
+    assert_eq!(refused(reply, "onlyAudio"), "error-invalid-params");
+    let mut body = call_body(&token, &["bob"]);
+    body["userIds"] = json!("bob");
+    let reply = alice
+        .call(Method::POST, "/api/v1/voice.call", Some(body))
+        .await;
+    assert_eq!(refused(reply, "userIds"), "error-invalid-params");
+
+    // Someone who is not an attendee is refused by name; userNames work like userIds.
+    let other = gw.client("bob").create_room(2).await;
+    gw.client("bob").add_user(&other, "alice").await;
+    let mut body = call_body(&other, &[]);
+    body.as_object_mut().map(|o| o.remove("userIds"));
+    body["userNames"] = json!(["carol"]);
+    let reply = alice
+        .call(Method::POST, "/api/v1/voice.call", Some(body))
+        .await;
+    assert_eq!(refused(reply, "userNames"), "error-invalid-user");
+    assert!(rings_everyone(&alice, &other).await);
+
+    // Wrong seed credentials: the seed's 401.
+    let client = gw.anonymous();
+    let response = client
+        .request(Method::POST, "/api/v1/voice.call")
+        .header("X-Auth-Token", token_of("alice"))
+        .header("X-User-Id", "bob")
+        .json(&call_body(&token, &["bob"]))
+        .send()
+        .await
+        .expect("request");
+    let reply = client
+        .finish(Method::POST, "/api/v1/voice.call", response)
+        .await
+        .expect(401);
+    assert_eq!(reply.body["status"], "error");
+
+    // Push registrations.
+    let bob = gw.client("bob");
+    for (body, field) in [
+        (json!({"type": "sms", "value": "x", "appName": "a"}), "type"),
+        (json!({"type": "apn", "appName": "a"}), "value"),
+        (json!({"type": "gcm", "value": "x"}), "appName"),
+        (
+            json!({"type": "webpush", "value": "https://push.example/x", "appName": "a"}),
+            "value",
+        ),
+        (
+            json!({"type": "unifiedpush", "value": "ftp://x", "appName": "a"}),
+            "value",
+        ),
+    ] {
+        let reply = bob
+            .call(Method::POST, "/api/v1/push.token", Some(body))
+            .await;
+        refused(reply, field);
+    }
+    // UnifiedPush takes the bare endpoint URL; deleting by value works as by id.
+    bob.call(
+        Method::POST,
+        "/api/v1/push.token",
+        Some(json!({"type": "unifiedpush", "value": "http://127.0.0.1:9/up", "appName": "a"})),
+    )
+    .await
+    .expect(200);
+    bob.call(
+        Method::DELETE,
+        "/api/v1/push.token",
+        Some(json!({"token": "http://127.0.0.1:9/up"})),
+    )
+    .await
+    .expect(200);
+    bob.call(
+        Method::DELETE,
+        "/api/v1/push.token",
+        Some(json!({"token": "http://127.0.0.1:9/up"})),
+    )
+    .await
+    .expect(404);
+}
+
+/// Whether a call into `room` with everyone in it goes through (so the refusal above was about
+/// the user, not the room).
+async fn rings_everyone(alice: &Client, room: &str) -> bool {
+    let mut body = call_body(room, &["bob"]);
+    body["senderId"] = json!("alice");
+    alice
+        .call(Method::POST, "/api/v1/voice.call", Some(body))
+        .await
+        .status
+        == 200
+}
