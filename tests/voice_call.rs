@@ -2,10 +2,12 @@
 //! every activated Web Push and UnifiedPush device of its recipients (each message decrypted with
 //! the subscription's key, its VAPID token verified), answers in the seed's shape, and every end
 //! of ringing replaces the ring (same Topic) on every device; 410 removes a registration; a slow
-//! push service delays neither the answer nor other devices; each refusal names its field.
+//! push service delays neither the answer nor other devices; each refusal names its field. In
+//! Chromium: a signed-in page rings on a voice call, answers it and talks; a cancel stops it.
 
 mod common;
 
+use common::browser::Browsers;
 use common::events::EventReader;
 use common::push::{verify_vapid, Mode, PushService, Subscription};
 use common::{token_of, Client, Gateway, Reply};
@@ -532,4 +534,73 @@ async fn rings_everyone(alice: &Client, room: &str) -> bool {
         .await
         .status
         == 200
+}
+
+#[tokio::test]
+async fn a_signed_in_page_rings_answers_and_stops_ringing_when_cancelled() {
+    let gw = Gateway::start("");
+    let token = room(&gw).await;
+    let alice = gw.client("alice");
+    let mut browsers = Browsers::start();
+    browsers.launch("alice", 440.0).await;
+    browsers.launch("bob", 1000.0).await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
+    browsers.open_room("alice", "Test room").await;
+    browsers.click("alice", "#join-call").await;
+    browsers.wait_text("alice", "#people", "in the call").await;
+    browsers.sign_in("bob", &gw.base, "bob").await;
+
+    let reply = seed_call(
+        &gw,
+        "alice",
+        Method::POST,
+        "/api/v1/voice.call",
+        call_body(&token, &["bob"]),
+    )
+    .await
+    .expect(200);
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    browsers
+        .wait_text("bob", "#incoming-title", "Alice is calling (audio)")
+        .await;
+    browsers.screenshot("bob", "voice-call-ringing.png").await;
+    browsers.click("bob", "#answer").await;
+    browsers.wait_to_hear("alice", 1000.0, 440.0).await;
+    browsers.wait_to_hear("bob", 440.0, 1000.0).await;
+    assert_eq!(info(&alice, &call).await["status"], "accepted");
+    browsers.click("bob", "#leave-call").await;
+    browsers.wait_visible("bob", "#join-call").await;
+
+    // A second call, cancelled by its sender: the page stops ringing; the call was missed.
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    let second = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    browsers
+        .wait_text("bob", "#incoming-title", "Alice is calling")
+        .await;
+    alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": second})),
+        )
+        .await
+        .expect(200);
+    browsers
+        .wait_text("bob", "#notice", "Missed call from alice.")
+        .await;
+    assert!(!browsers.visible("bob", "#incoming").await);
+    browsers.close().await;
 }
