@@ -102,6 +102,28 @@ pub struct PushConfig {
     /// under way then show as `sent` and go on (see `voice.call.info`).
     #[serde(default = "default_push_answer_wait")]
     pub answer_wait: Seconds,
+    /// Apple Push Notification service, when its token key is configured.
+    #[serde(default)]
+    pub apns: Option<ApnsConfig>,
+}
+
+/// APNs with token-based (`.p8`) authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The `.p8` key file (PKCS#8 PEM) from the Apple developer account.
+    pub key: PathBuf,
+    pub key_id: String,
+    pub team_id: String,
+    /// The app's bundle id: alert pushes go to it, VoIP pushes to `<bundle_id>.voip`.
+    pub bundle_id: String,
+    /// `https://api.push.apple.com`, or `https://api.sandbox.push.apple.com` for development builds.
+    #[serde(default = "default_apns_url")]
+    pub url: HttpUrl,
+}
+
+fn default_apns_url() -> HttpUrl {
+    HttpUrl("https://api.push.apple.com".to_string())
 }
 
 impl Default for PushConfig {
@@ -113,6 +135,7 @@ impl Default for PushConfig {
             attempts: default_push_attempts(),
             concurrency: default_push_concurrency(),
             answer_wait: default_push_answer_wait(),
+            apns: None,
         }
     }
 }

@@ -604,3 +604,97 @@ async fn a_signed_in_page_rings_answers_and_stops_ringing_when_cancelled() {
     assert!(!browsers.visible("bob", "#incoming").await);
     browsers.close().await;
 }
+
+#[tokio::test]
+async fn apns_gets_a_voip_push_for_the_call_and_alert_pushes_for_its_end() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let mut apns = PushService::start().await;
+    // The test's .p8 key: a fixed P-256 key in PKCS#8 PEM.
+    let key = p256::SecretKey::from_slice(&[7u8; 32]).expect("key");
+    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_path = dir.path().join("AuthKey_KEYID12345.p8");
+    std::fs::write(&key_path, pem.as_bytes()).expect("write key");
+    let gw = Gateway::start(&format!(
+        "[push.apns]\nkey = \"{}\"\nkey_id = \"KEYID12345\"\nteam_id = \"TEAM123456\"\nbundle_id = \"com.example.chat\"\nurl = \"{}\"\n",
+        key_path.display(),
+        apns.base
+    ));
+    let token = room(&gw).await;
+    let bob = gw.client("bob");
+    for (value, voip) in [("voiptoken1", true), ("alerttoken1", false)] {
+        let reply = bob
+            .call(
+                Method::POST,
+                "/api/v1/push.token",
+                Some(json!({"type": "apn", "value": value, "appName": "chat", "deviceId": "iphone", "voip": voip})),
+            )
+            .await
+            .expect(200);
+        assert_eq!(reply.body["result"]["activated"], true);
+    }
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    // An APNs device is named by its device token, as in the seed.
+    assert_eq!(reply.body["result"]["sentTo"], json!({"bob": "voiptoken1"}));
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let public = key.public_key().to_sec1_bytes();
+    let check = |pushed: &common::push::Pushed, push_type: &str, topic: &str| -> Value {
+        assert_eq!(pushed.version, axum::http::Version::HTTP_2);
+        assert_eq!(pushed.headers["apns-push-type"], push_type);
+        assert_eq!(pushed.headers["apns-topic"], topic);
+        assert_eq!(pushed.headers["apns-priority"], "10");
+        assert_eq!(pushed.headers["apns-collapse-id"], call.as_str());
+        assert!(pushed.headers.contains_key("apns-expiration"));
+        let jwt = pushed.headers["authorization"]
+            .to_str()
+            .expect("ascii")
+            .strip_prefix("bearer ")
+            .expect("bearer token")
+            .to_string();
+        let (head, claims) = common::push::verify_es256(&jwt, &public);
+        assert_eq!(head["kid"], "KEYID12345");
+        assert_eq!(claims["iss"], "TEAM123456");
+        assert!(claims["iat"].is_u64(), "{claims}");
+        serde_json::from_slice(&pushed.body).expect("json body")
+    };
+    let rings = apns.next_each(2).await;
+    let voip = check(
+        &rings["/3/device/voiptoken1"],
+        "voip",
+        "com.example.chat.voip",
+    );
+    assert_eq!(voip["notificationType"], "callInvite");
+    assert_eq!(voip["callId"], call.as_str());
+    assert_eq!(voip["roomUrl"], format!("https://meet.example/{token}"));
+    assert_eq!(voip["aps"], json!({}));
+    let alert = check(&rings["/3/device/alerttoken1"], "alert", "com.example.chat");
+    assert_eq!(alert["aps"]["alert"]["title"], "Alice is calling");
+    assert_eq!(alert["aps"]["category"], "INCOMING_CALL");
+
+    alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(200);
+    // The end goes to the alert token only (a VoIP push must ring CallKit).
+    let cancel = apns.next().await;
+    assert_eq!(cancel.endpoint, "/3/device/alerttoken1");
+    let body = check(&cancel, "alert", "com.example.chat");
+    assert_eq!(body["notificationType"], "callCancel");
+    assert_eq!(body["reason"], "canceled");
+    assert_eq!(body["aps"]["alert"]["title"], "Missed call from Alice");
+}

@@ -3,6 +3,7 @@
 //! cancels or the ring times out; every end of ringing stops every device. A voice call rings
 //! into an existing room: answering it is joining the room's call.
 
+mod apns;
 pub mod push;
 
 use std::collections::{HashMap, HashSet};
@@ -325,6 +326,8 @@ impl VoiceCalls {
             body: payload.to_string().into_bytes(),
             topic: Some(call_id.clone()),
             ttl: inner.config.ring_time.0,
+            ring: true,
+            title: format!("{} is calling", request.sender_name),
         };
         let (deliveries, sent_to, handles) = self.ring(&call_id, &recipients, &ring)?;
         let service = self.clone();
@@ -690,10 +693,20 @@ impl VoiceCalls {
         let mut cancel = payload.clone();
         cancel["notificationType"] = json!(CALL_CANCEL);
         cancel["reason"] = json!(why);
+        let title = match why {
+            reason::ANSWERED => "Answered on another device".to_string(),
+            reason::DECLINED => "Declined".to_string(),
+            _ => format!(
+                "Missed call from {}",
+                payload["senderName"].as_str().unwrap_or_default()
+            ),
+        };
         let message = Message {
             body: cancel.to_string().into_bytes(),
             topic: Some(call_id.to_string()),
             ttl: self.inner.config.ring_time.0,
+            ring: false,
+            title,
         };
         for user in users {
             self.inner.users.send(
@@ -706,7 +719,12 @@ impl VoiceCalls {
             );
             match self.usable_devices(user) {
                 Ok(devices) => {
-                    for device in devices {
+                    // A VoIP token takes calls only (each must reach CallKit): the app ends the
+                    // call from the stop-ringing of its alert token or its event stream.
+                    for device in devices
+                        .into_iter()
+                        .filter(|d| !(d.kind == kind::APN && d.voip))
+                    {
                         drop(self.inner.push.deliver(device, message.clone()));
                     }
                 }

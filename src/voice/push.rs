@@ -47,6 +47,10 @@ pub struct Message {
     pub topic: Option<String>,
     /// How long the push service keeps it for an offline device.
     pub ttl: Duration,
+    /// A call's ring (a VoIP push where the device takes them), rather than its end.
+    pub ring: bool,
+    /// The title of an alert push.
+    pub title: String,
 }
 
 /// How long an activation message waits for an offline device.
@@ -93,6 +97,7 @@ struct Inner {
     config: PushConfig,
     vapid: ES256KeyPair,
     vapid_public: String,
+    apns: Option<super::apns::Apns>,
 }
 
 /// Decodes base64url with or without padding (browsers send it unpadded).
@@ -147,6 +152,10 @@ impl Push {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let slots = usize::try_from(config.concurrency.get()).unwrap_or(usize::MAX);
+        let apns = match &config.apns {
+            Some(apns) => Some(super::apns::Apns::new(apns.clone(), config.timeout.0)?),
+            None => None,
+        };
         Ok(Push {
             inner: Arc::new(Inner {
                 store,
@@ -155,6 +164,7 @@ impl Push {
                 config,
                 vapid,
                 vapid_public,
+                apns,
             }),
         })
     }
@@ -198,6 +208,8 @@ impl Push {
                 body: body.to_string().into_bytes(),
                 topic: None,
                 ttl: ACTIVATION_TTL,
+                ring: false,
+                title: "Calls will ring here".to_string(),
             };
             drop(self.deliver(row.clone(), message));
         }
@@ -304,8 +316,10 @@ impl Inner {
         device: &PushRow,
         message: &Message,
     ) -> Result<reqwest::RequestBuilder, String> {
-        if device.kind != kind::WEBPUSH && device.kind != kind::UNIFIEDPUSH {
-            return Err(format!("no credentials for {} are configured", device.kind));
+        match (device.kind.as_str(), &self.apns) {
+            (kind::APN, Some(apns)) => return apns.request(device, message),
+            (kind::WEBPUSH | kind::UNIFIEDPUSH, _) => {}
+            (other, _) => return Err(format!("no credentials for {other} are configured")),
         }
         let mut builder = match (&device.p256dh, &device.auth) {
             (Some(p256dh), Some(auth)) => {

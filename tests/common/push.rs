@@ -32,7 +32,9 @@ pub enum Mode {
 /// One message as the push service received it.
 #[derive(Debug, Clone)]
 pub struct Pushed {
+    /// The name of a `/push/{name}` endpoint, or any other path as it came.
     pub endpoint: String,
+    pub version: axum::http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// Whether the push service has answered it (a slow endpoint answers late).
@@ -91,6 +93,7 @@ impl PushService {
         });
         let app = Router::new()
             .route("/push/{name}", post(take))
+            .fallback(take_any)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -141,9 +144,29 @@ impl PushService {
     }
 }
 
+/// Any other request (an APNs or FCM stand-in's): recorded by its path, answered 200.
+async fn take_any(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+) -> StatusCode {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let _ = shared.received.send(Pushed {
+        endpoint: parts.uri.path().to_string(),
+        version: parts.version,
+        headers: parts.headers,
+        body,
+        answered: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    });
+    StatusCode::OK
+}
+
 async fn take(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -157,6 +180,7 @@ async fn take(
     let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _ = shared.received.send(Pushed {
         endpoint: name,
+        version,
         headers,
         body,
         answered: answered.clone(),
@@ -189,27 +213,7 @@ pub fn verify_vapid(pushed: &Pushed, public_key: &str, audience: &str) -> Value 
     };
     let (jwt, k) = (field("t"), field("k"));
     assert_eq!(k, public_key, "the gateway's VAPID key");
-    let mut parts = jwt.split('.');
-    let (head, claims, signature) = (
-        parts.next().expect("header"),
-        parts.next().expect("claims"),
-        parts.next().expect("signature"),
-    );
-    let head: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).expect("b64")).expect("json");
-    assert_eq!(head["alg"], "ES256");
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&URL_SAFE_NO_PAD.decode(&k).expect("b64"))
-        .expect("a P-256 key");
-    let signature =
-        p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).expect("b64"))
-            .expect("an ES256 signature");
-    key.verify(
-        format!("{}.{claims}", jwt.split('.').next().unwrap_or_default()).as_bytes(),
-        &signature,
-    )
-    .expect("the VAPID signature verifies");
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("b64")).expect("json");
+    let (_, claims) = verify_es256(&jwt, &URL_SAFE_NO_PAD.decode(&k).expect("b64"));
     assert_eq!(claims["aud"], audience, "aud is the push service's origin");
     assert!(claims["sub"]
         .as_str()
@@ -224,4 +228,22 @@ pub fn verify_vapid(pushed: &Pushed, public_key: &str, audience: &str) -> Value 
         "exp within a day: {claims}"
     );
     claims
+}
+
+/// Verifies an ES256 JWT with the P-256 public key `key` (SEC1 bytes); its header and claims.
+pub fn verify_es256(jwt: &str, key: &[u8]) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {jwt}");
+    let json = |part: &str| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("b64")).expect("json")
+    };
+    let head = json(parts[0]);
+    assert_eq!(head["alg"], "ES256");
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key).expect("a P-256 key");
+    let signature =
+        p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64"))
+            .expect("an ES256 signature");
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("the ES256 signature verifies");
+    (head, json(parts[1]))
 }
