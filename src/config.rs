@@ -105,6 +105,26 @@ pub struct PushConfig {
     /// Apple Push Notification service, when its token key is configured.
     #[serde(default)]
     pub apns: Option<ApnsConfig>,
+    /// Firebase Cloud Messaging (HTTP v1), when a service account is configured.
+    #[serde(default)]
+    pub fcm: Option<FcmConfig>,
+}
+
+/// FCM HTTP v1 with a service account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// The service account's JSON key file (project_id, client_email, private_key, token_uri).
+    pub service_account: PathBuf,
+    #[serde(default = "default_fcm_url")]
+    pub url: HttpUrl,
+    /// The OAuth2 token endpoint; by default the key file's `token_uri`.
+    #[serde(default)]
+    pub token_url: Option<HttpUrl>,
+}
+
+fn default_fcm_url() -> HttpUrl {
+    HttpUrl("https://fcm.googleapis.com".to_string())
 }
 
 /// APNs with token-based (`.p8`) authentication.
@@ -136,6 +156,7 @@ impl Default for PushConfig {
             concurrency: default_push_concurrency(),
             answer_wait: default_push_answer_wait(),
             apns: None,
+            fcm: None,
         }
     }
 }

@@ -698,3 +698,115 @@ async fn apns_gets_a_voip_push_for_the_call_and_alert_pushes_for_its_end() {
     assert_eq!(body["reason"], "canceled");
     assert_eq!(body["aps"]["alert"]["title"], "Missed call from Alice");
 }
+
+#[tokio::test]
+async fn fcm_gets_high_priority_data_messages_with_a_service_account_token() {
+    let mut fcm = PushService::start().await;
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa key");
+    let key = openssl::pkey::PKey::from_rsa(rsa).expect("pkey");
+    let pem = String::from_utf8(key.private_key_to_pem_pkcs8().expect("pem")).expect("utf8");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = dir.path().join("service-account.json");
+    let token_uri = format!("{}/token", fcm.base);
+    std::fs::write(
+        &account,
+        json!({"type": "service_account", "project_id": "chat-test", "client_email": "push@chat-test.iam.gserviceaccount.com", "private_key": pem, "token_uri": token_uri}).to_string(),
+    )
+    .expect("write account");
+    let gw = Gateway::start(&format!(
+        "[push.fcm]\nservice_account = \"{}\"\nurl = \"{}\"\n",
+        account.display(),
+        fcm.base
+    ));
+    let token = room(&gw).await;
+    gw.client("bob")
+        .call(
+            Method::POST,
+            "/api/v1/push.token",
+            Some(json!({"type": "gcm", "value": "fcm-token-1", "appName": "chat"})),
+        )
+        .await
+        .expect(200);
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        reply.body["result"]["sentTo"],
+        json!({"bob": "fcm-token-1"})
+    );
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // The OAuth2 exchange: an RS256 assertion signed with the service account's key.
+    let exchange = fcm.next().await;
+    assert_eq!(exchange.endpoint, "/token");
+    let form = String::from_utf8(exchange.body.to_vec()).expect("form");
+    let assertion = form
+        .strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=")
+        .expect("a jwt-bearer grant");
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let decode = |p: &str| {
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).expect("b64")
+    };
+    let head: Value = serde_json::from_slice(&decode(parts[0])).expect("json");
+    assert_eq!(head["alg"], "RS256");
+    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)
+        .expect("verifier");
+    verifier
+        .update(format!("{}.{}", parts[0], parts[1]).as_bytes())
+        .expect("update");
+    assert!(
+        verifier.verify(&decode(parts[2])).expect("verify"),
+        "the assertion's signature"
+    );
+    let claims: Value = serde_json::from_slice(&decode(parts[1])).expect("json");
+    assert_eq!(claims["iss"], "push@chat-test.iam.gserviceaccount.com");
+    assert_eq!(claims["aud"], token_uri.as_str());
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/firebase.messaging"
+    );
+
+    let check = |pushed: &common::push::Pushed| -> Value {
+        assert_eq!(pushed.endpoint, "/v1/projects/chat-test/messages:send");
+        assert_eq!(
+            pushed.headers["authorization"],
+            format!("Bearer {}", common::push::ACCESS_TOKEN).as_str()
+        );
+        let body: Value = serde_json::from_slice(&pushed.body).expect("json");
+        let message = &body["message"];
+        assert_eq!(message["token"], "fcm-token-1");
+        assert_eq!(message["android"]["priority"], "HIGH");
+        assert_eq!(message["android"]["collapse_key"], call.as_str());
+        assert_eq!(message["android"]["ttl"], "30s");
+        // Data values are strings.
+        assert_eq!(message["data"]["onlyAudio"], "true");
+        assert_eq!(message["data"]["callId"], call.as_str());
+        message["data"].clone()
+    };
+    let ring = check(&fcm.next().await);
+    assert_eq!(ring["notificationType"], "callInvite");
+    assert_eq!(ring["roomId"], token.as_str());
+    assert_eq!(ring["additionalInfo"], "{\"device\":\"iPhone\"}");
+
+    alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(200);
+    // The access token is reused: the next request is the message itself.
+    let cancel = check(&fcm.next().await);
+    assert_eq!(cancel["notificationType"], "callCancel");
+    assert_eq!(cancel["reason"], "canceled");
+}

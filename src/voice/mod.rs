@@ -4,6 +4,7 @@
 //! into an existing room: answering it is joining the room's call.
 
 mod apns;
+mod fcm;
 pub mod push;
 
 use std::collections::{HashMap, HashSet};

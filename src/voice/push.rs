@@ -98,6 +98,7 @@ struct Inner {
     vapid: ES256KeyPair,
     vapid_public: String,
     apns: Option<super::apns::Apns>,
+    fcm: Option<super::fcm::Fcm>,
 }
 
 /// Decodes base64url with or without padding (browsers send it unpadded).
@@ -156,6 +157,10 @@ impl Push {
             Some(apns) => Some(super::apns::Apns::new(apns.clone(), config.timeout.0)?),
             None => None,
         };
+        let fcm = match &config.fcm {
+            Some(fcm) => Some(super::fcm::Fcm::new(fcm, config.timeout.0)?),
+            None => None,
+        };
         Ok(Push {
             inner: Arc::new(Inner {
                 store,
@@ -165,6 +170,7 @@ impl Push {
                 vapid,
                 vapid_public,
                 apns,
+                fcm,
             }),
         })
     }
@@ -257,7 +263,7 @@ impl Inner {
     async fn deliver(&self, device: &PushRow, message: &Message) -> &'static str {
         let attempts = self.config.attempts.get();
         for attempt in 1..=attempts {
-            let request = match self.request(device, message) {
+            let request = match self.request(device, message).await {
                 Ok(request) => request,
                 Err(e) => {
                     tracing::warn!(device = %device.id, kind = %device.kind, error = %e, "push not sent");
@@ -311,15 +317,16 @@ impl Inner {
     }
 
     /// The HTTP request of one attempt (Web Push messages are encrypted afresh each time).
-    fn request(
+    async fn request(
         &self,
         device: &PushRow,
         message: &Message,
     ) -> Result<reqwest::RequestBuilder, String> {
-        match (device.kind.as_str(), &self.apns) {
-            (kind::APN, Some(apns)) => return apns.request(device, message),
-            (kind::WEBPUSH | kind::UNIFIEDPUSH, _) => {}
-            (other, _) => return Err(format!("no credentials for {other} are configured")),
+        match (device.kind.as_str(), &self.apns, &self.fcm) {
+            (kind::APN, Some(apns), _) => return apns.request(device, message),
+            (kind::GCM, _, Some(fcm)) => return fcm.request(device, message).await,
+            (kind::WEBPUSH | kind::UNIFIEDPUSH, _, _) => {}
+            (other, _, _) => return Err(format!("no credentials for {other} are configured")),
         }
         let mut builder = match (&device.p256dh, &device.auth) {
             (Some(p256dh), Some(auth)) => {

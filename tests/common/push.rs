@@ -144,11 +144,16 @@ impl PushService {
     }
 }
 
-/// Any other request (an APNs or FCM stand-in's): recorded by its path, answered 200.
+/// The access token the stand-in OAuth2 endpoint (`/token`) hands out.
+pub const ACCESS_TOKEN: &str = "ya29.test-access-token";
+
+/// Any other request (an APNs or FCM stand-in's): recorded by its path, answered 200; `/token`
+/// answers as Google's OAuth2 token endpoint does.
 async fn take_any(
     State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -160,7 +165,13 @@ async fn take_any(
         body,
         answered: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     });
-    StatusCode::OK
+    if parts.uri.path() == "/token" {
+        return axum::Json(
+            json!({"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
+        )
+        .into_response();
+    }
+    StatusCode::OK.into_response()
 }
 
 async fn take(
