@@ -810,3 +810,79 @@ async fn fcm_gets_high_priority_data_messages_with_a_service_account_token() {
     assert_eq!(cancel["notificationType"], "callCancel");
     assert_eq!(cancel["reason"], "canceled");
 }
+
+/// The titles and actions of the notifications the page's service worker shows.
+const NOTIFICATIONS: &str = "navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((list) => list.map((n) => ({title: n.title, tag: n.tag, actions: n.actions.map((a) => a.action)})))";
+
+/// Waits until the service worker shows a notification titled `title`; the notifications.
+async fn wait_notification(browsers: &mut Browsers, name: &str, title: &str) -> Value {
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = browsers.evaluate(name, NOTIFICATIONS).await;
+        let found = shown
+            .as_array()
+            .is_some_and(|list| list.iter().any(|n| n["title"] == title));
+        if found {
+            return shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no notification {title:?}: {shown}");
+}
+
+/// The service worker's side, with the page closed: the ring the gateway pushed (decrypted by
+/// the test's push service, since a browser here reaches no real push service) is handed to the
+/// worker as a push message (CDP); it shows a ringing notification with answer and decline, and
+/// the cancel replaces it.
+#[tokio::test]
+async fn the_service_worker_rings_with_answer_and_decline_and_a_cancel_replaces_it() {
+    let gw = Gateway::start("");
+    let mut push = PushService::start().await;
+    let token = room(&gw).await;
+    let device = push.subscribe("bob-web");
+    register(&gw, &mut push, "bob", "webpush", &device).await;
+    let mut browsers = Browsers::start();
+    browsers.launch("bob", 1000.0).await;
+    browsers.sign_in("bob", &gw.base, "bob").await;
+    // The page registered its service worker; now it is closed.
+    browsers.goto("bob", "about:blank").await;
+
+    let alice = gw.client("alice");
+    let reply = alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call",
+            Some(call_body(&token, &["bob"])),
+        )
+        .await
+        .expect(200);
+    let call = reply.body["result"]["callId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ring = device.open(&push.next().await);
+    browsers
+        .deliver_push("bob", &gw.base, &ring.to_string())
+        .await;
+    alice
+        .call(
+            Method::POST,
+            "/api/v1/voice.call.cancel",
+            Some(json!({"callId": call})),
+        )
+        .await
+        .expect(200);
+    let cancel = device.open(&push.next().await);
+
+    browsers.goto("bob", &format!("{}/", gw.base)).await;
+    let shown = wait_notification(&mut browsers, "bob", "Alice is calling").await;
+    let ringing = &shown[0];
+    assert_eq!(ringing["tag"], call.as_str());
+    assert_eq!(ringing["actions"], json!(["answer", "decline"]));
+    browsers
+        .deliver_push("bob", &gw.base, &cancel.to_string())
+        .await;
+    let shown = wait_notification(&mut browsers, "bob", "Missed call: Alice").await;
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "replaced: {shown}");
+    browsers.close().await;
+}

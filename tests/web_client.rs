@@ -367,9 +367,9 @@ async fn busy_phones_full_trunks_and_refused_numbers_are_shown_in_words() {
         .screenshot("alice", "room-number-refused-phone-size.png")
         .await;
     let overflow = browsers
-        .op(
-            "evaluate",
-            serde_json::json!({"name": "alice", "js": "document.documentElement.scrollWidth - window.innerWidth"}),
+        .evaluate(
+            "alice",
+            "document.documentElement.scrollWidth - window.innerWidth",
         )
         .await;
     assert_eq!(overflow, 0, "the page is wider than a phone's screen");
@@ -485,12 +485,7 @@ async fn meters_until(browsers: &mut Browsers, done: impl Fn(f64, f64) -> bool) 
     for _ in 0..300 {
         let mut read = Vec::new();
         for name in ["Bob", "Carol"] {
-            let value = browsers
-                .op(
-                    "evaluate",
-                    serde_json::json!({"name": "alice", "js": meter(name)}),
-                )
-                .await;
+            let value = browsers.evaluate("alice", &meter(name)).await;
             read.push(value.as_f64().unwrap_or(-1.0));
         }
         levels = (read[0], read[1]);

@@ -137,6 +137,20 @@ impl Browsers {
         self.wait_text(name, "#live", "live").await;
     }
 
+    /// Delivers `data` to the service worker of `origin` as a push message.
+    pub async fn deliver_push(&mut self, name: &str, origin: &str, data: &str) {
+        self.op(
+            "deliverPush",
+            json!({"name": name, "origin": origin, "data": data}),
+        )
+        .await;
+    }
+
+    /// Runs `js` (an expression, maybe a promise) in the page; its value.
+    pub async fn evaluate(&mut self, name: &str, js: &str) -> Value {
+        self.op("evaluate", json!({"name": name, "js": js})).await
+    }
+
     pub async fn goto(&mut self, name: &str, url: &str) {
         self.op("goto", json!({"name": name, "url": url})).await;
     }
