@@ -42,7 +42,7 @@ pub fn new_token() -> String {
 /// Why a request is not authenticated; the message goes to the client as is.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("authentication required: send Authorization: Bearer TOKEN or Basic user:token")]
+    #[error("authentication required: send Authorization: Bearer TOKEN or Basic user:token (or, under /api/v1, X-Auth-Token and X-User-Id)")]
     Missing,
     #[error("malformed Authorization header")]
     Malformed,
@@ -56,6 +56,35 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> AuthError {
         tracing::error!(error = %e, "store failed during authentication");
         AuthError::Store
+    }
+}
+
+/// The seed's headers (Rocket.Chat's): the token in `X-Auth-Token`, its user in `X-User-Id`.
+pub const AUTH_TOKEN_HEADER: &str = "x-auth-token";
+pub const USER_ID_HEADER: &str = "x-user-id";
+
+/// Checks a request's credentials: `Authorization`, or where `user_headers` (the `/api/v1`
+/// family) `X-Auth-Token` with `X-User-Id`, which work as Basic `user:token` does.
+pub fn authenticate_headers(
+    store: &Store,
+    headers: &axum::http::HeaderMap,
+    user_headers: bool,
+) -> Result<AuthUser, AuthError> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));
+    match (user_headers, text(AUTH_TOKEN_HEADER)) {
+        (true, Some(token)) => {
+            let token = token.map_err(|_| AuthError::Malformed)?;
+            let user = text(USER_ID_HEADER)
+                .ok_or(AuthError::Malformed)?
+                .map_err(|_| AuthError::Malformed)?;
+            check(store, Some(user.to_string()), token.to_string())
+        }
+        _ => {
+            let header = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            authenticate(store, header)
+        }
     }
 }
 
@@ -75,6 +104,15 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<AuthUser, Aut
     } else {
         return Err(AuthError::Malformed);
     };
+    check(store, claimed_user, token)
+}
+
+/// The user of `token`, which must be `claimed_user` when one is named.
+fn check(
+    store: &Store,
+    claimed_user: Option<String>,
+    token: String,
+) -> Result<AuthUser, AuthError> {
     if token.is_empty() {
         return Err(AuthError::Invalid);
     }
@@ -146,6 +184,33 @@ mod tests {
         let wrong_user = STANDARD.encode(format!("bob:{token}"));
         assert_eq!(
             authenticate(&store, Some(&format!("Basic {wrong_user}"))),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn user_headers_work_only_where_allowed() {
+        let (store, token) = store_with_alice();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(AUTH_TOKEN_HEADER, token.parse().expect("value"));
+        assert_eq!(
+            authenticate_headers(&store, &headers, true),
+            Err(AuthError::Malformed)
+        );
+        headers.insert(USER_ID_HEADER, "alice".parse().expect("value"));
+        assert_eq!(
+            authenticate_headers(&store, &headers, true)
+                .expect("user headers")
+                .id,
+            "alice"
+        );
+        assert_eq!(
+            authenticate_headers(&store, &headers, false),
+            Err(AuthError::Missing)
+        );
+        headers.insert(USER_ID_HEADER, "bob".parse().expect("value"));
+        assert_eq!(
+            authenticate_headers(&store, &headers, true),
             Err(AuthError::Invalid)
         );
     }

@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub calls: CallsConfig,
     #[serde(default)]
+    pub push: PushConfig,
+    #[serde(default)]
     pub links: LinksConfig,
     #[serde(default)]
     pub recording: RecordingConfig,
@@ -75,6 +77,108 @@ impl Default for CallsConfig {
 
 fn default_ring_time() -> Seconds {
     Seconds(Duration::from_secs(30))
+}
+
+/// Ringing users' devices (`/api/v1/voice.call`) and push delivery (`/api/v1/push.token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// How long a voice call rings before it counts as missed.
+    #[serde(default = "default_ring_time")]
+    pub ring_time: Seconds,
+    /// The VAPID `sub` claim: how a push service reaches the operator (`mailto:` or `https:`).
+    #[serde(default = "default_vapid_subject")]
+    pub vapid_subject: String,
+    /// One attempt at a push service may take this long.
+    #[serde(default = "default_push_timeout")]
+    pub timeout: Seconds,
+    /// Attempts per message (a refusal other than 404/410/413, or no answer, is retried).
+    #[serde(default = "default_push_attempts")]
+    pub attempts: NonZeroU32,
+    /// Messages in flight at once, over all push services.
+    #[serde(default = "default_push_concurrency")]
+    pub concurrency: NonZeroU32,
+    /// How long `POST voice.call` waits for first results before it answers; deliveries still
+    /// under way then show as `sent` and go on (see `voice.call.info`).
+    #[serde(default = "default_push_answer_wait")]
+    pub answer_wait: Seconds,
+    /// Apple Push Notification service, when its token key is configured.
+    #[serde(default)]
+    pub apns: Option<ApnsConfig>,
+    /// Firebase Cloud Messaging (HTTP v1), when a service account is configured.
+    #[serde(default)]
+    pub fcm: Option<FcmConfig>,
+}
+
+/// FCM HTTP v1 with a service account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// The service account's JSON key file (project_id, client_email, private_key, token_uri).
+    pub service_account: PathBuf,
+    #[serde(default = "default_fcm_url")]
+    pub url: HttpUrl,
+    /// The OAuth2 token endpoint; by default the key file's `token_uri`.
+    #[serde(default)]
+    pub token_url: Option<HttpUrl>,
+}
+
+fn default_fcm_url() -> HttpUrl {
+    HttpUrl("https://fcm.googleapis.com".to_string())
+}
+
+/// APNs with token-based (`.p8`) authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The `.p8` key file (PKCS#8 PEM) from the Apple developer account.
+    pub key: PathBuf,
+    pub key_id: String,
+    pub team_id: String,
+    /// The app's bundle id: alert pushes go to it, VoIP pushes to `<bundle_id>.voip`.
+    pub bundle_id: String,
+    /// `https://api.push.apple.com`, or `https://api.sandbox.push.apple.com` for development builds.
+    #[serde(default = "default_apns_url")]
+    pub url: HttpUrl,
+}
+
+fn default_apns_url() -> HttpUrl {
+    HttpUrl("https://api.push.apple.com".to_string())
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            ring_time: default_ring_time(),
+            vapid_subject: default_vapid_subject(),
+            timeout: default_push_timeout(),
+            attempts: default_push_attempts(),
+            concurrency: default_push_concurrency(),
+            answer_wait: default_push_answer_wait(),
+            apns: None,
+            fcm: None,
+        }
+    }
+}
+
+fn default_vapid_subject() -> String {
+    "mailto:admin@localhost".to_string()
+}
+
+fn default_push_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+fn default_push_attempts() -> NonZeroU32 {
+    NonZeroU32::MIN.saturating_add(2)
+}
+
+fn default_push_concurrency() -> NonZeroU32 {
+    NonZeroU32::MIN.saturating_add(31)
+}
+
+fn default_push_answer_wait() -> Seconds {
+    Seconds(Duration::from_millis(500))
 }
 
 #[derive(Debug, Clone, Deserialize)]

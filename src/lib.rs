@@ -19,3 +19,4 @@ pub mod room;
 pub mod runtime;
 pub mod store;
 mod sync;
+pub mod voice;

@@ -549,10 +549,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     call_links.set_public_url(public_url.clone());
     call_links.start(shutdown_rx.clone())?;
     let rooms = rooms.with_dialer(dialer).with_phone_controls(legs.clone());
+    let user_bus = Arc::new(dialbridge::direct::UserBus::default());
+    let voice = dialbridge::voice::VoiceCalls::new(
+        store.clone(),
+        events.clone(),
+        user_bus.clone(),
+        dialbridge::voice::push::Push::new(store.clone(), config.push.clone())?,
+        config.push.clone(),
+    );
     let direct = dialbridge::direct::DirectCalls::new(
         rooms.clone(),
         events.clone(),
-        Arc::new(dialbridge::direct::UserBus::default()),
+        user_bus,
         dialbridge::direct::DirectConfig {
             one_to_one: config.calls.one_to_one,
             ring_time: config.calls.ring_time.0,
@@ -562,6 +570,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(api::AppState {
         rooms,
         direct,
+        voice,
         events,
         metrics,
         media: media.clone(),

@@ -9,21 +9,14 @@ use common::browser::Browsers;
 use common::ports::Tp;
 use common::sipp::Sipp;
 use common::telephony::{self, wait_for, PhoneMedia};
-use common::{token_of, Gateway};
+use common::Gateway;
 use reqwest::Method;
 use serde_json::json;
 
 /// A page signed in as `user`, on its rooms list (and so listening for calls).
 async fn signed_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str, tone: f64) {
     browsers.launch(name, tone).await;
-    sign_in(browsers, name, gw, user).await;
-}
-
-async fn sign_in(browsers: &mut Browsers, name: &str, gw: &Gateway, user: &str) {
-    browsers.goto(name, &format!("{}/", gw.base)).await;
-    browsers.fill(name, "#token", token_of(user)).await;
-    browsers.press(name, "#token", "Enter").await;
-    browsers.wait_text(name, "#rooms-title", "Your rooms").await;
+    browsers.sign_in(name, &gw.base, user).await;
 }
 
 async fn call(browsers: &mut Browsers, name: &str, callee: &str) {
@@ -80,9 +73,9 @@ async fn a_video_call_shows_each_user_the_others_camera() {
     const RED: [u8; 3] = [220, 30, 30];
     const BLUE: [u8; 3] = [30, 30, 220];
     browsers.launch_with_camera("alice", 440.0, RED).await;
-    sign_in(&mut browsers, "alice", &gw, "alice").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
     browsers.launch_with_camera("bob", 1000.0, BLUE).await;
-    sign_in(&mut browsers, "bob", &gw, "bob").await;
+    browsers.sign_in("bob", &gw.base, "bob").await;
 
     browsers.fill("alice", "#callee", "bob").await;
     browsers.click("alice", "#video-call").await;

@@ -17,24 +17,6 @@ use serde_json::Value;
 
 const PHONE: &str = "+4930123456";
 
-/// Opens the gateway's page and signs in as `user`.
-async fn sign_in(browsers: &mut Browsers, name: &str, base: &str, user: &str) {
-    browsers.goto(name, &format!("{base}/")).await;
-    browsers.fill(name, "#token", token_of(user)).await;
-    browsers
-        .click(name, "#sign-in-form button[type=submit]")
-        .await;
-    browsers.wait_text(name, "#rooms-title", "Your rooms").await;
-}
-
-/// Opens the room from the rooms list and waits for its live state.
-async fn open_room(browsers: &mut Browsers, name: &str, room_name: &str) {
-    browsers
-        .click(name, &format!("#room-list a:text-is(\"{room_name}\")"))
-        .await;
-    browsers.wait_text(name, "#live", "live").await;
-}
-
 async fn named_room(gw: &Gateway, name: &str) -> String {
     let alice = gw.client("alice");
     let reply = alice
@@ -119,7 +101,7 @@ async fn two_people_in_a_rooms_call_hear_each_other() {
         .wait_text("alice", "#error-text", "token was not accepted")
         .await;
 
-    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
     // Bob signs in with the keyboard alone.
     browsers.goto("bob", &format!("{}/", gw.base)).await;
     browsers.fill("bob", "#token", token_of("bob")).await;
@@ -127,8 +109,8 @@ async fn two_people_in_a_rooms_call_hear_each_other() {
     browsers
         .wait_text("bob", "#rooms-title", "Your rooms")
         .await;
-    open_room(&mut browsers, "alice", "Team").await;
-    open_room(&mut browsers, "bob", "Team").await;
+    browsers.open_room("alice", "Team").await;
+    browsers.open_room("bob", "Team").await;
     browsers.click("alice", "#join-call").await;
     browsers.wait_text("alice", "#people", "in the call").await;
     browsers.click("bob", "#join-call").await;
@@ -180,8 +162,8 @@ async fn a_moderator_talks_to_a_phone_from_the_page() {
     let mut events = EventReader::open(&alice, &token).await;
     let mut browsers = Browsers::start();
     browsers.launch("alice", 440.0).await;
-    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
-    open_room(&mut browsers, "alice", "Phones").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
+    browsers.open_room("alice", "Phones").await;
     browsers.click("alice", "#join-call").await;
     browsers.wait_text("alice", "#people", "in the call").await;
 
@@ -285,8 +267,8 @@ async fn a_page_back_from_a_lost_stream_shows_no_stale_phone_state() {
     let relay = Relay::start(&gw.base).await;
     let mut browsers = Browsers::start();
     browsers.launch("alice", 440.0).await;
-    sign_in(&mut browsers, "alice", &relay.base, "alice").await;
-    open_room(&mut browsers, "alice", "Phones").await;
+    browsers.sign_in("alice", &relay.base, "alice").await;
+    browsers.open_room("alice", "Phones").await;
     browsers.click("alice", "#join-call").await;
     browsers.wait_text("alice", "#people", "in the call").await;
     browsers
@@ -345,8 +327,8 @@ async fn busy_phones_full_trunks_and_refused_numbers_are_shown_in_words() {
     let mut browsers = Browsers::start();
     // On a phone-sized screen.
     browsers.launch_phone_sized("alice", 440.0).await;
-    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
-    open_room(&mut browsers, "alice", "Phones").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
+    browsers.open_room("alice", "Phones").await;
     browsers.click("alice", "#join-call").await;
     browsers.wait_text("alice", "#people", "in the call").await;
 
@@ -385,9 +367,9 @@ async fn busy_phones_full_trunks_and_refused_numbers_are_shown_in_words() {
         .screenshot("alice", "room-number-refused-phone-size.png")
         .await;
     let overflow = browsers
-        .op(
-            "evaluate",
-            serde_json::json!({"name": "alice", "js": "document.documentElement.scrollWidth - window.innerWidth"}),
+        .evaluate(
+            "alice",
+            "document.documentElement.scrollWidth - window.innerWidth",
         )
         .await;
     assert_eq!(overflow, 0, "the page is wider than a phone's screen");
@@ -410,8 +392,8 @@ async fn no_trunk_and_a_refused_microphone_are_shown_in_words() {
     let token = named_room(&gw, "Quiet").await;
     let mut browsers = Browsers::start();
     browsers.launch_without_microphone("alice").await;
-    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
-    open_room(&mut browsers, "alice", "Quiet").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
+    browsers.open_room("alice", "Quiet").await;
     browsers.click("alice", "#join-call").await;
     browsers
         .wait_text("alice", "#error-text", "microphone is blocked")
@@ -432,8 +414,8 @@ async fn no_trunk_and_a_refused_microphone_are_shown_in_words() {
 
     // With a microphone, in the call, dialling meets the missing trunk.
     browsers.launch("alice-again", 440.0).await;
-    sign_in(&mut browsers, "alice-again", &gw.base, "alice").await;
-    open_room(&mut browsers, "alice-again", "Quiet").await;
+    browsers.sign_in("alice-again", &gw.base, "alice").await;
+    browsers.open_room("alice-again", "Quiet").await;
     browsers.click("alice-again", "#join-call").await;
     browsers.wait_visible("alice-again", "#leave-call").await;
     browsers.fill("alice-again", "#dial-number", PHONE).await;
@@ -458,10 +440,10 @@ async fn each_speakers_meter_moves_with_that_speaker() {
     let mut browsers = Browsers::start();
     browsers.launch("alice", 440.0).await;
     browsers.launch("bob", 1000.0).await;
-    sign_in(&mut browsers, "alice", &gw.base, "alice").await;
-    sign_in(&mut browsers, "bob", &gw.base, "bob").await;
-    open_room(&mut browsers, "alice", "Three").await;
-    open_room(&mut browsers, "bob", "Three").await;
+    browsers.sign_in("alice", &gw.base, "alice").await;
+    browsers.sign_in("bob", &gw.base, "bob").await;
+    browsers.open_room("alice", "Three").await;
+    browsers.open_room("bob", "Three").await;
     browsers.click("alice", "#join-call").await;
     browsers.wait_visible("alice", "#leave-call").await;
     browsers.click("bob", "#join-call").await;
@@ -503,12 +485,7 @@ async fn meters_until(browsers: &mut Browsers, done: impl Fn(f64, f64) -> bool) 
     for _ in 0..300 {
         let mut read = Vec::new();
         for name in ["Bob", "Carol"] {
-            let value = browsers
-                .op(
-                    "evaluate",
-                    serde_json::json!({"name": "alice", "js": meter(name)}),
-                )
-                .await;
+            let value = browsers.evaluate("alice", &meter(name)).await;
             read.push(value.as_f64().unwrap_or(-1.0));
         }
         levels = (read[0], read[1]);

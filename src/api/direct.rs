@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::RawQuery;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -199,14 +199,11 @@ pub(super) async fn user_events(
     let receiver = state.direct.users().subscribe(user.id.clone());
     tracing::info!(user = %user.id, "user event stream opened");
     let shutdown = state.shutdown.clone();
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let still_valid = move || {
-        auth::authenticate(state.rooms.store(), authorization.as_deref())
+        auth::authenticate_headers(state.rooms.store(), &headers, true)
             .is_ok_and(|u| u.id == user.id)
     };
     let events = stream::unfold(

@@ -12,6 +12,7 @@ mod ops;
 mod room;
 pub mod server;
 mod trunks;
+mod voice;
 mod web;
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub media: MediaHandle,
     /// Direct calls between users, and the users' event streams.
     pub direct: crate::direct::DirectCalls,
+    /// Voice calls that ring users' devices, and push registrations.
+    pub voice: crate::voice::VoiceCalls,
     /// The trunks and the state of their registrations.
     pub trunks: Arc<TrunkRegistrations>,
     /// Base URL for `Location` headers, without a trailing slash.
@@ -138,6 +141,18 @@ pub fn router(state: SharedState) -> Router {
         .route("/direct-calls/{room_id}/end", post(direct::end))
         .route("/direct-calls/{room_id}/invite", post(direct::invite))
         .route("/users/me/events", get(direct::user_events))
+        .route("/voice.call", post(voice::call))
+        .route("/voice.call.info", get(voice::info))
+        .route("/voice.call.accept", post(voice::accept))
+        .route("/voice.call.decline", post(voice::decline))
+        .route("/voice.call.cancel", post(voice::cancel))
+        .route("/voice.call.end", post(voice::end))
+        .route(
+            "/push.token",
+            post(voice::register).delete(voice::unregister),
+        )
+        .route("/push.token/activate", post(voice::activate))
+        .route("/push.vapid", get(voice::vapid))
         .route("/rooms/{token}/media", post(media::join))
         .route(
             "/rooms/{token}/media/{id}",
@@ -236,11 +251,8 @@ impl FromRequestParts<SharedState> for Auth {
             );
             ([(header::RETRY_AFTER, retry_after.to_string())], refusal).into_response()
         })?;
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match auth::authenticate(state.rooms.store(), header) {
+        match auth::authenticate_headers(state.rooms.store(), &parts.headers, under_own_api(parts))
+        {
             Ok(user) => Ok(Auth(user)),
             Err(auth::AuthError::Store) => Err(OcsError::internal().into_response()),
             Err(e) => {
@@ -249,6 +261,15 @@ impl FromRequestParts<SharedState> for Auth {
             }
         }
     }
+}
+
+/// Whether the request is for the `/api/v1` family (nested routers see their path stripped).
+pub fn under_own_api(parts: &Parts) -> bool {
+    parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(parts.uri.path(), |u| u.path())
+        .starts_with("/api/v1/")
 }
 
 /// Name of the cookie carrying the caller's session in one room.

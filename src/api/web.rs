@@ -36,6 +36,12 @@ const ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_bytes!("../../web/client/icon.svg"),
     },
+    // At the root, so its scope is the whole client.
+    Asset {
+        path: "/sw.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/client/sw.js"),
+    },
     Asset {
         path: "/sdk/dialbridge.js",
         content_type: "text/javascript; charset=utf-8",

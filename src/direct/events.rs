@@ -107,6 +107,21 @@ pub enum UserEvent {
         user_list: Vec<String>,
         call_time: i64,
     },
+    /// A voice call rings this user (`POST /api/v1/voice.call`): the push payload's fields.
+    VoiceCall(serde_json::Value),
+    /// A voice call stops ringing for this user: `answered` (maybe on another device),
+    /// `declined`, `canceled` or `timeout`.
+    StopRinging {
+        call_id: String,
+        room_id: String,
+        reason: &'static str,
+    },
+    /// The status of a voice call this user sent changed.
+    VoiceCallStatus {
+        call_id: String,
+        room_id: String,
+        status: &'static str,
+    },
 }
 
 impl UserEvent {
@@ -118,6 +133,9 @@ impl UserEvent {
             UserEvent::CallAnswered { .. } => "call-answered",
             UserEvent::CallCancelled { .. } => "call-cancelled",
             UserEvent::MissedCall { .. } => "missed-call",
+            UserEvent::VoiceCall(_) => "voice-call",
+            UserEvent::StopRinging { .. } => "stop-ringing",
+            UserEvent::VoiceCallStatus { .. } => "voice-call-status",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod dialin;
 pub mod dialogs;
 pub mod direct;
 pub mod links;
+pub mod push;
 
 /// Schema migrations, applied in order; `user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -77,6 +78,7 @@ CREATE INDEX call_records_room ON call_records(room_id, started_at);
     dialogs::MIGRATION,
     links::MIGRATION,
     direct::MIGRATION,
+    push::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

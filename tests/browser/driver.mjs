@@ -202,6 +202,24 @@ const ops = {
       out.rgb = sum.map((s) => Math.round(s / (data.length / 4)));
       return out;
     }),
+  // Hands `data` to the origin's service worker as a push message (CDP), as a push service would
+  // once it decrypted it; notifications are allowed for the origin first.
+  deliverPush: async ({ name, origin, data }) => {
+    const { context, page } = get(name);
+    await context.grantPermissions(['notifications'], { origin });
+    const cdp = await context.newCDPSession(page);
+    const registration = new Promise((resolve) =>
+      cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+        const found = registrations.find((r) => r.scopeURL.startsWith(origin) && !r.isDeleted);
+        if (found) resolve(found.registrationId);
+      }),
+    );
+    await cdp.send('ServiceWorker.enable');
+    const registrationId = await registration;
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin, registrationId, data });
+    await cdp.detach();
+    return true;
+  },
   evaluate: async ({ name, js }) => get(name).page.evaluate(js),
   screenshot: async ({ name, path }) => {
     await get(name).page.screenshot({ path, fullPage: true });

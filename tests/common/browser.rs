@@ -171,6 +171,35 @@ impl Browsers {
             .await;
     }
 
+    /// Opens the gateway's page and signs in as test user `user`.
+    pub async fn sign_in(&mut self, name: &str, base: &str, user: &str) {
+        self.goto(name, &format!("{base}/")).await;
+        self.fill(name, "#token", super::token_of(user)).await;
+        self.click(name, "#sign-in-form button[type=submit]").await;
+        self.wait_text(name, "#rooms-title", "Your rooms").await;
+    }
+
+    /// Opens the room from the rooms list and waits for its live state.
+    pub async fn open_room(&mut self, name: &str, room_name: &str) {
+        self.click(name, &format!("#room-list a:text-is(\"{room_name}\")"))
+            .await;
+        self.wait_text(name, "#live", "live").await;
+    }
+
+    /// Delivers `data` to the service worker of `origin` as a push message.
+    pub async fn deliver_push(&mut self, name: &str, origin: &str, data: &str) {
+        self.op(
+            "deliverPush",
+            json!({"name": name, "origin": origin, "data": data}),
+        )
+        .await;
+    }
+
+    /// Runs `js` (an expression, maybe a promise) in the page; its value.
+    pub async fn evaluate(&mut self, name: &str, js: &str) -> Value {
+        self.op("evaluate", json!({"name": name, "js": js})).await
+    }
+
     pub async fn goto(&mut self, name: &str, url: &str) {
         self.op("goto", json!({"name": name, "url": url})).await;
     }

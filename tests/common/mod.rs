@@ -8,6 +8,7 @@ pub mod events;
 pub mod kamailio;
 pub mod ports;
 pub mod proxy;
+pub mod push;
 pub mod sipp;
 pub mod telephony;
 pub mod webrtc_client;

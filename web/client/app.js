@@ -1,5 +1,5 @@
 // The dialbridge web client: sign in, rooms, a room's call with its phones. Built only on the SDK.
-import { Dialbridge, DialbridgeError, describePhone } from '/sdk/dialbridge.js';
+import { Dialbridge, DialbridgeError, describePhone, voiceIncoming } from '/sdk/dialbridge.js';
 
 const TOKEN_KEY = 'dialbridge-token';
 const KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
@@ -101,6 +101,7 @@ async function signIn(token) {
   app.rooms = await client.signIn(token);
   sessionStorage.setItem(TOKEN_KEY, token);
   startCalls();
+  enablePush().catch((e) => console.info('dialbridge: no push notifications here', e));
   $('sign-out').hidden = false;
   $('who').textContent = app.rooms[0]?.actorId ? `Signed in as ${app.rooms[0].actorId}` : 'Signed in';
 }
@@ -127,6 +128,10 @@ const REASONS = {
   'user hangup': 'hung up',
   'answered elsewhere': 'answered on another device',
   cancelled: 'cancelled',
+  // Why a voice call stopped ringing.
+  answered: 'answered on another device',
+  canceled: 'cancelled',
+  timeout: 'no answer',
 };
 
 function notify(text) {
@@ -234,6 +239,49 @@ async function answerIncoming() {
   await enterDirectCall(call.roomId, call.userJid);
   $('call-banner').hidden = false;
   $('call-banner').textContent = `In a call with ${call.userJid}`;
+}
+
+// Ringing with the page closed: the service worker shows the call from a Web Push message.
+
+const PUSH_DEVICE_KEY = 'dialbridge-push-device';
+
+/** Registers the service worker and, where notifications are allowed, this browser for pushes. */
+async function enablePush() {
+  if (!('serviceWorker' in navigator)) return;
+  const registration = await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+  if (!('PushManager' in window) || Notification.permission !== 'granted') return;
+  const key = await client.vapidKey();
+  const subscription =
+    (await registration.pushManager.getSubscription()) ??
+    (await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }));
+  let deviceId = localStorage.getItem(PUSH_DEVICE_KEY);
+  if (!deviceId) {
+    deviceId = `web-${Math.random().toString(36).slice(2, 12)}`;
+    localStorage.setItem(PUSH_DEVICE_KEY, deviceId);
+  }
+  await client.registerPush({ type: 'webpush', value: subscription.toJSON(), appName: 'dialbridge-web', deviceId });
+}
+
+/** Messages of the service worker: a subscription to confirm, a notification's answer or decline. */
+function serviceWorkerMessage(event) {
+  const message = event.data ?? {};
+  if (message.type === 'push-activation' && client.token) {
+    client.activatePush(message.id, message.activationToken).catch((e) => report(e, 'Enabling notifications'));
+  } else if (message.type === 'voice-call-action' && client.token) {
+    voiceCallAction(message.action, message.payload).catch((e) => report(e, 'Answering'));
+  }
+}
+
+/** Answers or declines a voice call from its notification. */
+async function voiceCallAction(action, payload) {
+  if (!app.calls) return;
+  app.calls.incoming = voiceIncoming(payload);
+  if (action === 'decline') {
+    hideIncoming();
+    await app.calls.declineCall();
+  } else {
+    await answerIncoming();
+  }
 }
 
 // Rooms.
@@ -671,6 +719,13 @@ async function route() {
     show('sign-in');
     return;
   }
+  const voice = /^#\/voice-call\/(answer|decline)\/([^/]+)\/([^/]+)$/.exec(location.hash);
+  if (voice) {
+    const payload = { callId: decodeURIComponent(voice[2]), roomId: decodeURIComponent(voice[3]) };
+    location.hash = '';
+    await voiceCallAction(voice[1], payload).catch((e) => report(e, 'Answering'));
+    return;
+  }
   const match = /^#\/room\/(.+)$/.exec(location.hash);
   try {
     if (match) await openRoom(decodeURIComponent(match[1]));
@@ -746,6 +801,7 @@ function wire() {
     ...KEYS.map((key) => button(key, (b) => act(b, 'Sending the key press', () => pressKey(key)), { label: `Key ${key}` })),
   );
   window.addEventListener('hashchange', route);
+  navigator.serviceWorker?.addEventListener('message', serviceWorkerMessage);
   window.addEventListener('pagehide', () => leaveRoomPage());
 }
 

@@ -358,12 +358,81 @@ export declare class Dialbridge {
   callRecords(token: string): Promise<CallRecord[]>;
 
   events(token: string, options?: StreamOptions): RoomEvents;
+  /** Rings users of a room on all their devices (`POST voice.call`, the seed's fields). */
+  voiceCall(fields: VoiceCallFields): Promise<{
+    sentTo: Record<string, string>;
+    callId: string;
+    deliveries: PushDelivery[];
+  }>;
+  voiceCallAction(verb: 'accept' | 'decline' | 'cancel' | 'end', callId: string): Promise<{ success: true }>;
+  voiceCallInfo(callId: string): Promise<{
+    callId: string;
+    roomId: string;
+    senderId: string;
+    userIds: string[];
+    status: 'calling' | 'accepted' | 'declined' | 'canceled' | 'missed' | 'ended';
+    reason: 'answered' | 'declined' | 'canceled' | 'timeout' | 'restart' | null;
+    createdAt: number;
+    endedAt: number | null;
+    deliveries: PushDelivery[];
+  }>;
+  /** The gateway's VAPID public key (base64url), `applicationServerKey` of `pushManager.subscribe`. */
+  vapidKey(): Promise<string>;
+  /** Web Push and UnifiedPush registrations ring once activated (see `activatePush`). */
+  registerPush(device: {
+    type: 'apn' | 'gcm' | 'webpush' | 'unifiedpush';
+    value: string | PushSubscriptionJSON;
+    appName: string;
+    deviceId?: string;
+    voip?: boolean;
+  }): Promise<{ id: string; type: string; appName: string; deviceId: string; voip: boolean; activated: boolean }>;
+  activatePush(id: string, activationToken: string): Promise<{ success: true }>;
+  /** By the registration's id or its value. */
+  unregisterPush(token: string): Promise<{ success: true }>;
   /** Direct calls (not started: call `start()`). */
   calls(listeners?: CallListeners, options?: StreamOptions & { deviceId?: string }): CallClient;
   watchRoom(token: string, options?: StreamOptions): Promise<RoomState>;
 }
 
 export default Dialbridge;
+
+/** `POST voice.call`'s fields (seed 000). */
+export interface VoiceCallFields {
+  roomUrl: string;
+  senderName: string;
+  senderGroup?: string;
+  serverName: string;
+  notificationMessage: string;
+  userIds?: string[];
+  userNames?: string[];
+  /** A room token: the caller and the recipients are its attendees. */
+  roomId: string;
+  additionalInfo?: Record<string, unknown> | string;
+  onlyAudio: boolean;
+  senderId?: string;
+  notificationType?: string;
+}
+
+/** One push to one device. */
+export interface PushDelivery {
+  userId: string;
+  deviceId: string | null;
+  transport: 'apn' | 'gcm' | 'webpush' | 'unifiedpush' | null;
+  result: 'sent' | 'no_device' | 'failed' | 'gone';
+}
+
+/** A voice.call ring as an incoming call of a `CallClient`. */
+export interface VoiceIncoming {
+  voiceCallId: string;
+  roomId: string;
+  /** The sender's name. */
+  userJid: string;
+  callType: 'audio' | 'video';
+  status: 'calling';
+  payload: Record<string, unknown>;
+}
+
+export declare function voiceIncoming(payload: Record<string, unknown>): VoiceIncoming;
 
 /** A call SDK answer: `{statusCode, message, ...}`. */
 export interface CallAnswer {
@@ -385,7 +454,8 @@ export interface CallListeners {
     usersStatus?: { userJid: string; status: string }[];
     reason?: string | null;
   }) => void;
-  incomingCallListener?: (call: {
+  /** A direct call's ring, or a voice call's (`VoiceIncoming`, with `voiceCallId`). */
+  incomingCallListener?: (call: VoiceIncoming | {
     allUsers: string[];
     callTime: number;
     callType: 'audio' | 'video';

@@ -84,6 +84,10 @@ export function errorFromResponse(status, text) {
     const word = (ocs.data && typeof ocs.data.error === 'string' && ocs.data.error) || 'error';
     return new DialbridgeError(status, word, ocs.meta.message || `HTTP ${status}`, body);
   }
+  // The seed's Rocket.Chat shape (voice.call, push.token): {success: false, error, errorType}.
+  if (body && typeof body === 'object' && typeof body.errorType === 'string') {
+    return new DialbridgeError(status, body.errorType, body.error || `HTTP ${status}`, body);
+  }
   if (body && typeof body === 'object' && typeof body.error === 'string') {
     return new DialbridgeError(status, body.error, body.message || body.error, body);
   }
@@ -871,6 +875,48 @@ export class Dialbridge {
     return new RoomState(this, token, options).start();
   }
 
+  /**
+   * Rings users of a room on all their devices (`POST voice.call`, the seed's fields):
+   * resolves to `{sentTo, callId, deliveries}`.
+   */
+  async voiceCall(fields) {
+    const answer = await this.fetchOk('POST', `${API_BASE}/voice.call`, { json: fields });
+    return answer.result;
+  }
+
+  /** `accept`, `decline`, `cancel` or `end` a voice call. */
+  voiceCallAction(verb, callId) {
+    return this.fetchOk('POST', `${API_BASE}/voice.call.${verb}`, { json: { callId } });
+  }
+
+  /** A voice call's status, recipients and deliveries. */
+  async voiceCallInfo(callId) {
+    return (await this.fetchOk('GET', `${API_BASE}/voice.call.info?callId=${enc(callId)}`)).result;
+  }
+
+  /** The gateway's VAPID public key (base64url), for `pushManager.subscribe`. */
+  async vapidKey() {
+    return (await this.fetchOk('GET', `${API_BASE}/push.vapid`)).publicKey;
+  }
+
+  /**
+   * Registers a device for pushes: `type` apn, gcm, webpush (value: the subscription's JSON) or
+   * unifiedpush (value: the endpoint URL). Web Push and UnifiedPush registrations ring only once
+   * activated with `activatePush(id, activationToken)` from the message pushed through them.
+   */
+  async registerPush({ type, value, appName, deviceId, voip = false }) {
+    return (await this.fetchOk('POST', `${API_BASE}/push.token`, { json: { type, value, appName, deviceId, voip } })).result;
+  }
+
+  activatePush(id, activationToken) {
+    return this.fetchOk('POST', `${API_BASE}/push.token/activate`, { json: { id, activationToken } });
+  }
+
+  /** Removes a device by its registration id or its value. */
+  unregisterPush(token) {
+    return this.fetchOk('DELETE', `${API_BASE}/push.token`, { json: { token } });
+  }
+
   /** Direct calls with a call SDK's verbs and listeners (not started: call `start()`). */
   calls(listeners, options) {
     return new CallClient(this, listeners, options);
@@ -924,6 +970,8 @@ export class CallClient extends Emitter {
     this.incoming = null;
     /** The call this client is in (its room token), if any. */
     this.roomId = null;
+    /** The voice call (voice.call's callId) this client answered, if any. */
+    this.voiceCallId = null;
     this.media = null;
     this.events.on('incoming-call', (call) => {
       this.incoming = call;
@@ -933,6 +981,12 @@ export class CallClient extends Emitter {
       if (e.deviceId !== this.deviceId) this.stopRinging(e.roomId, 'answered elsewhere');
     });
     this.events.on('call-cancelled', (e) => this.stopRinging(e.roomId, e.reason));
+    // A voice call (POST voice.call) rings here as an incoming call into its room.
+    this.events.on('voice-call', (p) => {
+      this.incoming = voiceIncoming(p);
+      this.call('incomingCallListener', this.incoming);
+    });
+    this.events.on('stop-ringing', (e) => this.stopRinging(e.roomId, e.reason));
     this.events.on('missed-call', (e) => this.call('missedCallListener', e));
     /** The last status event of each call, by room: a page that shows a call later starts from it. */
     this.statuses = new Map();
@@ -1020,9 +1074,12 @@ export class CallClient extends Emitter {
     const call = this.incoming;
     if (!call) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'no call is ringing' };
     try {
-      const answer = await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(call.roomId)}/answer`, {
-        json: { deviceId: this.deviceId },
-      });
+      const answer = call.voiceCallId
+        ? await this.voiceVerb('accept', call.voiceCallId, 'call answered')
+        : await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(call.roomId)}/answer`, {
+            json: { deviceId: this.deviceId },
+          });
+      this.voiceCallId = call.voiceCallId ?? null;
       this.incoming = null;
       this.roomId = call.roomId;
       this.peers = call.callMode === 'onetoone' ? call.userJid : null;
@@ -1038,6 +1095,7 @@ export class CallClient extends Emitter {
     if (!call) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'no call is ringing' };
     this.incoming = null;
     try {
+      if (call.voiceCallId) return await this.voiceVerb('decline', call.voiceCallId, 'call declined');
       return await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(call.roomId)}/decline`);
     } catch (e) {
       return callFailure(e);
@@ -1048,6 +1106,7 @@ export class CallClient extends Emitter {
     const roomId = this.roomId;
     if (!roomId) return { statusCode: CallErrorCode.CALL_ALREADY_ENDED, message: 'not in a call' };
     try {
+      if (this.voiceCallId) return await this.voiceVerb('end', this.voiceCallId, 'call ended');
       return await this.client.fetchOk('POST', `${API_BASE}/direct-calls/${enc(roomId)}/end`);
     } catch (e) {
       return callFailure(e);
@@ -1065,6 +1124,12 @@ export class CallClient extends Emitter {
     } catch (e) {
       return callFailure(e);
     }
+  }
+
+  /** voice.call.accept / .decline / .end, answered in this client's `{statusCode, message}`. */
+  async voiceVerb(verb, callId, message) {
+    await this.client.voiceCallAction(verb, callId);
+    return { statusCode: 200, message, callId };
   }
 
   /** A page (from 1) of the user's call log: `{statusCode, message, page, totalPages, callLogs}`. */
@@ -1125,9 +1190,22 @@ export class CallClient extends Emitter {
     const roomId = this.roomId;
     this.media = null;
     this.roomId = null;
+    this.voiceCallId = null;
     if (media) await media.leave().catch(() => {});
     if (roomId) await this.client.leaveRoom(roomId).catch(() => {});
   }
+}
+
+/** A voice.call ring (its push payload) as an incoming call of this client. */
+export function voiceIncoming(payload) {
+  return {
+    voiceCallId: payload.callId,
+    roomId: payload.roomId,
+    userJid: payload.senderName || payload.senderId,
+    callType: payload.onlyAudio === false ? 'video' : 'audio',
+    status: 'calling',
+    payload,
+  };
 }
 
 function enc(value) {

@@ -420,3 +420,39 @@ test('direct calls: a refused call resolves to the SDK shape; a ring stops when 
   const none = await phone.answerCall();
   assert.equal(none.statusCode, 100602);
 });
+
+test('voice calls: a ring is an incoming call, answered with voice.call.accept; a stop-ringing stops it', async () => {
+  let accepted = null;
+  const { fetch } = fakeFetch({
+    'GET /api/v1/users/me/events': () =>
+      sseBody(
+        [
+          'event: voice-call\ndata: {"type":"voice-call","callId":"c1","roomId":"r1","senderName":"Alice","senderId":"alice","onlyAudio":true}\n\n',
+          'event: stop-ringing\ndata: {"type":"stop-ringing","callId":"c1","roomId":"r1","reason":"canceled"}\n\n',
+        ],
+        { end: false },
+      ),
+    'POST /api/v1/voice.call.accept': (init) => {
+      accepted = JSON.parse(init.body);
+      return new Response(JSON.stringify({ success: false, error: 'the call is already canceled', errorType: 'error-invalid-state' }), {
+        status: 409,
+      });
+    },
+  });
+  const seen = [];
+  const client = new Dialbridge({ token: 't', fetch });
+  const phone = client.calls({
+    incomingCallListener: (c) => seen.push(`incoming ${c.userJid} ${c.callType} ${c.voiceCallId}`),
+    callStatusListener: (s) => seen.push(`status ${s.status} ${s.reason}`),
+  });
+  await phone.start();
+  await until(() => seen.length === 2, 'two callbacks');
+  phone.stop();
+  assert.deepEqual(seen, ['incoming Alice audio c1', 'status disconnected canceled']);
+  phone.incoming = { voiceCallId: 'c1', roomId: 'r1' };
+  const late = await phone.answerCall();
+  assert.deepEqual(accepted, { callId: 'c1' });
+  assert.equal(late.statusCode, 409);
+  assert.equal(late.error.error, 'error-invalid-state');
+  assert.match(late.message, /already canceled/);
+});
