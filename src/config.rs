@@ -439,6 +439,9 @@ pub struct TrunkConfig {
     /// system's roots (private PKIs, labs). The certificate must still name the trunk's host.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// SRTP with SDES keys (RFC 4568) on the calls through this trunk.
+    #[serde(default)]
+    pub srtp: Srtp,
 }
 
 impl TrunkConfig {
@@ -1225,6 +1228,26 @@ impl fmt::Display for SipListen {
     }
 }
 
+/// `srtp = "required" | "optional" | "off"` of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Srtp(pub dialbridge_sip::sdp::SrtpPolicy);
+
+impl FromStr for Srtp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use dialbridge_sip::sdp::SrtpPolicy;
+        match s {
+            "required" => Ok(Srtp(SrtpPolicy::Required)),
+            "optional" => Ok(Srtp(SrtpPolicy::Optional)),
+            "off" => Ok(Srtp(SrtpPolicy::Off)),
+            _ => Err(format!(
+                "`{s}` is not an SRTP mode: use \"required\", \"optional\" or \"off\""
+            )),
+        }
+    }
+}
+deserialize_from_str!(Srtp, "\"required\", \"optional\" or \"off\"");
+
 /// An inclusive UDP port range written `20000-20999`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -1777,6 +1800,17 @@ allowed_sources = ["198.51.100.0/24"]
         );
         let e = error_of(&twice);
         assert!(e.contains("trunks[1].tls_ca") && e.contains("share"), "{e}");
+        let srtp = Config::parse(&trunk("srtp = \"required\"\n"), "t").expect("srtp");
+        assert_eq!(
+            srtp.trunks[0].srtp.0,
+            dialbridge_sip::sdp::SrtpPolicy::Required
+        );
+        assert_eq!(
+            default.trunks[0].srtp.0,
+            dialbridge_sip::sdp::SrtpPolicy::Off
+        );
+        let e = error_of(&trunk("srtp = \"yes\"\n"));
+        assert!(e.contains("not an SRTP mode"), "{e}");
         let e = error_of(&trunk("transport = \"TCP\"\n"));
         assert!(
             e.contains("unknown variant `TCP`, expected one of `udp`, `tcp`, `tls`"),

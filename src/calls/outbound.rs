@@ -233,6 +233,7 @@ pub(crate) async fn run(
         local,
         trunk.media_timeout.0,
         Some(who.clone()),
+        trunk.srtp.0,
     );
     let offer = media.offer();
     let mut leg = Leg {

@@ -10,6 +10,7 @@ pub mod pki;
 pub mod ports;
 pub mod proxy;
 pub mod sipp;
+pub mod srtp;
 pub mod telephony;
 pub mod webrtc_client;
 
