@@ -17,6 +17,8 @@ use serde_json::json;
 
 const PHONE: &str = "+4930123456";
 const PHONE_TONE: f64 = 1000.0;
+/// Transactions end 64*T1 after a call: a short T1 keeps the final leak checks short.
+const FAST_TIMERS: &str = "t1 = \"100ms\"\n";
 const BROWSER_TONE: f64 = 440.0;
 /// The phone's SDES key||salt, as its answer announces it.
 const PHONE_KEY: [u8; 30] = *b"phone-master-key-and-its-salt!";
@@ -87,7 +89,10 @@ async fn dial_srtp_phone(
         ],
     )
     .await;
-    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, "srtp = \"required\"\n"));
+    let gw = Gateway::start_with_sip(
+        FAST_TIMERS,
+        &trunk(sipp.port, Tp::Udp, "srtp = \"required\"\n"),
+    );
     let (alice, token, phone, browser, mut events) = room_in_call(&gw).await;
     let reply = alice
         .talk(
@@ -189,6 +194,92 @@ async fn a_phone_that_encrypts_with_another_key_is_refused_with_a_log_line() {
         .expect(200);
     let rest = events.statuses(&call_id).await;
     assert_eq!(rest.last().expect("final")["status"], "cleared");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    assert_nothing_left(&gw).await;
+}
+
+/// A caller offering only SRTP (RTP/SAVP, the _32 suite) is answered with SRTP and its own
+/// key, joins the room, and both sides hear each other.
+#[tokio::test]
+async fn a_caller_that_offers_srtp_is_answered_with_it_and_heard_both_ways() {
+    let gw = Gateway::start_with_sip(
+        FAST_TIMERS,
+        "[[inbound]]\nname = \"carrier\"\nallowed_sources = [\"127.0.0.1\"]\n",
+    );
+    let (alice, token, _phone, browser, mut events) = room_in_call(&gw).await;
+    alice
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rooms/{token}/dialin"),
+            Some(json!({"number": PHONE})),
+        )
+        .await
+        .expect(200);
+    let media = PhoneMedia::start_srtp(PHONE_TONE);
+    let mport = media.addr.port().to_string();
+    let sipp = Sipp::uac(
+        gw.sip_udp.expect("SIP UDP address"),
+        "uac_call_srtp.xml",
+        Tp::Udp,
+        PHONE,
+        "Carrier SBC",
+        &[
+            "-set",
+            "mhost",
+            "127.0.0.1",
+            "-set",
+            "mport",
+            &mport,
+            "-set",
+            "key",
+            &b64(&PHONE_KEY),
+        ],
+    );
+    let up = events.reach("connected").await;
+    let call_id = up["callid"].as_str().expect("callid").to_string();
+    let trace = sipp.trace();
+    let ok = &trace[trace.find("SIP/2.0 200 OK").expect("our 200 in the trace")..];
+    assert!(ok.contains(" RTP/SAVP "), "{ok}");
+    assert!(
+        ok.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:"),
+        "{ok}"
+    );
+    let ours = inline_key(ok).expect("the answer's key");
+    assert_ne!(ours, PHONE_KEY);
+    media.set_srtp(&PHONE_KEY, &ours, 4);
+    wait_for(
+        "the browser hearing the caller's SRTP tone",
+        || browser.hears(PHONE_TONE) > 0.5,
+        || {
+            format!(
+                "browser hears {:.3}\n{}",
+                browser.hears(PHONE_TONE),
+                gw.log()
+            )
+        },
+    )
+    .await;
+    wait_for(
+        "the caller decrypting the room's tone",
+        || media.hears(BROWSER_TONE) > 0.5,
+        || {
+            format!(
+                "caller hears {:.3} ({})",
+                media.hears(BROWSER_TONE),
+                media.describe()
+            )
+        },
+    )
+    .await;
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/hangup"),
+            None,
+        )
+        .await
+        .expect(200);
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed:\n{trace}");
     assert_nothing_left(&gw).await;
