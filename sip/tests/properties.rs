@@ -284,3 +284,19 @@ proptest! {
         let _ = dialbridge_sip::sdp::Crypto::parse(&text);
     }
 }
+
+proptest! {
+    #[test]
+    fn sipfrag_status_never_panics_and_reads_what_it_is_given(
+        code in 100u16..700,
+        reason in "[A-Za-z ]{0,20}",
+        junk in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let line = format!("SIP/2.0 {code} {reason}\r\n");
+        prop_assert_eq!(
+            dialbridge_sip::ua::sipfrag_status(line.as_bytes()),
+            Some((code, reason.trim().to_string()))
+        );
+        let _ = dialbridge_sip::ua::sipfrag_status(&junk);
+    }
+}
