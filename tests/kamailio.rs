@@ -592,8 +592,16 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tran
         trace.contains(&format!("INVITE {scheme}:{PHONE_NUMBER}@")),
         "{trace}"
     );
+    let kamailio_lines = kamailio.lines();
     let via = format!(" via {transport} ");
     assert!(invites.iter().all(|l| l.contains(&via)), "{invites:#?}");
+    // One connection (or socket) carried the registration and both INVITEs: it is reused.
+    let sources: std::collections::BTreeSet<&str> = kamailio_lines
+        .iter()
+        .filter(|l| l.starts_with("recv REGISTER") || l.starts_with("recv INVITE"))
+        .filter_map(|l| l.split(" from ").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(sources.len(), 1, "{kamailio_lines:#?}");
     assert_nothing_left(&gw).await;
 }
 
