@@ -278,6 +278,12 @@ pub struct SipConfig {
     /// The smallest session interval accepted (Min-SE): shorter ones get 422.
     #[serde(default = "default_min_se")]
     pub min_se: Seconds,
+    /// PEM certificate chain served on `tls:` listen addresses.
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    #[serde(default)]
+    pub tls_private_key: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -302,6 +308,8 @@ impl Default for SipConfig {
             session_timers: true,
             session_expires: default_session_expires(),
             min_se: default_min_se(),
+            tls_certificate: None,
+            tls_private_key: None,
         }
     }
 }
@@ -540,6 +548,25 @@ pub struct TrunkConfig {
     pub register_retry: Seconds,
     #[serde(default = "default_register_retry_max")]
     pub register_retry_max: Seconds,
+    /// With `transport = "tls"`: a PEM file of the CAs to trust for this trunk instead of the
+    /// system's roots (private PKIs, labs). The certificate must still name the trunk's host.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// SRTP with SDES keys (RFC 4568) on the calls through this trunk.
+    #[serde(default)]
+    pub srtp: Srtp,
+}
+
+impl TrunkConfig {
+    /// A URI at this trunk for `user_host` (`number@host:port`, or a domain): `sips:` over TLS
+    /// (RFC 5630), `;transport=tcp` over TCP.
+    pub fn uri(&self, user_host: &str) -> String {
+        match self.transport {
+            Transport::Tls => format!("sips:{user_host}"),
+            Transport::Tcp => format!("sip:{user_host};transport=tcp"),
+            Transport::Udp => format!("sip:{user_host}"),
+        }
+    }
 }
 
 fn default_register_expires() -> Seconds {
@@ -723,6 +750,9 @@ pub struct InboundConfig {
     pub name: String,
     /// Source addresses the trunk sends from; an INVITE from anywhere else is refused.
     pub allowed_sources: Vec<IpNet>,
+    /// The one transport its calls may come over (e.g. `tls`); any when unset.
+    #[serde(default, deserialize_with = "deserialize_some_transport")]
+    pub transport: Option<Transport>,
     /// Digest credentials the trunk must present (407 challenge); both or neither.
     #[serde(default)]
     pub username: Option<String>,
@@ -970,6 +1000,23 @@ impl Config {
                 ));
             }
         }
+        let serves_tls = self
+            .sip
+            .listen
+            .iter()
+            .any(|l| l.transport == Transport::Tls);
+        if self.sip.tls_certificate.is_some() != self.sip.tls_private_key.is_some() {
+            return Err((
+                "sip.tls_private_key".into(),
+                "tls_certificate and tls_private_key go together: set both or neither".into(),
+            ));
+        }
+        if serves_tls && self.sip.tls_certificate.is_none() {
+            return Err((
+                "sip.listen".into(),
+                "a tls: listen address needs sip.tls_certificate and sip.tls_private_key".into(),
+            ));
+        }
         for (i, user) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|u| u.id.0 == user.id.0) {
                 return Err((
@@ -992,6 +1039,29 @@ impl Config {
                 return Err((
                     format!("trunks[{i}].password"),
                     "username and password go together: set both or neither".into(),
+                ));
+            }
+            // Connections are reused per address, so the trust of the first would serve both.
+            if trunk.transport == Transport::Tls
+                && self.trunks[..i].iter().any(|t| {
+                    t.transport == Transport::Tls
+                        && t.address == trunk.address
+                        && t.tls_ca != trunk.tls_ca
+                })
+            {
+                return Err((
+                    format!("trunks[{i}].tls_ca"),
+                    format!(
+                        "another TLS trunk at {} trusts other CAs: trunks at one address share \
+                         their TLS connections, so they must share tls_ca",
+                        trunk.address
+                    ),
+                ));
+            }
+            if trunk.tls_ca.is_some() && trunk.transport != Transport::Tls {
+                return Err((
+                    format!("trunks[{i}].tls_ca"),
+                    "only a trunk with transport = \"tls\" uses tls_ca".into(),
                 ));
             }
             if !(trunk.calls_per_second.is_finite() && trunk.calls_per_second >= 0.0) {
@@ -1170,6 +1240,7 @@ impl Config {
             Some(InboundConfig {
                 name: t.name.clone(),
                 allowed_sources: vec![IpNet { addr, prefix }],
+                transport: None,
                 username: None,
                 password: None,
                 numbers: Vec::new(),
@@ -1210,15 +1281,21 @@ macro_rules! deserialize_from_str {
     };
 }
 
-/// The SIP core's transport; the configuration writes `udp` or `tcp` (no TLS listener).
+/// The SIP core's transport; the configuration writes `udp`, `tcp` or `tls`.
 pub use dialbridge_sip::transport::Transport;
 
-const TRANSPORTS: &[&str] = &["udp", "tcp"];
+const TRANSPORTS: &[&str] = &["udp", "tcp", "tls"];
 
 fn parse_transport(s: &str) -> Option<Transport> {
-    [Transport::Udp, Transport::Tcp]
+    [Transport::Udp, Transport::Tcp, Transport::Tls]
         .into_iter()
         .find(|t| t.name() == s)
+}
+
+fn deserialize_some_transport<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Transport>, D::Error> {
+    deserialize_transport(deserializer).map(Some)
 }
 
 fn udp() -> Transport {
@@ -1232,7 +1309,7 @@ fn deserialize_transport<'de, D: Deserializer<'de>>(
     parse_transport(&name).ok_or_else(|| de::Error::unknown_variant(&name, TRANSPORTS))
 }
 
-/// A SIP listen address written `udp:127.0.0.1:5060` or `tcp:[::1]:5060`.
+/// A SIP listen address written `udp:127.0.0.1:5060`, `tcp:[::1]:5060` or `tls:127.0.0.1:5061`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipListen {
     pub transport: Transport,
@@ -1242,11 +1319,11 @@ pub struct SipListen {
 impl FromStr for SipListen {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (transport, addr) = s
-            .split_once(':')
-            .ok_or_else(|| format!("`{s}` is not of the form `udp:IP:PORT` or `tcp:IP:PORT`"))?;
+        let (transport, addr) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}` is not of the form `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`")
+        })?;
         let transport = parse_transport(transport)
-            .ok_or_else(|| format!("unknown transport `{transport}` (use udp or tcp)"))?;
+            .ok_or_else(|| format!("unknown transport `{transport}` (use udp, tcp or tls)"))?;
         let addr = addr
             .parse()
             .map_err(|_| format!("`{addr}` is not an IP:PORT socket address"))?;
@@ -1263,6 +1340,26 @@ impl fmt::Display for SipListen {
         write!(f, "{}:{}", self.transport.name(), self.addr)
     }
 }
+
+/// `srtp = "required" | "optional" | "off"` of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Srtp(pub dialbridge_sip::sdp::SrtpPolicy);
+
+impl FromStr for Srtp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use dialbridge_sip::sdp::SrtpPolicy;
+        match s {
+            "required" => Ok(Srtp(SrtpPolicy::Required)),
+            "optional" => Ok(Srtp(SrtpPolicy::Optional)),
+            "off" => Ok(Srtp(SrtpPolicy::Off)),
+            _ => Err(format!(
+                "`{s}` is not an SRTP mode: use \"required\", \"optional\" or \"off\""
+            )),
+        }
+    }
+}
+deserialize_from_str!(Srtp, "\"required\", \"optional\" or \"off\"");
 
 /// An inclusive UDP port range written `20000-20999`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1793,22 +1890,75 @@ allowed_sources = ["198.51.100.0/24"]
     }
 
     #[test]
-    fn transports_are_written_udp_or_tcp() {
+    fn transports_are_written_udp_tcp_or_tls() {
         let trunk =
             |t: &str| format!("[[trunks]]\nname = \"c\"\naddress = \"127.0.0.1:5080\"\n{t}");
         let default = Config::parse(&trunk(""), "t").expect("valid trunk");
         assert_eq!(default.trunks[0].transport, Transport::Udp);
-        let e = error_of(&trunk("transport = \"tls\"\n"));
+        let tls = Config::parse(
+            &trunk("transport = \"tls\"\ntls_ca = \"/etc/ca.pem\"\n"),
+            "t",
+        )
+        .expect("tls trunk");
+        assert_eq!(tls.trunks[0].transport, Transport::Tls);
+        assert_eq!(
+            tls.trunks[0].tls_ca.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        let e = error_of(&trunk("tls_ca = \"/etc/ca.pem\"\n"));
+        assert!(e.contains("trunks[0].tls_ca"), "{e}");
+        let twice = format!(
+            "{}[[trunks]]\nname = \"d\"\naddress = \"127.0.0.1:5080\"\ntransport = \"tls\"\n",
+            trunk("transport = \"tls\"\ntls_ca = \"/etc/ca.pem\"\n")
+        );
+        let e = error_of(&twice);
+        assert!(e.contains("trunks[1].tls_ca") && e.contains("share"), "{e}");
+        let srtp = Config::parse(&trunk("srtp = \"required\"\n"), "t").expect("srtp");
+        assert_eq!(
+            srtp.trunks[0].srtp.0,
+            dialbridge_sip::sdp::SrtpPolicy::Required
+        );
+        assert_eq!(
+            default.trunks[0].srtp.0,
+            dialbridge_sip::sdp::SrtpPolicy::Off
+        );
+        let e = error_of(&trunk("srtp = \"yes\"\n"));
+        assert!(e.contains("not an SRTP mode"), "{e}");
+        let e = error_of(&trunk("transport = \"TCP\"\n"));
         assert!(
-            e.contains("unknown variant `tls`, expected `udp` or `tcp`"),
+            e.contains("unknown variant `TCP`, expected one of `udp`, `tcp`, `tls`"),
             "{e}"
         );
-        let e = error_of(&trunk("transport = \"TCP\"\n"));
-        assert!(e.contains("unknown variant `TCP`"), "{e}");
         let listen: SipListen = "tcp:127.0.0.1:5060".parse().expect("listen");
         assert_eq!(listen.transport, Transport::Tcp);
         assert_eq!(listen.to_string(), "tcp:127.0.0.1:5060");
-        assert!("tls:127.0.0.1:5061".parse::<SipListen>().is_err());
+        let listen: SipListen = "tls:127.0.0.1:5061".parse().expect("listen");
+        assert_eq!(listen.transport, Transport::Tls);
+        assert!("sctp:127.0.0.1:5061".parse::<SipListen>().is_err());
+    }
+
+    #[test]
+    fn a_tls_listener_needs_its_certificate_and_key() {
+        let listen = "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n";
+        let e = error_of(listen);
+        assert!(
+            e.contains("sip.listen") && e.contains("tls_certificate"),
+            "{e}"
+        );
+        let e = error_of(&format!("{listen}tls_certificate = \"c.pem\"\n"));
+        assert!(e.contains("sip.tls_private_key"), "{e}");
+        let ok = Config::parse(
+            &format!("{listen}tls_certificate = \"c.pem\"\ntls_private_key = \"k.pem\"\n"),
+            "t",
+        )
+        .expect("tls listener");
+        assert_eq!(ok.sip.tls_certificate.as_deref(), Some(Path::new("c.pem")));
+        let inbound = Config::parse(
+            "[[inbound]]\nname = \"p\"\nallowed_sources = [\"127.0.0.1\"]\ntransport = \"tls\"\n",
+            "t",
+        )
+        .expect("inbound");
+        assert_eq!(inbound.inbound[0].transport, Some(Transport::Tls));
     }
 
     #[test]

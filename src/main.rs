@@ -495,6 +495,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.sip.timers(),
         config.sip.user_agent.clone(),
         config.sip.session_timer(),
+        runtime::sip::SipTls::from_config(&config)?,
         sip_events_tx,
         shutdown_rx.clone(),
     )

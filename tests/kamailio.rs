@@ -8,6 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::kamailio::{Kamailio, BLOCKED_USER, GATEWAY_PASSWORD, GATEWAY_USER, REALM};
+use common::pki::Pki;
 use common::ports::Tp;
 use common::sipp::Sipp;
 use common::telephony::{assert_nothing_left, call_records, wait_for, EventReader, PhoneMedia};
@@ -124,23 +125,57 @@ fn kamailio_trunk(
     password: &str,
     extra: &str,
 ) -> String {
-    kamailio_trunk_over(Tp::Udp, name, kamailio, user, password, extra)
+    kamailio_trunk_over("udp", name, kamailio, user, password, extra)
 }
 
-/// [`kamailio_trunk`] over `tp`.
+/// [`kamailio_trunk`] over `transport` ("udp", "tcp" or "tls").
 fn kamailio_trunk_over(
-    tp: Tp,
+    transport: &str,
     name: &str,
     kamailio: &Kamailio,
     user: &str,
     password: &str,
     extra: &str,
 ) -> String {
-    let transport = if tp == Tp::Tcp { "tcp" } else { "udp" };
     format!(
         "[[trunks]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\ntransport = \"{transport}\"\nusername = \"{user}\"\npassword = \"{password}\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\nregister = true\n{extra}",
-        kamailio.port
+        kamailio.port_of(transport)
     )
+}
+
+/// Kamailio (serving TLS too when `transport` is "tls", its calls out going to `phone`) and a
+/// gateway registered to it over `transport` with the trunk [`TRUNK`]. Over TLS the gateway
+/// serves the test PKI's certificate and trusts only its CA for the trunk.
+async fn registered_over(
+    transport: &str,
+    phone: Option<SocketAddr>,
+) -> (Kamailio, Gateway, Option<Pki>) {
+    let pki = (transport == "tls").then(Pki::new);
+    let kamailio = match &pki {
+        Some(pki) => Kamailio::start_tls(phone, pki).await,
+        None => Kamailio::start(phone).await,
+    };
+    let (sip, extra) = match &pki {
+        Some(pki) => (
+            pki.gateway_sip(),
+            format!("tls_ca = \"{}\"\n", pki.ca().display()),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let trunk = kamailio_trunk_over(
+        transport,
+        TRUNK,
+        &kamailio,
+        GATEWAY_USER,
+        GATEWAY_PASSWORD,
+        &extra,
+    );
+    let gw = Gateway::start_with_sip(&format!("t1 = \"100ms\"\n{sip}"), &trunk);
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    (kamailio, gw, pki)
 }
 
 /// Waits until `condition` holds of the JSON of `GET /api/v1/trunks`'s trunk `name`.
@@ -408,17 +443,12 @@ async fn hear_each_other(browser: &WebRtcClient, phone: &PhoneMedia) {
 }
 
 /// A caller (SIPp over UDP) dials the room's number at Kamailio, which delivers it to the
-/// gateway's registration (made over `tp`): the call is admitted as from the registered trunk,
+/// gateway's registration (made over `transport`, on which the call comes too): the call is
+/// admitted as from the registered trunk,
 /// joins the room, and both sides hear each other; the moderator's hangup goes back through
 /// Kamailio's route.
-async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room(tp: Tp) {
-    let kamailio = Kamailio::start(None).await;
-    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
-    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
-    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
-        t["registered"] == true
-    })
-    .await;
+async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room(transport: &str) {
+    let (kamailio, gw, _pki) = registered_over(transport, None).await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
     alice
         .call(
@@ -473,33 +503,43 @@ async fn a_call_kamailio_delivers_to_our_registration_reaches_the_room(tp: Tp) {
     assert_eq!(recs[0]["trunk"], TRUNK);
     assert_eq!(recs[0]["cause"], "ended");
     // Our REGISTERs and our BYE came over the trunk's transport.
-    let via = if tp == Tp::Tcp { "tcp" } else { "udp" };
     let ours: Vec<String> = kamailio
         .lines()
         .into_iter()
         .filter(|l| l.starts_with("recv REGISTER") || l.starts_with("recv BYE"))
         .collect();
     assert!(
-        ours.iter().all(|l| l.contains(&format!(" via {via} "))),
+        ours.iter()
+            .all(|l| l.contains(&format!(" via {transport} "))),
         "{ours:#?}"
     );
+    if transport == "tls" {
+        // Our binding, where Kamailio sent the call, is reached over TLS.
+        let contacts = kamailio.contacts(GATEWAY_USER);
+        assert!(contacts.contains("transport=tls"), "{contacts}");
+    }
     assert_nothing_left(&gw).await;
 }
 
 #[tokio::test]
 async fn a_call_kamailio_delivers_to_our_registration_over_udp_reaches_the_room() {
-    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Udp).await;
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room("udp").await;
 }
 
 #[tokio::test]
 async fn a_call_kamailio_delivers_to_our_registration_over_tcp_reaches_the_room() {
-    a_call_kamailio_delivers_to_our_registration_reaches_the_room(Tp::Tcp).await;
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room("tcp").await;
 }
 
-/// A dial-out through Kamailio (reached over `tp`): it challenges our INVITE (407), the trunk's
+#[tokio::test]
+async fn a_call_kamailio_delivers_to_our_registration_over_tls_reaches_the_room() {
+    a_call_kamailio_delivers_to_our_registration_reaches_the_room("tls").await;
+}
+
+/// A dial-out through Kamailio (reached over `transport`): it challenges our INVITE (407), the trunk's
 /// credentials answer it, and the call reaches the SIPp phone behind it (UDP), with audio both
 /// ways.
-async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tp: Tp) {
+async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(transport: &str) {
     let phone = PhoneMedia::start(PHONE_TONE);
     let mport = phone.addr.port().to_string();
     let sipp = Sipp::uas(
@@ -508,13 +548,8 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tp: 
         &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
     )
     .await;
-    let kamailio = Kamailio::start(Some(SocketAddr::from(([127, 0, 0, 1], sipp.port)))).await;
-    let trunk = kamailio_trunk_over(tp, TRUNK, &kamailio, GATEWAY_USER, GATEWAY_PASSWORD, "");
-    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
-    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
-        t["registered"] == true
-    })
-    .await;
+    let phone_at = SocketAddr::from(([127, 0, 0, 1], sipp.port));
+    let (kamailio, gw, _pki) = registered_over(transport, Some(phone_at)).await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
     let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
 
@@ -547,27 +582,100 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tp: 
     assert_eq!(invites.len(), 2, "{invites:#?}");
     assert_eq!(field(&invites[0], "proxy-auth"), "", "{invites:#?}");
     assert_eq!(field(&invites[1], "user"), GATEWAY_USER, "{invites:#?}");
-    assert!(invites[1].starts_with(&format!("recv INVITE sip:{PHONE_NUMBER}@127.0.0.1:")));
+    let scheme = if transport == "tls" { "sips" } else { "sip" };
+    assert!(
+        invites[1].starts_with(&format!("recv INVITE {scheme}:{PHONE_NUMBER}@127.0.0.1:")),
+        "{invites:#?}"
+    );
     assert!(!lines_of(&kamailio, "INVITE from gateway authenticated").is_empty());
     assert!(
-        trace.contains(&format!("INVITE sip:{PHONE_NUMBER}@")),
+        trace.contains(&format!("INVITE {scheme}:{PHONE_NUMBER}@")),
         "{trace}"
     );
-    let via = if tp == Tp::Tcp {
-        " via tcp "
-    } else {
-        " via udp "
-    };
-    assert!(invites.iter().all(|l| l.contains(via)), "{invites:#?}");
+    let kamailio_lines = kamailio.lines();
+    let via = format!(" via {transport} ");
+    assert!(invites.iter().all(|l| l.contains(&via)), "{invites:#?}");
+    // One connection (or socket) carried the registration and both INVITEs: it is reused.
+    let sources: std::collections::BTreeSet<&str> = kamailio_lines
+        .iter()
+        .filter(|l| l.starts_with("recv REGISTER") || l.starts_with("recv INVITE"))
+        .filter_map(|l| l.split(" from ").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(sources.len(), 1, "{kamailio_lines:#?}");
     assert_nothing_left(&gw).await;
 }
 
 #[tokio::test]
 async fn a_dial_out_through_kamailio_over_udp_reaches_the_phone_with_audio_both_ways() {
-    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Udp).await;
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways("udp").await;
 }
 
 #[tokio::test]
 async fn a_dial_out_through_kamailio_over_tcp_reaches_the_phone_with_audio_both_ways() {
-    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(Tp::Tcp).await;
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways("tcp").await;
+}
+
+#[tokio::test]
+async fn a_dial_out_through_kamailio_over_tls_reaches_the_phone_with_audio_both_ways() {
+    a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways("tls").await;
+}
+
+/// A TLS trunk whose certificate its `tls_ca` does not vouch for: the handshake fails, the
+/// dial-out is rejected with cause failed and code 503, the log names the reason, and the
+/// gateway goes on serving (the trunk that trusts the right CA stays registered over TLS).
+#[tokio::test]
+async fn a_tls_handshake_failure_rejects_the_call_with_a_clear_error() {
+    let pki = Pki::new();
+    let kamailio = Kamailio::start_tls(None, &pki).await;
+    // The other trunk's softswitch: its certificate is fine, the trunk trusts the wrong CA.
+    let untrusted = Kamailio::start_tls(None, &pki).await;
+    let bad = format!(
+        "[[trunks]]\nname = \"wrong-ca\"\naddress = \"127.0.0.1:{}\"\ntransport = \"tls\"\ntls_ca = \"{}\"\nallowed_numbers = [\"\\\\+4930666[0-9]+\"]\n",
+        untrusted.port_of("tls"),
+        pki.other_ca().display()
+    );
+    let good = kamailio_trunk_over(
+        "tls",
+        TRUNK,
+        &kamailio,
+        GATEWAY_USER,
+        GATEWAY_PASSWORD,
+        &format!("tls_ca = \"{}\"\n", pki.ca().display()),
+    );
+    let gw = Gateway::start_with_sip(
+        &format!("t1 = \"100ms\"\n{}", pki.gateway_sip()),
+        &format!("{bad}{good}"),
+    );
+    let (alice, token, _browser, mut events) = room_in_call(&gw).await;
+    let attendee = alice.add_phone(&token, "+4930666000").await;
+    let reply = alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{attendee}"),
+            None,
+        )
+        .await
+        .expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let statuses = events.statuses(&call_id).await;
+    let last = statuses.last().expect("final status");
+    assert_eq!(last["status"], "rejected", "{statuses:#?}");
+    assert_eq!(last["cause"], "failed", "{statuses:#?}");
+    assert_eq!(last["code"], 503, "{statuses:#?}");
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("SIP TLS handshake failed"))
+        .unwrap_or_else(|| panic!("no handshake log line:\n{log}"));
+    assert!(
+        line.contains("UnknownIssuer") && line.contains("127.0.0.1"),
+        "{line}"
+    );
+    // Nothing of it reached Kamailio, and the rest serves: the other trunk registers over TLS.
+    assert!(lines_of(&untrusted, "recv INVITE").is_empty());
+    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+        t["registered"] == true
+    })
+    .await;
+    assert_nothing_left(&gw).await;
 }

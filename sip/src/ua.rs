@@ -23,10 +23,12 @@ use crate::message::{Method, NameAddr, Request, Response, Uri, Via};
 use crate::transport::Transport;
 
 mod deadlines;
+mod refer;
 mod register;
 mod reliable;
 mod session_timer;
 use deadlines::Deadlines;
+pub use refer::{sipfrag_status, TransferProgress};
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
 use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
 use session_timer::SessionTimer;
@@ -209,6 +211,11 @@ pub enum UaEvent {
         call: CallHandle,
         body: Option<Body>,
     },
+    /// How our transfer of the call ([`UserAgent::refer`]) goes.
+    Transfer {
+        call: CallHandle,
+        progress: TransferProgress,
+    },
     /// An established call ended (BYE from either side). May come without `Answered` when a
     /// CANCEL crossed the 2xx (the call was then ACKed and hung up at once).
     Ended { call: CallHandle, by_remote: bool },
@@ -245,6 +252,7 @@ impl UaEvent {
             | UaEvent::ReInvite { call, .. }
             | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
+            | UaEvent::Transfer { call, .. }
             | UaEvent::Ended { call, .. }
             | UaEvent::SessionExpired { call }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
@@ -279,6 +287,8 @@ enum Purpose {
     RestoredBye,
     /// Our session refresh (UPDATE or re-INVITE, RFC 4028).
     Refresh,
+    /// Our REFER (blind transfer, RFC 3515).
+    Refer,
     InviteServer,
     Other,
 }
@@ -321,6 +331,8 @@ struct Call {
     session: Option<SessionTimer>,
     /// Outgoing: the INVITE was sent again after a 422 (once only).
     session_retried: bool,
+    /// Our REFER is pending or its subscription open: NOTIFYs are taken.
+    transfer: bool,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -556,6 +568,7 @@ impl UserAgent {
                 next_rseq: 1,
                 session: None,
                 session_retried: false,
+                transfer: false,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -1141,6 +1154,7 @@ impl UserAgent {
                 reason: reason.into(),
             }),
             Purpose::Refresh => self.refresh_failed(now, call, code),
+            Purpose::Refer => self.on_refer_failure(call, code, reason),
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
         }
     }
@@ -1174,6 +1188,7 @@ impl UserAgent {
                 }
                 self.on_refresh_response(now, call, &resp);
             }
+            Purpose::Refer => self.on_refer_response(id, call, &resp),
             _ => {
                 if code >= 200 {
                     self.txs.remove(&id);
@@ -1413,6 +1428,7 @@ impl UserAgent {
                         next_rseq,
                         session: None,
                         session_retried: false,
+                        transfer: false,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));
@@ -1533,6 +1549,7 @@ impl UserAgent {
                 });
             }
             Method::Prack => self.on_prack(now, id, call, &req),
+            Method::Notify => self.on_notify(now, id, call, &req),
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }

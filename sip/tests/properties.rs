@@ -221,3 +221,82 @@ proptest! {
         let _ = h.min_se();
     }
 }
+
+fn crypto_line() -> impl Strategy<Value = dialbridge_sip::sdp::Crypto> {
+    use dialbridge_sip::sdp::{Crypto, KEY_SALT_LEN};
+    (
+        0u32..1_000_000_000,
+        prop_oneof![
+            Just("AES_CM_128_HMAC_SHA1_80".to_string()),
+            Just("AES_CM_128_HMAC_SHA1_32".to_string()),
+            "[A-Z][A-Z0-9_]{0,20}",
+        ],
+        proptest::array::uniform30(any::<u8>()),
+        proptest::option::of(prop_oneof![Just("2^31".to_string()), "[1-9][0-9]{0,8}"]),
+        proptest::option::of("[1-9][0-9]{0,3}:[1-4]"),
+        proptest::collection::vec("[A-Z][A-Z_=0-9]{0,12}", 0..3),
+    )
+        .prop_map(
+            |(tag, suite_name, key_salt, lifetime, mki, session_params)| {
+                let key_salt: [u8; KEY_SALT_LEN] = key_salt;
+                Crypto {
+                    tag,
+                    suite: dialbridge_sip::sdp::CryptoSuite::from_name(&suite_name),
+                    suite_name,
+                    key_salt,
+                    lifetime,
+                    mki,
+                    session_params,
+                }
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn crypto_attributes_round_trip(c in crypto_line()) {
+        use dialbridge_sip::sdp::Crypto;
+        let text = c.to_string();
+        prop_assert_eq!(Crypto::parse(&text), Ok(c.clone()));
+        // A usable key has a suite we know and nothing we do not implement.
+        prop_assert_eq!(
+            c.usable().is_some(),
+            c.suite.is_some() && c.mki.is_none() && c.session_params.is_empty()
+        );
+    }
+
+    #[test]
+    fn crypto_attribute_parsing_never_panics(value in ".{0,96}") {
+        let _ = dialbridge_sip::sdp::Crypto::parse(&value);
+    }
+
+    #[test]
+    fn mutated_crypto_attributes_never_panic(
+        c in crypto_line(),
+        edits in proptest::collection::vec((any::<usize>(), any::<char>()), 1..6),
+    ) {
+        let mut chars: Vec<char> = c.to_string().chars().collect();
+        for (at, ch) in edits {
+            let len = chars.len().max(1);
+            chars.insert(at % len, ch);
+        }
+        let text: String = chars.into_iter().collect();
+        let _ = dialbridge_sip::sdp::Crypto::parse(&text);
+    }
+}
+
+proptest! {
+    #[test]
+    fn sipfrag_status_never_panics_and_reads_what_it_is_given(
+        code in 100u16..700,
+        reason in "[A-Za-z ]{0,20}",
+        junk in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let line = format!("SIP/2.0 {code} {reason}\r\n");
+        prop_assert_eq!(
+            dialbridge_sip::ua::sipfrag_status(line.as_bytes()),
+            Some((code, reason.trim().to_string()))
+        );
+        let _ = dialbridge_sip::ua::sipfrag_status(&junk);
+    }
+}

@@ -1134,3 +1134,135 @@ mod prop {
         }
     }
 }
+
+mod srtp {
+    use super::*;
+    use dialbridge_sip::sdp::{Crypto, CryptoSuite, SrtpPolicy};
+
+    const OURS: [u8; 30] = [7; 30];
+    const THEIRS: [u8; 30] = [9; 30];
+
+    fn session(policy: SrtpPolicy, key: [u8; 30]) -> SdpSession {
+        let mut s = SdpSession::new(1);
+        s.set_srtp(policy, key);
+        s
+    }
+
+    fn crypto_lines(sdp: &SessionDescription) -> Vec<String> {
+        sdp.media[0]
+            .attributes
+            .iter()
+            .filter(|a| a.name == "crypto")
+            .map(|a| a.value.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn a_required_offer_is_savp_with_both_suites_and_the_answer_takes_the_first() {
+        let offer =
+            session(SrtpPolicy::Required, OURS).create_offer(&AudioConfig::default(), &local());
+        assert_eq!(offer.media[0].proto, "RTP/SAVP");
+        let lines = crypto_lines(&offer);
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+                    "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH"
+                ),
+                format!(
+                    "2 AES_CM_128_HMAC_SHA1_32 inline:{}",
+                    "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH"
+                ),
+            ]
+        );
+        let answer = session(SrtpPolicy::Optional, THEIRS)
+            .create_answer(&offer, &AudioConfig::default(), &local())
+            .expect("answer");
+        assert_eq!(answer.sdp.media[0].proto, "RTP/SAVP");
+        let keys = answer.audio.srtp.expect("answerer's keys");
+        assert_eq!(
+            (keys.suite, keys.local, keys.remote),
+            (CryptoSuite::AesCm128HmacSha1_80, THEIRS, OURS)
+        );
+        assert_eq!(crypto_lines(&answer.sdp).len(), 1);
+        let agreed = process_answer(&offer, &answer.sdp).expect("processed");
+        let keys = agreed.srtp.expect("offerer's keys");
+        assert_eq!(
+            (keys.suite, keys.local, keys.remote),
+            (CryptoSuite::AesCm128HmacSha1_80, OURS, THEIRS)
+        );
+    }
+
+    #[test]
+    fn an_optional_offer_stays_avp_and_a_plain_answer_is_plain_rtp() {
+        let offer =
+            session(SrtpPolicy::Optional, OURS).create_offer(&AudioConfig::default(), &local());
+        assert_eq!(offer.media[0].proto, "RTP/AVP");
+        assert_eq!(crypto_lines(&offer).len(), 2);
+        let plain = SdpSession::new(2)
+            .create_answer(&offer, &AudioConfig::default(), &local())
+            .expect("answer");
+        assert!(crypto_lines(&plain.sdp).is_empty());
+        assert_eq!(plain.audio.srtp, None);
+        assert_eq!(
+            process_answer(&offer, &plain.sdp).expect("plain").srtp,
+            None
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_agreed_is_refused() {
+        let required =
+            session(SrtpPolicy::Required, OURS).create_offer(&AudioConfig::default(), &local());
+        // SRTP off: an SAVP offer has no stream we take (488).
+        assert_eq!(
+            SdpSession::new(2).create_answer(&required, &AudioConfig::default(), &local()),
+            Err(NegotiationError::NoAcceptableAudio)
+        );
+        // SRTP required: a plain offer is refused.
+        let plain = SdpSession::new(3).create_offer(&AudioConfig::default(), &local());
+        assert_eq!(
+            session(SrtpPolicy::Required, THEIRS).create_answer(
+                &plain,
+                &AudioConfig::default(),
+                &local()
+            ),
+            Err(NegotiationError::NoAcceptableAudio)
+        );
+        // An answer to a required offer without keys, or with a tag we did not offer, fails.
+        let mut answer = session(SrtpPolicy::Optional, THEIRS)
+            .create_answer(&required, &AudioConfig::default(), &local())
+            .expect("answer")
+            .sdp;
+        answer.media[0].attributes.retain(|a| a.name != "crypto");
+        assert_eq!(
+            process_answer(&required, &answer),
+            Err(NegotiationError::NoSrtpKeys { media_index: 0 })
+        );
+        answer.media[0].attributes.push(Attribute::new(
+            "crypto",
+            Crypto::new(9, CryptoSuite::AesCm128HmacSha1_80, THEIRS).to_string(),
+        ));
+        assert_eq!(
+            process_answer(&required, &answer),
+            Err(NegotiationError::NoSrtpKeys { media_index: 0 })
+        );
+    }
+
+    #[test]
+    fn keys_with_an_mki_or_session_parameters_or_an_unknown_suite_are_skipped() {
+        let key = "inline:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH";
+        let offer = parse(&format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 {key}|2^31|1:4\r\na=crypto:3 AES_CM_128_HMAC_SHA1_80 {key} UNENCRYPTED_SRTP\r\na=crypto:4 AES_CM_128_HMAC_SHA1_32 {key}|2^20\r\n",
+            "A".repeat(60)
+        ));
+        let answer = session(SrtpPolicy::Optional, THEIRS)
+            .create_answer(&offer, &AudioConfig::default(), &local())
+            .expect("answer");
+        let keys = answer.audio.srtp.expect("keys");
+        assert_eq!(keys.suite, CryptoSuite::AesCm128HmacSha1_32);
+        assert_eq!(keys.remote, OURS);
+        assert!(crypto_lines(&answer.sdp)[0].starts_with("4 AES_CM_128_HMAC_SHA1_32 inline:"));
+    }
+}

@@ -14,7 +14,7 @@ use dialbridge_sip::auth::{Algorithm, Authorization, Challenge};
 use dialbridge_sip::message::Uri;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, InboundConfig};
+use crate::config::{Config, InboundConfig, Transport};
 use crate::ratelimit::RateLimiter;
 use crate::room::PhoneNumber;
 
@@ -58,6 +58,7 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct InviteFacts<'a> {
     pub source: IpAddr,
+    pub transport: Transport,
     /// The Request-URI as received (digest credentials must name it).
     pub request_uri: &'a str,
     pub user_agent: Option<&'a str>,
@@ -172,11 +173,12 @@ impl Admission {
         }
         let allowed: Vec<usize> = (0..self.trunks.len())
             .filter(|&i| {
-                self.trunks[i]
-                    .config
+                let config = &self.trunks[i].config;
+                config
                     .allowed_sources
                     .iter()
                     .any(|n| n.contains(invite.source))
+                    && config.transport.is_none_or(|t| t == invite.transport)
             })
             .collect();
         let serves = |t: &Trunk| {
@@ -500,6 +502,7 @@ password = "s3cret"
     fn facts<'a>(source: &str, dialed: Option<&'a PhoneNumber>) -> InviteFacts<'a> {
         InviteFacts {
             source: source.parse().expect("ip"),
+            transport: Transport::Udp,
             request_uri: URI,
             user_agent: Some("Carrier SBC"),
             proxy_authorization: Vec::new(),
@@ -531,6 +534,29 @@ password = "s3cret"
                 1,
             )
             .to_string()
+    }
+
+    #[test]
+    fn a_trunk_bound_to_tls_takes_only_calls_over_tls() {
+        let now = Instant::now();
+        let mut a = admission(
+            "[[inbound]]\nname = \"tls\"\nallowed_sources = [\"203.0.113.5\"]\ntransport = \"tls\"\n",
+            now,
+        );
+        let n = number("+4930123456");
+        let mut over = |transport| {
+            let mut f = facts("203.0.113.5", Some(&n));
+            f.transport = transport;
+            a.decide(now, &f)
+        };
+        assert_eq!(over(Transport::Udp), forbidden());
+        assert_eq!(over(Transport::Tcp), forbidden());
+        assert_eq!(
+            over(Transport::Tls),
+            Decision::Admit {
+                trunk: "tls".into()
+            }
+        );
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl DialIn {
         let request_uri = request.uri.to_string();
         let facts = InviteFacts {
             source: remote.ip(),
+            transport,
             request_uri: &request_uri,
             user_agent: header(&request, "User-Agent"),
             proxy_authorization: request.headers.proxy_authorization().collect(),

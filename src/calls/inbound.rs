@@ -166,6 +166,8 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
         local,
         rules.media_timeout,
         None,
+        // Callers that offer SDES keys get SRTP; the others plain RTP.
+        dialbridge_sip::sdp::SrtpPolicy::Optional,
     );
     let (ours, remote, our_offer) = match &offer {
         Some(offer) => match media.answer(offer) {

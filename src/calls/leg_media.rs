@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use dialbridge_bridge::g711::G711;
 use dialbridge_sip::sdp::{
-    process_answer, AudioConfig, Codec, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
+    process_answer, AudioConfig, Codec, LocalMedia, NegotiatedAudio, SdpSession,
+    SessionDescription, SrtpPolicy,
 };
 use dialbridge_sip::ua::{Body, CallHandle, Reply};
 use tokio::sync::mpsc;
@@ -85,6 +86,7 @@ fn remote_of(audio: &NegotiatedAudio) -> Result<PhoneRemote, LegMediaError> {
         rtp: SocketAddr::new(ip, audio.remote_port),
         rtcp: SocketAddr::new(ip, audio.remote_rtcp_port),
         receives: audio.remote_direction.receives() && !audio.remote_hold,
+        srtp: audio.srtp,
     })
 }
 
@@ -123,8 +125,11 @@ impl LegMedia {
         local: LocalMedia,
         timeout: Duration,
         who: Option<MediaParticipant>,
+        srtp: SrtpPolicy,
     ) -> (LegMedia, mpsc::UnboundedReceiver<PhoneMediaEvent>) {
         let (events, receiver) = mpsc::unbounded_channel();
+        let mut session = SdpSession::new(rand::random::<u32>() as u64);
+        session.set_srtp(srtp, rand::random());
         let media = LegMedia {
             shared,
             call_id: call_id.to_string(),
@@ -134,7 +139,7 @@ impl LegMedia {
             events,
             remote: None,
             who,
-            session: SdpSession::new(rand::random::<u32>() as u64),
+            session,
             local,
             held: false,
             room_mute: PhoneMute::default(),
@@ -388,6 +393,7 @@ mod tests {
             ptime: 20,
             maxptime: None,
             remote_hold: false,
+            srtp: None,
         };
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
         let remote = remote_of(&answer(Codec::Pcma, ip)).expect("PCMA");

@@ -110,6 +110,8 @@ pub(crate) enum InviteError {
     },
     #[error("trunk address {host}:{port} resolves to nothing")]
     Unresolved { host: String, port: u16 },
+    #[error("trunk address {host}: {reason}")]
+    Tls { host: String, reason: String },
     /// A URI built from the configuration and the number does not parse.
     #[error("bad {what} {text}: {reason}")]
     BadUri {
@@ -150,14 +152,10 @@ fn invite_for(
     offer: &SessionDescription,
 ) -> Result<OutgoingCall, InviteError> {
     let trunk = &outbound.trunk;
-    let tcp = outbound.transport == Transport::Tcp;
     let host = &trunk.address.host;
     let port = trunk.address.port;
     let number = &dialled.number;
-    let uri_text = format!(
-        "sip:{number}@{host}:{port}{}",
-        if tcp { ";transport=tcp" } else { "" }
-    );
+    let uri_text = trunk.uri(&format!("{number}@{host}:{port}"));
     let uri = parse_uri("request URI", &uri_text)?;
     let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
     let real = dialled
@@ -235,6 +233,7 @@ pub(crate) async fn run(
         local,
         trunk.media_timeout.0,
         Some(who.clone()),
+        trunk.srtp.0,
     );
     let offer = media.offer();
     let mut leg = Leg {
@@ -246,6 +245,16 @@ pub(crate) async fn run(
     };
     let invite = async {
         let addr = resolve(&trunk.address.host, trunk.address.port).await?;
+        if outbound.transport == Transport::Tls {
+            shared
+                .sip
+                .tls_peer(addr, &trunk.name, &trunk.address.host)
+                .await
+                .map_err(|reason| InviteError::Tls {
+                    host: trunk.address.host.clone(),
+                    reason,
+                })?;
+        }
         invite_for(&target, &outbound, addr, &offer)
     }
     .await;

@@ -13,7 +13,7 @@ use dialbridge_sip::ua::{Registration, RegistrationHandle, RegistrationState};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::{Config, TrunkConfig};
+use crate::config::{Config, Transport, TrunkConfig};
 use crate::runtime::sip::{Credentials, SipHandle};
 use crate::sync::lock;
 
@@ -88,7 +88,19 @@ impl TrunkRegistrations {
             .collect();
         for trunk in trunks {
             let outcome = match registration_of(&trunk) {
-                Ok(registration) => sip.register(registration).await.map_err(|e| e.to_string()),
+                Ok(registration) => {
+                    let named = match trunk.transport {
+                        Transport::Tls => {
+                            sip.tls_peer(registration.target.addr, &trunk.name, &trunk.address.host)
+                                .await
+                        }
+                        _ => Ok(()),
+                    };
+                    match named {
+                        Ok(()) => sip.register(registration).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             let mut state = lock(&self.state);
@@ -244,11 +256,10 @@ fn registration_of(trunk: &TrunkConfig) -> Result<Registration, String> {
         .username
         .clone()
         .unwrap_or_else(|| "dialbridge".into());
-    let tcp = trunk.transport == dialbridge_sip::transport::Transport::Tcp;
-    let registrar_text = match &trunk.from_domain {
-        Some(d) => format!("sip:{d}"),
-        None => format!("sip:{host}:{port}"),
-    } + if tcp { ";transport=tcp" } else { "" };
+    let registrar_text = trunk.uri(&match &trunk.from_domain {
+        Some(d) => d.clone(),
+        None => format!("{host}:{port}"),
+    });
     let registrar = Uri::parse(&registrar_text)
         .map_err(|e| format!("bad registrar URI {registrar_text}: {e:?}"))?;
     let aor_text = format!(

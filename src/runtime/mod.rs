@@ -2,5 +2,6 @@
 
 pub mod media;
 pub mod sip;
+pub mod sip_tls;
 
 pub use media::{MediaError, MediaHandle, MediaId, RecordingSink, VideoAnswer, RECORD_FRAME};

@@ -2,8 +2,9 @@
 //! sans-IO user agent of `dialbridge-sip` from one task.
 //!
 //! One task owns the `UserAgent`, so the SIP core needs no locks; socket readers hand it complete
-//! messages over a channel, and it writes datagrams itself. TCP connections are kept per remote
-//! address and reused for requests to the same destination (RFC 3261 section 18.1.1).
+//! messages over a channel, and it writes datagrams itself. TCP and TLS connections are kept per
+//! transport and remote address and reused for requests to the same destination (RFC 3261
+//! section 18.1.1).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,11 +19,13 @@ use dialbridge_sip::ua::{
     CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, SessionTimerConfig,
     UaConfig, UaError, UaEvent, UserAgent,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::sip_tls::TlsClients;
 use crate::config::SipListen;
 
 /// Largest UDP datagram read; larger ones are truncated and then rejected by the parser.
@@ -30,6 +33,8 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Queue of outbound bytes per TCP connection.
 const CONNECTION_QUEUE: usize = 256;
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A TLS handshake (either side) that takes longer fails.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the service asks of the SIP driver.
 enum Command {
@@ -79,6 +84,12 @@ enum Command {
     Unregister {
         registration: RegistrationHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    TlsPeer {
+        addr: SocketAddr,
+        trunk: String,
+        host: String,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -220,6 +231,19 @@ impl SipHandle {
             .await??)
     }
 
+    /// TLS connections to `addr` reach `trunk`: its CAs apply and the certificate must name
+    /// `host`. Fails when `host` is no usable server name.
+    pub async fn tls_peer(&self, addr: SocketAddr, trunk: &str, host: &str) -> Result<(), String> {
+        self.ask(|reply| Command::TlsPeer {
+            addr,
+            trunk: trunk.to_string(),
+            host: host.to_string(),
+            reply,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Hangs up a dialog of an earlier run of the service (restored from the store): its
     /// outcome arrives as [`UaEvent::RestoredByeDone`] for the returned handle.
     pub async fn bye_restored(&self, dialog: Dialog) -> Result<CallHandle, SipError> {
@@ -241,13 +265,51 @@ enum Input {
         bytes: Vec<u8>,
     },
     ConnectionUp {
+        transport: Transport,
         remote: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
     },
     ConnectionDown {
+        transport: Transport,
         remote: SocketAddr,
         error: Option<String>,
     },
+}
+
+/// The TLS side of the driver: what `tls:` listeners serve, and the client configurations.
+pub struct SipTls {
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    pub clients: TlsClients,
+}
+
+impl SipTls {
+    /// No TLS listener; connections we open check against the system's roots.
+    pub fn none() -> SipTls {
+        SipTls {
+            server: None,
+            clients: TlsClients::default(),
+        }
+    }
+
+    /// `[sip] tls_certificate`/`tls_private_key` and the `tls_ca` of each TLS trunk, read now so
+    /// that a bad file stops the service at start.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<SipTls> {
+        let server = match (&config.sip.tls_certificate, &config.sip.tls_private_key) {
+            (Some(certificate), Some(key)) => {
+                Some(super::sip_tls::server_config(certificate, key)?)
+            }
+            _ => None,
+        };
+        let trunks = config
+            .trunks
+            .iter()
+            .filter(|t| t.transport == Transport::Tls)
+            .map(|t| (t.name.as_str(), t.tls_ca.as_deref()));
+        Ok(SipTls {
+            server,
+            clients: TlsClients::new(trunks)?,
+        })
+    }
 }
 
 /// Binds every listen address and starts the driver task. Events of the user agent go to `events`.
@@ -256,7 +318,16 @@ pub async fn start(
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
-    start_with_timers(listen, Timers::default(), None, None, events, shutdown).await
+    start_with_timers(
+        listen,
+        Timers::default(),
+        None,
+        None,
+        SipTls::none(),
+        events,
+        shutdown,
+    )
+    .await
 }
 
 /// [`start`] with other RFC 3261 timers (`[sip] t1`) and session timers (RFC 4028).
@@ -265,6 +336,7 @@ pub async fn start_with_timers(
     timers: Timers,
     user_agent: Option<String>,
     session_timer: Option<SessionTimerConfig>,
+    tls: SipTls,
     events: mpsc::UnboundedSender<UaEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SipHandle> {
@@ -272,6 +344,7 @@ pub async fn start_with_timers(
     let mut udp = Vec::new();
     let mut local_addrs = Vec::new();
     let mut tcp_local = None;
+    let mut tls_local = None;
     for entry in listen {
         match entry.transport {
             Transport::Udp => {
@@ -293,9 +366,24 @@ pub async fn start_with_timers(
                 local_addrs.push((Transport::Tcp, local));
                 tcp_local.get_or_insert(local);
             }
-            // The configuration has no way to ask for it.
             Transport::Tls => {
-                anyhow::bail!("cannot bind sip.listen = \"{entry}\": TLS is not supported")
+                let Some(server) = tls.server.clone() else {
+                    anyhow::bail!(
+                        "sip.listen = \"{entry}\" needs sip.tls_certificate and sip.tls_private_key"
+                    )
+                };
+                let listener = TcpListener::bind(entry.addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind sip.listen = \"{entry}\": {e}"))?;
+                let local = listener.local_addr()?;
+                tokio::spawn(accept_tls(
+                    listener,
+                    local,
+                    TlsAcceptor::from(server),
+                    input_tx.clone(),
+                ));
+                local_addrs.push((Transport::Tls, local));
+                tls_local.get_or_insert(local);
             }
         }
     }
@@ -319,6 +407,8 @@ pub async fn start_with_timers(
         ua: UserAgent::new(config),
         udp,
         tcp_local,
+        tls_local,
+        tls_clients: tls.clients,
         connections: HashMap::new(),
         pending: HashMap::new(),
         input_tx,
@@ -357,7 +447,7 @@ async fn accept_tcp(listener: TcpListener, local: SocketAddr, to_core: mpsc::Sen
         match listener.accept().await {
             Ok((stream, remote)) => {
                 tracing::debug!(%remote, "SIP TCP connection accepted");
-                spawn_connection(stream, local, remote, to_core.clone());
+                spawn_connection(stream, Transport::Tcp, local, remote, to_core.clone());
             }
             Err(e) => {
                 tracing::warn!(%local, error = %e, "TCP accept failed");
@@ -367,19 +457,60 @@ async fn accept_tcp(listener: TcpListener, local: SocketAddr, to_core: mpsc::Sen
     }
 }
 
-/// Runs one TCP connection: a reader that frames messages for the core, and a writer fed by it.
-fn spawn_connection(
-    stream: TcpStream,
+async fn accept_tls(
+    listener: TcpListener,
+    local: SocketAddr,
+    acceptor: TlsAcceptor,
+    to_core: mpsc::Sender<Input>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let acceptor = acceptor.clone();
+                let to_core = to_core.clone();
+                // The handshake runs beside the accept loop, so a slow client holds up no other.
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            tracing::debug!(%remote, "SIP TLS connection accepted");
+                            spawn_connection(stream, Transport::Tls, local, remote, to_core);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%remote, reason = %e, "SIP TLS handshake failed (incoming)")
+                        }
+                        Err(_) => {
+                            tracing::warn!(%remote, reason = "timed out", "SIP TLS handshake failed (incoming)")
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs one TCP or TLS connection: a reader that frames messages for the core, and a writer fed
+/// by it.
+fn spawn_connection<S>(
+    stream: S,
+    transport: Transport,
     local: SocketAddr,
     remote: SocketAddr,
     to_core: mpsc::Sender<Input>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
-    let (mut read_half, mut write_half) = stream.into_split();
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
     let pong = writer_tx.clone();
     tokio::spawn(async move {
         if to_core
             .send(Input::ConnectionUp {
+                transport,
                 remote,
                 writer: writer_tx,
             })
@@ -400,7 +531,7 @@ fn spawn_connection(
                         match frame {
                             Ok(Frame::Message(bytes)) => {
                                 let input = Input::Message {
-                                    transport: Transport::Tcp,
+                                    transport,
                                     local,
                                     remote,
                                     bytes,
@@ -416,19 +547,25 @@ fn spawn_connection(
                         }
                     }
                     if let Some(e) = failed {
-                        tracing::info!(%remote, error = %e, "closing SIP TCP connection: unframeable stream");
+                        tracing::info!(%remote, %transport, error = %e, "closing SIP connection: unframeable stream");
                         break Some(e);
                     }
                 }
                 Err(e) => break Some(e.to_string()),
             }
         };
-        let _ = to_core.send(Input::ConnectionDown { remote, error }).await;
+        let _ = to_core
+            .send(Input::ConnectionDown {
+                transport,
+                remote,
+                error,
+            })
+            .await;
     });
     tokio::spawn(async move {
         while let Some(bytes) = writer_rx.recv().await {
             if let Err(e) = write_half.write_all(&bytes).await {
-                tracing::info!(%remote, error = %e, "SIP TCP write failed");
+                tracing::info!(%remote, %transport, error = %e, "SIP write failed");
                 break;
             }
         }
@@ -440,10 +577,12 @@ struct Core {
     ua: UserAgent,
     udp: Vec<Arc<UdpSocket>>,
     tcp_local: Option<SocketAddr>,
-    /// Open TCP connections by remote address.
-    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    /// Bytes waiting for an outbound TCP connection being set up.
-    pending: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    tls_local: Option<SocketAddr>,
+    tls_clients: TlsClients,
+    /// Open TCP and TLS connections by transport and remote address.
+    connections: HashMap<(Transport, SocketAddr), mpsc::Sender<Vec<u8>>>,
+    /// Bytes waiting for an outbound connection being set up.
+    pending: HashMap<(Transport, SocketAddr), Vec<Vec<u8>>>,
     input_tx: mpsc::Sender<Input>,
     events: mpsc::UnboundedSender<UaEvent>,
 }
@@ -495,27 +634,33 @@ impl Core {
                     message: &bytes,
                 },
             ),
-            Input::ConnectionUp { remote, writer } => {
-                for bytes in self.pending.remove(&remote).unwrap_or_default() {
+            Input::ConnectionUp {
+                transport,
+                remote,
+                writer,
+            } => {
+                for bytes in self
+                    .pending
+                    .remove(&(transport, remote))
+                    .unwrap_or_default()
+                {
                     if writer.try_send(bytes).is_err() {
-                        tracing::warn!(%remote, "SIP TCP queue full: message dropped");
+                        tracing::warn!(%remote, %transport, "SIP connection queue full: message dropped");
                     }
                 }
-                self.connections.insert(remote, writer);
+                self.connections.insert((transport, remote), writer);
             }
-            Input::ConnectionDown { remote, error } => {
-                self.connections.remove(&remote);
-                if let Some(error) = error {
+            Input::ConnectionDown {
+                transport,
+                remote,
+                error,
+            } => {
+                self.connections.remove(&(transport, remote));
+                let pending = self.pending.remove(&(transport, remote)).is_some();
+                if error.is_some() || pending {
+                    let error = error.as_deref().unwrap_or("connection failed");
                     self.ua
-                        .handle_transport_error(now, Transport::Tcp, remote, &error);
-                }
-                if self.pending.remove(&remote).is_some() {
-                    self.ua.handle_transport_error(
-                        now,
-                        Transport::Tcp,
-                        remote,
-                        "connection failed",
-                    );
+                        .handle_transport_error(now, transport, remote, error);
                 }
             }
         }
@@ -572,6 +717,14 @@ impl Core {
                 reply,
             } => {
                 let _ = reply.send(self.ua.unregister(now, registration));
+            }
+            Command::TlsPeer {
+                addr,
+                trunk,
+                host,
+                reply,
+            } => {
+                let _ = reply.send(self.tls_clients.name_peer(addr, &trunk, &host));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(SipStats {
@@ -632,56 +785,92 @@ impl Core {
                     );
                 }
             }
-            Transport::Tcp => self.send_tcp(destination, bytes),
-            Transport::Tls => self.ua.handle_transport_error(
-                Instant::now().into_std(),
-                transport,
-                destination,
-                "TLS is not supported",
-            ),
+            Transport::Tcp | Transport::Tls => self.send_stream(transport, destination, bytes),
         }
     }
 
-    fn send_tcp(&mut self, destination: SocketAddr, bytes: Vec<u8>) {
-        if let Some(writer) = self.connections.get(&destination) {
+    /// Sends on the open connection to `destination`, or opens one (with its TLS handshake) and
+    /// sends once it is up.
+    fn send_stream(&mut self, transport: Transport, destination: SocketAddr, bytes: Vec<u8>) {
+        let key = (transport, destination);
+        if let Some(writer) = self.connections.get(&key) {
             if writer.try_send(bytes).is_err() {
-                tracing::warn!(%destination, "SIP TCP connection congested or closed: message dropped");
+                tracing::warn!(%destination, %transport, "SIP connection congested or closed: message dropped");
             }
             return;
         }
-        if let Some(queue) = self.pending.get_mut(&destination) {
+        if let Some(queue) = self.pending.get_mut(&key) {
             queue.push(bytes);
             return;
         }
-        self.pending.insert(destination, vec![bytes]);
-        let local = self.tcp_local;
+        let tls = if transport == Transport::Tls {
+            match self.tls_clients.peer(destination) {
+                Ok(peer) => Some(peer),
+                Err(reason) => {
+                    tracing::warn!(%destination, %reason, "SIP TLS connection not opened");
+                    self.ua.handle_transport_error(
+                        Instant::now().into_std(),
+                        transport,
+                        destination,
+                        &reason,
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        self.pending.insert(key, vec![bytes]);
+        let local = match transport {
+            Transport::Tls => self.tls_local,
+            _ => self.tcp_local,
+        };
         let to_core = self.input_tx.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(destination)).await {
+            let failed = |to_core: mpsc::Sender<Input>, error: String| async move {
+                let _ = to_core
+                    .send(Input::ConnectionDown {
+                        transport,
+                        remote: destination,
+                        error: Some(error),
+                    })
+                    .await;
+            };
+            let stream =
+                match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(destination))
+                    .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::info!(%destination, %transport, error = %e, "SIP connect failed");
+                        return failed(to_core, e.to_string()).await;
+                    }
+                    Err(_) => {
+                        tracing::info!(%destination, %transport, "SIP connect timed out");
+                        return failed(to_core, "connect timed out".into()).await;
+                    }
+                };
+            let local = local
+                .or_else(|| stream.local_addr().ok())
+                .unwrap_or(destination);
+            let Some(peer) = tls else {
+                tracing::debug!(%destination, "SIP TCP connection opened");
+                return spawn_connection(stream, transport, local, destination, to_core);
+            };
+            let server_name = peer.server_name.clone();
+            let handshake = TlsConnector::from(peer.config).connect(peer.server_name, stream);
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
-                    let local = local
-                        .or_else(|| stream.local_addr().ok())
-                        .unwrap_or(destination);
-                    tracing::debug!(%destination, "SIP TCP connection opened");
-                    spawn_connection(stream, local, destination, to_core);
+                    tracing::debug!(%destination, "SIP TLS connection opened");
+                    spawn_connection(stream, transport, local, destination, to_core);
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(%destination, error = %e, "SIP TCP connect failed");
-                    let _ = to_core
-                        .send(Input::ConnectionDown {
-                            remote: destination,
-                            error: None,
-                        })
-                        .await;
+                    tracing::warn!(%destination, server_name = %server_name.to_str(), reason = %e, "SIP TLS handshake failed");
+                    failed(to_core, format!("TLS handshake failed: {e}")).await;
                 }
                 Err(_) => {
-                    tracing::info!(%destination, "SIP TCP connect timed out");
-                    let _ = to_core
-                        .send(Input::ConnectionDown {
-                            remote: destination,
-                            error: None,
-                        })
-                        .await;
+                    tracing::warn!(%destination, server_name = %server_name.to_str(), reason = "timed out", "SIP TLS handshake failed");
+                    failed(to_core, "TLS handshake timed out".into()).await;
                 }
             }
         });

@@ -1,7 +1,8 @@
 //! Kamailio as the softswitch of the tests: started in the foreground on 127.0.0.1 with
 //! tests/kamailio/kamailio.cfg (registrar with digest auth, contacts in memory, a proxy to the
-//! registered contacts and to one SIPp phone), on a free port over UDP and TCP, and stopped
-//! (SIGTERM, so that its child processes go too) when dropped.
+//! registered contacts and to one SIPp phone), on a free port over UDP and TCP (and TLS on the
+//! port above it, with the test PKI's certificate), and stopped (SIGTERM, so that its child
+//! processes go too) when dropped.
 
 #![allow(dead_code)]
 
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::pki::Pki;
 use super::ports::sipp_ports;
 
 /// The digest realm of the configuration.
@@ -24,6 +26,8 @@ pub struct Kamailio {
     child: Option<Child>,
     /// SIP over UDP and TCP.
     pub port: u16,
+    /// SIP over TLS, when started with a certificate.
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -36,6 +40,16 @@ impl Kamailio {
 
     /// [`Kamailio::start`] on `port` (from [`sipp_ports`]), for a gateway told of it before.
     pub async fn start_on(port: u16, phone: Option<SocketAddr>) -> Kamailio {
+        Kamailio::launch(port, phone, None).await
+    }
+
+    /// [`Kamailio::start`] that serves TLS too (on the port above the UDP/TCP one), with `pki`'s
+    /// certificate; it does not check the certificates of the peers it connects to.
+    pub async fn start_tls(phone: Option<SocketAddr>, pki: &Pki) -> Kamailio {
+        Kamailio::launch(sipp_ports().sip, phone, Some(pki)).await
+    }
+
+    async fn launch(port: u16, phone: Option<SocketAddr>, pki: Option<&Pki>) -> Kamailio {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg: PathBuf = [
             env!("CARGO_MANIFEST_DIR"),
@@ -63,6 +77,19 @@ impl Kamailio {
         if let Some(phone) = phone {
             command.args(["-A", &format!("PHONE=\"sip:{phone}\"")]);
         }
+        let tls_port = pki.map(|pki| {
+            let tls_cfg = dir.path().join("tls.cfg");
+            let server = format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\ncertificate = {}\nprivate_key = {}\n\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                pki.certificate().display(),
+                pki.private_key().display()
+            );
+            std::fs::write(&tls_cfg, server).expect("write tls.cfg");
+            command
+                .args(["-l", &format!("tls:127.0.0.1:{}", port + 1)])
+                .args(["-A", &format!("TLS_CFG=\"{}\"", tls_cfg.display())]);
+            port + 1
+        });
         let child = command
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -73,6 +100,7 @@ impl Kamailio {
         let kamailio = Kamailio {
             child: Some(child),
             port,
+            tls_port,
             dir,
         };
         kamailio.wait_ready().await;
@@ -81,6 +109,14 @@ impl Kamailio {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The port of `transport` ("udp", "tcp" or "tls").
+    pub fn port_of(&self, transport: &str) -> u16 {
+        match transport {
+            "tls" => self.tls_port.expect("kamailio started with TLS"),
+            _ => self.port,
+        }
     }
 
     async fn wait_ready(&self) {

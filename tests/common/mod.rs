@@ -6,10 +6,12 @@
 pub mod browser;
 pub mod events;
 pub mod kamailio;
+pub mod pki;
 pub mod ports;
 pub mod proxy;
 pub mod push;
 pub mod sipp;
+pub mod srtp;
 pub mod telephony;
 pub mod webrtc_client;
 
@@ -52,6 +54,7 @@ pub struct Gateway {
     /// The bound SIP listeners (`sip=udp:ADDR,tcp:ADDR` on the ready line).
     pub sip_udp: Option<std::net::SocketAddr>,
     pub sip_tcp: Option<std::net::SocketAddr>,
+    pub sip_tls: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     config_path: PathBuf,
     open_files: Option<u64>,
@@ -103,8 +106,14 @@ impl Gateway {
         // default range) must not latch onto each other's phones' stray packets.
         let base = 30000 + u32::from(rand::random::<u8>() % 150) * 200;
         let media = format!("rtp_ports = \"{base}-{}\"\n{media}", base + 199);
+        // `sip` may name its own listen addresses (e.g. a TLS one).
+        let listen = if sip.contains("listen =") {
+            ""
+        } else {
+            SIP_LISTEN
+        };
         let mut config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n{http}[sip]\n{SIP_LISTEN}\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n{http}[sip]\n{listen}\n{sip}[media]\nwebrtc_listen = \"127.0.0.1:0\"\n{media}[store]\npath = \"{}\"\n",
             dir.path().join("store.sqlite").display()
         );
         for (id, name, token) in USERS {
@@ -121,6 +130,7 @@ impl Gateway {
             webrtc: None,
             sip_udp: None,
             sip_tcp: None,
+            sip_tls: None,
             dir,
             config_path,
             open_files,
@@ -182,6 +192,7 @@ impl Gateway {
                 };
                 self.sip_udp = sip_addr("udp:");
                 self.sip_tcp = sip_addr("tcp:");
+                self.sip_tls = sip_addr("tls:");
             }
             Err(_) => {
                 let _ = child.kill();

@@ -14,6 +14,7 @@ use dialbridge_bridge::testing::{tone_ratio_blocks, Sine};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::srtp::SrtpStream;
 use super::{Client, Gateway};
 
 /// A `[[trunks]]` entry for SIPp at 127.0.0.1:`port`, allowed to dial +4930...
@@ -137,6 +138,9 @@ pub async fn assert_nothing_left(gw: &Gateway) {
     }
 }
 
+/// Sending and receiving SRTP streams of a test phone, shared with its thread.
+type SharedSrtp = Arc<Mutex<Option<(SrtpStream, SrtpStream)>>>;
+
 /// The phone's media: a loopback socket that answers dialbridge's RTP with a G.711 tone and
 /// keeps what it hears.
 pub struct PhoneMedia {
@@ -145,11 +149,34 @@ pub struct PhoneMedia {
     pub peer: Arc<Mutex<Option<SocketAddr>>>,
     pub dtmf: Arc<Mutex<Vec<u8>>>,
     pub key: Arc<AtomicU8>,
+    /// With SRTP: sending and receiving streams once the keys are known (nothing is sent or
+    /// heard before), and how many packets failed authentication.
+    srtp: Option<SharedSrtp>,
+    pub srtp_refused: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl PhoneMedia {
     pub fn start(tone: f64) -> PhoneMedia {
+        PhoneMedia::launch(tone, false)
+    }
+
+    /// A phone whose media is SRTP, with its own implementation (`common::srtp`); keys come
+    /// with [`PhoneMedia::set_srtp`].
+    pub fn start_srtp(tone: f64) -> PhoneMedia {
+        PhoneMedia::launch(tone, true)
+    }
+
+    /// Encrypts with `send` and decrypts with `receive` (SDES key||salt, tags of `tag_len`).
+    pub fn set_srtp(&self, send: &[u8; 30], receive: &[u8; 30], tag_len: usize) {
+        let srtp = self.srtp.as_ref().expect("started with start_srtp");
+        *srtp.lock().expect("lock") = Some((
+            SrtpStream::new(send, tag_len),
+            SrtpStream::new(receive, tag_len),
+        ));
+    }
+
+    fn launch(tone: f64, secure: bool) -> PhoneMedia {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("phone socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(5)))
@@ -161,6 +188,8 @@ impl PhoneMedia {
             peer: Default::default(),
             dtmf: Default::default(),
             key: Arc::new(AtomicU8::new(u8::MAX)),
+            srtp: secure.then(Default::default),
+            srtp_refused: Default::default(),
             stop: Default::default(),
         };
         let (heard, peer, dtmf, key, stop) = (
@@ -170,6 +199,7 @@ impl PhoneMedia {
             media.key.clone(),
             media.stop.clone(),
         );
+        let (srtp, refused) = (media.srtp.clone(), media.srtp_refused.clone());
         std::thread::spawn(move || {
             let mut sine = Sine::new(tone, 8000, 8000);
             let mut next = Instant::now();
@@ -182,18 +212,34 @@ impl PhoneMedia {
                     if n < 12 || from.port() % 2 == 1 {
                         continue;
                     }
+                    let packet = match &srtp {
+                        None => buf[..n].to_vec(),
+                        Some(srtp) => {
+                            let mut streams = srtp.lock().expect("lock");
+                            let Some((_, receive)) = streams.as_mut() else {
+                                continue;
+                            };
+                            match receive.unprotect(&buf[..n]) {
+                                Some(plain) => plain,
+                                None => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     *peer.lock().expect("lock") = Some(from);
                     last_rx = Instant::now();
-                    let pt = buf[1] & 0x7f;
+                    let pt = packet[1] & 0x7f;
                     if pt == 0 {
                         let mut h = heard.lock().expect("lock");
-                        h.extend(buf[12..n].iter().map(|&c| G711::Pcmu.decode_sample(c)));
+                        h.extend(packet[12..].iter().map(|&c| G711::Pcmu.decode_sample(c)));
                         let excess = h.len().saturating_sub(8000);
                         h.drain(..excess);
-                    } else if pt == 101 && n >= 13 {
+                    } else if pt == 101 && packet.len() >= 13 {
                         let mut d = dtmf.lock().expect("lock");
-                        if d.last() != Some(&buf[12]) {
-                            d.push(buf[12]);
+                        if d.last() != Some(&packet[12]) {
+                            d.push(packet[12]);
                         }
                     }
                 }
@@ -231,6 +277,13 @@ impl PhoneMedia {
                 packet[2..4].copy_from_slice(&seq.to_be_bytes());
                 packet[4..8].copy_from_slice(&ts.to_be_bytes());
                 seq = seq.wrapping_add(1);
+                let packet = match &srtp {
+                    None => packet,
+                    Some(srtp) => match srtp.lock().expect("lock").as_mut() {
+                        Some((send, _)) => send.protect(&packet),
+                        None => continue,
+                    },
+                };
                 let _ = socket.send_to(&packet, to);
             }
         });

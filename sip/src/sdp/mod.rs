@@ -27,9 +27,11 @@
 //! assert!(!audio.remote_hold);
 //! ```
 
+mod crypto;
 mod negotiate;
 mod session;
 
+pub use crypto::{Crypto, CryptoSuite, SrtpKeys, SrtpPolicy, KEY_SALT_LEN};
 pub use negotiate::{
     process_answer, Answer, AudioConfig, Codec, CodecPreference, LocalMedia, NegotiatedAudio,
     NegotiationError, SdpSession,

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::crypto::{Crypto, CryptoSuite, SrtpKeys, SrtpPolicy, KEY_SALT_LEN};
 use super::session::{
     Attribute, Connection, Direction, MediaDescription, Origin, RtpMap, RtpMapTable,
     SessionDescription, Timing,
@@ -184,6 +185,8 @@ pub enum NegotiationError {
     NoCommonCodec { media_index: usize },
     /// The stream has no c= line at media or session level.
     MissingConnection { media_index: usize },
+    /// We required SRTP and the answer has no usable key for our offer's.
+    NoSrtpKeys { media_index: usize },
 }
 
 impl fmt::Display for NegotiationError {
@@ -204,6 +207,12 @@ impl fmt::Display for NegotiationError {
             }
             Self::MissingConnection { media_index } => {
                 write!(f, "stream {media_index} has no connection address")
+            }
+            Self::NoSrtpKeys { media_index } => {
+                write!(
+                    f,
+                    "answer to stream {media_index} has no usable SRTP key (a=crypto)"
+                )
             }
         }
     }
@@ -246,6 +255,8 @@ pub struct NegotiatedAudio {
     pub maxptime: Option<u32>,
     /// The remote put us on hold: it is sendonly or inactive, or its address is 0.0.0.0.
     pub remote_hold: bool,
+    /// SRTP keys (RFC 4568), when the stream is encrypted.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// An answer to send and what it agreed.
@@ -262,6 +273,9 @@ pub struct SdpSession {
     session_id: u64,
     version: u64,
     last: Option<SessionDescription>,
+    srtp: SrtpPolicy,
+    /// Our SRTP master key and salt (with a policy other than `Off`).
+    srtp_key: [u8; KEY_SALT_LEN],
 }
 
 impl SdpSession {
@@ -271,7 +285,16 @@ impl SdpSession {
             session_id,
             version: session_id,
             last: None,
+            srtp: SrtpPolicy::Off,
+            srtp_key: [0; KEY_SALT_LEN],
         }
+    }
+
+    /// SRTP for the offers and answers of this session, with our master key and salt (random,
+    /// from the caller's source, one per session).
+    pub fn set_srtp(&mut self, policy: SrtpPolicy, key_salt: [u8; KEY_SALT_LEN]) {
+        self.srtp = policy;
+        self.srtp_key = key_salt;
     }
 
     /// The last description produced, e.g. to answer a session-refresh re-INVITE unchanged.
@@ -313,7 +336,17 @@ impl SdpSession {
                 }
             }
         }
-        let mut m = MediaDescription::new("audio", local.port, "RTP/AVP", formats);
+        let proto = match self.srtp {
+            SrtpPolicy::Required => "RTP/SAVP",
+            _ => "RTP/AVP",
+        };
+        if self.srtp != SrtpPolicy::Off {
+            for (tag, suite) in (1..).zip(CryptoSuite::ALL) {
+                let line = Crypto::new(tag, suite, self.srtp_key);
+                attrs.push(Attribute::new("crypto", line.to_string()));
+            }
+        }
+        let mut m = MediaDescription::new("audio", local.port, proto, formats);
         m.attributes = attrs;
         push_timing_attrs(&mut m, cfg);
         m.set_direction(local.direction);
@@ -337,7 +370,10 @@ impl SdpSession {
             } else {
                 None
             };
-            let (Some((codec, pt, te)), Some(conn)) = (pick, offer.media_connection(i)) else {
+            let keys = self.answer_keys(m);
+            let (Some((codec, pt, te)), Some(conn), Some(keys)) =
+                (pick, offer.media_connection(i), keys)
+            else {
                 media.push(rejected(m));
                 continue;
             };
@@ -363,6 +399,10 @@ impl SdpSession {
                 ));
                 attrs.push(Attribute::new("fmtp", format!("{te} 0-16")));
             }
+            if let Some((tag, keys)) = &keys {
+                let line = Crypto::new(*tag, keys.suite, keys.local);
+                attrs.push(Attribute::new("crypto", line.to_string()));
+            }
             let mut a = MediaDescription::new(&m.media, local.port, &m.proto, formats);
             a.attributes = attrs;
             push_timing_attrs(&mut a, cfg);
@@ -385,11 +425,36 @@ impl SdpSession {
                 ptime: m.ptime().unwrap_or(20),
                 maxptime: m.maxptime(),
                 remote_hold: !remote_effective.receives(),
+                srtp: keys.map(|(_, keys)| keys),
             });
         }
         let audio = agreed.ok_or(NegotiationError::NoAcceptableAudio)?;
         let sdp = self.finish(cfg, local, media);
         Ok(Answer { sdp, audio })
+    }
+
+    /// What we answer to an offered stream's keys: `Some(None)` plain RTP, `Some(Some(..))` the
+    /// tag and keys of the first offered key we can use, `None` an offer we must refuse
+    /// (SRTP only and we have it off or no usable key; plain only and we require SRTP).
+    #[allow(clippy::option_option)]
+    fn answer_keys(&self, m: &MediaDescription) -> Option<Option<(u32, SrtpKeys)>> {
+        let offered = m
+            .cryptos()
+            .into_iter()
+            .find_map(|c| c.usable().map(|suite| (c.tag, suite, c.key_salt)));
+        match (self.srtp, offered) {
+            (SrtpPolicy::Off, _) => (!m.is_secure_rtp()).then_some(None),
+            (_, Some((tag, suite, remote))) => Some(Some((
+                tag,
+                SrtpKeys {
+                    suite,
+                    local: self.srtp_key,
+                    remote,
+                },
+            ))),
+            (SrtpPolicy::Optional, None) => (!m.is_secure_rtp()).then_some(None),
+            (SrtpPolicy::Required, None) => None,
+        }
     }
 
     fn finish(
@@ -441,11 +506,13 @@ fn push_timing_attrs(m: &mut MediaDescription, cfg: &AudioConfig) {
     }
 }
 
-/// Plain RTP audio we can terminate (no SRTP/DTLS on the SIP leg).
+/// RTP or SDES-keyed SRTP audio we can terminate (no DTLS on the SIP leg).
 fn is_usable_audio(m: &MediaDescription) -> bool {
     m.media.eq_ignore_ascii_case("audio")
         && m.port != 0
-        && (m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/AVPF"))
+        && (m.proto.eq_ignore_ascii_case("RTP/AVP")
+            || m.proto.eq_ignore_ascii_case("RTP/AVPF")
+            || m.is_secure_rtp())
 }
 
 /// The codec, its payload type, and the telephone-event payload type at the same rate.
@@ -558,6 +625,22 @@ pub fn process_answer(
     let direction = offer
         .media_direction(i)
         .intersect(remote_effective.reversed());
+    // The answer takes one of our keys by its tag and suite, and gives its own.
+    let ours_keys = ours.cryptos();
+    let srtp = theirs.cryptos().into_iter().find_map(|c| {
+        let suite = c.usable()?;
+        let mine = ours_keys
+            .iter()
+            .find(|o| o.tag == c.tag && o.usable() == Some(suite))?;
+        Some(SrtpKeys {
+            suite,
+            local: mine.key_salt,
+            remote: c.key_salt,
+        })
+    });
+    if srtp.is_none() && (ours.is_secure_rtp() || theirs.is_secure_rtp()) {
+        return Err(NegotiationError::NoSrtpKeys { media_index: i });
+    }
     Ok(NegotiatedAudio {
         media_index: i,
         remote_host: conn.host().to_string(),
@@ -574,5 +657,6 @@ pub fn process_answer(
         ptime: theirs.ptime().unwrap_or(20),
         maxptime: theirs.maxptime(),
         remote_hold: !remote_effective.receives(),
+        srtp,
     })
 }

@@ -33,6 +33,7 @@ pub(super) fn loopback_phone(
             rtp: remote,
             rtcp: remote,
             receives: true,
+            srtp: None,
         },
         media_timeout: Duration::from_secs(3600),
         events,

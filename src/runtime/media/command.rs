@@ -32,7 +32,8 @@ pub(super) enum Command {
     },
     UpdatePhone {
         id: MediaId,
-        remote: PhoneRemote,
+        /// Boxed: with SRTP keys it is the largest command.
+        remote: Box<PhoneRemote>,
     },
     RemovePhone {
         id: MediaId,

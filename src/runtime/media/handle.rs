@@ -212,7 +212,10 @@ impl MediaHandle {
     /// Points a phone leg at a new remote (the 200's SDP after early media from a 183).
     pub(crate) fn update_phone(&self, id: MediaId, remote: PhoneRemote) -> Result<(), MediaError> {
         self.phone_shard(id)?
-            .send(Command::UpdatePhone { id, remote })
+            .send(Command::UpdatePhone {
+                id,
+                remote: Box::new(remote),
+            })
             .map_err(|_| MediaError::Unavailable)
     }
 

@@ -33,6 +33,7 @@ mod reader;
 mod registry;
 mod room;
 mod shard;
+mod srtp;
 mod start;
 #[cfg(test)]
 mod tests;

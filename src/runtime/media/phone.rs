@@ -7,6 +7,7 @@ use dialbridge_bridge::rtp_leg::{self, RtpLeg, RtpLegConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::srtp::Srtp;
 use super::types::{MediaId, PhoneMediaEvent, PhoneRemote};
 use crate::room::{MediaParticipant, PhoneMute};
 
@@ -35,6 +36,8 @@ pub(super) struct PhoneSlot<S = UdpSocket> {
     pub(super) dtmf_next: Instant,
     /// In a two-party room: RTP is read as it arrives and forwarded at once.
     pub(super) direct: bool,
+    /// SRTP, when the leg's SDP agreed keys.
+    pub(super) srtp: Option<Srtp>,
 }
 
 impl<S> PhoneSlot<S> {
@@ -56,6 +59,7 @@ impl<S> PhoneSlot<S> {
             dtmf,
             dtmf_next,
             direct,
+            srtp,
         } = self;
         Some(PhoneSlot {
             who,
@@ -73,6 +77,7 @@ impl<S> PhoneSlot<S> {
             dtmf,
             dtmf_next,
             direct,
+            srtp,
         })
     }
 
@@ -151,6 +156,17 @@ pub(super) fn send_phone(id: MediaId, slot: &mut PhoneSlot) {
         let socket = if t.rtcp { &slot.rtcp } else { &slot.rtp };
         let Some(bytes) = out.get(..t.len) else {
             continue;
+        };
+        let sealed;
+        let bytes = match slot.srtp.as_mut() {
+            Some(srtp) => match srtp.protect(id, t.rtcp, bytes) {
+                Some(packet) => {
+                    sealed = packet;
+                    &sealed[..]
+                }
+                None => continue,
+            },
+            None => bytes,
         };
         if let Err(e) = socket.try_send_to(bytes, t.to) {
             tracing::debug!(media = %id, to = %t.to, error = %e, "phone send failed");

@@ -13,6 +13,7 @@ use super::phone::{phone_leg, phone_leg_config, send_phone, PhoneSlot};
 use super::registry::SharedRegistry;
 use super::room::enter_room;
 use super::shard::Shard;
+use super::srtp::Srtp;
 use super::types::{participant, MediaId, PhoneMedia};
 use crate::room::{MediaParticipant, PhoneMute};
 use crate::sync::lock;
@@ -45,6 +46,10 @@ impl Shard {
                         send_phone(id, slot);
                         slot.leg = RtpLeg::new(now, std::time::SystemTime::now(), cfg);
                         slot.leg.set_forwarding(slot.direct);
+                    }
+                    // New keys (a re-INVITE's offer) start new SRTP contexts.
+                    if slot.srtp.as_ref().map(Srtp::keys) != remote.srtp {
+                        slot.srtp = Srtp::for_keys(id, remote.srtp);
                     }
                     tracing::info!(media = %id, remote = %remote.rtp, sends = remote.receives, "phone leg re-pointed");
                 }
@@ -261,6 +266,7 @@ impl Shard {
                 rtp,
                 rtcp,
                 leg: phone_leg(now, &remote, media_timeout),
+                srtp: Srtp::for_keys(id, remote.srtp),
                 media_timeout,
                 events,
                 up: Upsampler::default(),

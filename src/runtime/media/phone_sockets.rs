@@ -44,7 +44,21 @@ impl Shard {
                 let socket = if rtcp { &slot.rtcp } else { &slot.rtp };
                 match socket.try_recv_from(&mut self.buf) {
                     Ok((n, from)) => {
-                        if let Some(bytes) = self.buf.get(..n) {
+                        let Some(bytes) = self.buf.get(..n) else {
+                            continue;
+                        };
+                        let opened;
+                        let bytes = match slot.srtp.as_mut() {
+                            Some(srtp) => match srtp.unprotect(id, from, rtcp, bytes) {
+                                Some(packet) => {
+                                    opened = packet;
+                                    Some(&opened[..])
+                                }
+                                None => None,
+                            },
+                            None => Some(bytes),
+                        };
+                        if let Some(bytes) = bytes {
                             if let Err(e) = slot.leg.handle_datagram(now, from, bytes) {
                                 tracing::trace!(%from, error = %e, "phone datagram refused");
                             }

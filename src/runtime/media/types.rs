@@ -67,6 +67,8 @@ pub(crate) struct PhoneRemote {
     pub(crate) rtcp: SocketAddr,
     /// The phone takes our RTP: not when it holds the call or its SDP is sendonly/inactive.
     pub(crate) receives: bool,
+    /// SRTP keys, when the leg's media is encrypted.
+    pub(crate) srtp: Option<dialbridge_sip::sdp::SrtpKeys>,
 }
 
 /// What the engine tells the phone leg's owner.
