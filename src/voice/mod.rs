@@ -615,7 +615,12 @@ impl VoiceCalls {
                         user,
                         &CallLogEntry {
                             room_id: room.clone(),
-                            call_mode: "onetomany".to_string(),
+                            call_mode: if recipients.len() == 1 {
+                                "onetoone"
+                            } else {
+                                "onetomany"
+                            }
+                            .to_string(),
                             call_state: "missed".to_string(),
                             call_type: call_type(&payload).word().to_string(),
                             call_time: created_at,
