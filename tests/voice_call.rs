@@ -461,7 +461,15 @@ async fn refusals_name_their_field() {
     let reply = alice
         .call(Method::POST, "/api/v1/voice.call", Some(body))
         .await;
-    assert_eq!(refused(reply, "userNames"), "error-invalid-user");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(reply.body["errorType"], "error-invalid-user");
+    assert!(
+        reply.body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("userNames") && e.contains("carol")),
+        "{}",
+        reply.body
+    );
     assert!(rings_everyone(&alice, &other).await);
 
     // Wrong seed credentials: the seed's 401.

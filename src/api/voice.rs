@@ -95,7 +95,7 @@ impl Fields {
 
     fn required(&self, name: &str) -> Result<String, Refusal> {
         self.string(name)?
-            .filter(|s| !s.trim().is_empty())
+            .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid(format!("{name}: required")))
     }
 
@@ -150,7 +150,7 @@ fn call_request(bytes: &Bytes) -> Result<CallRequest, Refusal> {
         only_audio: f
             .boolean("onlyAudio")?
             .ok_or_else(|| invalid("onlyAudio: required"))?,
-        sender_id: f.string("senderId")?,
+        sender_id: f.string("senderId")?.filter(|s| !s.is_empty()),
         notification_type: f
             .string("notificationType")?
             .filter(|s| !s.is_empty())

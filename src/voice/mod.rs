@@ -199,18 +199,21 @@ impl VoiceCalls {
     pub async fn call(&self, sender: &AuthUser, request: CallRequest) -> VoiceResult<Started> {
         let inner = &self.inner;
         if let Some(id) = request.sender_id.as_deref().filter(|id| *id != sender.id) {
-            return Err(VoiceError::invalid(format!(
-                "senderId: `{id}` is not you; a call is sent as its sender"
-            )));
+            return Err(VoiceError::new(
+                403,
+                "error-not-allowed",
+                format!("senderId: `{id}` is not you; a call is sent as its sender"),
+            ));
         }
         let (room_id, recipients) = inner
             .store
             .write(|tx| {
                 let Some(room) = tx.room_by_token(&request.room_id)? else {
-                    return Ok(Err(VoiceError::invalid(format!(
-                        "roomId: no room `{}`",
-                        request.room_id
-                    ))));
+                    return Ok(Err(VoiceError::new(
+                        404,
+                        "error-room-not-found",
+                        format!("roomId: no room `{}`", request.room_id),
+                    )));
                 };
                 if tx
                     .attendee_by_actor(room.id, "users", &sender.id)?
@@ -254,7 +257,7 @@ impl VoiceCalls {
                 }
                 if !strangers.is_empty() {
                     return Ok(Err(VoiceError::new(
-                        400,
+                        403,
                         "error-invalid-user",
                         format!(
                             "{field}: not in room `{}`: {}",
@@ -612,7 +615,12 @@ impl VoiceCalls {
                         user,
                         &CallLogEntry {
                             room_id: room.clone(),
-                            call_mode: "onetomany".to_string(),
+                            call_mode: if recipients.len() == 1 {
+                                "onetoone"
+                            } else {
+                                "onetomany"
+                            }
+                            .to_string(),
                             call_state: "missed".to_string(),
                             call_type: call_type(&payload).word().to_string(),
                             call_time: created_at,

@@ -309,7 +309,8 @@ impl Inner {
     /// web-push-native, whose `aud` leaves out the port (a UnifiedPush server on its own port
     /// would refuse the token).
     fn vapid_header(&self, endpoint: &axum::http::Uri, ttl: Duration) -> Result<String, String> {
-        let claims = Claims::create(ttl.into())
+        // RFC 8292: no more than 24 hours ahead; 12 leaves room for clocks that differ.
+        let claims = Claims::create(ttl.min(Duration::from_secs(12 * 3600)).into())
             .with_audience(origin(endpoint).ok_or("the endpoint has no origin")?)
             .with_subject(&self.config.vapid_subject);
         let token = self.vapid.sign(claims).map_err(|e| e.to_string())?;
