@@ -1,13 +1,23 @@
 //! Video in a room: each sender's camera goes to the other browsers' slots as it is (never
 //! transcoded, never to phones), and a receiver's keyframe request goes back to the sender.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dialbridge_bridge::webrtc::KeyframeRequestKind;
 
 use super::shard::Shard;
 use super::types::MediaId;
 use crate::events::{RoomEvent, VideoSender};
+
+/// A sender is asked for a keyframe at most this often: several receivers losing the picture
+/// at once (or joining) need one keyframe, not one each, and every keyframe costs the sender's
+/// bitrate for a moment.
+const KEYFRAME_ASK_GAP: Duration = Duration::from_millis(300);
+
+/// Whether a sender last asked at `last` may be asked again at `now`.
+fn keyframe_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_ASK_GAP)
+}
 
 /// What each of `member`'s `slots` carries: the senders other than itself, in their order.
 fn slot_sources(senders: &[MediaId], member: MediaId, slots: usize) -> Vec<Option<MediaId>> {
@@ -152,10 +162,16 @@ impl Shard {
     }
 
     fn ask_keyframe(&mut self, source: MediaId, kind: KeyframeRequestKind) {
-        if let Some(sender) = self.legs.get_mut(&source) {
-            sender.leg.request_keyframe(kind);
-            tracing::trace!(media = %source, ?kind, "keyframe requested");
+        let now = Instant::now();
+        let Some(sender) = self.legs.get_mut(&source) else {
+            return;
+        };
+        if !keyframe_due(sender.keyframe_asked, now) {
+            return;
         }
+        sender.keyframe_asked = Some(now);
+        sender.leg.request_keyframe(kind);
+        tracing::trace!(media = %source, ?kind, "keyframe requested");
         self.flush(source);
     }
 }
@@ -163,6 +179,15 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_is_asked_for_a_keyframe_at_most_every_gap() {
+        let start = Instant::now();
+        assert!(keyframe_due(None, start));
+        assert!(!keyframe_due(Some(start), start));
+        assert!(!keyframe_due(Some(start), start + KEYFRAME_ASK_GAP / 2));
+        assert!(keyframe_due(Some(start), start + KEYFRAME_ASK_GAP));
+    }
 
     #[test]
     fn each_member_sees_the_other_senders_in_their_order() {

@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dialbridge_bridge::webrtc::{LegEvent, SlotKeyframeRequest, WebRtcLeg};
+use dialbridge_bridge::webrtc::{KeyframeRequestKind, LegEvent, SlotKeyframeRequest, WebRtcLeg};
 
 use super::types::MediaId;
 use crate::events::EventBus;
@@ -20,6 +20,8 @@ pub(super) struct Slot {
     pub(super) addrs: Vec<SocketAddr>,
     /// The sender each of the leg's video slots carries.
     pub(super) video_sources: Vec<Option<MediaId>>,
+    /// When the leg's peer was last asked for a keyframe of its camera.
+    pub(super) keyframe_asked: Option<Instant>,
 }
 
 /// Keyframe requests the legs' peers sent, for the senders of their slots.
@@ -49,7 +51,17 @@ pub(super) fn flush(
     while let Some(event) = slot.leg.poll_event() {
         match event {
             LegEvent::Connected => {
-                tracing::info!(media = %id, room_id = slot.who.room_id, "WebRTC leg connected")
+                tracing::info!(media = %id, room_id = slot.who.room_id, "WebRTC leg connected");
+                // What its slots carry can be decoded from the next keyframe on.
+                for i in 0..slot.video_sources.len() {
+                    keyframes.push((
+                        id,
+                        SlotKeyframeRequest {
+                            slot: i,
+                            kind: KeyframeRequestKind::Pli,
+                        },
+                    ));
+                }
             }
             LegEvent::Disconnected => {
                 if let Some(reason) = slot.leg.failure() {

@@ -51,6 +51,7 @@ impl Shard {
                     last_rx: now,
                     addrs: Vec::new(),
                     video_sources: Vec::new(),
+                    keyframe_asked: None,
                 },
             );
             self.parts.totals.webrtc.fetch_add(1, Ordering::Relaxed);
