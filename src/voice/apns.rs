@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use web_push_native::jwt_simple::algorithms::{ECDSAP256KeyPairLike, ES256KeyPair};
 use web_push_native::jwt_simple::claims::Claims;
 
-use super::push::Message;
+use super::message::Message;
 use crate::config::ApnsConfig;
 use crate::store::push::PushRow;
 use crate::sync::lock;

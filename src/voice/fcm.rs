@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use web_push_native::jwt_simple::algorithms::{RS256KeyPair, RSAKeyPairLike};
 use web_push_native::jwt_simple::claims::Claims;
 
-use super::push::Message;
+use super::message::Message;
 use crate::config::FcmConfig;
 use crate::store::push::PushRow;
 

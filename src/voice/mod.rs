@@ -5,6 +5,7 @@
 
 mod apns;
 mod fcm;
+mod message;
 pub mod push;
 
 use std::collections::{HashMap, HashSet};

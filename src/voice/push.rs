@@ -16,6 +16,7 @@ use web_push_native::jwt_simple::algorithms::{
 use web_push_native::jwt_simple::claims::Claims;
 use web_push_native::{p256, Auth, WebPushBuilder};
 
+pub use super::message::Message;
 use crate::config::PushConfig;
 use crate::links::when::now_ms;
 use crate::store::push::{PushRow, VAPID_KEY};
@@ -37,20 +38,6 @@ pub mod outcome {
     pub const FAILED: &str = "failed";
     /// The push service says the registration no longer exists: it was removed.
     pub const GONE: &str = "gone";
-}
-
-/// One message for one device.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub body: Vec<u8>,
-    /// Replaces an undelivered message of the same topic (a cancel replaces its ring).
-    pub topic: Option<String>,
-    /// How long the push service keeps it for an offline device.
-    pub ttl: Duration,
-    /// A call's ring (a VoIP push where the device takes them), rather than its end.
-    pub ring: bool,
-    /// The title of an alert push.
-    pub title: String,
 }
 
 /// How long an activation message waits for an offline device.
