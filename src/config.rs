@@ -454,6 +454,14 @@ impl TrunkConfig {
             Transport::Udp => format!("sip:{user_host}"),
         }
     }
+
+    /// The URI of `number` at this trunk: a dial-out's Request-URI, a transfer's Refer-To.
+    pub fn number_uri(&self, number: &str) -> String {
+        self.uri(&format!(
+            "{number}@{}:{}",
+            self.address.host, self.address.port
+        ))
+    }
 }
 
 fn default_register_expires() -> Seconds {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
-use dialbridge_sip::message::Limits;
+use dialbridge_sip::message::{Limits, Uri};
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
 use dialbridge_sip::ua::{
     CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, SessionTimerConfig,
@@ -50,6 +50,11 @@ enum Command {
     },
     Hangup {
         call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    Refer {
+        call: CallHandle,
+        to: Box<Uri>,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
     Ignore {
@@ -165,6 +170,18 @@ impl SipHandle {
     /// Ends a call in whatever state it is: CANCEL, BYE, or a rejection.
     pub async fn hangup(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
+    }
+
+    /// Asks the peer of an established call to call `to` instead (blind transfer, REFER); the
+    /// outcome arrives as [`UaEvent::Transfer`] events.
+    pub async fn refer(&self, call: CallHandle, to: Uri) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Refer {
+                call,
+                to: Box::new(to),
+                reply,
+            })
+            .await??)
     }
 
     /// Refuses an incoming call with one response outside any transaction (never retransmitted).
@@ -685,6 +702,9 @@ impl Core {
             }
             Command::Hangup { call, reply } => {
                 let _ = reply.send(self.ua.hangup(now, call));
+            }
+            Command::Refer { call, to, reply } => {
+                let _ = reply.send(self.ua.refer(now, call, &to));
             }
             Command::Ignore { call, reply } => {
                 let _ = reply.send(self.ua.ignore(now, call));
