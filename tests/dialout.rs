@@ -1223,3 +1223,41 @@ async fn a_refused_transfer_keeps_the_call() {
     );
     assert_nothing_left(&gw).await;
 }
+
+/// A phone trying to transfer us: its REFER is refused 403 unless the trunk has `allow_refer`
+/// (then 501: we do not act as the transferee); the call goes on either way.
+#[tokio::test]
+async fn a_refer_from_the_phone_is_refused_unless_the_trunk_allows_it() {
+    for (scenario, trunk_extra) in [
+        ("dialout_phone_refers.xml", ""),
+        ("dialout_phone_refers_allowed.xml", "allow_refer = true\n"),
+    ] {
+        let phone_media = PhoneMedia::start(1000.0);
+        let mport = phone_media.addr.port().to_string();
+        let sipp = phone_sipp(scenario, &mport).await;
+        let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, trunk_extra));
+        let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+        let reply = dial(&alice, &token, phone, None).await.expect(200);
+        let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+        events.reach("connected").await;
+        // SIPp sends its REFER 300 ms after the ACK; its answer is in the trace.
+        wait_for(
+            "the answer to the phone's REFER",
+            || {
+                sipp.trace()
+                    .split("----------------------------------------------- ")
+                    .any(|m| m.contains("message received") && m.contains("CSeq: 1 REFER"))
+            },
+            || sipp.trace(),
+        )
+        .await;
+        let p = phone_participant(&alice, &token, phone).await;
+        assert_ne!(p["inCall"], 0, "{scenario}: {p}");
+        end_call_for_all(&alice, &token).await;
+        let rest = events.statuses(&call_id).await;
+        assert_eq!(rest.last().expect("final")["cause"], "ended", "{rest:?}");
+        let (ok, trace) = sipp.finish().await;
+        assert!(ok, "SIPp scenario {scenario} failed:\n{trace}");
+        assert_nothing_left(&gw).await;
+    }
+}

@@ -313,6 +313,11 @@ async fn drive(
     if let Err(e) = leg.shared.sip.manual_reinvites(handle).await {
         tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
     }
+    if trunk.allow_refer {
+        if let Err(e) = leg.shared.sip.allow_peer_refer(handle).await {
+            tracing::warn!(%call_id, error = %e, "REFER stays refused");
+        }
+    }
     let call = PhoneCall::dialling(
         Instant::now(),
         Limits {

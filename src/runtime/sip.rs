@@ -74,6 +74,10 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
+    AllowPeerRefer {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
     Dialog {
         call: CallHandle,
         reply: oneshot::Sender<Option<Dialog>>,
@@ -216,6 +220,13 @@ impl SipHandle {
     pub async fn manual_reinvites(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self
             .ask(|reply| Command::ManualReinvites { call, reply })
+            .await??)
+    }
+
+    /// The call's peer may send REFER (its trunk has `allow_refer`): answered 501, not 403.
+    pub async fn allow_peer_refer(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::AllowPeerRefer { call, reply })
             .await??)
     }
 
@@ -719,6 +730,9 @@ impl Core {
             }
             Command::ManualReinvites { call, reply } => {
                 let _ = reply.send(self.ua.answer_reinvites_manually(call));
+            }
+            Command::AllowPeerRefer { call, reply } => {
+                let _ = reply.send(self.ua.allow_peer_refer(call));
             }
             Command::Dialog { call, reply } => {
                 let _ = reply.send(self.ua.dialog(call).cloned());
