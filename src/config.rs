@@ -555,6 +555,10 @@ pub struct TrunkConfig {
     /// SRTP with SDES keys (RFC 4568) on the calls through this trunk.
     #[serde(default)]
     pub srtp: Srtp,
+    /// Whether the far end may send REFER: without it a REFER is refused 403; with it 501,
+    /// since the gateway does not act as the transferee.
+    #[serde(default)]
+    pub allow_refer: bool,
 }
 
 impl TrunkConfig {
@@ -566,6 +570,14 @@ impl TrunkConfig {
             Transport::Tcp => format!("sip:{user_host};transport=tcp"),
             Transport::Udp => format!("sip:{user_host}"),
         }
+    }
+
+    /// The URI of `number` at this trunk: a dial-out's Request-URI, a transfer's Refer-To.
+    pub fn number_uri(&self, number: &str) -> String {
+        self.uri(&format!(
+            "{number}@{}:{}",
+            self.address.host, self.address.port
+        ))
     }
 }
 
@@ -1924,6 +1936,9 @@ allowed_sources = ["198.51.100.0/24"]
         );
         let e = error_of(&trunk("srtp = \"yes\"\n"));
         assert!(e.contains("not an SRTP mode"), "{e}");
+        assert!(!default.trunks[0].allow_refer);
+        let refer = Config::parse(&trunk("allow_refer = true\n"), "t").expect("allow_refer");
+        assert!(refer.trunks[0].allow_refer);
         let e = error_of(&trunk("transport = \"TCP\"\n"));
         assert!(
             e.contains("unknown variant `TCP`, expected one of `udp`, `tcp`, `tls`"),

@@ -77,6 +77,16 @@ pub enum RoomEvent {
         message: Option<String>,
         attendee_id: i64,
     },
+    /// A moderator's transfer of a phone leg (REFER): `accepted` by the phone, `refused` (its
+    /// answer, or the call could not transfer) or `failed` (the phone's call to the target).
+    /// Success shows as the leg's `callstatus` `cleared` with cause `transferred`.
+    Transfer {
+        callid: String,
+        status: String,
+        code: Option<u16>,
+        message: Option<String>,
+        attendee_id: i64,
+    },
     /// The call is recorded from now on (`active`), or no longer.
     Recording { active: bool },
     /// A call link's call ends at `expires_at` (announced `[links] expiry_warning` before).
@@ -129,6 +139,7 @@ impl RoomEvent {
             RoomEvent::CallExpiring { .. } => "call-expiring",
             RoomEvent::Recording { .. } => "recording",
             RoomEvent::VideoSenders { .. } => "video-senders",
+            RoomEvent::Transfer { .. } => "transfer",
         }
     }
 }

@@ -1104,3 +1104,160 @@ async fn shutdown_hangs_up_connected_phones() {
     let (ok, trace) = sipp.finish().await;
     assert!(ok, "SIPp scenario failed (expected our BYE):\n{trace}");
 }
+
+/// A moderator asks for a transfer of a phone call (blind transfer, REFER).
+async fn transfer(alice: &Client, token: &str, call_id: &str, to: &str) -> common::Reply {
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/transfer"),
+            Some(json!({ "to": to })),
+        )
+        .await
+}
+
+/// The room's next `transfer` event of the call.
+async fn transfer_event(events: &mut EventReader, call_id: &str) -> Value {
+    events
+        .until("a transfer event", |e| {
+            e["type"] == "transfer" && e["callid"] == call_id
+        })
+        .await
+}
+
+/// A connected phone is transferred: the target goes through the allowlists (403 outside,
+/// 400 for no number), our REFER names the target at the trunk, the phone's 202 and its NOTIFY
+/// with a sipfrag 200 end our leg with a BYE, and the room sees `cleared` with `transferred`.
+#[tokio::test]
+async fn a_phone_transferred_by_refer_is_cleared_as_transferred_with_our_bye() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_transfer.xml", &mport).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    let outside = transfer(&alice, &token, &call_id, "+12025550123")
+        .await
+        .expect(403);
+    assert!(
+        outside.message().contains("allowed_numbers"),
+        "{}",
+        outside.message()
+    );
+    transfer(&alice, &token, &call_id, "").await.expect(400);
+    transfer(&alice, &token, "0123", "+4930999888")
+        .await
+        .expect(404);
+    let started = transfer(&alice, &token, &call_id, "+4930999888")
+        .await
+        .expect(200);
+    assert_eq!(started.data()["to"], "+4930999888");
+    let accepted = transfer_event(&mut events, &call_id).await;
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
+    assert_eq!(accepted["code"], 202, "{accepted}");
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared", "{rest:?}");
+    assert_eq!(last["cause"], "transferred", "{rest:?}");
+    let sipp_port = sipp.port;
+    let (ok, trace) = sipp.finish().await;
+    assert!(
+        ok,
+        "SIPp scenario failed (REFER, NOTIFY, our BYE):\n{trace}"
+    );
+    let refer = received(&trace)
+        .into_iter()
+        .find(|m| m.starts_with("REFER sip:"))
+        .unwrap_or_else(|| panic!("no REFER reached the phone:\n{trace}"));
+    let target = format!("Refer-To: <sip:+4930999888@127.0.0.1:{sipp_port}>");
+    assert!(refer.contains(&target), "{refer}");
+    assert!(
+        received(&trace)
+            .iter()
+            .any(|m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 1 NOTIFY")),
+        "our 200 to the NOTIFY:\n{trace}"
+    );
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_eq!(p["inCall"], 0);
+    let recs = records(&alice, &token).await;
+    assert_eq!(recs[0]["status"], "cleared");
+    assert_eq!(
+        calls_ended(&gw, "dialout", "cleared", "transferred").await,
+        1.0
+    );
+    assert_nothing_left(&gw).await;
+}
+
+/// A phone refusing the transfer (403 to the REFER) keeps its call: the room hears `refused`
+/// with the code, the phone stays in the call, and the room ends it later as usual.
+#[tokio::test]
+async fn a_refused_transfer_keeps_the_call() {
+    let phone_media = PhoneMedia::start(1000.0);
+    let mport = phone_media.addr.port().to_string();
+    let sipp = phone_sipp("dialout_transfer_refused.xml", &mport).await;
+    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+    transfer(&alice, &token, &call_id, "+4930999888")
+        .await
+        .expect(200);
+    let refused = transfer_event(&mut events, &call_id).await;
+    assert_eq!(refused["status"], "refused", "{refused}");
+    assert_eq!(refused["code"], 403, "{refused}");
+    assert_eq!(refused["message"], "Forbidden", "{refused}");
+    let p = phone_participant(&alice, &token, phone).await;
+    assert_ne!(p["inCall"], 0, "{p}");
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared", "{rest:?}");
+    assert_eq!(last["cause"], "ended", "{rest:?}");
+    let (ok, trace) = sipp.finish().await;
+    assert!(
+        ok,
+        "SIPp scenario failed (REFER refused, our BYE):\n{trace}"
+    );
+    assert_nothing_left(&gw).await;
+}
+
+/// A phone trying to transfer us: its REFER is refused 403 unless the trunk has `allow_refer`
+/// (then 501: we do not act as the transferee); the call goes on either way.
+#[tokio::test]
+async fn a_refer_from_the_phone_is_refused_unless_the_trunk_allows_it() {
+    for (scenario, trunk_extra) in [
+        ("dialout_phone_refers.xml", ""),
+        ("dialout_phone_refers_allowed.xml", "allow_refer = true\n"),
+    ] {
+        let phone_media = PhoneMedia::start(1000.0);
+        let mport = phone_media.addr.port().to_string();
+        let sipp = phone_sipp(scenario, &mport).await;
+        let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, trunk_extra));
+        let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+        let reply = dial(&alice, &token, phone, None).await.expect(200);
+        let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+        events.reach("connected").await;
+        // SIPp sends its REFER 300 ms after the ACK; its answer is in the trace.
+        wait_for(
+            "the answer to the phone's REFER",
+            || {
+                sipp.trace()
+                    .split("----------------------------------------------- ")
+                    .any(|m| m.contains("message received") && m.contains("CSeq: 1 REFER"))
+            },
+            || sipp.trace(),
+        )
+        .await;
+        let p = phone_participant(&alice, &token, phone).await;
+        assert_ne!(p["inCall"], 0, "{scenario}: {p}");
+        end_call_for_all(&alice, &token).await;
+        let rest = events.statuses(&call_id).await;
+        assert_eq!(rest.last().expect("final")["cause"], "ended", "{rest:?}");
+        let (ok, trace) = sipp.finish().await;
+        assert!(ok, "SIPp scenario {scenario} failed:\n{trace}");
+        assert_nothing_left(&gw).await;
+    }
+}

@@ -314,6 +314,8 @@ struct Call {
     /// Re-INVITEs of this call wait for [`UserAgent::respond_reinvite`] whatever
     /// [`UaConfig::auto_answer_reinvite`] says.
     manual_reinvite: bool,
+    /// The peer may send REFER ([`UserAgent::allow_peer_refer`]).
+    peer_refer: bool,
     /// BYE requested before the ACK for our 2xx arrived.
     bye_pending: bool,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
@@ -560,6 +562,7 @@ impl UserAgent {
                 local_tag,
                 reinvite_tx: None,
                 manual_reinvite: false,
+                peer_refer: false,
                 bye_pending: false,
                 auth,
                 early: Vec::new(),
@@ -1420,6 +1423,7 @@ impl UserAgent {
                         local_tag,
                         reinvite_tx: None,
                         manual_reinvite: false,
+                        peer_refer: false,
                         bye_pending: false,
                         auth: None,
                         early: Vec::new(),
@@ -1550,6 +1554,7 @@ impl UserAgent {
             }
             Method::Prack => self.on_prack(now, id, call, &req),
             Method::Notify => self.on_notify(now, id, call, &req),
+            Method::Refer => self.on_peer_refer(now, id, call, &req),
             Method::Other(_) => self.reply(now, id, &req, 501, "Not Implemented"),
             _ => self.reply(now, id, &req, 405, "Method Not Allowed"),
         }

@@ -297,19 +297,29 @@ fn sipfrag_status_lines() {
     }
 }
 
-#[test]
-fn a_refer_from_the_peer_is_refused() {
-    let now = Instant::now();
-    let mut ua = agent();
-    let (_, invite) = call(&mut ua, now);
+/// A REFER from the peer in the dialog of `invite`, with CSeq `seq`.
+fn peer_refer(invite: &Request, seq: u32) -> String {
     let call_id = invite.headers.get("Call-ID").expect("Call-ID");
     let ours = invite.headers.get("From").expect("From");
-    let refer = format!(
-        "REFER sip:gw@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5080;branch=z9hG4bKr1\r\nFrom: <sip:+15551234@198.51.100.7>;tag=p1\r\nTo: {ours}\r\nCall-ID: {call_id}\r\nCSeq: 1 REFER\r\nMax-Forwards: 70\r\nContact: <sip:phone@198.51.100.7:5080>\r\nRefer-To: <sip:+15550000@198.51.100.7>\r\nContent-Length: 0\r\n\r\n"
-    );
-    deliver(&mut ua, now, refer.as_bytes());
+    format!(
+        "REFER sip:gw@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5080;branch=z9hG4bKr{seq}\r\nFrom: <sip:+15551234@198.51.100.7>;tag=p1\r\nTo: {ours}\r\nCall-ID: {call_id}\r\nCSeq: {seq} REFER\r\nMax-Forwards: 70\r\nContact: <sip:phone@198.51.100.7:5080>\r\nRefer-To: <sip:+15550000@198.51.100.7>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_refer_from_the_peer_is_refused_unless_its_trunk_allows_it() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    deliver(&mut ua, now, peer_refer(&invite, 1).as_bytes());
     let refused = one_response(&mut ua);
-    assert_eq!(refused.code, 405);
+    assert_eq!(refused.code, 403);
+    assert!(transfer_events(&mut ua).is_empty());
+    // Allowed: past the policy, but we do not act as the transferee.
+    ua.allow_peer_refer(call).expect("allow");
+    deliver(&mut ua, now, peer_refer(&invite, 2).as_bytes());
+    let refused = one_response(&mut ua);
+    assert_eq!(refused.code, 501);
     assert!(!refused.headers.get("Allow").unwrap_or("").contains("REFER"));
     assert!(transfer_events(&mut ua).is_empty());
 }

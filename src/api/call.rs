@@ -183,6 +183,24 @@ pub(super) async fn phone_mute(
     Ok(Ocs::ok(json!({"callid": call_id, "audio": audio})))
 }
 
+#[derive(Deserialize)]
+pub(super) struct PhoneTransfer {
+    #[serde(default)]
+    to: String,
+}
+
+/// `POST /api/v1/rooms/{token}/phones/{callid}/transfer`: asks the phone to call `to` instead
+/// (blind transfer, moderators); `transfer` and `callstatus` events tell the outcome.
+pub(super) async fn phone_transfer(
+    state: St,
+    Auth(user): Auth,
+    Path((token, call_id)): Path<(String, String)>,
+    Params(p): Params<PhoneTransfer>,
+) -> ApiResult<Value> {
+    state.rooms.phone_transfer(&user, &token, &call_id, &p.to)?;
+    Ok(Ocs::ok(json!({"callid": call_id, "to": p.to})))
+}
+
 /// `POST /api/v1/rooms/{token}/phones/{callid}/hangup`: ends a phone call (moderators); the
 /// phone attendee stays in the room.
 pub(super) async fn phone_hangup(

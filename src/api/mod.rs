@@ -132,6 +132,10 @@ pub fn router(state: SharedState) -> Router {
             "/rooms/{token}/phones/{call_id}/hangup",
             post(call::phone_hangup),
         )
+        .route(
+            "/rooms/{token}/phones/{call_id}/transfer",
+            post(call::phone_transfer),
+        )
         .route("/rooms/{token}/dialin", put(dialin::set))
         .route("/direct-calls", post(direct::make))
         .route("/direct-calls/logs", get(direct::logs))

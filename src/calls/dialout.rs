@@ -101,6 +101,12 @@ impl Dialer for TrunkDialer {
         self.trunk_for(number.as_str()).map(|_| ())
     }
 
+    fn transfer_target(&self, number: &crate::room::PhoneNumber) -> RoomResult<String> {
+        self.check(number)?;
+        self.trunk_for(number.as_str())
+            .map(|t| t.number_uri(number.as_str()))
+    }
+
     fn dial(&self, target: DialoutTarget) -> RoomResult<String> {
         if self.trunks.is_empty() {
             return Err(crate::room::not_configured());

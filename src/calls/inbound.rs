@@ -335,6 +335,21 @@ impl Effects for Leg {
                 legs::count_end("dialin", CallStatus::Cleared, Some(cause));
                 tracing::info!(call_id = %self.call_id, %cause, "inbound call ended before joining a room");
             }
+            Action::Refer(to) => {
+                if let Some(input) = legs::refer(&self.shared, &self.call_id, self.call, &to).await
+                {
+                    call.handle_sip(now, input);
+                }
+            }
+            Action::TransferStatus {
+                status,
+                code,
+                message,
+            } => {
+                if let Some(caller) = &self.joined {
+                    legs::report_transfer(&self.shared, &caller.record, status, code, message);
+                }
+            }
             Action::Done => return false,
         }
         true

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dialbridge_bridge::ports::{PortLease, RtpPortPool};
+use dialbridge_sip::message::Uri;
 use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::CallHandle;
 
 use super::dialogs;
+use super::phone_call::{SipInput, TransferStatus};
 use super::router::CallRouter;
 use crate::config::Config;
 use crate::room::{
@@ -35,6 +37,8 @@ pub enum Control {
     Dtmf(String),
     /// Mute or unmute the phone in the room's mix.
     Mute(PhoneMute),
+    /// Blind transfer: ask the phone to call this URI instead (REFER).
+    Transfer(String),
 }
 
 /// Binding tries per dial-out when ports of the range are held by other programs.
@@ -230,6 +234,37 @@ pub(crate) fn count_refused_dialin(code: u16) {
 }
 
 /// Logs a leg's new status, records it and announces it in the room.
+/// Sends a transfer's REFER; what the call hears when it could not go out.
+pub(crate) async fn refer(
+    shared: &PhoneLegs,
+    call_id: &str,
+    call: CallHandle,
+    to: &str,
+) -> Option<SipInput> {
+    tracing::info!(%call_id, %to, "transferring phone leg (REFER)");
+    let sent = match Uri::parse(to) {
+        Ok(uri) => shared.sip.refer(call, uri).await.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("bad transfer target {to}: {e:?}")),
+    };
+    let error = sent.err()?;
+    tracing::warn!(%call_id, %error, "REFER not sent");
+    Some(SipInput::ReferRefused(error))
+}
+
+/// Tells the room how a transfer goes.
+pub(crate) fn report_transfer(
+    shared: &PhoneLegs,
+    record: &PhoneCallRecord,
+    status: TransferStatus,
+    code: Option<u16>,
+    message: String,
+) {
+    tracing::info!(call_id = %record.call_id, status = status.as_str(), code, %message, "transfer status");
+    shared
+        .rooms
+        .phone_transfer_status(record, status.as_str(), code, Some(message));
+}
+
 pub(crate) fn report(
     shared: &PhoneLegs,
     record: &PhoneCallRecord,
@@ -280,6 +315,10 @@ impl PhoneControls for PhoneLegs {
 
     fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()> {
         self.control(room_id, call_id, Control::Mute(mute))
+    }
+
+    fn transfer_phone(&self, room_id: i64, call_id: &str, refer_to: String) -> RoomResult<()> {
+        self.control(room_id, call_id, Control::Transfer(refer_to))
     }
 }
 

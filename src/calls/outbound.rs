@@ -16,7 +16,7 @@ use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 
 use super::leg_media::LegMedia;
-use super::legs::{report, Control, PhoneLegs};
+use super::legs::{self, report, Control, PhoneLegs};
 use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
 use super::task::{self, Effects, Inputs};
 use crate::config::TrunkConfig;
@@ -153,9 +153,8 @@ fn invite_for(
 ) -> Result<OutgoingCall, InviteError> {
     let trunk = &outbound.trunk;
     let host = &trunk.address.host;
-    let port = trunk.address.port;
     let number = &dialled.number;
-    let uri_text = trunk.uri(&format!("{number}@{host}:{port}"));
+    let uri_text = trunk.number_uri(number);
     let uri = parse_uri("request URI", &uri_text)?;
     let domain = trunk.from_domain.clone().unwrap_or_else(|| host.clone());
     let real = dialled
@@ -314,6 +313,11 @@ async fn drive(
     if let Err(e) = leg.shared.sip.manual_reinvites(handle).await {
         tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
     }
+    if trunk.allow_refer {
+        if let Err(e) = leg.shared.sip.allow_peer_refer(handle).await {
+            tracing::warn!(%call_id, error = %e, "REFER stays refused");
+        }
+    }
     let call = PhoneCall::dialling(
         Instant::now(),
         Limits {
@@ -399,6 +403,16 @@ impl Effects for Dialled<'_> {
             | Action::EndedUnjoined(_) => {
                 tracing::debug!(%call_id, ?action, "not a dial-out's action");
             }
+            Action::Refer(to) => {
+                if let Some(input) = legs::refer(&leg.shared, &call_id, handle, &to).await {
+                    call.handle_sip(Instant::now(), input);
+                }
+            }
+            Action::TransferStatus {
+                status,
+                code,
+                message,
+            } => legs::report_transfer(&leg.shared, &leg.record, status, code, message),
             Action::Done => return false,
         }
         true

@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dialbridge_sip::ua::Body;
+use dialbridge_sip::ua::{Body, TransferProgress};
 
 use super::legs::{Control, HANGUP_GRACE};
 use super::pin::{self, PinEntry, Prompt};
@@ -125,6 +125,10 @@ pub(crate) enum SipInput {
     HangupSent,
     /// Our CANCEL or BYE could not be sent.
     HangupRefused(String),
+    /// How our REFER goes (a moderator's transfer).
+    Transfer(TransferProgress),
+    /// Our REFER ([`Action::Refer`]) could not be sent.
+    ReferRefused(String),
     /// The SIP driver stopped.
     DriverStopped,
 }
@@ -185,8 +189,38 @@ pub(crate) enum Action {
     ReleaseSlot,
     /// A caller's call ended before it joined a room, with this cause (counted, logged).
     EndedUnjoined(Cause),
+    /// Ask the phone to call this URI instead (REFER); [`SipInput::Transfer`] events follow,
+    /// or [`SipInput::ReferRefused`].
+    Refer(String),
+    /// Tell the room how a transfer goes.
+    TransferStatus {
+        status: TransferStatus,
+        code: Option<u16>,
+        message: String,
+    },
     /// The call is over: the task frees what it holds.
     Done,
+}
+
+/// The words of the room's `transfer` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransferStatus {
+    /// The phone accepted the REFER (202): its call to the target starts.
+    Accepted,
+    /// The REFER was refused (or could not be sent, or the call cannot transfer now).
+    Refused,
+    /// The phone's call to the target failed; our call goes on.
+    Failed,
+}
+
+impl TransferStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Accepted => "accepted",
+            TransferStatus::Refused => "refused",
+            TransferStatus::Failed => "failed",
+        }
+    }
 }
 
 /// The answer that made the call established: when, and the 2xx's code and reason.
@@ -243,6 +277,8 @@ pub(crate) struct PhoneCall {
     media_up: bool,
     /// A 2xx's answer is being applied ([`Action::StartMedia`] not yet answered).
     starting: bool,
+    /// Our REFER is out and its outcome not final yet.
+    transferring: bool,
     done: bool,
     actions: VecDeque<Action>,
 }
@@ -264,6 +300,7 @@ impl PhoneCall {
             ending: None,
             media_up: false,
             starting: false,
+            transferring: false,
             done: false,
             actions: VecDeque::new(),
         }
@@ -295,6 +332,7 @@ impl PhoneCall {
             ending: None,
             media_up,
             starting: false,
+            transferring: false,
             done: false,
             actions: VecDeque::new(),
         };
@@ -542,6 +580,11 @@ impl PhoneCall {
                 self.report(self.final_status(), Some(cause), None, Some(&error));
                 self.finish();
             }
+            SipInput::Transfer(progress) => self.transfer_progress(now, progress),
+            SipInput::ReferRefused(error) => {
+                self.transferring = false;
+                self.transfer_status(TransferStatus::Refused, None, error);
+            }
             SipInput::DriverStopped => {
                 if self.is_caller() {
                     self.finish_caller(false, Some("SIP driver stopped"));
@@ -573,7 +616,63 @@ impl PhoneCall {
                 }
             }
             Some(Control::Mute(mute)) => self.actions.push_back(Action::Mute(mute)),
+            Some(Control::Transfer(to)) => self.transfer(to),
             None => self.hang_up(now, Cause::Shutdown),
+        }
+    }
+
+    /// A moderator's blind transfer: only an established call that is not ending and has no
+    /// transfer under way sends its REFER; otherwise the room hears it was refused.
+    fn transfer(&mut self, to: String) {
+        let refusal = if !matches!(self.phase, Phase::Established) {
+            Some("the phone call is not connected")
+        } else if self.ending.is_some() {
+            Some("the phone call is ending")
+        } else if self.transferring {
+            Some("a transfer of this call is under way")
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => self.transfer_status(TransferStatus::Refused, None, why.into()),
+            None => {
+                self.transferring = true;
+                self.actions.push_back(Action::Refer(to));
+            }
+        }
+    }
+
+    fn transfer_status(&mut self, status: TransferStatus, code: Option<u16>, message: String) {
+        self.actions.push_back(Action::TransferStatus {
+            status,
+            code,
+            message,
+        });
+    }
+
+    /// The phone's answers to our REFER: a final 2xx in a NOTIFY means it reached the target,
+    /// so our leg hangs up (cause `transferred`); a refusal or a failed attempt keeps the call.
+    fn transfer_progress(&mut self, now: Instant, progress: TransferProgress) {
+        if !self.transferring {
+            return;
+        }
+        match progress {
+            TransferProgress::Accepted => {
+                self.transfer_status(TransferStatus::Accepted, Some(202), "Accepted".into())
+            }
+            TransferProgress::Refused { code, reason } => {
+                self.transferring = false;
+                self.transfer_status(TransferStatus::Refused, Some(code), reason);
+            }
+            TransferProgress::Status { code, reason, done } => {
+                if (200..300).contains(&code) {
+                    self.transferring = false;
+                    self.hang_up(now, Cause::Transferred);
+                } else if done {
+                    self.transferring = false;
+                    self.transfer_status(TransferStatus::Failed, Some(code), reason);
+                }
+            }
         }
     }
 
@@ -889,6 +988,179 @@ mod tests {
             reason: "OK".into(),
             body: Some(sdp()),
         }
+    }
+
+    const TARGET: &str = "sip:+4930999888@127.0.0.1:5070";
+
+    fn transfer_to(c: &mut PhoneCall, t: Instant) {
+        c.handle_control(t, Some(Control::Transfer(TARGET.into())));
+    }
+
+    fn transfer_status(status: TransferStatus, code: Option<u16>, message: &str) -> Action {
+        Action::TransferStatus {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn notify(code: u16, reason: &str, done: bool) -> SipInput {
+        SipInput::Transfer(TransferProgress::Status {
+            code,
+            reason: reason.into(),
+            done,
+        })
+    }
+
+    #[test]
+    fn a_transfer_answered_by_the_target_hangs_up_our_leg_as_transferred() {
+        let t0 = Instant::now();
+        let mut c = established(t0);
+        let t1 = t0 + Duration::from_secs(20);
+        transfer_to(&mut c, t1);
+        assert_eq!(actions(&mut c), [Action::Refer(TARGET.into())]);
+        // One transfer at a time.
+        transfer_to(&mut c, t1);
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                None,
+                "a transfer of this call is under way"
+            )]
+        );
+        c.handle_sip(t1, SipInput::Transfer(TransferProgress::Accepted));
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Accepted,
+                Some(202),
+                "Accepted"
+            )]
+        );
+        // The target rings: nothing to do yet.
+        c.handle_sip(t1, notify(180, "Ringing", false));
+        assert!(actions(&mut c).is_empty());
+        let t2 = t1 + Duration::from_secs(5);
+        c.handle_sip(t2, notify(200, "OK", true));
+        assert_eq!(actions(&mut c), [Action::HangUp(Cause::Transferred)]);
+        c.handle_sip(t2, SipInput::HangupSent);
+        assert_eq!(
+            actions(&mut c),
+            [
+                Action::CutOff,
+                report(
+                    CallStatus::Cleared,
+                    Some(Cause::Transferred),
+                    Some(200),
+                    Some("OK")
+                )
+            ]
+        );
+        c.handle_sip(t2, SipInput::Ended { by_remote: false });
+        assert_eq!(actions(&mut c), [Action::Done]);
+    }
+
+    #[test]
+    fn a_refused_or_failed_transfer_keeps_the_call_and_another_may_follow() {
+        let t0 = Instant::now();
+        let mut c = established(t0);
+        transfer_to(&mut c, t0);
+        actions(&mut c);
+        c.handle_sip(
+            t0,
+            SipInput::Transfer(TransferProgress::Refused {
+                code: 403,
+                reason: "Forbidden".into(),
+            }),
+        );
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                Some(403),
+                "Forbidden"
+            )]
+        );
+        // Accepted, but the target is busy: the call goes on.
+        transfer_to(&mut c, t0);
+        assert_eq!(actions(&mut c), [Action::Refer(TARGET.into())]);
+        c.handle_sip(t0, SipInput::Transfer(TransferProgress::Accepted));
+        actions(&mut c);
+        c.handle_sip(t0, notify(486, "Busy Here", true));
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Failed,
+                Some(486),
+                "Busy Here"
+            )]
+        );
+        // A REFER that could not be sent.
+        transfer_to(&mut c, t0);
+        actions(&mut c);
+        c.handle_sip(t0, SipInput::ReferRefused("SIP driver stopped".into()));
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                None,
+                "SIP driver stopped"
+            )]
+        );
+        // The phone never answers a REFER: the core says 408 at 64*T1.
+        transfer_to(&mut c, t0);
+        actions(&mut c);
+        c.handle_sip(
+            t0 + Duration::from_secs(32),
+            SipInput::Transfer(TransferProgress::Refused {
+                code: 408,
+                reason: "Request Timeout".into(),
+            }),
+        );
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                Some(408),
+                "Request Timeout"
+            )]
+        );
+        assert_eq!(c.poll_timeout(), Some(t0 + MAX), "still established");
+        assert!(!c.is_done());
+    }
+
+    #[test]
+    fn only_an_established_call_not_ending_transfers() {
+        let t0 = Instant::now();
+        let mut c = call(t0);
+        c.handle_sip(t0, ringing());
+        actions(&mut c);
+        transfer_to(&mut c, t0);
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                None,
+                "the phone call is not connected"
+            )]
+        );
+        let mut c = established(t0);
+        c.handle_control(t0, Some(Control::Hangup(Cause::Ended)));
+        actions(&mut c);
+        transfer_to(&mut c, t0);
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Refused,
+                None,
+                "the phone call is ending"
+            )]
+        );
+        // A NOTIFY without a transfer of ours changes nothing.
+        let mut c = established(t0);
+        c.handle_sip(t0, notify(200, "OK", true));
+        assert!(actions(&mut c).is_empty());
     }
 
     #[test]

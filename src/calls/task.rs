@@ -124,6 +124,10 @@ fn sip_input(call_id: &str, far_end: &str, event: UaEvent) -> Option<SipInput> {
         }
         UaEvent::ReInvite { body, .. } => SipInput::ReInvite { body },
         UaEvent::ReInviteAck { body, .. } => SipInput::ReInviteAck { body },
+        UaEvent::Transfer { progress, .. } => {
+            tracing::info!(%call_id, ?progress, "transfer of the {far_end}");
+            SipInput::Transfer(progress)
+        }
         other => {
             tracing::debug!(%call_id, ?other, "SIP event of a phone leg");
             return None;

@@ -150,6 +150,9 @@ pub enum Cause {
     SpendLimit,
     /// The session timer ran out: the other side's refresh did not come (RFC 4028).
     SessionExpired,
+    /// A moderator transferred the phone elsewhere (REFER) and the far end's new call was
+    /// answered: our leg hung up.
+    Transferred,
 }
 
 impl Cause {
@@ -173,6 +176,7 @@ impl Cause {
             Cause::Restart => "restart",
             Cause::SpendLimit => "spend-limit",
             Cause::SessionExpired => "session-expired",
+            Cause::Transferred => "transferred",
         }
     }
 
@@ -193,9 +197,10 @@ impl Cause {
 impl Cause {
     /// The cause a wire word names (what events and records carry).
     pub fn from_word(word: &str) -> Option<Cause> {
-        const ALL: [Cause; 17] = [
+        const ALL: [Cause; 18] = [
             Cause::SpendLimit,
             Cause::SessionExpired,
+            Cause::Transferred,
             Cause::Busy,
             Cause::Declined,
             Cause::Unavailable,
@@ -343,6 +348,7 @@ mod tests {
             (Cause::NoCall, "no-call"),
             (Cause::Restart, "restart"),
             (Cause::SessionExpired, "session-expired"),
+            (Cause::Transferred, "transferred"),
         ];
         for (cause, word) in all {
             assert_eq!(cause.as_str(), word);
@@ -352,7 +358,7 @@ mod tests {
 
     #[test]
     fn cause_words_read_back_and_map_to_direct_call_words() {
-        for word in ["busy", "no-answer", "hangup", "restart"] {
+        for word in ["busy", "no-answer", "hangup", "restart", "transferred"] {
             assert_eq!(Cause::from_word(word).map(Cause::as_str), Some(word));
         }
         assert_eq!(Cause::from_word("nonsense"), None);

@@ -194,6 +194,9 @@ pub trait Dialer: Send + Sync {
     fn dial(&self, target: DialoutTarget) -> RoomResult<String>;
     /// Whether a trunk may dial `number`, before anything is set up for it.
     fn check(&self, number: &PhoneNumber) -> RoomResult<()>;
+    /// Where a phone transferred to `number` is sent (Refer-To): the URI a dial-out to it
+    /// would call, so the same allowlists apply.
+    fn transfer_target(&self, number: &PhoneNumber) -> RoomResult<String>;
 }
 
 /// What moderators do to a running phone call of either direction.
@@ -204,6 +207,8 @@ pub trait PhoneControls: Send + Sync {
     fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()>;
     /// Mutes or unmutes the phone of call `call_id` in room `room_id`.
     fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()>;
+    /// Asks the phone of call `call_id` in room `room_id` to call `refer_to` instead (REFER).
+    fn transfer_phone(&self, room_id: i64, call_id: &str, refer_to: String) -> RoomResult<()>;
 }
 
 pub(crate) fn not_configured() -> RoomError {
@@ -1356,6 +1361,26 @@ impl Rooms {
         }
     }
 
+    /// Transfers a phone leg of the room to `to` (moderators only): the number must be one a
+    /// dial-out could call; the outcome comes as `transfer` and `callstatus` events.
+    pub fn phone_transfer(
+        &self,
+        user: &AuthUser,
+        token: &str,
+        call_id: &str,
+        to: &str,
+    ) -> RoomResult<()> {
+        let room_id = self.moderated_room(user, token)?;
+        let number: PhoneNumber = to.parse().map_err(|_| {
+            RoomError::bad_request("to", "to must be an E.164 number, e.g. +4930123456")
+        })?;
+        let (Some(dialer), Some(phones)) = (&self.dialer, &self.phones) else {
+            return Err(not_configured());
+        };
+        let refer_to = dialer.transfer_target(&number)?;
+        phones.transfer_phone(room_id, call_id, refer_to)
+    }
+
     /// Mutes a phone leg's directions (moderators only): `audio` bits 1 speaking, 2 listening.
     pub fn phone_mute(
         &self,
@@ -1630,6 +1655,26 @@ impl CallRooms {
             Rooms::settle_call(tx, out, room_id, was_active, &a, false, false)?;
             Ok(())
         })
+    }
+
+    /// Announces how a moderator's transfer of a phone leg goes (the room's `transfer` event).
+    pub fn phone_transfer_status(
+        &self,
+        record: &PhoneCallRecord,
+        status: &str,
+        code: Option<u16>,
+        message: Option<String>,
+    ) {
+        self.0.announce(
+            record.room_id,
+            RoomEvent::Transfer {
+                callid: record.call_id.clone(),
+                status: status.to_string(),
+                code,
+                message,
+                attendee_id: record.attendee_id,
+            },
+        );
     }
 
     /// Publishes a key press of a phone leg (SIP INFO) as the room's `dtmf` event.

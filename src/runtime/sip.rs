@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dialbridge_sip::dialog::Dialog;
 use dialbridge_sip::endpoint::{Config as EndpointConfig, Incoming, Timers, Transmit};
-use dialbridge_sip::message::Limits;
+use dialbridge_sip::message::{Limits, Uri};
 use dialbridge_sip::transport::{Frame, StreamFramer, Transport, PONG};
 use dialbridge_sip::ua::{
     CallHandle, OutgoingCall, Registration, RegistrationHandle, Reply, SessionTimerConfig,
@@ -52,6 +52,11 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
+    Refer {
+        call: CallHandle,
+        to: Box<Uri>,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
     Ignore {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
@@ -66,6 +71,10 @@ enum Command {
         reply: oneshot::Sender<SipStats>,
     },
     ManualReinvites {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    AllowPeerRefer {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
@@ -167,6 +176,18 @@ impl SipHandle {
         Ok(self.ask(|reply| Command::Hangup { call, reply }).await??)
     }
 
+    /// Asks the peer of an established call to call `to` instead (blind transfer, REFER); the
+    /// outcome arrives as [`UaEvent::Transfer`] events.
+    pub async fn refer(&self, call: CallHandle, to: Uri) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::Refer {
+                call,
+                to: Box::new(to),
+                reply,
+            })
+            .await??)
+    }
+
     /// Refuses an incoming call with one response outside any transaction (never retransmitted).
     pub async fn refuse_once(
         &self,
@@ -199,6 +220,13 @@ impl SipHandle {
     pub async fn manual_reinvites(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self
             .ask(|reply| Command::ManualReinvites { call, reply })
+            .await??)
+    }
+
+    /// The call's peer may send REFER (its trunk has `allow_refer`): answered 501, not 403.
+    pub async fn allow_peer_refer(&self, call: CallHandle) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::AllowPeerRefer { call, reply })
             .await??)
     }
 
@@ -686,6 +714,9 @@ impl Core {
             Command::Hangup { call, reply } => {
                 let _ = reply.send(self.ua.hangup(now, call));
             }
+            Command::Refer { call, to, reply } => {
+                let _ = reply.send(self.ua.refer(now, call, &to));
+            }
             Command::Ignore { call, reply } => {
                 let _ = reply.send(self.ua.ignore(now, call));
             }
@@ -699,6 +730,9 @@ impl Core {
             }
             Command::ManualReinvites { call, reply } => {
                 let _ = reply.send(self.ua.answer_reinvites_manually(call));
+            }
+            Command::AllowPeerRefer { call, reply } => {
+                let _ = reply.send(self.ua.allow_peer_refer(call));
             }
             Command::Dialog { call, reply } => {
                 let _ = reply.send(self.ua.dialog(call).cloned());

@@ -70,6 +70,30 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Lets the peer of `call` send REFER (its trunk allows transfers). We do not act as the
+    /// transferee (placing the new call for the room is not built), so such a REFER is answered
+    /// 501; without this, a REFER is refused by policy with 403.
+    pub fn allow_peer_refer(&mut self, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        c.peer_refer = true;
+        Ok(())
+    }
+
+    /// A REFER from the peer: 403 unless allowed, 501 when allowed (see above).
+    pub(super) fn on_peer_refer(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        call: CallHandle,
+        req: &Request,
+    ) {
+        if self.calls.get(&call).is_some_and(|c| c.peer_refer) {
+            self.reply(now, id, req, 501, "Not Implemented");
+        } else {
+            self.reply(now, id, req, 403, "Forbidden");
+        }
+    }
+
     /// The answer to our REFER.
     pub(super) fn on_refer_response(
         &mut self,
