@@ -336,9 +336,8 @@ impl Effects for Leg {
                 tracing::info!(call_id = %self.call_id, %cause, "inbound call ended before joining a room");
             }
             Action::Refer(to) => {
-                if let Some(input) = legs::refer(&self.shared, &self.call_id, self.call, &to).await
-                {
-                    call.handle_sip(now, input);
+                if let Err(error) = legs::refer(&self.shared, &self.call_id, self.call, &to).await {
+                    call.handle_sip(now, SipInput::ReferRefused(error));
                 }
             }
             Action::TransferStatus {
@@ -347,7 +346,13 @@ impl Effects for Leg {
                 message,
             } => {
                 if let Some(caller) = &self.joined {
-                    legs::report_transfer(&self.shared, &caller.record, status, code, message);
+                    legs::report_transfer(
+                        &self.shared,
+                        &caller.record,
+                        status.as_str(),
+                        code,
+                        message,
+                    );
                 }
             }
             Action::Done => return false,

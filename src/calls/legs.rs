@@ -13,7 +13,6 @@ use dialbridge_sip::transport::Transport;
 use dialbridge_sip::ua::CallHandle;
 
 use super::dialogs;
-use super::phone_call::{SipInput, TransferStatus};
 use super::router::CallRouter;
 use crate::config::Config;
 use crate::room::{
@@ -233,38 +232,36 @@ pub(crate) fn count_refused_dialin(code: u16) {
     );
 }
 
-/// Logs a leg's new status, records it and announces it in the room.
-/// Sends a transfer's REFER; what the call hears when it could not go out.
+/// Sends a transfer's REFER; why it could not go out, if it could not.
 pub(crate) async fn refer(
     shared: &PhoneLegs,
     call_id: &str,
     call: CallHandle,
     to: &str,
-) -> Option<SipInput> {
+) -> Result<(), String> {
     tracing::info!(%call_id, %to, "transferring phone leg (REFER)");
     let sent = match Uri::parse(to) {
         Ok(uri) => shared.sip.refer(call, uri).await.map_err(|e| e.to_string()),
         Err(e) => Err(format!("bad transfer target {to}: {e:?}")),
     };
-    let error = sent.err()?;
-    tracing::warn!(%call_id, %error, "REFER not sent");
-    Some(SipInput::ReferRefused(error))
+    sent.inspect_err(|error| tracing::warn!(%call_id, %error, "REFER not sent"))
 }
 
-/// Tells the room how a transfer goes.
+/// Tells the room how a transfer goes (`status`: the `transfer` event's word).
 pub(crate) fn report_transfer(
     shared: &PhoneLegs,
     record: &PhoneCallRecord,
-    status: TransferStatus,
+    status: &'static str,
     code: Option<u16>,
     message: String,
 ) {
-    tracing::info!(call_id = %record.call_id, status = status.as_str(), code, %message, "transfer status");
+    tracing::info!(call_id = %record.call_id, status, code, %message, "transfer status");
     shared
         .rooms
-        .phone_transfer_status(record, status.as_str(), code, Some(message));
+        .phone_transfer_status(record, status, code, Some(message));
 }
 
+/// Logs a leg's new status, records it and announces it in the room.
 pub(crate) fn report(
     shared: &PhoneLegs,
     record: &PhoneCallRecord,

@@ -404,15 +404,15 @@ impl Effects for Dialled<'_> {
                 tracing::debug!(%call_id, ?action, "not a dial-out's action");
             }
             Action::Refer(to) => {
-                if let Some(input) = legs::refer(&leg.shared, &call_id, handle, &to).await {
-                    call.handle_sip(Instant::now(), input);
+                if let Err(error) = legs::refer(&leg.shared, &call_id, handle, &to).await {
+                    call.handle_sip(Instant::now(), SipInput::ReferRefused(error));
                 }
             }
             Action::TransferStatus {
                 status,
                 code,
                 message,
-            } => legs::report_transfer(&leg.shared, &leg.record, status, code, message),
+            } => legs::report_transfer(&leg.shared, &leg.record, status.as_str(), code, message),
             Action::Done => return false,
         }
         true
