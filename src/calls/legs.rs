@@ -186,21 +186,36 @@ impl PhoneLegs {
 
     /// Asks a live leg of room `room_id` to do `control`.
     pub(crate) fn control(&self, room_id: i64, call_id: &str, control: Control) -> RoomResult<()> {
-        let legs = self.legs();
-        let leg = legs
+        send_control(&self.control_of(room_id, call_id)?, control)
+    }
+
+    /// The control channel of phone call `call_id` in room `room_id`.
+    fn control_of(
+        &self,
+        room_id: i64,
+        call_id: &str,
+    ) -> RoomResult<tokio::sync::mpsc::UnboundedSender<Control>> {
+        self.legs()
             .get(call_id)
             .filter(|l| l.room_id == room_id)
+            .map(|l| l.control.clone())
             .ok_or_else(|| {
                 RoomError::new(
                     ErrorKind::NotFound,
                     "call",
                     "no phone call with this id in the conversation",
                 )
-            })?;
-        leg.control
-            .send(control)
-            .map_err(|_| RoomError::new(ErrorKind::NotFound, "call", "the phone call has ended"))
+            })
     }
+}
+
+fn send_control(
+    channel: &tokio::sync::mpsc::UnboundedSender<Control>,
+    control: Control,
+) -> RoomResult<()> {
+    channel
+        .send(control)
+        .map_err(|_| RoomError::new(ErrorKind::NotFound, "call", "the phone call has ended"))
 }
 
 /// Sleeps until `deadline` (a call's next timeout), or for ever without one.
@@ -314,8 +329,14 @@ impl PhoneControls for PhoneLegs {
         self.control(room_id, call_id, Control::Mute(mute))
     }
 
-    fn transfer_phone(&self, room_id: i64, call_id: &str, refer_to: String) -> RoomResult<()> {
-        self.control(room_id, call_id, Control::Transfer(refer_to))
+    fn transfer_phone(
+        &self,
+        room_id: i64,
+        call_id: &str,
+        refer_to: &dyn Fn() -> RoomResult<String>,
+    ) -> RoomResult<()> {
+        let channel = self.control_of(room_id, call_id)?;
+        send_control(&channel, Control::Transfer(refer_to()?))
     }
 }
 

@@ -207,8 +207,14 @@ pub trait PhoneControls: Send + Sync {
     fn hangup_phone(&self, room_id: i64, call_id: &str) -> RoomResult<()>;
     /// Mutes or unmutes the phone of call `call_id` in room `room_id`.
     fn mute_phone(&self, room_id: i64, call_id: &str, mute: PhoneMute) -> RoomResult<()>;
-    /// Asks the phone of call `call_id` in room `room_id` to call `refer_to` instead (REFER).
-    fn transfer_phone(&self, room_id: i64, call_id: &str, refer_to: String) -> RoomResult<()>;
+    /// Asks the phone of call `call_id` in room `room_id` to call `refer_to()` instead (REFER);
+    /// the target is worked out only once the call is known, so an unknown call is 404 first.
+    fn transfer_phone(
+        &self,
+        room_id: i64,
+        call_id: &str,
+        refer_to: &dyn Fn() -> RoomResult<String>,
+    ) -> RoomResult<()>;
 }
 
 pub(crate) fn not_configured() -> RoomError {
@@ -1374,11 +1380,13 @@ impl Rooms {
         let number: PhoneNumber = to.parse().map_err(|_| {
             RoomError::bad_request("to", "to must be an E.164 number, e.g. +4930123456")
         })?;
-        let (Some(dialer), Some(phones)) = (&self.dialer, &self.phones) else {
+        let Some(phones) = &self.phones else {
             return Err(not_configured());
         };
-        let refer_to = dialer.transfer_target(&number)?;
-        phones.transfer_phone(room_id, call_id, refer_to)
+        phones.transfer_phone(room_id, call_id, &|| match &self.dialer {
+            Some(dialer) => dialer.transfer_target(&number),
+            None => Err(not_configured()),
+        })
     }
 
     /// Mutes a phone leg's directions (moderators only): `audio` bits 1 speaking, 2 listening.
