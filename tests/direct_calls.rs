@@ -6,6 +6,7 @@
 mod common;
 
 use common::browser::Browsers;
+use common::events::EventReader;
 use common::ports::Tp;
 use common::sipp::Sipp;
 use common::telephony::{self, wait_for, PhoneMedia};
@@ -213,14 +214,7 @@ async fn a_declined_and_an_unanswered_call_end_with_their_reason() {
 #[tokio::test]
 async fn a_users_stream_ends_when_the_user_is_removed() {
     let gw = Gateway::start("");
-    let response = gw
-        .client("bob")
-        .request(Method::GET, "/api/v1/users/me/events")
-        .send()
-        .await
-        .expect("user stream");
-    assert_eq!(response.status(), 200);
-    let mut events = common::events::EventReader::new(response);
+    let mut events = EventReader::open_user(&gw.client("bob")).await;
     gw.cli(&["user", "remove", "bob"]);
     let seen = events.rest().await;
     assert!(seen.is_empty(), "{seen:?}");
@@ -397,34 +391,12 @@ async fn a_busy_phone_ends_the_call_as_busy() {
     browsers.close().await;
 }
 
-/// A user's event stream, open.
-async fn user_stream(gw: &Gateway, user: &str) -> common::events::EventReader {
-    let response = gw
-        .client(user)
-        .request(Method::GET, "/api/v1/users/me/events")
-        .send()
-        .await
-        .expect("user stream");
-    assert_eq!(response.status(), 200);
-    common::events::EventReader::new(response)
-}
-
-/// The next event of `stream` of type `kind` (others are skipped).
-async fn next_of(stream: &mut common::events::EventReader, kind: &str) -> serde_json::Value {
-    loop {
-        let event = stream.next().await;
-        if event["type"] == kind {
-            return event;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_member_invites_another_user_into_the_call() {
     let gw = Gateway::start("");
-    let mut alice_events = user_stream(&gw, "alice").await;
-    let mut bob_events = user_stream(&gw, "bob").await;
-    let mut carol_events = user_stream(&gw, "carol").await;
+    let mut alice_events = EventReader::open_user(&gw.client("alice")).await;
+    let mut bob_events = EventReader::open_user(&gw.client("bob")).await;
+    let mut carol_events = EventReader::open_user(&gw.client("carol")).await;
     let (alice, bob, carol) = (gw.client("alice"), gw.client("bob"), gw.client("carol"));
     let made = alice
         .call(
@@ -435,7 +407,7 @@ async fn a_member_invites_another_user_into_the_call() {
         .await
         .expect(200);
     let room = made.body["roomId"].as_str().expect("roomId").to_string();
-    let incoming = next_of(&mut bob_events, "incoming-call").await;
+    let incoming = bob_events.next_of("incoming-call").await;
     assert_eq!(incoming["callMode"], "onetoone");
     let invite = |body: serde_json::Value| (format!("/api/v1/direct-calls/{room}/invite"), body);
 
@@ -461,7 +433,7 @@ async fn a_member_invites_another_user_into_the_call() {
     assert_eq!(reply.body["statusCode"], 200);
 
     // Carol's devices ring for the same room, now a call of several.
-    let incoming = next_of(&mut carol_events, "incoming-call").await;
+    let incoming = carol_events.next_of("incoming-call").await;
     assert_eq!(incoming["roomId"], room.as_str());
     assert_eq!(incoming["callMode"], "onetomany");
     assert_eq!(incoming["userJid"], "alice");
@@ -474,7 +446,7 @@ async fn a_member_invites_another_user_into_the_call() {
     assert_eq!(all, ["alice", "bob", "carol"]);
     // The members see her ringing.
     loop {
-        let status = next_of(&mut alice_events, "call-status").await;
+        let status = alice_events.next_of("call-status").await;
         if status["userJid"] == "carol" {
             assert_eq!(status["status"], "ringing");
             break;
@@ -514,7 +486,7 @@ async fn a_member_invites_another_user_into_the_call() {
         .call(Method::POST, &path, Some(body))
         .await
         .expect(200);
-    let again = next_of(&mut carol_events, "incoming-call").await;
+    let again = carol_events.next_of("incoming-call").await;
     assert_eq!(again["roomId"], room.as_str());
     let (path, body) = invite(json!({"to": ["carol"]}));
     alice

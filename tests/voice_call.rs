@@ -114,26 +114,6 @@ async fn info(client: &Client, call: &str) -> Value {
         .clone()
 }
 
-/// The next event of `kind` on a user stream.
-async fn next_of(events: &mut EventReader, kind: &str) -> Value {
-    loop {
-        let event = events.next().await;
-        if event["type"] == kind {
-            return event;
-        }
-    }
-}
-
-async fn user_events(client: &Client) -> EventReader {
-    let response = client
-        .request(Method::GET, "/api/v1/users/me/events")
-        .send()
-        .await
-        .expect("user stream");
-    assert_eq!(response.status(), 200);
-    EventReader::new(response)
-}
-
 #[tokio::test]
 async fn a_call_rings_every_device_and_each_end_of_ringing_replaces_the_ring() {
     let gw = Gateway::start("");
@@ -144,7 +124,7 @@ async fn a_call_rings_every_device_and_each_end_of_ringing_replaces_the_ring() {
     let web_id = register(&gw, &mut push, "bob", "webpush", &web).await;
     let unified_id = register(&gw, &mut push, "bob", "unifiedpush", &unified).await;
     let key = vapid_key(&gw.client("bob")).await;
-    let mut bob_events = user_events(&gw.client("bob")).await;
+    let mut bob_events = EventReader::open_user(&gw.client("bob")).await;
 
     // The seed's request, with the seed's headers.
     let reply = seed_call(
@@ -195,7 +175,7 @@ async fn a_call_rings_every_device_and_each_end_of_ringing_replaces_the_ring() {
         assert_eq!(payload["message"], "Incoming call");
         assert_eq!(payload["additionalInfo"], json!({"device": "iPhone"}));
     }
-    let ringing = next_of(&mut bob_events, "voice-call").await;
+    let ringing = bob_events.next_of("voice-call").await;
     assert_eq!(ringing["callId"], call.as_str());
 
     // The sender cancels: every device gets a callCancel with the ring's topic.
@@ -226,10 +206,10 @@ async fn a_call_rings_every_device_and_each_end_of_ringing_replaces_the_ring() {
         assert_eq!(payload["reason"], "canceled");
         assert_eq!(payload["callId"], call.as_str());
     }
-    let stop = next_of(&mut bob_events, "stop-ringing").await;
+    let stop = bob_events.next_of("stop-ringing").await;
     assert_eq!(stop["callId"], call.as_str());
     assert_eq!(stop["reason"], "canceled");
-    let missed = next_of(&mut bob_events, "missed-call").await;
+    let missed = bob_events.next_of("missed-call").await;
     assert_eq!(missed["userJid"], "alice");
     assert_eq!(info(&alice, &call).await["status"], "canceled");
     gw.client("carol")

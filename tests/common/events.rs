@@ -37,6 +37,27 @@ impl EventReader {
         EventReader::new(response)
     }
 
+    /// Opens the user event stream (`/api/v1/users/me/events`) as `client`.
+    pub async fn open_user(client: &Client) -> EventReader {
+        let response = client
+            .request(Method::GET, "/api/v1/users/me/events")
+            .send()
+            .await
+            .expect("user stream");
+        assert_eq!(response.status(), 200);
+        EventReader::new(response)
+    }
+
+    /// The next event of type `kind` (others are skipped), failing the test if none comes.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.next().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
     /// The next event, failing the test if none comes in time.
     pub async fn next(&mut self) -> Value {
         // One deadline for the event, however many keep-alive comments arrive meanwhile.
