@@ -43,7 +43,7 @@ impl Shard {
         }
         let watches = self.legs.get(&id).is_some_and(|s| s.leg.video_slots() > 0);
         if sends || watches {
-            self.route_video(room_id, true);
+            self.route_video(room_id);
         }
     }
 
@@ -55,14 +55,15 @@ impl Shard {
         let before = room.video_senders.len();
         room.video_senders.retain(|s| *s != id);
         if room.video_senders.len() != before {
-            self.route_video(room_id, true);
+            self.route_video(room_id);
         }
     }
 
     /// Fills each member's slots with the senders other than itself, in the senders' order;
     /// a sender new to a slot is asked for a keyframe, so the receiver can start decoding.
-    /// With `announce`, the senders are published to the room (`video-senders`).
-    fn route_video(&mut self, room_id: i64, announce: bool) {
+    /// The senders are published to the room (`video-senders`), so pages know whose camera each
+    /// slot shows.
+    fn route_video(&mut self, room_id: i64) {
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
@@ -96,12 +97,10 @@ impl Shard {
         for source in fresh {
             self.ask_keyframe(source, KeyframeRequestKind::Pli);
         }
-        if announce {
-            tracing::debug!(room_id, senders = senders.len(), "video senders");
-            self.parts
-                .events
-                .publish(room_id, None, RoomEvent::VideoSenders { senders });
-        }
+        tracing::debug!(room_id, senders = senders.len(), "video senders");
+        self.parts
+            .events
+            .publish(room_id, None, RoomEvent::VideoSenders { senders });
     }
 
     /// The video `from` just received goes to every slot that carries it.
