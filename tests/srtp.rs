@@ -59,6 +59,31 @@ fn gateway_key(sipp: &Sipp) -> [u8; 30] {
 
 /// Dials the phone through a trunk with `srtp = "required"`; the phone encrypts with
 /// `phone_sends_with` (its announced key, or not).
+/// A moderator ends the call for everyone: the phone leg is cleared, the SIPp scenario ends
+/// well, and nothing is left behind.
+async fn end_for_all(
+    gw: &Gateway,
+    alice: &Client,
+    token: &str,
+    events: &mut EventReader,
+    call_id: &str,
+    sipp: Sipp,
+) {
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(call_id).await;
+    assert_eq!(rest.last().expect("final")["status"], "cleared");
+    let (ok, trace) = sipp.finish().await;
+    assert!(ok, "SIPp scenario failed:\n{trace}");
+    assert_nothing_left(gw).await;
+}
+
 async fn dial_srtp_phone(
     phone_sends_with: [u8; 30],
 ) -> (
@@ -137,19 +162,7 @@ async fn a_dial_out_with_srtp_required_is_heard_both_ways_through_another_implem
     )
     .await;
     assert!(!gw.log().contains("SRTP packet refused"), "{}", gw.log());
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
-    let rest = events.statuses(&call_id).await;
-    assert_eq!(rest.last().expect("final")["status"], "cleared");
-    let (ok, trace) = sipp.finish().await;
-    assert!(ok, "SIPp scenario failed:\n{trace}");
-    assert_nothing_left(&gw).await;
+    end_for_all(&gw, &alice, &token, &mut events, &call_id, sipp).await;
 }
 
 #[tokio::test]
@@ -184,19 +197,7 @@ async fn a_phone_that_encrypts_with_another_key_is_refused_with_a_log_line() {
         "the room heard an unauthenticated phone"
     );
     // The gateway goes on serving: the call ends normally.
-    alice
-        .talk(
-            Method::DELETE,
-            &format!("/call/{token}"),
-            Some(json!({"all": true})),
-        )
-        .await
-        .expect(200);
-    let rest = events.statuses(&call_id).await;
-    assert_eq!(rest.last().expect("final")["status"], "cleared");
-    let (ok, trace) = sipp.finish().await;
-    assert!(ok, "SIPp scenario failed:\n{trace}");
-    assert_nothing_left(&gw).await;
+    end_for_all(&gw, &alice, &token, &mut events, &call_id, sipp).await;
 }
 
 /// A caller offering only SRTP (RTP/SAVP, the _32 suite) is answered with SRTP and its own
