@@ -284,6 +284,10 @@ pub struct SipConfig {
     /// PEM private key of `tls_certificate`.
     #[serde(default)]
     pub tls_private_key: Option<PathBuf>,
+    /// Name servers (`IP:PORT`) asked for trunk host names; empty: the system's
+    /// (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 fn default_true() -> bool {
@@ -310,6 +314,7 @@ impl Default for SipConfig {
             min_se: default_min_se(),
             tls_certificate: None,
             tls_private_key: None,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -574,10 +579,7 @@ impl TrunkConfig {
 
     /// The URI of `number` at this trunk: a dial-out's Request-URI, a transfer's Refer-To.
     pub fn number_uri(&self, number: &str) -> String {
-        self.uri(&format!(
-            "{number}@{}:{}",
-            self.address.host, self.address.port
-        ))
+        self.uri(&format!("{number}@{}", self.address))
     }
 }
 
@@ -1405,19 +1407,35 @@ impl FromStr for PortRange {
 }
 deserialize_from_str!(PortRange, "a port range like \"20000-20999\"");
 
-/// `host:port` of a SIP peer; the host may be a name, an IPv4 or a bracketed IPv6 address.
+/// `host[:port]` of a SIP peer; the host may be a name, an IPv4 or a bracketed IPv6 address.
+/// A name without a port is located by NAPTR and SRV records (RFC 3263).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
     pub host: String,
-    pub port: u16,
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// The port, or the transport's default (5060, 5061 for TLS) where none is written.
+    pub fn port_or_default(&self, transport: Transport) -> u16 {
+        self.port
+            .unwrap_or_else(|| dialbridge_sip::locate::default_port(transport))
+    }
 }
 
 impl FromStr for HostPort {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not of the form host:port");
-        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        let bad = || format!("`{s}` is not of the form host or host:port");
+        let bracketed = s.starts_with('[');
+        let (host, port) = match s.rsplit_once(':') {
+            // A bare IPv6 address has colons but no port: it must be bracketed.
+            Some((host, port)) if !bracketed || host.ends_with(']') => {
+                let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+                (host, Some(port))
+            }
+            _ => (s, None),
+        };
         let valid_host =
             if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
                 inner.parse::<std::net::Ipv6Addr>().is_ok()
@@ -1436,11 +1454,14 @@ impl FromStr for HostPort {
         })
     }
 }
-deserialize_from_str!(HostPort, "a host:port address");
+deserialize_from_str!(HostPort, "a host or host:port address");
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
     }
 }
 
@@ -1841,6 +1862,43 @@ max_call_duration = 3600
             "[[trunks]]\nname = \"a\"\naddress = \"h:5060\"\n[[trunks]]\nname = \"a\"\naddress = \"h:5061\"\n",
         );
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn a_trunk_address_without_a_port_is_located_by_dns() {
+        let cases: [(&str, &str, Option<u16>); 5] = [
+            ("sip.example.com", "sip.example.com", None),
+            ("sip.example.com:5080", "sip.example.com", Some(5080)),
+            ("192.0.2.7", "192.0.2.7", None),
+            ("[2001:db8::7]", "[2001:db8::7]", None),
+            ("[2001:db8::7]:5062", "[2001:db8::7]", Some(5062)),
+        ];
+        for (text, host, port) in cases {
+            let parsed: HostPort = text.parse().expect(text);
+            assert_eq!((parsed.host.as_str(), parsed.port), (host, port), "{text}");
+            assert_eq!(parsed.to_string(), text);
+        }
+        for bad in ["2001:db8::7", "host:0", "host:x", "ho st", ":5060", ""] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad} accepted");
+        }
+        let tls: HostPort = "sip.example.com".parse().expect("name");
+        assert_eq!(tls.port_or_default(Transport::Tls), 5061);
+        assert_eq!(tls.port_or_default(Transport::Udp), 5060);
+        let ok = Config::parse(
+            "[sip]\ndns_servers = [\"127.0.0.1:5353\"]\n[[trunks]]\nname = \"a\"\naddress = \"trunk.example.com\"\n",
+            "t",
+        )
+        .expect("a trunk by name");
+        assert_eq!(
+            ok.trunks[0].number_uri("+4930123"),
+            "sip:+4930123@trunk.example.com"
+        );
+        assert_eq!(
+            ok.sip.dns_servers,
+            ["127.0.0.1:5353".parse().expect("addr")]
+        );
+        let e = error_of("[sip]\ndns_servers = [\"127.0.0.1\"]\n");
+        assert!(e.contains("sip.dns_servers"), "{e}");
     }
 
     #[test]

@@ -512,7 +512,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         media.clone(),
         rooms.for_calls(),
         router.clone(),
-    );
+    )
+    .map_err(anyhow::Error::msg)?;
     legs.spawn_metrics();
     call_links.set_phone_legs(legs.clone());
     call_links.set_media(media.clone());

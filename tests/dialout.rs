@@ -1087,6 +1087,111 @@ async fn unreachable_trunk_is_rejected_as_failed() {
     assert_nothing_left(&gw).await;
 }
 
+/// A trunk named by host name alone, located through a local DNS server: NAPTR leads to the
+/// SRV name, whose first target (priority 10) fails as `first` says and whose second (priority
+/// 20) answers; the call connects through the second, the room sees no failure, and the
+/// Request-URI keeps the trunk's domain.
+async fn located_by_srv_fails_over(first: &str, sip: &str) -> String {
+    use common::dns::{self, DnsServer};
+    use std::net::Ipv4Addr;
+
+    let failing = Sipp::uas(first, Tp::Udp, &[]).await;
+    let mut answering = phone_sipp("dialout_answer.xml", "9").await;
+    let loopback = Ipv4Addr::LOCALHOST;
+    let dns = DnsServer::start(vec![
+        dns::naptr("trunk.test.", 10, "SIP+D2U", "_sip._udp.pool.trunk.test."),
+        dns::srv(
+            "_sip._udp.pool.trunk.test.",
+            20,
+            0,
+            answering.port,
+            "two.trunk.test.",
+        ),
+        dns::srv(
+            "_sip._udp.pool.trunk.test.",
+            10,
+            0,
+            failing.port,
+            "one.trunk.test.",
+        ),
+        dns::a("one.trunk.test.", loopback),
+        dns::a("two.trunk.test.", loopback),
+    ]);
+    let gw = Gateway::start_with_sip(
+        &format!("{sip}dns_servers = [\"{}\"]\n", dns.addr),
+        "[[trunks]]\nname = \"pool\"\naddress = \"trunk.test\"\ncaller_id = \"+4940111222\"\nallowed_numbers = [\"\\\\+4930[0-9]+\"]\n",
+    );
+    let (alice, token, phone, mut events) = room_with_phone(&gw).await;
+    let reply = dial(&alice, &token, phone, None).await.expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .map(|e: &Value| e["status"] != "connected")
+        .unwrap_or(true)
+    {
+        let e = events
+            .until("callstatus", |e| e["type"] == "callstatus")
+            .await;
+        assert!(e["status"] != "rejected", "rejected: {e}\n{}", gw.log());
+        seen.push(e);
+    }
+    assert_eq!(status_names(&seen), ["accepted", "ringing", "connected"]);
+    let (ok, first_trace) = failing.finish().await;
+    assert!(ok, "the first target's scenario failed:\n{first_trace}");
+    let first_invite = invite_of(&first_trace).to_string();
+    assert!(
+        first_invite.starts_with("INVITE sip:+4930123456@trunk.test SIP/2.0"),
+        "the Request-URI names the trunk's domain:\n{first_invite}"
+    );
+    end_call_for_all(&alice, &token).await;
+    let rest = events.statuses(&call_id).await;
+    assert_eq!(status_names(&rest), ["cleared"]);
+    let (ok, trace) = std::mem::replace(&mut answering, Sipp::dummy())
+        .finish()
+        .await;
+    assert!(ok, "the second target's scenario failed:\n{trace}");
+    let retry = invite_of(&trace);
+    let header = |message: &str, name: &str| {
+        message
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        header(retry, "call-id"),
+        header(&first_invite, "call-id"),
+        "the second target gets the same call"
+    );
+    assert_eq!(
+        dns.asked("trunk.test", hickory_resolver::proto::rr::RecordType::NAPTR),
+        1,
+        "NAPTR asked once"
+    );
+    assert_nothing_left(&gw).await;
+    first_trace
+}
+
+#[tokio::test]
+async fn a_trunk_host_name_is_located_by_srv_and_a_503_fails_over_to_the_next_target() {
+    let trace = located_by_srv_fails_over("uas_unavailable.xml", "").await;
+    assert!(
+        trace.contains("ACK sip:"),
+        "the 503 was acknowledged:\n{trace}"
+    );
+}
+
+/// As above, the first target silent: our INVITE times out there (T1 shortened) and moves on.
+#[tokio::test]
+async fn a_silent_srv_target_times_out_and_the_next_one_takes_the_call() {
+    let trace = located_by_srv_fails_over("uas_silent.xml", "t1 = \"50ms\"\n").await;
+    assert!(
+        trace.matches("INVITE sip:").count() >= 2,
+        "the first target saw our retransmissions:\n{trace}"
+    );
+}
+
 /// Stopping the gateway (SIGTERM) with a phone connected sends the phone a BYE first.
 #[tokio::test]
 async fn shutdown_hangs_up_connected_phones() {

@@ -87,6 +87,7 @@ fn call_to(target: Target) -> OutgoingCall {
         request_uri: uri.clone(),
         from,
         to: NameAddr::new(uri),
+        alternates: Vec::new(),
         target,
         body: Some(offer()),
         headers: Vec::new(),

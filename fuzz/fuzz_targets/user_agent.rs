@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             request_uri: uri,
             from,
             to,
+            alternates: Vec::new(),
             target: Target { transport: Transport::Udp, addr: peer },
             body: Some(Body::sdp("v=0\r\n")),
             headers: Vec::new(),

@@ -65,6 +65,7 @@ fn bench(c: &mut Criterion) {
                         request_uri: uri.clone(),
                         from: from.clone(),
                         to: to.clone(),
+                        alternates: Vec::new(),
                         target: Target {
                             transport: Transport::Udp,
                             addr: b_addr,

@@ -5,7 +5,8 @@
 //! with a received message: accept, answer 4xx/505, drop), [`transport`] (stream framing, Via
 //! `received`/`rport`, response routing), [`endpoint`] (the four RFC 3261 transaction machines),
 //! [`dialog`] and [`ua`] (calls: INVITE, CANCEL, BYE, ACK for 2xx, re-INVITE, OPTIONS, and the
-//! digest retry of a challenged INVITE with [`auth`]; registrations at a registrar).
+//! digest retry of a challenged INVITE with [`auth`]; registrations at a registrar), and [`locate`]
+//! (which DNS records name a server, and the order to try them in: RFC 3263).
 //!
 //! A driver owns the sockets and one timer and pumps a [`ua::UserAgent`] (or a bare
 //! [`endpoint::Endpoint`]):
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod dialog;
 pub mod endpoint;
+pub mod locate;
 pub mod message;
 pub mod sdp;
 pub mod transport;

@@ -112,6 +112,10 @@ pub struct OutgoingCall {
     pub to: NameAddr,
     /// Next hop (the trunk), resolved by the driver.
     pub target: Target,
+    /// Further next hops, tried in order when an INVITE to the one before times out, cannot be
+    /// sent or is answered 503 before any other provisional response than 100 (RFC 3263
+    /// section 4.3): the targets a trunk's DNS names gave after the first.
+    pub alternates: Vec<Target>,
     /// The SDP offer; `None` asks for an offer in the 2xx (answer it with [`UserAgent::ack`]).
     pub body: Option<Body>,
     /// Extra headers (P-Asserted-Identity, Authorization on a retry, ...).
@@ -335,6 +339,16 @@ struct Call {
     session_retried: bool,
     /// Our REFER is pending or its subscription open: NOTIFYs are taken.
     transfer: bool,
+    /// Outgoing: the next hops left to fail over to, until a provisional response beyond 100
+    /// shows that a server took the call.
+    failover: Option<Box<Failover>>,
+}
+
+/// The call as dialled, and the next hops not tried yet.
+#[derive(Debug)]
+struct Failover {
+    call: OutgoingCall,
+    rest: VecDeque<Target>,
 }
 
 /// Digest state of an outgoing call: the call as dialled (each retry is built from it) and the
@@ -545,6 +559,13 @@ impl UserAgent {
                 realm: c.realm,
             })
         });
+        let failover = (!call.alternates.is_empty()).then(|| {
+            let rest = call.alternates.iter().copied().collect();
+            Box::new(Failover {
+                call: call.clone(),
+                rest,
+            })
+        });
         let handle = self.alloc_call();
         self.calls.insert(
             handle,
@@ -572,6 +593,7 @@ impl UserAgent {
                 session: None,
                 session_retried: false,
                 transfer: false,
+                failover,
             },
         );
         self.txs.insert(tx, (handle, Purpose::Invite));
@@ -698,6 +720,58 @@ impl UserAgent {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
+                false
+            }
+        }
+    }
+
+    /// Sends the call's INVITE to its next hop when the last one timed out, could not be reached
+    /// or answered 503 (RFC 3263 section 4.3): a new transaction of the same call (same Call-ID
+    /// and From tag, next CSeq), as for a digest retry. False when no hop is left, or the call
+    /// was hung up meanwhile.
+    fn fail_over(&mut self, now: Instant, call: CallHandle, code: u16) -> bool {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        if c.state != CallState::Calling {
+            return false;
+        }
+        let Some(failover) = c.failover.as_mut() else {
+            return false;
+        };
+        let Some(next) = failover.rest.pop_front() else {
+            return false;
+        };
+        let failed = c.target;
+        let mut retry = failover.call.clone();
+        retry.target = next;
+        if let Some(auth) = c.auth.as_mut() {
+            auth.call.target = next;
+            retry = auth.call.clone();
+        }
+        let seq = c
+            .invite
+            .headers
+            .cseq()
+            .map(|c| c.seq.wrapping_add(1))
+            .unwrap_or(2);
+        let call_id = c.invite.headers.call_id().unwrap_or_default().to_string();
+        let local_tag = c.local_tag.clone();
+        match self.send_invite(now, &retry, &call_id, &local_tag, seq) {
+            Ok((tx, invite)) => {
+                tracing::info!(code, failed = %failed.addr, next = %next.addr, "INVITE failed over to the next target");
+                self.txs.insert(tx, (call, Purpose::Invite));
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.invite_tx = Some(tx);
+                    c.invite = invite;
+                    c.target = next;
+                    c.got_provisional = false;
+                    c.early.clear();
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, next = %next.addr, "cannot send the INVITE to the next target");
                 false
             }
         }
@@ -1126,6 +1200,9 @@ impl UserAgent {
         };
         match purpose {
             Purpose::Invite => {
+                if self.fail_over(now, call, code) {
+                    return;
+                }
                 self.events.push_back(UaEvent::Failed {
                     call,
                     code,
@@ -1222,6 +1299,10 @@ impl UserAgent {
             let Some(c) = self.calls.get_mut(&call) else {
                 return;
             };
+            if code > 100 {
+                // A server took the call: a failure from here on is the call's, not the hop's.
+                c.failover = None;
+            }
             if code > 100 && !matches!(reliable, Reliable::Drop) {
                 self.events.push_back(UaEvent::Progress {
                     call,
@@ -1244,6 +1325,7 @@ impl UserAgent {
             self.txs.remove(&id);
             if self.answer_challenge(now, call, &resp)
                 || self.retry_session_interval(now, call, &resp)
+                || (code == 503 && self.fail_over(now, call, code))
             {
                 return;
             }
@@ -1433,6 +1515,7 @@ impl UserAgent {
                         session: None,
                         session_retried: false,
                         transfer: false,
+                        failover: None,
                     },
                 );
                 self.txs.insert(id, (call, Purpose::InviteServer));

@@ -39,6 +39,7 @@ fn outgoing() -> OutgoingCall {
         request_uri: Uri::parse(URI).expect("uri"),
         from: NameAddr::parse("<sip:trunkuser@192.0.2.10>").expect("from"),
         to: NameAddr::parse("<sip:+15551234@198.51.100.7>").expect("to"),
+        alternates: Vec::new(),
         target: Target {
             transport: Transport::Udp,
             addr: addr(TRUNK),

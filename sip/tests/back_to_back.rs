@@ -43,6 +43,7 @@ fn answered_call(
                 request_uri: Uri::parse("sip:+15551234@192.0.2.2").expect("uri"),
                 from: NameAddr::parse("\"Alice\" <sip:alice@192.0.2.1>").expect("from"),
                 to: NameAddr::parse("<sip:+15551234@192.0.2.2>").expect("to"),
+                alternates: Vec::new(),
                 target: Target {
                     transport,
                     addr: b_addr,

@@ -57,6 +57,7 @@ fn dial(ua: &mut UserAgent, now: Instant, body: Option<Body>) -> (CallHandle, Re
                 request_uri: Uri::parse("sip:+15551234@198.51.100.7").expect("uri"),
                 from: NameAddr::parse("<sip:alice@192.0.2.10>").expect("from"),
                 to: NameAddr::parse("<sip:+15551234@198.51.100.7>").expect("to"),
+                alternates: Vec::new(),
                 target: Target {
                     transport: Transport::Udp,
                     addr: addr(PEER),

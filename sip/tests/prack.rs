@@ -39,6 +39,7 @@ fn dial(ua: &mut UserAgent, now: Instant) -> (CallHandle, Request) {
                 request_uri: Uri::parse("sip:+15551234@198.51.100.7:5080").expect("uri"),
                 from: NameAddr::parse("<sip:gw@192.0.2.10>").expect("from"),
                 to: NameAddr::parse("<sip:+15551234@198.51.100.7>").expect("to"),
+                alternates: Vec::new(),
                 target: Target {
                     transport: Transport::Udp,
                     addr: addr(PROXY),

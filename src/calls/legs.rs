@@ -19,6 +19,7 @@ use crate::room::{
     CallObserver, CallRooms, CallStatus, Cause, ErrorKind, PhoneControls, PhoneMute, PhoneStatus,
     RoomError, RoomResult,
 };
+use crate::runtime::dns::SipResolver;
 use crate::runtime::media::{MediaHandle, MediaId};
 use crate::runtime::sip::SipHandle;
 use crate::store::PhoneCallRecord;
@@ -70,6 +71,8 @@ pub struct PhoneLegs {
     pub(crate) legs: Mutex<HashMap<String, LiveLeg>>,
     /// Where RTP binds and what SDP announces, per SIP transport.
     pub(crate) media_ip: HashMap<Transport, (IpAddr, IpAddr)>,
+    /// Trunk host names to addresses (RFC 3263).
+    pub(crate) dns: SipResolver,
 }
 
 impl PhoneLegs {
@@ -81,7 +84,8 @@ impl PhoneLegs {
         media: MediaHandle,
         rooms: CallRooms,
         router: Arc<CallRouter>,
-    ) -> Arc<PhoneLegs> {
+    ) -> Result<Arc<PhoneLegs>, String> {
+        let dns = SipResolver::new(&config.sip.dns_servers)?;
         let mut media_ip = HashMap::new();
         for (transport, addr) in sip.local_addrs.iter() {
             let announce = match (addr.ip().is_unspecified(), config.media.public_ip) {
@@ -100,9 +104,10 @@ impl PhoneLegs {
             ports,
             legs: Mutex::new(HashMap::new()),
             media_ip,
+            dns,
         });
         legs.publish_gauges();
-        legs
+        Ok(legs)
     }
 
     /// Publishes the SIP core's counters and the legs' gauges for /metrics twice a second

@@ -23,6 +23,7 @@ use crate::config::TrunkConfig;
 use crate::room::{
     CallStatus, Cause, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms,
 };
+use crate::runtime::dns::LocateError;
 use crate::runtime::media::PhoneMediaEvent;
 use crate::runtime::sip::Credentials;
 use crate::store::PhoneCallRecord;
@@ -102,14 +103,8 @@ impl Leg {
 /// Why a dial-out's INVITE could not be built.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InviteError {
-    #[error("cannot resolve trunk address {host}:{port}: {source}")]
-    Resolve {
-        host: String,
-        port: u16,
-        source: std::io::Error,
-    },
-    #[error("trunk address {host}:{port} resolves to nothing")]
-    Unresolved { host: String, port: u16 },
+    #[error("trunk address {0}")]
+    Locate(#[from] LocateError),
     #[error("trunk address {host}: {reason}")]
     Tls { host: String, reason: String },
     /// A URI built from the configuration and the number does not parse.
@@ -129,30 +124,21 @@ fn parse_uri(what: &'static str, text: &str) -> Result<Uri, InviteError> {
     })
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, InviteError> {
-    let mut addrs = tokio::net::lookup_host((host.trim_matches(&['[', ']'][..]), port))
-        .await
-        .map_err(|source| InviteError::Resolve {
-            host: host.to_string(),
-            port,
-            source,
-        })?;
-    addrs.next().ok_or_else(|| InviteError::Unresolved {
-        host: host.to_string(),
-        port,
-    })
-}
-
 /// The INVITE for `setup`: request URI at the trunk, From with the caller id (or withheld),
 /// privacy headers, SDP offer.
 fn invite_for(
     dialled: &DialoutTarget,
     outbound: &Outbound,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     offer: &SessionDescription,
 ) -> Result<OutgoingCall, InviteError> {
     let trunk = &outbound.trunk;
     let host = &trunk.address.host;
+    let (&first, rest) = targets.split_first().ok_or_else(|| {
+        InviteError::Locate(LocateError::Nothing {
+            name: trunk.address.to_string(),
+        })
+    })?;
     let number = &dialled.number;
     let uri_text = trunk.number_uri(number);
     let uri = parse_uri("request URI", &uri_text)?;
@@ -187,8 +173,15 @@ fn invite_for(
         to: NameAddr::new(uri),
         target: Target {
             transport: outbound.transport,
-            addr: target,
+            addr: first,
         },
+        alternates: rest
+            .iter()
+            .map(|&addr| Target {
+                transport: outbound.transport,
+                addr,
+            })
+            .collect(),
         body: Some(Body::sdp(offer.to_string().into_bytes())),
         headers,
     })
@@ -243,18 +236,23 @@ pub(crate) async fn run(
         media,
     };
     let invite = async {
-        let addr = resolve(&trunk.address.host, trunk.address.port).await?;
+        let addrs = shared
+            .dns
+            .locate(&trunk.address.host, trunk.address.port, outbound.transport)
+            .await?;
         if outbound.transport == Transport::Tls {
-            shared
-                .sip
-                .tls_peer(addr, &trunk.name, &trunk.address.host)
-                .await
-                .map_err(|reason| InviteError::Tls {
-                    host: trunk.address.host.clone(),
-                    reason,
-                })?;
+            for &addr in &addrs {
+                shared
+                    .sip
+                    .tls_peer(addr, &trunk.name, &trunk.address.host)
+                    .await
+                    .map_err(|reason| InviteError::Tls {
+                        host: trunk.address.host.clone(),
+                        reason,
+                    })?;
+            }
         }
-        invite_for(&target, &outbound, addr, &offer)
+        invite_for(&target, &outbound, &addrs, &offer)
     }
     .await;
     match invite {

@@ -245,7 +245,7 @@ fn publish(entry: &Entry) {
 /// its address.
 fn registration_of(trunk: &TrunkConfig) -> Result<Registration, String> {
     let host = &trunk.address.host;
-    let port = trunk.address.port;
+    let port = trunk.address.port_or_default(trunk.transport);
     let addr = host
         .trim_matches(['[', ']'])
         .parse()
