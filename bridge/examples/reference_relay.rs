@@ -229,8 +229,9 @@ pub fn phone_address(sdp: &str) -> Option<SocketAddr> {
     let mut ip = None;
     let mut port = None;
     for line in sdp.lines().map(str::trim) {
-        if let Some(c) = line.strip_prefix("c=IN IP4 ") {
-            ip = ip.or(c.split('/').next().and_then(|a| a.parse().ok()));
+        if let Some(c) = line.strip_prefix("c=IN ") {
+            let addr = c.split(' ').nth(1).and_then(|a| a.split('/').next());
+            ip = ip.or(addr.and_then(|a| a.parse().ok()));
         } else if let Some(m) = line.strip_prefix("m=audio ") {
             port = m.split(' ').next().and_then(|p| p.parse::<u16>().ok());
         }
@@ -239,9 +240,11 @@ pub fn phone_address(sdp: &str) -> Option<SocketAddr> {
 }
 
 /// The offer towards the phone: PCMA and telephone-event at 20 ms, no ICE, no crypto.
-fn plain_offer(port: u16) -> String {
+fn plain_offer(addr: SocketAddr) -> String {
+    let (ip, port) = (addr.ip(), addr.port());
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     format!(
-        "v=0\r\no=- {port} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        "v=0\r\no=- {port} 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
          m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
     )
@@ -612,7 +615,7 @@ impl Relay {
         }
         call.drain();
         self.timers.push(Reverse((call.timeout.max(now), slot)));
-        let offer = plain_offer(port);
+        let offer = plain_offer(SocketAddr::new(self.settings.listen_ng.ip(), port));
         match self.calls.get_mut(slot) {
             Some(s) => *s = Some(call),
             None => self.calls.push(Some(call)),

@@ -175,6 +175,7 @@ fn a_call_carries_each_side_s_tone_to_the_other() {
     ]);
     assert_eq!(offer.result, "ok", "{offer:?}");
     let plain_offer = offer.sdp.unwrap();
+    assert!(plain_offer.contains("c=IN IP4 127.0.0.1"), "{plain_offer}");
     assert!(plain_offer.contains("RTP/AVP 8 101"), "{plain_offer}");
     assert!(!plain_offer.contains("a=ice-"), "{plain_offer}");
     let relay_plain = relay::phone_address(&plain_offer).unwrap();
