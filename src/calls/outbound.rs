@@ -460,9 +460,14 @@ impl Effects for Dialled<'_> {
             Action::PlaceReplacement(to) => {
                 if let Err(e) = place_replacement(leg, self.trunk, &to) {
                     tracing::info!(%call_id, %to, error = %e.message, "transfer target refused");
+                    // Not allowed, or not now (the trunk's limits, no free RTP port).
+                    let (code, reason) = match e.kind {
+                        ErrorKind::Forbidden => (403, "Forbidden"),
+                        _ => (503, "Service Unavailable"),
+                    };
                     let refusal = Control::Replacement {
-                        code: 403,
-                        reason: "Forbidden".into(),
+                        code,
+                        reason: reason.into(),
                     };
                     call.handle_control(Instant::now(), Some(refusal));
                 }

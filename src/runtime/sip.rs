@@ -74,10 +74,6 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
-    AllowPeerRefer {
-        call: CallHandle,
-        reply: oneshot::Sender<Result<(), UaError>>,
-    },
     PerformPeerRefer {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
@@ -230,13 +226,6 @@ impl SipHandle {
     pub async fn manual_reinvites(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self
             .ask(|reply| Command::ManualReinvites { call, reply })
-            .await??)
-    }
-
-    /// The call's peer may send REFER (its trunk has `allow_refer`): answered 501, not 403.
-    pub async fn allow_peer_refer(&self, call: CallHandle) -> Result<(), SipError> {
-        Ok(self
-            .ask(|reply| Command::AllowPeerRefer { call, reply })
             .await??)
     }
 
@@ -766,9 +755,6 @@ impl Core {
             }
             Command::ManualReinvites { call, reply } => {
                 let _ = reply.send(self.ua.answer_reinvites_manually(call));
-            }
-            Command::AllowPeerRefer { call, reply } => {
-                let _ = reply.send(self.ua.allow_peer_refer(call));
             }
             Command::PerformPeerRefer { call, reply } => {
                 let _ = reply.send(self.ua.perform_peer_refer(call));
