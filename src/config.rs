@@ -560,8 +560,9 @@ pub struct TrunkConfig {
     /// SRTP with SDES keys (RFC 4568) on the calls through this trunk.
     #[serde(default)]
     pub srtp: Srtp,
-    /// Whether the far end may send REFER: without it a REFER is refused 403; with it 501,
-    /// since the gateway does not act as the transferee.
+    /// Whether the far end may transfer us (REFER): without it a REFER is refused 403; with it
+    /// the gateway calls the Refer-To number through this trunk and the new call takes the
+    /// transferring phone's place in its room.
     #[serde(default)]
     pub allow_refer: bool,
 }
@@ -575,6 +576,11 @@ impl TrunkConfig {
             Transport::Tcp => format!("sip:{user_host};transport=tcp"),
             Transport::Udp => format!("sip:{user_host}"),
         }
+    }
+
+    /// Whether `number` matches one of the trunk's `allowed_numbers`.
+    pub fn may_dial(&self, number: &str) -> bool {
+        self.allowed_numbers.iter().any(|p| p.matches(number))
     }
 
     /// The URI of `number` at this trunk: a dial-out's Request-URI, a transfer's Refer-To.

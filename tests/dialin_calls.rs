@@ -8,7 +8,7 @@ mod common;
 use common::{ports, telephony, webrtc_client};
 
 use common::sipp::Sipp;
-use common::{Client, Gateway};
+use common::{Client, Gateway, FAST_TIMERS};
 use ports::Tp;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -22,9 +22,6 @@ const PIN_NUMBER: &str = "+4930123400";
 /// The number SIPp's scenarios call from.
 const CALLER: &str = "+4930555000";
 const CALLER_TONE: f64 = 1000.0;
-/// A short T1 (loopback answers at once): transactions end 64*T1 after a call, so the leak
-/// check at the end of each test needs seconds, not half a minute.
-const FAST_TIMERS: &str = "t1 = \"100ms\"\n";
 const BROWSER_TONE: f64 = 440.0;
 
 fn config(dialin: &str) -> String {

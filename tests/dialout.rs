@@ -11,8 +11,8 @@ use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::sipp::Sipp;
-use common::{Client, Gateway, TALK};
+use common::sipp::{notified_status_lines, received, Sipp};
+use common::{Client, Gateway, FAST_TIMERS, TALK};
 use ports::free_port;
 use ports::Tp;
 use reqwest::Method;
@@ -653,17 +653,6 @@ async fn phone_and_browser_hear_each_other_and_exchange_dtmf() {
     let _ = TALK;
 }
 
-/// The messages SIPp received, as its trace shows them.
-fn received(trace: &str) -> Vec<&str> {
-    trace
-        .split("----------------------------------------------- ")
-        .filter_map(|entry| {
-            let (head, message) = entry.split_once("\n\n")?;
-            head.contains("message received").then_some(message)
-        })
-        .collect()
-}
-
 /// Our answer to SIPp's re-INVITE with CSeq `seq`.
 fn reinvite_answer(trace: &str, seq: u32) -> &str {
     let cseq = format!("CSeq: {seq} INVITE");
@@ -1238,7 +1227,7 @@ async fn a_phone_transferred_by_refer_is_cleared_as_transferred_with_our_bye() {
     let phone_media = PhoneMedia::start(1000.0);
     let mport = phone_media.addr.port().to_string();
     let sipp = phone_sipp("dialout_transfer.xml", &mport).await;
-    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
@@ -1302,7 +1291,7 @@ async fn a_refused_transfer_keeps_the_call() {
     let phone_media = PhoneMedia::start(1000.0);
     let mport = phone_media.addr.port().to_string();
     let sipp = phone_sipp("dialout_transfer_refused.xml", &mport).await;
-    let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, ""));
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &trunk(sipp.port, Tp::Udp, ""));
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
@@ -1329,18 +1318,24 @@ async fn a_refused_transfer_keeps_the_call() {
     assert_nothing_left(&gw).await;
 }
 
-/// A phone trying to transfer us: its REFER is refused 403 unless the trunk has `allow_refer`
-/// (then 501: we do not act as the transferee); the call goes on either way.
+/// A phone trying to transfer us: its REFER is refused 403 unless the trunk has `allow_refer`;
+/// allowed, it is accepted (202, NOTIFY `100 Trying`), but a target the trunk may not dial is
+/// refused with NOTIFY `403 Forbidden` and the room hears the transfer failed. The call goes on
+/// either way.
 #[tokio::test]
 async fn a_refer_from_the_phone_is_refused_unless_the_trunk_allows_it() {
-    for (scenario, trunk_extra) in [
-        ("dialout_phone_refers.xml", ""),
-        ("dialout_phone_refers_allowed.xml", "allow_refer = true\n"),
+    for (scenario, trunk_extra, refer_answer) in [
+        ("dialout_phone_refers.xml", "", "SIP/2.0 403"),
+        (
+            "dialout_phone_refers_allowed.xml",
+            "allow_refer = true\n",
+            "SIP/2.0 202",
+        ),
     ] {
         let phone_media = PhoneMedia::start(1000.0);
         let mport = phone_media.addr.port().to_string();
         let sipp = phone_sipp(scenario, &mport).await;
-        let gw = Gateway::start(&trunk(sipp.port, Tp::Udp, trunk_extra));
+        let gw = Gateway::start_with_sip(FAST_TIMERS, &trunk(sipp.port, Tp::Udp, trunk_extra));
         let (alice, token, phone, mut events) = room_with_phone(&gw).await;
         let reply = dial(&alice, &token, phone, None).await.expect(200);
         let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
@@ -1356,6 +1351,14 @@ async fn a_refer_from_the_phone_is_refused_unless_the_trunk_allows_it() {
             || sipp.trace(),
         )
         .await;
+        let allowed = !trunk_extra.is_empty();
+        if allowed {
+            let accepted = transfer_event(&mut events, &call_id).await;
+            assert_eq!(accepted["status"], "accepted", "{accepted}");
+            let failed = transfer_event(&mut events, &call_id).await;
+            assert_eq!(failed["status"], "failed", "{failed}");
+            assert_eq!(failed["code"], 403, "{failed}");
+        }
         let p = phone_participant(&alice, &token, phone).await;
         assert_ne!(p["inCall"], 0, "{scenario}: {p}");
         end_call_for_all(&alice, &token).await;
@@ -1363,6 +1366,17 @@ async fn a_refer_from_the_phone_is_refused_unless_the_trunk_allows_it() {
         assert_eq!(rest.last().expect("final")["cause"], "ended", "{rest:?}");
         let (ok, trace) = sipp.finish().await;
         assert!(ok, "SIPp scenario {scenario} failed:\n{trace}");
+        let answer = received(&trace)
+            .into_iter()
+            .find(|m| m.contains("CSeq: 1 REFER"))
+            .unwrap_or_else(|| panic!("no answer to the REFER:\n{trace}"));
+        assert!(answer.starts_with(refer_answer), "{answer}");
+        let notified: &[&str] = if allowed {
+            &["SIP/2.0 100 Trying", "SIP/2.0 403 Forbidden"]
+        } else {
+            &[]
+        };
+        assert_eq!(notified_status_lines(&trace), notified, "{trace}");
         assert_nothing_left(&gw).await;
     }
 }

@@ -7,22 +7,38 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::kamailio::{Kamailio, BLOCKED_USER, GATEWAY_PASSWORD, GATEWAY_USER, REALM};
+use common::kamailio::{
+    Kamailio, ALICE, ALICE_PASSWORD, BLOCKED_USER, GATEWAY_PASSWORD, GATEWAY_USER, REALM,
+};
 use common::pki::Pki;
 use common::ports::Tp;
-use common::sipp::Sipp;
+use common::sipp::{notified_status_lines, received, Sipp};
 use common::telephony::{assert_nothing_left, call_records, wait_for, EventReader, PhoneMedia};
 use common::webrtc_client::{Offer, WebRtcClient};
-use common::{Client, Gateway};
+use common::{Client, Gateway, FAST_TIMERS};
 use dialbridge_sip::auth::{ChallengeKind, DigestClient, DigestRequest, RetryDecision};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// Sends a REGISTER of `user` (binding its socket's address) and returns Kamailio's answer.
 fn register(socket: &UdpSocket, kamailio: &Kamailio, user: &str, seq: u32, auth: &str) -> String {
+    let local = socket.local_addr().expect("local");
+    register_contact(socket, kamailio, user, local, seq, auth)
+}
+
+/// [`register`] that binds `contact` (another UA's address) instead.
+fn register_contact(
+    socket: &UdpSocket,
+    kamailio: &Kamailio,
+    user: &str,
+    contact: SocketAddr,
+    seq: u32,
+    auth: &str,
+) -> String {
     let local = socket.local_addr().expect("local");
     let port = kamailio.port;
     let request = format!(
-        "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{seq}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:{port}>;tag=t1\r\nTo: <sip:{user}@127.0.0.1:{port}>\r\nCall-ID: reg-{user}@127.0.0.1\r\nCSeq: {seq} REGISTER\r\nContact: <sip:{user}@{local}>\r\nExpires: 60\r\n{auth}Content-Length: 0\r\n\r\n"
+        "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{seq}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:{port}>;tag=t1\r\nTo: <sip:{user}@127.0.0.1:{port}>\r\nCall-ID: reg-{user}@127.0.0.1\r\nCSeq: {seq} REGISTER\r\nContact: <sip:{user}@{contact}>\r\nExpires: 60\r\n{auth}Content-Length: 0\r\n\r\n"
     );
     socket
         .send_to(request.as_bytes(), kamailio.addr())
@@ -155,7 +171,19 @@ async fn registered_over(
         Some(pki) => Kamailio::start_tls(phone, pki).await,
         None => Kamailio::start(phone).await,
     };
-    let (sip, extra) = match &pki {
+    let gw = gateway_registered_to(&kamailio, transport, pki.as_ref(), "").await;
+    (kamailio, gw, pki)
+}
+
+/// A gateway registered to `kamailio` over `transport` with the trunk [`TRUNK`] (over TLS
+/// with `pki`'s certificate, trusting only its CA), with more keys `trunk_extra`.
+async fn gateway_registered_to(
+    kamailio: &Kamailio,
+    transport: &str,
+    pki: Option<&Pki>,
+    trunk_extra: &str,
+) -> Gateway {
+    let (sip, extra) = match pki {
         Some(pki) => (
             pki.gateway_sip(),
             format!("tls_ca = \"{}\"\n", pki.ca().display()),
@@ -165,17 +193,17 @@ async fn registered_over(
     let trunk = kamailio_trunk_over(
         transport,
         TRUNK,
-        &kamailio,
+        kamailio,
         GATEWAY_USER,
         GATEWAY_PASSWORD,
-        &extra,
+        &format!("{extra}{trunk_extra}"),
     );
-    let gw = Gateway::start_with_sip(&format!("t1 = \"100ms\"\n{sip}"), &trunk);
-    trunk_until(&gw, &kamailio, TRUNK, "registered", |t| {
+    let gw = Gateway::start_with_sip(&format!("{FAST_TIMERS}{sip}"), &trunk);
+    trunk_until(&gw, kamailio, TRUNK, "registered", |t| {
         t["registered"] == true
     })
     .await;
-    (kamailio, gw, pki)
+    gw
 }
 
 /// Waits until `condition` holds of the JSON of `GET /api/v1/trunks`'s trunk `name`.
@@ -318,7 +346,7 @@ async fn a_failed_registration_is_retried_until_the_registrar_answers() {
     let trunk = format!(
         "[[trunks]]\nname = \"{TRUNK}\"\naddress = \"127.0.0.1:{port}\"\nusername = \"{GATEWAY_USER}\"\npassword = \"{GATEWAY_PASSWORD}\"\nregister = true\nregister_retry = 1\nregister_retry_max = 2\n"
     );
-    let gw = Gateway::start_with_sip("t1 = \"100ms\"\n", &trunk);
+    let gw = Gateway::start_with_sip(FAST_TIMERS, &trunk);
     let alice = gw.client("alice");
     let mut failed = Value::Null;
     for _ in 0..300 {
@@ -643,7 +671,7 @@ async fn a_tls_handshake_failure_rejects_the_call_with_a_clear_error() {
         &format!("tls_ca = \"{}\"\n", pki.ca().display()),
     );
     let gw = Gateway::start_with_sip(
-        &format!("t1 = \"100ms\"\n{}", pki.gateway_sip()),
+        &format!("{FAST_TIMERS}{}", pki.gateway_sip()),
         &format!("{bad}{good}"),
     );
     let (alice, token, _browser, mut events) = room_in_call(&gw).await;
@@ -677,5 +705,275 @@ async fn a_tls_handshake_failure_rejects_the_call_with_a_clear_error() {
         t["registered"] == true
     })
     .await;
+    assert_nothing_left(&gw).await;
+}
+
+/// A number Kamailio delivers to the user `alice` (its DID table): the transfer target.
+const TRANSFER_NUMBER: &str = "+4930777001";
+
+/// Binds `contact` (a UA elsewhere) as `user` at Kamailio, answering its digest challenge.
+fn register_with_digest(kamailio: &Kamailio, user: &str, password: &str, contact: SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let challenge = register_contact(&socket, kamailio, user, contact, 1, "");
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let uri = format!("sip:127.0.0.1:{}", kamailio.port);
+    let RetryDecision::Retry(headers) = DigestClient::new(user, password).on_challenge(
+        ChallengeKind::Www,
+        header(&challenge, "WWW-Authenticate"),
+        &DigestRequest::new("REGISTER", &uri),
+        "4e5f6a7b",
+    ) else {
+        panic!("the challenge is answerable: {challenge}");
+    };
+    let auth: String = headers
+        .iter()
+        .map(|h| format!("{}: {}\r\n", h.name, h.value))
+        .collect();
+    let ok = register_contact(&socket, kamailio, user, contact, 2, &auth);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+}
+
+/// A phone reached through Kamailio is transferred to a number Kamailio serves: the phone
+/// accepts our REFER and really calls the target through Kamailio (its 3PCC twin places that
+/// call to a second SIPp phone, registered at Kamailio for the number), reports the target's
+/// 200 in a NOTIFY on Kamailio's route, and our BYE ends its leg: the room sees the transfer
+/// accepted and the phone cleared as `transferred`.
+#[tokio::test]
+async fn a_phone_transferred_through_kamailio_calls_the_target_and_is_cleared_as_transferred() {
+    let target = Sipp::uas(
+        "dialout_answer.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", "9"],
+    )
+    .await;
+    let kamailio_port = common::ports::sipp_ports().sip;
+    let kamailio_at = SocketAddr::from(([127, 0, 0, 1], kamailio_port));
+    let phone_media = PhoneMedia::start(PHONE_TONE);
+    let mport = phone_media.addr.port().to_string();
+    let (phone, twin) = Sipp::uas_with_twin(
+        "dialout_transfer_via_twin.xml",
+        "transfer_twin_calls_target.xml",
+        kamailio_at,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &mport],
+    )
+    .await;
+    let phone_at = SocketAddr::from(([127, 0, 0, 1], phone.port));
+    let kamailio = Kamailio::start_on(kamailio_port, Some(phone_at)).await;
+    let target_at = SocketAddr::from(([127, 0, 0, 1], target.port));
+    register_with_digest(&kamailio, ALICE, ALICE_PASSWORD, target_at);
+    let gw = gateway_registered_to(&kamailio, "udp", None, "").await;
+    let (alice, token, _browser, mut events) = room_in_call(&gw).await;
+    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
+    let reply = alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{attendee}"),
+            None,
+        )
+        .await
+        .expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+
+    alice
+        .call(
+            Method::POST,
+            &format!("/api/v1/rooms/{token}/phones/{call_id}/transfer"),
+            Some(json!({ "to": TRANSFER_NUMBER })),
+        )
+        .await
+        .expect(200);
+    let accepted = events
+        .until("a transfer event", |e| {
+            e["type"] == "transfer" && e["callid"] == call_id
+        })
+        .await;
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
+    assert_eq!(accepted["code"], 202, "{accepted}");
+    let rest = events.statuses(&call_id).await;
+    let last = rest.last().expect("final");
+    assert_eq!(last["status"], "cleared", "{rest:?}");
+    assert_eq!(last["cause"], "transferred", "{rest:?}");
+
+    let (ok, trace) = phone.finish().await;
+    assert!(
+        ok,
+        "the phone's scenario (REFER, NOTIFY, our BYE) failed:\n{trace}"
+    );
+    let refer = received(&trace)
+        .into_iter()
+        .find(|m| m.starts_with("REFER sip:"))
+        .unwrap_or_else(|| panic!("no REFER reached the phone:\n{trace}"));
+    let refer_to = format!("Refer-To: <sip:{TRANSFER_NUMBER}@127.0.0.1:{kamailio_port}>");
+    assert!(refer.contains(&refer_to), "{refer}");
+    let (ok, twin_trace) = twin.finish().await;
+    assert!(ok, "the twin's call to the target failed:\n{twin_trace}");
+    let (ok, target_trace) = target.finish().await;
+    assert!(ok, "the target's scenario failed:\n{target_trace}");
+    assert!(
+        received(&target_trace)
+            .iter()
+            .any(|m| m.starts_with(&format!("INVITE sip:{ALICE}@{target_at}"))),
+        "the target got the INVITE Kamailio routed from the number:\n{target_trace}"
+    );
+    // The REFER, the NOTIFY and our BYE went through Kamailio, and so did the call to the target.
+    let lines = kamailio.lines();
+    for wanted in [
+        "recv REFER ".to_string(),
+        "recv NOTIFY ".to_string(),
+        "recv BYE ".to_string(),
+        format!("recv INVITE sip:{TRANSFER_NUMBER}@127.0.0.1:{kamailio_port} "),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&wanted)),
+            "{wanted}: {lines:#?}"
+        );
+    }
+    let recs = call_records(&alice, &token, "dialout").await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["cause"], "transferred", "{recs:?}");
+    assert_nothing_left(&gw).await;
+}
+
+/// A phone behind Kamailio transfers us (REFER; the trunk has `allow_refer`): we accept, call
+/// the target through Kamailio (a second SIPp phone, registered there for the number), NOTIFY
+/// the phone of that call (100, 180, 200), and once the target answers it takes the phone's
+/// place in the room (same attendee, `ringing` then `connected`, audio both ways) while the
+/// first leg ends `cleared` with cause `transferred`.
+#[tokio::test]
+async fn a_phone_that_transfers_us_is_replaced_in_the_room_by_our_call_to_its_target() {
+    let target_media = PhoneMedia::start(PHONE_TONE);
+    let target_mport = target_media.addr.port().to_string();
+    let target = Sipp::uas(
+        "dialout_answer.xml",
+        Tp::Udp,
+        &["-set", "mhost", "127.0.0.1", "-set", "mport", &target_mport],
+    )
+    .await;
+    let kamailio_port = common::ports::sipp_ports().sip;
+    let proxy = format!("127.0.0.1:{kamailio_port}");
+    let phone = Sipp::uas(
+        "dialout_phone_transfers_us.xml",
+        Tp::Udp,
+        &[
+            "-set",
+            "mhost",
+            "127.0.0.1",
+            "-set",
+            "mport",
+            "9",
+            "-set",
+            "target",
+            TRANSFER_NUMBER,
+            "-set",
+            "proxy",
+            &proxy,
+        ],
+    )
+    .await;
+    let phone_at = SocketAddr::from(([127, 0, 0, 1], phone.port));
+    let kamailio = Kamailio::start_on(kamailio_port, Some(phone_at)).await;
+    let target_at = SocketAddr::from(([127, 0, 0, 1], target.port));
+    register_with_digest(&kamailio, ALICE, ALICE_PASSWORD, target_at);
+    let gw = gateway_registered_to(&kamailio, "udp", None, "allow_refer = true\n").await;
+    let (alice, token, browser, mut events) = room_in_call(&gw).await;
+    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
+    let reply = alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{attendee}"),
+            None,
+        )
+        .await
+        .expect(200);
+    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    events.reach("connected").await;
+
+    let accepted = events
+        .until("the phone's transfer", |e| {
+            e["type"] == "transfer" && e["callid"] == call_id
+        })
+        .await;
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
+    assert_eq!(accepted["code"], 202, "{accepted}");
+    let replacement = events
+        .until("the replacement's accepted", |e| {
+            e["type"] == "callstatus" && e["status"] == "accepted" && e["callid"] != call_id
+        })
+        .await;
+    let new_call_id = replacement["callid"].as_str().expect("callid").to_string();
+    assert_eq!(replacement["attendeeId"], accepted["attendeeId"]);
+    let mut seen = Vec::new();
+    let mut first_leg = Vec::new();
+    while !(seen.iter().any(|s: &Value| s["status"] == "connected")
+        && first_leg.iter().any(|s: &Value| s["status"] == "cleared"))
+    {
+        let e = events
+            .until("a phone's callstatus", |e| e["type"] == "callstatus")
+            .await;
+        if e["callid"] == new_call_id {
+            seen.push(e);
+        } else if e["callid"] == call_id {
+            first_leg.push(e);
+        }
+    }
+    let words: Vec<&str> = seen.iter().filter_map(|s| s["status"].as_str()).collect();
+    assert_eq!(words, ["ringing", "connected"], "{seen:#?}");
+    let last = first_leg.last().expect("the first leg's end");
+    assert_eq!(last["status"], "cleared", "{first_leg:#?}");
+    assert_eq!(last["cause"], "transferred", "{first_leg:#?}");
+    hear_each_other(&browser, &target_media).await;
+
+    let (ok, trace) = phone.finish().await;
+    assert!(
+        ok,
+        "the transferring phone's scenario failed:\n{trace}\n{}",
+        gw.log()
+    );
+    assert_eq!(
+        notified_status_lines(&trace),
+        [
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 200 OK"
+        ],
+        "{trace}"
+    );
+    alice
+        .talk(
+            Method::DELETE,
+            &format!("/call/{token}"),
+            Some(json!({"all": true})),
+        )
+        .await
+        .expect(200);
+    let rest = events.statuses(&new_call_id).await;
+    assert_eq!(rest.last().expect("final")["cause"], "ended", "{rest:#?}");
+    let (ok, target_trace) = target.finish().await;
+    assert!(ok, "the target's scenario failed:\n{target_trace}");
+    assert!(
+        received(&target_trace)
+            .iter()
+            .any(|m| m.starts_with(&format!("INVITE sip:{ALICE}@{target_at}"))),
+        "{target_trace}"
+    );
+    // Our call to the target went through Kamailio, to the number the REFER named.
+    assert!(
+        !lines_of(
+            &kamailio,
+            &format!("recv INVITE sip:{TRANSFER_NUMBER}@127.0.0.1:{kamailio_port} ")
+        )
+        .is_empty(),
+        "{:#?}",
+        kamailio.lines()
+    );
+    let recs = call_records(&alice, &token, "dialout").await;
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let causes: std::collections::BTreeSet<&str> =
+        recs.iter().filter_map(|r| r["cause"].as_str()).collect();
+    assert_eq!(causes, ["ended", "transferred"].into(), "{recs:?}");
     assert_nothing_left(&gw).await;
 }

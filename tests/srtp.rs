@@ -11,14 +11,12 @@ use common::sipp::Sipp;
 use common::srtp::{derive, inline_key, SrtpStream};
 use common::telephony::{assert_nothing_left, trunk, wait_for, EventReader, PhoneMedia};
 use common::webrtc_client::{Offer, WebRtcClient};
-use common::{Client, Gateway};
+use common::{Client, Gateway, FAST_TIMERS};
 use reqwest::Method;
 use serde_json::json;
 
 const PHONE: &str = "+4930123456";
 const PHONE_TONE: f64 = 1000.0;
-/// Transactions end 64*T1 after a call: a short T1 keeps the final leak checks short.
-const FAST_TIMERS: &str = "t1 = \"100ms\"\n";
 const BROWSER_TONE: f64 = 440.0;
 /// The phone's SDES key||salt, as its answer announces it.
 const PHONE_KEY: [u8; 30] = *b"phone-master-key-and-its-salt!";

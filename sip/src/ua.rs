@@ -28,6 +28,7 @@ mod register;
 mod reliable;
 mod session_timer;
 use deadlines::Deadlines;
+use refer::PeerRefer;
 pub use refer::{sipfrag_status, TransferProgress};
 pub use register::{refresh_after, Registration, RegistrationHandle, RegistrationState};
 use reliable::{requires_100rel, EarlyDialog, Reliable, ReliableOut};
@@ -215,6 +216,10 @@ pub enum UaEvent {
         call: CallHandle,
         body: Option<Body>,
     },
+    /// The peer asks us to call `refer_to` instead (a REFER we perform, see
+    /// [`UserAgent::perform_peer_refer`]): it was answered 202 and NOTIFY `100 Trying`; report
+    /// the new call with [`UserAgent::notify_transfer`] up to a final status.
+    Referred { call: CallHandle, refer_to: Uri },
     /// How our transfer of the call ([`UserAgent::refer`]) goes.
     Transfer {
         call: CallHandle,
@@ -257,6 +262,7 @@ impl UaEvent {
             | UaEvent::ReInviteAck { call, .. }
             | UaEvent::Info { call, .. }
             | UaEvent::Transfer { call, .. }
+            | UaEvent::Referred { call, .. }
             | UaEvent::Ended { call, .. }
             | UaEvent::SessionExpired { call }
             | UaEvent::RestoredByeDone { call, .. } => Some(*call),
@@ -318,8 +324,12 @@ struct Call {
     /// Re-INVITEs of this call wait for [`UserAgent::respond_reinvite`] whatever
     /// [`UaConfig::auto_answer_reinvite`] says.
     manual_reinvite: bool,
-    /// The peer may send REFER ([`UserAgent::allow_peer_refer`]).
-    peer_refer: bool,
+    /// What a REFER from the peer gets ([`UserAgent::allow_peer_refer`],
+    /// [`UserAgent::perform_peer_refer`]).
+    peer_refer: PeerRefer,
+    /// The peer's REFER we perform: its id (the REFER's CSeq) while its implicit subscription
+    /// is open, i.e. until our final NOTIFY.
+    referred: Option<u32>,
     /// BYE requested before the ACK for our 2xx arrived.
     bye_pending: bool,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
@@ -378,6 +388,9 @@ pub struct UserAgent {
     reliable_timers: Deadlines,
     /// Next session refresh (ours) or expiry (the peer's) of each call with a session timer.
     session_timers: Deadlines,
+    /// Accepted transfers of ours waiting for their next NOTIFY (RFC 6665 Timer N, then the
+    /// subscription's expiry).
+    transfer_timers: Deadlines,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +440,7 @@ impl UserAgent {
             next_registration: 1,
             reliable_timers: Deadlines::default(),
             session_timers: Deadlines::default(),
+            transfer_timers: Deadlines::default(),
         }
     }
 
@@ -445,6 +459,7 @@ impl UserAgent {
         self.registration_timers(now);
         self.reliable_retransmissions(now);
         self.session_timers_due(now);
+        self.transfer_timers_due(now);
         self.process(now);
     }
 
@@ -470,6 +485,7 @@ impl UserAgent {
             self.registration_timeout(),
             self.reliable_timeout(),
             self.session_timeout(),
+            self.transfer_timers.earliest(),
         ]
         .into_iter()
         .flatten()
@@ -583,7 +599,8 @@ impl UserAgent {
                 local_tag,
                 reinvite_tx: None,
                 manual_reinvite: false,
-                peer_refer: false,
+                peer_refer: PeerRefer::Refused,
+                referred: None,
                 bye_pending: false,
                 auth,
                 early: Vec::new(),
@@ -1153,6 +1170,7 @@ impl UserAgent {
     fn remove_call(&mut self, call: CallHandle) {
         self.reliable_timers.remove(&call);
         self.session_timers.remove(&call);
+        self.transfer_timers.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = c.dialog {
                 self.dialogs.remove(&d.id);
@@ -1268,7 +1286,7 @@ impl UserAgent {
                 }
                 self.on_refresh_response(now, call, &resp);
             }
-            Purpose::Refer => self.on_refer_response(id, call, &resp),
+            Purpose::Refer => self.on_refer_response(now, id, call, &resp),
             _ => {
                 if code >= 200 {
                     self.txs.remove(&id);
@@ -1505,7 +1523,8 @@ impl UserAgent {
                         local_tag,
                         reinvite_tx: None,
                         manual_reinvite: false,
-                        peer_refer: false,
+                        peer_refer: PeerRefer::Refused,
+                        referred: None,
                         bye_pending: false,
                         auth: None,
                         early: Vec::new(),

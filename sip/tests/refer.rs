@@ -1,7 +1,10 @@
 //! Blind transfer as the transferor (RFC 3515) in virtual time: REFER in the established
 //! dialog with Refer-To, its 202, the NOTIFYs of the peer's new call (message/sipfrag, answered
-//! 200) up to the final one; a refused REFER; a REFER nobody answers fails after 64*T1; a
-//! NOTIFY without a transfer of ours gets 481.
+//! 200) up to the final one; a refused REFER; a REFER nobody answers fails after 64*T1; an
+//! accepted REFER whose NOTIFYs do not come ends unreported (64*T1 for the first, the
+//! subscription's expiry for the next); a NOTIFY without a transfer of ours gets 481. As the
+//! transferee: the peer's REFER refused (403), not performed (501), or performed (202, NOTIFY
+//! `100 Trying`, the new call's status lines up to a final one that ends the subscription).
 
 use std::time::{Duration, Instant};
 
@@ -256,6 +259,113 @@ fn an_unanswered_refer_is_retransmitted_and_fails_after_64_t1() {
     panic!("the REFER never failed");
 }
 
+/// Runs the agent's timers up to `end`; returns when the first transfer event came, and it.
+fn next_transfer_event(
+    ua: &mut UserAgent,
+    end: Instant,
+) -> Option<(Instant, Vec<TransferProgress>)> {
+    while let Some(at) = ua.poll_timeout().filter(|at| *at <= end) {
+        ua.handle_timeout(at);
+        sent(ua);
+        let progress = transfer_events(ua);
+        if !progress.is_empty() {
+            return Some((at, progress));
+        }
+    }
+    None
+}
+
+#[test]
+fn an_accepted_refer_without_any_notify_ends_unreported_after_64_t1() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
+    ua.refer(now, call, &target).expect("refer");
+    let refer = one_request(&mut ua);
+    let accepted = now + Duration::from_secs(1);
+    deliver(&mut ua, accepted, &answer(&refer, 202, "Accepted"));
+    assert_eq!(transfer_events(&mut ua), [TransferProgress::Accepted]);
+    assert!(
+        ua.refer(accepted, call, &target).is_err(),
+        "still under way"
+    );
+
+    let (at, progress) =
+        next_transfer_event(&mut ua, now + Duration::from_secs(120)).expect("the transfer ends");
+    assert_eq!(progress, [TransferProgress::Unreported]);
+    // Timer N (RFC 6665): 64*T1 after the 2xx, 32 s at T1 = 500 ms.
+    assert_eq!(at.duration_since(accepted), Duration::from_secs(32));
+    // The subscription is gone: a late NOTIFY has none; the call goes on and may transfer again.
+    deliver(
+        &mut ua,
+        at,
+        &notify(&invite, 1, "SIP/2.0 200 OK\r\n", "terminated"),
+    );
+    assert_eq!(one_response(&mut ua).code, 481);
+    assert!(transfer_events(&mut ua).is_empty());
+    ua.refer(at, call, &target).expect("a second transfer");
+    assert_eq!(one_request(&mut ua).method.as_str(), "REFER");
+}
+
+#[test]
+fn a_subscription_that_expires_before_a_final_notify_ends_unreported() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
+    ua.refer(now, call, &target).expect("refer");
+    let refer = one_request(&mut ua);
+    deliver(&mut ua, now, &answer(&refer, 202, "Accepted"));
+    // A NOTIFY 20 s in (within Timer N) moves the deadline to its subscription's expiry.
+    let ringing = now + Duration::from_secs(20);
+    deliver(
+        &mut ua,
+        ringing,
+        &notify(&invite, 1, "SIP/2.0 180 Ringing\r\n", "active;expires=40"),
+    );
+    assert_eq!(one_response(&mut ua).code, 200);
+    assert_eq!(
+        transfer_events(&mut ua),
+        [
+            TransferProgress::Accepted,
+            TransferProgress::Status {
+                code: 180,
+                reason: "Ringing".into(),
+                done: false
+            }
+        ]
+    );
+    let (at, progress) =
+        next_transfer_event(&mut ua, now + Duration::from_secs(300)).expect("the transfer ends");
+    assert_eq!(progress, [TransferProgress::Unreported]);
+    assert_eq!(at.duration_since(ringing), Duration::from_secs(40));
+    ua.refer(at, call, &target).expect("a second transfer");
+}
+
+#[test]
+fn a_final_notify_stops_the_wait_for_the_outcome() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
+    ua.refer(now, call, &target).expect("refer");
+    let refer = one_request(&mut ua);
+    deliver(&mut ua, now, &answer(&refer, 202, "Accepted"));
+    deliver(
+        &mut ua,
+        now,
+        &notify(&invite, 1, "SIP/2.0 486 Busy Here\r\n", "terminated"),
+    );
+    assert_eq!(one_response(&mut ua).code, 200);
+    assert_eq!(transfer_events(&mut ua).len(), 2);
+    assert_eq!(
+        next_transfer_event(&mut ua, now + Duration::from_secs(300)),
+        None,
+        "nothing more after the final NOTIFY"
+    );
+}
+
 #[test]
 fn a_notify_without_our_transfer_gets_481_and_a_bad_sipfrag_400() {
     let now = Instant::now();
@@ -316,11 +426,116 @@ fn a_refer_from_the_peer_is_refused_unless_its_trunk_allows_it() {
     let refused = one_response(&mut ua);
     assert_eq!(refused.code, 403);
     assert!(transfer_events(&mut ua).is_empty());
-    // Allowed: past the policy, but we do not act as the transferee.
+    // Allowed: past the policy, but not performed.
     ua.allow_peer_refer(call).expect("allow");
     deliver(&mut ua, now, peer_refer(&invite, 2).as_bytes());
     let refused = one_response(&mut ua);
     assert_eq!(refused.code, 501);
     assert!(!refused.headers.get("Allow").unwrap_or("").contains("REFER"));
     assert!(transfer_events(&mut ua).is_empty());
+}
+
+/// The NOTIFYs and responses the agent sent.
+fn notifies_and_responses(ua: &mut UserAgent) -> (Vec<Request>, Vec<Response>) {
+    let mut notifies = Vec::new();
+    let mut responses = Vec::new();
+    for m in sent(ua) {
+        match m {
+            Message::Request(r) if r.method.as_str() == "NOTIFY" => notifies.push(r),
+            Message::Response(r) => responses.push(r),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (notifies, responses)
+}
+
+fn referred(ua: &mut UserAgent) -> Vec<(CallHandle, Uri)> {
+    events(ua)
+        .into_iter()
+        .filter_map(|e| match e {
+            UaEvent::Referred { call, refer_to } => Some((call, refer_to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_performed_refer_is_accepted_and_our_notifies_report_the_new_call_to_the_end() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    ua.perform_peer_refer(call).expect("perform");
+    deliver(&mut ua, now, peer_refer(&invite, 1).as_bytes());
+    let (notifies, responses) = notifies_and_responses(&mut ua);
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].code, 202);
+    assert_eq!(
+        referred(&mut ua),
+        [(call, Uri::parse("sip:+15550000@198.51.100.7").expect("uri"))]
+    );
+    // The implicit subscription's first NOTIFY, in the dialog, to the peer's Contact.
+    let [trying] = notifies.as_slice() else {
+        panic!("one NOTIFY: {notifies:?}");
+    };
+    assert_eq!(trying.uri.to_string(), "sip:phone@198.51.100.7:5080");
+    assert_eq!(trying.headers.get("Call-ID"), invite.headers.get("Call-ID"));
+    assert_eq!(trying.headers.get("Event"), Some("refer;id=1"));
+    assert_eq!(
+        trying.headers.get("Subscription-State"),
+        Some("active;expires=120")
+    );
+    assert_eq!(sipfrag_status(&trying.body), Some((100, "Trying".into())));
+    assert!(trying
+        .headers
+        .get("Content-Type")
+        .is_some_and(|t| t.starts_with("message/sipfrag")));
+    deliver(&mut ua, now, &answer(trying, 200, "OK"));
+
+    // One at a time: another REFER meanwhile waits.
+    deliver(&mut ua, now, peer_refer(&invite, 2).as_bytes());
+    assert_eq!(one_response(&mut ua).code, 491);
+    assert!(referred(&mut ua).is_empty());
+
+    ua.notify_transfer(now, call, 180, "Ringing")
+        .expect("notify");
+    let ringing = one_request(&mut ua);
+    assert_eq!(sipfrag_status(&ringing.body), Some((180, "Ringing".into())));
+    assert_eq!(
+        ringing.headers.get("Subscription-State"),
+        Some("active;expires=120")
+    );
+    deliver(&mut ua, now, &answer(&ringing, 200, "OK"));
+    ua.notify_transfer(now, call, 200, "OK").expect("notify");
+    let answered = one_request(&mut ua);
+    assert_eq!(sipfrag_status(&answered.body), Some((200, "OK".into())));
+    assert_eq!(
+        answered.headers.get("Subscription-State"),
+        Some("terminated;reason=noresource")
+    );
+    let seqs: Vec<&str> = [trying, &ringing, &answered]
+        .iter()
+        .filter_map(|n| n.headers.get("CSeq"))
+        .collect();
+    assert_eq!(seqs, ["2 NOTIFY", "3 NOTIFY", "4 NOTIFY"]);
+    deliver(&mut ua, now, &answer(&answered, 200, "OK"));
+    // The subscription is over: nothing more to report, and a new REFER may come.
+    assert!(ua.notify_transfer(now, call, 200, "OK").is_err());
+    deliver(&mut ua, now, peer_refer(&invite, 3).as_bytes());
+    let (notifies, responses) = notifies_and_responses(&mut ua);
+    assert_eq!(responses[0].code, 202);
+    assert_eq!(notifies.len(), 1);
+    assert_eq!(notifies[0].headers.get("Event"), Some("refer;id=3"));
+}
+
+#[test]
+fn a_performed_refer_without_a_refer_to_is_a_bad_request() {
+    let now = Instant::now();
+    let mut ua = agent();
+    let (call, invite) = call(&mut ua, now);
+    ua.perform_peer_refer(call).expect("perform");
+    let without = peer_refer(&invite, 1).replace("Refer-To: <sip:+15550000@198.51.100.7>\r\n", "");
+    deliver(&mut ua, now, without.as_bytes());
+    assert_eq!(one_response(&mut ua).code, 400);
+    assert!(referred(&mut ua).is_empty());
+    assert!(ua.notify_transfer(now, call, 100, "Trying").is_err());
 }

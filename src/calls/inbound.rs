@@ -195,6 +195,7 @@ pub(crate) async fn run(shared: Arc<PhoneLegs>, rules: Rules, inbound: Inbound, 
             control: control_tx,
             has_media: false,
             finished: false,
+            replaces: None,
         },
     );
     shared.publish_gauges();
@@ -354,6 +355,10 @@ impl Effects for Leg {
                         message,
                     );
                 }
+            }
+            // A caller's trunk ([[inbound]]) does not perform REFERs: they are refused.
+            Action::PlaceReplacement(_) | Action::NotifyTransfer { .. } => {
+                tracing::debug!(call_id = %self.call_id, ?action, "not a dial-in's action");
             }
             Action::Done => return false,
         }

@@ -39,6 +39,8 @@ pub enum Control {
     Mute(PhoneMute),
     /// Blind transfer: ask the phone to call this URI instead (REFER).
     Transfer(String),
+    /// How the leg that replaces this one (the phone transferred us) goes, as a SIP status.
+    Replacement { code: u16, reason: String },
 }
 
 /// Binding tries per dial-out when ports of the range are held by other programs.
@@ -59,6 +61,8 @@ pub(crate) struct LiveLeg {
     /// Its final status is out: the attendee and the trunk's slot are free again, though
     /// the leg is still letting go of its dialog and ports.
     pub finished: bool,
+    /// The leg this one replaces (its phone transferred us here): it hears our statuses.
+    pub replaces: Option<String>,
 }
 
 /// The running phone legs of both directions and what they share.
@@ -281,6 +285,31 @@ pub(crate) fn report_transfer(
         .phone_transfer_status(record, status, code, Some(message));
 }
 
+/// A replacing leg's status, as the SIP status line its replaced leg NOTIFYs the phone
+/// that transferred us: ringing, answered, or why it failed. Statuses after the answer do not
+/// matter to it (it hung up then).
+fn tell_replaced_leg(shared: &PhoneLegs, record: &PhoneCallRecord, change: &PhoneStatus) {
+    let line = match change.status {
+        CallStatus::Ringing => (change.code.unwrap_or(180), "Ringing"),
+        CallStatus::Connected => (200, "OK"),
+        CallStatus::Rejected => (change.code.unwrap_or(503), "Service Unavailable"),
+        CallStatus::Accepted | CallStatus::Cleared => return,
+    };
+    let legs = shared.legs();
+    let replaced = legs
+        .get(&record.call_id)
+        .and_then(|l| l.replaces.as_ref())
+        .and_then(|id| legs.get(id));
+    if let Some(replaced) = replaced {
+        let (code, default_reason) = line;
+        let reason = match (&change.message, change.status) {
+            (Some(m), CallStatus::Ringing | CallStatus::Rejected) if !m.is_empty() => m.clone(),
+            _ => default_reason.to_string(),
+        };
+        let _ = replaced.control.send(Control::Replacement { code, reason });
+    }
+}
+
 /// Logs a leg's new status, records it and announces it in the room.
 pub(crate) fn report(
     shared: &PhoneLegs,
@@ -296,6 +325,7 @@ pub(crate) fn report(
         message = change.message.as_deref(),
         "phone leg status"
     );
+    tell_replaced_leg(shared, record, &change);
     if change.status.is_final() {
         count_end(record.kind, change.status, change.cause);
         // Free before anyone hears of the end: a dial-out right after it must not be refused.

@@ -21,7 +21,8 @@ use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
 use super::task::{self, Effects, Inputs};
 use crate::config::TrunkConfig;
 use crate::room::{
-    CallStatus, Cause, DialoutTarget, MediaParticipant, PhoneStatus, RoomResult, Rooms,
+    CallStatus, Cause, DialoutTarget, ErrorKind, MediaParticipant, PhoneNumber, PhoneStatus,
+    RoomError, RoomResult, Rooms,
 };
 use crate::runtime::dns::LocateError;
 use crate::runtime::media::PhoneMediaEvent;
@@ -63,6 +64,8 @@ pub(crate) fn start_recorded(shared: &PhoneLegs, setup: &LegSetup) -> RoomResult
 
 struct Leg {
     shared: Arc<PhoneLegs>,
+    /// Who and where the leg calls for (a replacement after a transfer calls for the same).
+    target: DialoutTarget,
     record: PhoneCallRecord,
     record_id: i64,
     who: MediaParticipant,
@@ -230,6 +233,7 @@ pub(crate) async fn run(
     let offer = media.offer();
     let mut leg = Leg {
         shared: shared.clone(),
+        target: target.clone(),
         record,
         record_id,
         who,
@@ -295,6 +299,40 @@ pub(crate) async fn run(
     shared.end_leg(&call_id, leg.media.finish(), lease);
 }
 
+/// Calls the target of the phone's REFER through the same trunk, for the same attendee, as a
+/// leg that takes this one's place once answered: the number must be one the trunk may dial
+/// and the room's dial-out checks must pass, as for a moderator's dial-out.
+fn place_replacement(leg: &Leg, trunk: &TrunkConfig, to: &str) -> RoomResult<String> {
+    let forbidden = |why: String| RoomError::new(ErrorKind::Forbidden, "number", why);
+    let number = Uri::parse(to)
+        .ok()
+        .and_then(|uri| uri.user_number())
+        .and_then(|user| PhoneNumber::from_sip_user(&user))
+        .ok_or_else(|| forbidden(format!("the transfer target {to} is not a phone number")))?;
+    if !trunk.may_dial(number.as_str()) {
+        return Err(forbidden(format!(
+            "trunk `{}` is not allowed to dial {}",
+            trunk.name,
+            number.as_str()
+        )));
+    }
+    leg.shared.rooms.check_dialout(leg.target.room_id)?;
+    let target = DialoutTarget {
+        number: number.as_str().to_string(),
+        caller: None,
+        anonymous: false,
+        ..leg.target.clone()
+    };
+    super::dialout::start_leg(
+        &leg.shared,
+        &tokio::runtime::Handle::current(),
+        trunk,
+        target,
+        Some(leg.record.call_id.clone()),
+        || Ok(()),
+    )
+}
+
 /// The leg's task: feeds the call's state machine ([`PhoneCall`]) with SIP events, room
 /// commands, media events and its timer, and carries out what it decides.
 async fn drive(
@@ -312,7 +350,7 @@ async fn drive(
         tracing::warn!(%call_id, error = %e, "re-INVITEs stay auto-answered");
     }
     if trunk.allow_refer {
-        if let Err(e) = leg.shared.sip.allow_peer_refer(handle).await {
+        if let Err(e) = leg.shared.sip.perform_peer_refer(handle).await {
             tracing::warn!(%call_id, error = %e, "REFER stays refused");
         }
     }
@@ -323,7 +361,12 @@ async fn drive(
             max_duration: trunk.max_call_duration.0,
         },
     );
-    let mut dialled = Dialled { leg, offer, handle };
+    let mut dialled = Dialled {
+        leg,
+        trunk,
+        offer,
+        handle,
+    };
     let inputs = Inputs {
         events,
         control,
@@ -335,6 +378,7 @@ async fn drive(
 /// A dial-out in its dialog: what its decisions are carried out with.
 struct Dialled<'a> {
     leg: &'a mut Leg,
+    trunk: &'a TrunkConfig,
     offer: &'a SessionDescription,
     handle: CallHandle,
 }
@@ -411,6 +455,26 @@ impl Effects for Dialled<'_> {
                 code,
                 message,
             } => legs::report_transfer(&leg.shared, &leg.record, status.as_str(), code, message),
+            Action::PlaceReplacement(to) => {
+                if let Err(e) = place_replacement(leg, self.trunk, &to) {
+                    tracing::info!(%call_id, %to, error = %e.message, "transfer target refused");
+                    // Not allowed, or not now (the trunk's limits, no free RTP port).
+                    let (code, reason) = match e.kind {
+                        ErrorKind::Forbidden => (403, "Forbidden"),
+                        _ => (503, "Service Unavailable"),
+                    };
+                    let refusal = Control::Replacement {
+                        code,
+                        reason: reason.into(),
+                    };
+                    call.handle_control(Instant::now(), Some(refusal));
+                }
+            }
+            Action::NotifyTransfer { code, reason } => {
+                if let Err(e) = leg.shared.sip.notify_transfer(handle, code, reason).await {
+                    tracing::info!(%call_id, error = %e, "transfer NOTIFY not sent");
+                }
+            }
             Action::Done => return false,
         }
         true

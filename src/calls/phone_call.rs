@@ -129,6 +129,9 @@ pub(crate) enum SipInput {
     Transfer(TransferProgress),
     /// Our REFER ([`Action::Refer`]) could not be sent.
     ReferRefused(String),
+    /// The phone transfers us to this URI (its REFER, accepted by the SIP core with 202 and
+    /// NOTIFY `100 Trying`): our call to it should take this call's place.
+    Referred(String),
     /// The SIP driver stopped.
     DriverStopped,
 }
@@ -192,6 +195,11 @@ pub(crate) enum Action {
     /// Ask the phone to call this URI instead (REFER); [`SipInput::Transfer`] events follow,
     /// or [`SipInput::ReferRefused`].
     Refer(String),
+    /// Call this URI for the phone that transferred us ([`SipInput::Referred`]): a new leg
+    /// of the same attendee; its statuses come back as [`Control::Replacement`].
+    PlaceReplacement(String),
+    /// Tell the phone that transferred us how our call to its target goes (NOTIFY).
+    NotifyTransfer { code: u16, reason: String },
     /// Tell the room how a transfer goes.
     TransferStatus {
         status: TransferStatus,
@@ -279,6 +287,8 @@ pub(crate) struct PhoneCall {
     starting: bool,
     /// Our REFER is out and its outcome not final yet.
     transferring: bool,
+    /// The phone transferred us and our call to its target has no final status yet.
+    replacing: bool,
     done: bool,
     actions: VecDeque<Action>,
 }
@@ -301,6 +311,7 @@ impl PhoneCall {
             media_up: false,
             starting: false,
             transferring: false,
+            replacing: false,
             done: false,
             actions: VecDeque::new(),
         }
@@ -333,6 +344,7 @@ impl PhoneCall {
             media_up,
             starting: false,
             transferring: false,
+            replacing: false,
             done: false,
             actions: VecDeque::new(),
         };
@@ -585,6 +597,7 @@ impl PhoneCall {
                 self.transferring = false;
                 self.transfer_status(TransferStatus::Refused, None, error);
             }
+            SipInput::Referred(to) => self.referred(to),
             SipInput::DriverStopped => {
                 if self.is_caller() {
                     self.finish_caller(false, Some("SIP driver stopped"));
@@ -617,6 +630,7 @@ impl PhoneCall {
             }
             Some(Control::Mute(mute)) => self.actions.push_back(Action::Mute(mute)),
             Some(Control::Transfer(to)) => self.transfer(to),
+            Some(Control::Replacement { code, reason }) => self.replacement(now, code, reason),
             None => self.hang_up(now, Cause::Shutdown),
         }
     }
@@ -639,6 +653,45 @@ impl PhoneCall {
                 self.transferring = true;
                 self.actions.push_back(Action::Refer(to));
             }
+        }
+    }
+
+    /// The phone transfers us: an established call not ending places the new call (one at a
+    /// time; the SIP core refuses a second REFER meanwhile); otherwise the phone hears 603.
+    fn referred(&mut self, to: String) {
+        if !matches!(self.phase, Phase::Established) || self.ending.is_some() || self.replacing {
+            self.actions.push_back(Action::NotifyTransfer {
+                code: 603,
+                reason: "Decline".into(),
+            });
+            return;
+        }
+        self.replacing = true;
+        self.transfer_status(
+            TransferStatus::Accepted,
+            Some(202),
+            format!("the phone transfers the call to {to}"),
+        );
+        self.actions.push_back(Action::PlaceReplacement(to));
+    }
+
+    /// How our call to the target of the phone's REFER goes: each status goes to the phone;
+    /// answered, it has taken this call's place and our leg hangs up (cause `transferred`);
+    /// failed or refused, this call goes on.
+    fn replacement(&mut self, now: Instant, code: u16, reason: String) {
+        if !self.replacing {
+            return;
+        }
+        self.actions.push_back(Action::NotifyTransfer {
+            code,
+            reason: reason.clone(),
+        });
+        if (200..300).contains(&code) {
+            self.replacing = false;
+            self.hang_up(now, Cause::Transferred);
+        } else if code >= 300 {
+            self.replacing = false;
+            self.transfer_status(TransferStatus::Failed, Some(code), reason);
         }
     }
 
@@ -672,6 +725,14 @@ impl PhoneCall {
                     self.transferring = false;
                     self.transfer_status(TransferStatus::Failed, Some(code), reason);
                 }
+            }
+            TransferProgress::Unreported => {
+                self.transferring = false;
+                self.transfer_status(
+                    TransferStatus::Failed,
+                    None,
+                    "the phone did not report the outcome of the transfer in time".into(),
+                );
             }
         }
     }
@@ -1126,8 +1187,132 @@ mod tests {
                 "Request Timeout"
             )]
         );
+        // Accepted, then no outcome in time: the core ends it unreported; the room hears it
+        // failed and another transfer may start.
+        transfer_to(&mut c, t0);
+        actions(&mut c);
+        c.handle_sip(t0, SipInput::Transfer(TransferProgress::Accepted));
+        actions(&mut c);
+        c.handle_sip(
+            t0 + Duration::from_secs(32),
+            SipInput::Transfer(TransferProgress::Unreported),
+        );
+        assert_eq!(
+            actions(&mut c),
+            [transfer_status(
+                TransferStatus::Failed,
+                None,
+                "the phone did not report the outcome of the transfer in time"
+            )]
+        );
+        transfer_to(&mut c, t0 + Duration::from_secs(33));
+        assert_eq!(actions(&mut c), [Action::Refer(TARGET.into())]);
         assert_eq!(c.poll_timeout(), Some(t0 + MAX), "still established");
         assert!(!c.is_done());
+    }
+
+    fn replacement(code: u16, reason: &str) -> Option<Control> {
+        Some(Control::Replacement {
+            code,
+            reason: reason.into(),
+        })
+    }
+
+    fn notify_transfer(code: u16, reason: &str) -> Action {
+        Action::NotifyTransfer {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn transferred_by_the_phone_our_answered_replacement_ends_this_leg_as_transferred() {
+        let t0 = Instant::now();
+        let mut c = established(t0);
+        c.handle_sip(t0, SipInput::Referred(TARGET.into()));
+        assert_eq!(
+            actions(&mut c),
+            [
+                transfer_status(
+                    TransferStatus::Accepted,
+                    Some(202),
+                    &format!("the phone transfers the call to {TARGET}")
+                ),
+                Action::PlaceReplacement(TARGET.into())
+            ]
+        );
+        // A second REFER while the first is performed is declined.
+        c.handle_sip(t0, SipInput::Referred(TARGET.into()));
+        assert_eq!(actions(&mut c), [notify_transfer(603, "Decline")]);
+        c.handle_control(t0, replacement(180, "Ringing"));
+        assert_eq!(actions(&mut c), [notify_transfer(180, "Ringing")]);
+        let t1 = t0 + Duration::from_secs(3);
+        c.handle_control(t1, replacement(200, "OK"));
+        assert_eq!(
+            actions(&mut c),
+            [
+                notify_transfer(200, "OK"),
+                Action::HangUp(Cause::Transferred)
+            ]
+        );
+        c.handle_sip(t1, SipInput::HangupSent);
+        assert_eq!(
+            actions(&mut c),
+            [
+                Action::CutOff,
+                report(
+                    CallStatus::Cleared,
+                    Some(Cause::Transferred),
+                    Some(200),
+                    Some("OK")
+                )
+            ]
+        );
+        // The phone's own BYE crossing ours changes nothing.
+        c.handle_sip(t1, SipInput::Ended { by_remote: true });
+        assert_eq!(actions(&mut c), [Action::Done]);
+    }
+
+    #[test]
+    fn a_refused_or_failed_replacement_keeps_the_call_and_another_may_follow() {
+        let t0 = Instant::now();
+        let mut c = established(t0);
+        c.handle_sip(t0, SipInput::Referred(TARGET.into()));
+        actions(&mut c);
+        // The target is not one the trunk may dial.
+        c.handle_control(t0, replacement(403, "Forbidden"));
+        assert_eq!(
+            actions(&mut c),
+            [
+                notify_transfer(403, "Forbidden"),
+                transfer_status(TransferStatus::Failed, Some(403), "Forbidden")
+            ]
+        );
+        c.handle_sip(t0, SipInput::Referred(TARGET.into()));
+        assert_eq!(actions(&mut c).len(), 2);
+        c.handle_control(t0, replacement(486, "Busy Here"));
+        assert_eq!(
+            actions(&mut c),
+            [
+                notify_transfer(486, "Busy Here"),
+                transfer_status(TransferStatus::Failed, Some(486), "Busy Here")
+            ]
+        );
+        // A late status of a replacement that is over changes nothing.
+        c.handle_control(t0, replacement(200, "OK"));
+        assert!(actions(&mut c).is_empty());
+        assert_eq!(c.poll_timeout(), Some(t0 + MAX), "still established");
+        assert!(!c.is_done());
+    }
+
+    #[test]
+    fn a_call_not_established_declines_the_phones_transfer() {
+        let t0 = Instant::now();
+        let mut c = call(t0);
+        c.handle_sip(t0, ringing());
+        actions(&mut c);
+        c.handle_sip(t0, SipInput::Referred(TARGET.into()));
+        assert_eq!(actions(&mut c), [notify_transfer(603, "Decline")]);
     }
 
     #[test]

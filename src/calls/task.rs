@@ -128,6 +128,10 @@ fn sip_input(call_id: &str, far_end: &str, event: UaEvent) -> Option<SipInput> {
             tracing::info!(%call_id, ?progress, "transfer of the {far_end}");
             SipInput::Transfer(progress)
         }
+        UaEvent::Referred { refer_to, .. } => {
+            tracing::info!(%call_id, %refer_to, "the {far_end} transfers us (REFER)");
+            SipInput::Referred(refer_to.to_string())
+        }
         other => {
             tracing::debug!(%call_id, ?other, "SIP event of a phone leg");
             return None;

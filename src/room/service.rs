@@ -1693,6 +1693,15 @@ impl CallRooms {
         })
     }
 
+    /// The room's own dial-out checks (its plan and spend limit), for a call the room did not
+    /// ask for: the one a transferring phone makes us place.
+    pub fn check_dialout(&self, room_id: i64) -> RoomResult<()> {
+        self.0.transact(|tx, _| match self.0.policy.get() {
+            Some(policy) => policy.check_dialout(tx, room_id),
+            None => Ok(()),
+        })
+    }
+
     /// Whether the attendee is still in the room.
     pub fn attendee_exists(&self, room_id: i64, attendee_id: i64) -> RoomResult<bool> {
         self.0

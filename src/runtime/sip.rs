@@ -74,8 +74,14 @@ enum Command {
         call: CallHandle,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
-    AllowPeerRefer {
+    PerformPeerRefer {
         call: CallHandle,
+        reply: oneshot::Sender<Result<(), UaError>>,
+    },
+    NotifyTransfer {
+        call: CallHandle,
+        code: u16,
+        reason: String,
         reply: oneshot::Sender<Result<(), UaError>>,
     },
     Dialog {
@@ -223,10 +229,29 @@ impl SipHandle {
             .await??)
     }
 
-    /// The call's peer may send REFER (its trunk has `allow_refer`): answered 501, not 403.
-    pub async fn allow_peer_refer(&self, call: CallHandle) -> Result<(), SipError> {
+    /// The call's peer may transfer us (its trunk has `allow_refer`): its REFER is accepted and
+    /// arrives as [`UaEvent::Referred`]; report our new call with [`SipHandle::notify_transfer`].
+    pub async fn perform_peer_refer(&self, call: CallHandle) -> Result<(), SipError> {
         Ok(self
-            .ask(|reply| Command::AllowPeerRefer { call, reply })
+            .ask(|reply| Command::PerformPeerRefer { call, reply })
+            .await??)
+    }
+
+    /// Tells the peer that transferred us how our call to its target goes (NOTIFY with this
+    /// status line; a final one ends the subscription).
+    pub async fn notify_transfer(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: String,
+    ) -> Result<(), SipError> {
+        Ok(self
+            .ask(|reply| Command::NotifyTransfer {
+                call,
+                code,
+                reason,
+                reply,
+            })
             .await??)
     }
 
@@ -731,8 +756,16 @@ impl Core {
             Command::ManualReinvites { call, reply } => {
                 let _ = reply.send(self.ua.answer_reinvites_manually(call));
             }
-            Command::AllowPeerRefer { call, reply } => {
-                let _ = reply.send(self.ua.allow_peer_refer(call));
+            Command::PerformPeerRefer { call, reply } => {
+                let _ = reply.send(self.ua.perform_peer_refer(call));
+            }
+            Command::NotifyTransfer {
+                call,
+                code,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.ua.notify_transfer(now, call, code, &reason));
             }
             Command::Dialog { call, reply } => {
                 let _ = reply.send(self.ua.dialog(call).cloned());

@@ -19,6 +19,9 @@ pub const REALM: &str = "kamailio.test";
 /// A user of its table, with its password.
 pub const GATEWAY_USER: &str = "gateway";
 pub const GATEWAY_PASSWORD: &str = "gateway-secret";
+/// Another user of its table (a phone), with its password.
+pub const ALICE: &str = "alice";
+pub const ALICE_PASSWORD: &str = "alice-secret";
 /// A user whose REGISTER is always answered 403.
 pub const BLOCKED_USER: &str = "blocked";
 

@@ -87,6 +87,42 @@ impl Sipp {
         }
     }
 
+    /// A phone (SIPp as the UAS, running `scenario`) with a 3PCC twin (`-3pcc`) that places
+    /// the calls SIPp cannot place inside the phone's own scenario (one Call-ID each): the twin
+    /// runs `twin_scenario`, which starts with `recvCmd`, sends its SIP to `target`, and
+    /// listens on the twin socket that the phone's scenario (whose first command is a
+    /// `sendCmd`) connects to. Returns the phone and the twin.
+    pub async fn uas_with_twin(
+        scenario: &str,
+        twin_scenario: &str,
+        target: SocketAddr,
+        extra: &[&str],
+    ) -> (Sipp, Sipp) {
+        let twin_port = sipp_ports().sip;
+        let twin_socket = format!("127.0.0.1:{twin_port}");
+        let twin = Sipp::spawn(
+            twin_scenario,
+            Tp::Udp,
+            &[&target.to_string()],
+            &["-3pcc", &twin_socket],
+        );
+        // The phone connects once, at its start: the twin must listen by then. A probe
+        // connection would be taken for the phone, so the listening socket is looked up.
+        for _ in 0..200 {
+            if tcp_listening(twin_port) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let phone_args: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(["-3pcc", twin_socket.as_str()])
+            .collect();
+        let phone = Sipp::uas(scenario, Tp::Udp, &phone_args).await;
+        (phone, twin)
+    }
+
     /// A placeholder for a SIPp already handed to `finish`.
     pub fn dummy() -> Sipp {
         Sipp {
@@ -129,4 +165,41 @@ impl Drop for Sipp {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// The messages SIPp received, as its trace shows them.
+pub fn received(trace: &str) -> Vec<&str> {
+    trace
+        .split("----------------------------------------------- ")
+        .filter_map(|entry| {
+            let (head, message) = entry.split_once("\n\n")?;
+            head.contains("message received").then_some(message)
+        })
+        .collect()
+}
+
+/// The NOTIFYs SIPp received, their sipfrag status lines in order.
+pub fn notified_status_lines(trace: &str) -> Vec<String> {
+    received(trace)
+        .into_iter()
+        .filter(|m| m.starts_with("NOTIFY "))
+        .filter_map(|m| {
+            let (_, body) = m.split_once("\r\n\r\n").or_else(|| m.split_once("\n\n"))?;
+            body.lines().next().map(|l| l.trim().to_string())
+        })
+        .collect()
+}
+
+/// Whether a socket listens on TCP port `port` (from /proc/net/tcp: a local address ending
+/// in `:PORT` in hex, state `0A`; SIPp binds its twin socket on every address).
+fn tcp_listening(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1).is_some_and(|a| a.ends_with(&suffix)) && fields.get(3) == Some(&"0A")
+        })
 }

@@ -1,12 +1,16 @@
-//! Blind transfer as the transferor (RFC 3515): a REFER in an established dialog asks the peer
+//! Blind transfer (RFC 3515). As the transferor: a REFER in an established dialog asks the peer
 //! to call another target; its implicit subscription reports the outcome in NOTIFYs whose
-//! `message/sipfrag` bodies carry the status line of the peer's new call (RFC 3420).
+//! `message/sipfrag` bodies carry the status line of the peer's new call (RFC 3420). As the
+//! transferee: the peer's REFER is refused, or performed (202, NOTIFY `100 Trying`, then the
+//! status lines of our new call as the application reports them). A peer
+//! that accepts and then goes silent does not leave the transfer under way: the first NOTIFY
+//! is awaited 64*T1 (RFC 6665 Timer N), each later one until the subscription's expiry.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{CallHandle, CallState, Purpose, UaError, UaEvent, UserAgent};
 use crate::endpoint::TransactionId;
-use crate::message::{Method, Request, Response, Uri};
+use crate::message::{Method, NameAddr, Request, Response, Uri};
 
 /// How a transfer goes, from the peer's answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,36 @@ pub enum TransferProgress {
         reason: String,
         done: bool,
     },
+    /// The REFER was accepted but no outcome came in time (no NOTIFY within 64*T1, or the
+    /// subscription expired before a final one): the transfer is over, the call goes on.
+    Unreported,
+}
+
+/// What a REFER from the peer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerRefer {
+    /// Refused by policy: 403.
+    Refused,
+    /// Allowed, but nobody places the new call: 501.
+    Unsupported,
+    /// Performed: 202, and the application places the call ([`UaEvent::Referred`]).
+    Performed,
+}
+
+/// How long an implicit subscription lasts: what our NOTIFYs as the transferee grant, and what a
+/// peer's NOTIFY that names no expiry is taken to mean (RFC 6665 requires one); long enough for
+/// a target to ring.
+const DEFAULT_SUBSCRIPTION: Duration = Duration::from_secs(120);
+
+/// The `expires` parameter of a Subscription-State value (`active;expires=60`).
+fn subscription_expires(state: &str) -> Option<Duration> {
+    state.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("expires")
+            .then(|| value.trim().parse().ok().map(Duration::from_secs))
+            .flatten()
+    })
 }
 
 /// The status line in a `message/sipfrag` body: `SIP/2.0 200 OK`.
@@ -70,16 +104,24 @@ impl UserAgent {
         Ok(())
     }
 
-    /// Lets the peer of `call` send REFER (its trunk allows transfers). We do not act as the
-    /// transferee (placing the new call for the room is not built), so such a REFER is answered
-    /// 501; without this, a REFER is refused by policy with 403.
+    /// Lets the peer of `call` send REFER (its trunk allows transfers) without performing it:
+    /// such a REFER is answered 501; without this, a REFER is refused by policy with 403.
     pub fn allow_peer_refer(&mut self, call: CallHandle) -> Result<(), UaError> {
         let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
-        c.peer_refer = true;
+        c.peer_refer = PeerRefer::Unsupported;
         Ok(())
     }
 
-    /// A REFER from the peer: 403 unless allowed, 501 when allowed (see above).
+    /// Makes us the transferee of `call`: the peer's REFER is accepted (202, NOTIFY
+    /// `100 Trying`) and handed over as [`UaEvent::Referred`], one at a time.
+    pub fn perform_peer_refer(&mut self, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        c.peer_refer = PeerRefer::Performed;
+        Ok(())
+    }
+
+    /// A REFER from the peer: 403 or 501 by policy (see above); performed, 202 and its first
+    /// NOTIFY, or 400 without a usable Refer-To, 491 while another one is performed.
     pub(super) fn on_peer_refer(
         &mut self,
         now: Instant,
@@ -87,16 +129,92 @@ impl UserAgent {
         call: CallHandle,
         req: &Request,
     ) {
-        if self.calls.get(&call).is_some_and(|c| c.peer_refer) {
-            self.reply(now, id, req, 501, "Not Implemented");
-        } else {
-            self.reply(now, id, req, 403, "Forbidden");
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        match c.peer_refer {
+            PeerRefer::Refused => return self.reply(now, id, req, 403, "Forbidden"),
+            PeerRefer::Unsupported => return self.reply(now, id, req, 501, "Not Implemented"),
+            PeerRefer::Performed => {}
         }
+        if c.referred.is_some() {
+            return self.reply(now, id, req, 491, "Request Pending");
+        }
+        let refer_to = req
+            .headers
+            .get("Refer-To")
+            .and_then(|v| NameAddr::parse(v).ok())
+            .map(|n| n.uri);
+        let Some(refer_to) = refer_to else {
+            return self.reply(now, id, req, 400, "Bad Refer-To");
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let contact = self.contact(c.target.transport);
+        let mut accepted = Response::for_request(req, 202, "Accepted");
+        accepted.headers.push("Contact", contact);
+        accepted.headers.push("Content-Length", "0");
+        let _ = self.endpoint.send_response(now, id, accepted);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.referred = Some(seq);
+        }
+        // RFC 3515 section 2.4.4: the first NOTIFY follows the 202 at once.
+        if let Err(e) = self.notify_transfer(now, call, 100, "Trying") {
+            tracing::info!(?call, error = %e, "the first NOTIFY of the transfer was not sent");
+        }
+        self.events.push_back(UaEvent::Referred { call, refer_to });
+    }
+
+    /// Reports the status of our call to the peer's Refer-To target in a NOTIFY
+    /// (`message/sipfrag`); a final `code` (200 and up) ends the subscription.
+    pub fn notify_transfer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), UaError> {
+        let transport = self
+            .calls
+            .get(&call)
+            .map(|c| c.target.transport)
+            .ok_or(UaError::UnknownCall)?;
+        let contact = self.contact(transport);
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        let id = c
+            .referred
+            .ok_or(UaError::InvalidState("no REFER of the peer is performed"))?;
+        let dialog = c
+            .dialog
+            .as_mut()
+            .ok_or(UaError::InvalidState("no dialog"))?;
+        let done = code >= 200;
+        let mut notify = dialog.next_request(Method::Notify);
+        notify.headers.push("Max-Forwards", "70");
+        notify.headers.push("Contact", contact);
+        notify.headers.push("Event", format!("refer;id={id}"));
+        let state = if done {
+            "terminated;reason=noresource".to_string()
+        } else {
+            format!("active;expires={}", DEFAULT_SUBSCRIPTION.as_secs())
+        };
+        notify.headers.push("Subscription-State", state);
+        notify.set_body(
+            "message/sipfrag;version=2.0",
+            format!("SIP/2.0 {code} {reason}\r\n").into_bytes(),
+        );
+        let target = dialog.next_hop();
+        if done {
+            c.referred = None;
+        }
+        let tx = self.endpoint.send_request(now, notify, target)?;
+        self.txs.insert(tx, (call, Purpose::Other));
+        Ok(())
     }
 
     /// The answer to our REFER.
     pub(super) fn on_refer_response(
         &mut self,
+        now: Instant,
         id: TransactionId,
         call: CallHandle,
         resp: &Response,
@@ -106,6 +224,8 @@ impl UserAgent {
         }
         self.txs.remove(&id);
         let progress = if resp.code < 300 {
+            let first_notify = now + self.config.endpoint.timers.timeout();
+            self.transfer_timers.insert(call, first_notify);
             TransferProgress::Accepted
         } else {
             self.end_transfer(call);
@@ -130,8 +250,21 @@ impl UserAgent {
     }
 
     fn end_transfer(&mut self, call: CallHandle) {
+        self.transfer_timers.remove(&call);
         if let Some(c) = self.calls.get_mut(&call) {
             c.transfer = false;
+        }
+    }
+
+    /// Accepted transfers whose outcome did not come in time end as [`TransferProgress::Unreported`].
+    pub(super) fn transfer_timers_due(&mut self, now: Instant) {
+        for call in self.transfer_timers.due(now) {
+            self.end_transfer(call);
+            tracing::info!(?call, "the transfer's outcome was not reported in time");
+            self.events.push_back(UaEvent::Transfer {
+                call,
+                progress: TransferProgress::Unreported,
+            });
         }
     }
 
@@ -158,14 +291,17 @@ impl UserAgent {
             return self.reply(now, id, req, 400, "Bad Request");
         };
         self.reply(now, id, req, 200, "OK");
-        let terminated = req
-            .headers
-            .get("Subscription-State")
-            .and_then(|s| s.split(';').next())
+        let state = req.headers.get("Subscription-State").unwrap_or("");
+        let terminated = state
+            .split(';')
+            .next()
             .is_some_and(|s| s.trim().eq_ignore_ascii_case("terminated"));
         let done = code >= 200 || terminated;
         if done {
             self.end_transfer(call);
+        } else {
+            let expiry = subscription_expires(state).unwrap_or(DEFAULT_SUBSCRIPTION);
+            self.transfer_timers.insert(call, now + expiry);
         }
         self.events.push_back(UaEvent::Transfer {
             call,
