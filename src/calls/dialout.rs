@@ -6,10 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::legs::{LiveLeg, PhoneLegs};
-use super::outbound::{self, LegSetup, Outbound};
+use super::legs::PhoneLegs;
+use super::outbound;
 use crate::config::{Config, TrunkConfig};
-use crate::room::{Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult, Rooms};
+use crate::room::{Dialer, DialoutTarget, ErrorKind, RoomError, RoomResult};
 use crate::sync::lock;
 
 /// Places dial-outs through `[[trunks]]`.
@@ -122,120 +122,8 @@ impl Dialer for TrunkDialer {
             }
         }
         let now = Instant::now();
-        start_leg(&self.shared, &self.runtime, trunk, target, None, || {
+        outbound::start_leg(&self.shared, &self.runtime, trunk, target, None, || {
             self.take_rate(trunk, now)
         })
     }
-}
-
-/// Starts a dial-out leg through `trunk` (checks of the attendee and the trunk's concurrency
-/// first, then `take_rate`): its record says `accepted` before the call id is returned. A leg
-/// that `replaces` another (the phone of that leg transferred us) may share its attendee.
-pub(crate) fn start_leg(
-    shared: &Arc<PhoneLegs>,
-    runtime: &tokio::runtime::Handle,
-    trunk: &TrunkConfig,
-    target: DialoutTarget,
-    replaces: Option<String>,
-    take_rate: impl FnOnce() -> RoomResult<()>,
-) -> RoomResult<String> {
-    let busy_attendee = |legs: &HashMap<String, LiveLeg>| {
-        legs.iter().any(|(id, l)| {
-            !l.finished && l.attendee_id == target.attendee_id && Some(id) != replaces.as_ref()
-        })
-    };
-    let call_id = {
-        let legs = shared.legs();
-        if busy_attendee(&legs) {
-            return Err(RoomError::new(
-                ErrorKind::BadRequest,
-                "attendee",
-                "this phone attendee is already in a call",
-            ));
-        }
-        let busy = legs
-            .values()
-            .filter(|l| !l.finished && !l.inbound && l.trunk == trunk.name)
-            .count();
-        if trunk.max_concurrent_calls > 0 && busy >= trunk.max_concurrent_calls as usize {
-            return Err(RoomError::new(
-                ErrorKind::Unavailable,
-                "limit",
-                format!(
-                    "trunk `{}` already carries its maximum of {} concurrent calls",
-                    trunk.name, trunk.max_concurrent_calls
-                ),
-            ));
-        }
-        drop(legs);
-        take_rate()?;
-        format!("{:032x}", rand::random::<u128>())
-    };
-    let transport = trunk.transport;
-    let (ip, announce) = shared.media_ip.get(&transport).copied().ok_or_else(|| {
-        RoomError::new(
-            ErrorKind::Internal,
-            "sip",
-            "no SIP listener for the trunk's transport",
-        )
-    })?;
-    let (lease, rtp, rtcp) = shared.lease_and_bind(ip)?;
-    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let session_id = Rooms::phone_session_id(&call_id);
-    {
-        let mut legs = shared.legs();
-        // Checked again under the same lock that inserts: two requests may race here.
-        if busy_attendee(&legs) {
-            return Err(RoomError::new(
-                ErrorKind::BadRequest,
-                "attendee",
-                "this phone attendee is already in a call",
-            ));
-        }
-        legs.insert(
-            call_id.clone(),
-            LiveLeg {
-                room_id: target.room_id,
-                attendee_id: target.attendee_id,
-                trunk: trunk.name.clone(),
-                inbound: false,
-                session_id,
-                control,
-                has_media: false,
-                finished: false,
-                replaces: replaces.clone(),
-            },
-        );
-    }
-    shared.publish_gauges();
-    let setup = LegSetup {
-        call_id: call_id.clone(),
-        target,
-        outbound: Outbound {
-            trunk: trunk.clone(),
-            transport,
-        },
-        announce_ip: announce,
-        lease,
-        rtp,
-        rtcp,
-    };
-    tracing::info!(
-        call_id = %call_id,
-        trunk = %trunk.name,
-        number = %setup.target.number,
-        room = %setup.target.room_token,
-        replaces = replaces.as_deref(),
-        "dial-out accepted"
-    );
-    let record_id = match outbound::start_recorded(shared, &setup) {
-        Ok(id) => id,
-        Err(e) => {
-            shared.legs().remove(&call_id);
-            shared.publish_gauges();
-            return Err(e);
-        }
-    };
-    runtime.spawn(outbound::run(shared.clone(), setup, record_id, control_rx));
-    Ok(call_id)
 }

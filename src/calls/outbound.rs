@@ -3,6 +3,7 @@
 //! virtual session of its attendee once answered, its RTP in the room's mix (from a 183's
 //! early media on), every way it can end, and its call record.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use dialbridge_sip::ua::{Body, CallHandle, OutgoingCall, UaEvent};
 use tokio::sync::mpsc;
 
 use super::leg_media::LegMedia;
-use super::legs::{self, report, Control, PhoneLegs};
+use super::legs::{self, report, Control, LiveLeg, PhoneLegs};
 use super::phone_call::{Action, Limits, MediaInput, PhoneCall, SipInput};
 use super::task::{self, Effects, Inputs};
 use crate::config::TrunkConfig;
@@ -60,6 +61,118 @@ fn record_of(setup: &LegSetup) -> PhoneCallRecord {
 /// Opens the leg's call record and announces `accepted`, before the HTTP answer goes out.
 pub(crate) fn start_recorded(shared: &PhoneLegs, setup: &LegSetup) -> RoomResult<i64> {
     shared.rooms.phone_leg_started(&record_of(setup))
+}
+
+/// Starts a dial-out leg through `trunk` (checks of the attendee and the trunk's concurrency
+/// first, then `take_rate`): its record says `accepted` before the call id is returned. A leg
+/// that `replaces` another (the phone of that leg transferred us) may share its attendee.
+pub(crate) fn start_leg(
+    shared: &Arc<PhoneLegs>,
+    runtime: &tokio::runtime::Handle,
+    trunk: &TrunkConfig,
+    target: DialoutTarget,
+    replaces: Option<String>,
+    take_rate: impl FnOnce() -> RoomResult<()>,
+) -> RoomResult<String> {
+    let busy_attendee = |legs: &HashMap<String, LiveLeg>| {
+        legs.iter().any(|(id, l)| {
+            !l.finished && l.attendee_id == target.attendee_id && Some(id) != replaces.as_ref()
+        })
+    };
+    let call_id = {
+        let legs = shared.legs();
+        if busy_attendee(&legs) {
+            return Err(RoomError::new(
+                ErrorKind::BadRequest,
+                "attendee",
+                "this phone attendee is already in a call",
+            ));
+        }
+        let busy = legs
+            .values()
+            .filter(|l| !l.finished && !l.inbound && l.trunk == trunk.name)
+            .count();
+        if trunk.max_concurrent_calls > 0 && busy >= trunk.max_concurrent_calls as usize {
+            return Err(RoomError::new(
+                ErrorKind::Unavailable,
+                "limit",
+                format!(
+                    "trunk `{}` already carries its maximum of {} concurrent calls",
+                    trunk.name, trunk.max_concurrent_calls
+                ),
+            ));
+        }
+        drop(legs);
+        take_rate()?;
+        format!("{:032x}", rand::random::<u128>())
+    };
+    let transport = trunk.transport;
+    let (ip, announce) = shared.media_ip.get(&transport).copied().ok_or_else(|| {
+        RoomError::new(
+            ErrorKind::Internal,
+            "sip",
+            "no SIP listener for the trunk's transport",
+        )
+    })?;
+    let (lease, rtp, rtcp) = shared.lease_and_bind(ip)?;
+    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let session_id = Rooms::phone_session_id(&call_id);
+    {
+        let mut legs = shared.legs();
+        // Checked again under the same lock that inserts: two requests may race here.
+        if busy_attendee(&legs) {
+            return Err(RoomError::new(
+                ErrorKind::BadRequest,
+                "attendee",
+                "this phone attendee is already in a call",
+            ));
+        }
+        legs.insert(
+            call_id.clone(),
+            LiveLeg {
+                room_id: target.room_id,
+                attendee_id: target.attendee_id,
+                trunk: trunk.name.clone(),
+                inbound: false,
+                session_id,
+                control,
+                has_media: false,
+                finished: false,
+                replaces: replaces.clone(),
+            },
+        );
+    }
+    shared.publish_gauges();
+    let setup = LegSetup {
+        call_id: call_id.clone(),
+        target,
+        outbound: Outbound {
+            trunk: trunk.clone(),
+            transport,
+        },
+        announce_ip: announce,
+        lease,
+        rtp,
+        rtcp,
+    };
+    tracing::info!(
+        call_id = %call_id,
+        trunk = %trunk.name,
+        number = %setup.target.number,
+        room = %setup.target.room_token,
+        replaces = replaces.as_deref(),
+        "dial-out accepted"
+    );
+    let record_id = match start_recorded(shared, &setup) {
+        Ok(id) => id,
+        Err(e) => {
+            shared.legs().remove(&call_id);
+            shared.publish_gauges();
+            return Err(e);
+        }
+    };
+    runtime.spawn(run(shared.clone(), setup, record_id, control_rx));
+    Ok(call_id)
 }
 
 struct Leg {
@@ -323,7 +436,7 @@ fn place_replacement(leg: &Leg, trunk: &TrunkConfig, to: &str) -> RoomResult<Str
         anonymous: false,
         ..leg.target.clone()
     };
-    super::dialout::start_leg(
+    start_leg(
         &leg.shared,
         &tokio::runtime::Handle::current(),
         trunk,
