@@ -184,11 +184,8 @@ impl NgClient {
             self.socket
                 .send(&datagram)
                 .map_err(|e| format!("NG send: {e}"))?;
-            loop {
-                let n = match self.socket.recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(_) => break,
-                };
+            // Until the read times out: then the request is sent again.
+            while let Ok(n) = self.socket.recv(&mut buf) {
                 let Some((reply_cookie, body)) = split_cookie(&buf[..n]) else {
                     continue;
                 };
