@@ -59,6 +59,24 @@ pub struct Echo {
 impl Echo {
     pub fn bind(port: u16) -> io::Result<Echo> {
         let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+        // All calls' packets share this socket: room for a few hundred milliseconds of them, so
+        // that a late turn of the generator is seen as lateness rather than as lost packets.
+        let bytes: libc::c_int = 8 << 20;
+        for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: the option's value is a c_int of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if set == 0 {
+                break;
+            }
+        }
         Ok(Echo {
             socket,
             bufs: vec![[0; MAX_DATAGRAM]; BATCH],

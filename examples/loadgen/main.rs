@@ -599,8 +599,9 @@ fn main() -> Result<(), Error> {
             cpu * 1e6 / n
         );
         result += &format!(
-            " cpu_pct={:.2} us_per_call={:.1}",
+            " cpu_pct={:.1} per_call_pct={:.3} us_per_call={:.0}",
             cpu * 100.0,
+            cpu * 100.0 / n,
             cpu * 1e6 / n
         );
         if let Some((name, share)) = busiest(&threads0, &threads1, window) {
