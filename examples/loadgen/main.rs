@@ -58,9 +58,11 @@ const PERIOD: Duration = Duration::from_millis(20);
 const ECHO: Token = Token(0);
 /// How long calls may take to connect and carry audio both ways.
 const SETTLE: Duration = Duration::from_secs(30);
-/// The generator is on time when its sends are at most this late (p99, max).
+/// The generator is on time when its sends are at most this late (p99, max): a rare stall of a
+/// few tens of milliseconds (another process on its core) is jitter the bridges absorb, a steady
+/// delay is not.
 const ON_TIME_P99_MS: f64 = 5.0;
-const ON_TIME_MAX_MS: f64 = 20.0;
+const ON_TIME_MAX_MS: f64 = 50.0;
 
 struct Args {
     mode: String,
