@@ -11,196 +11,36 @@
 //! bench_bridged BASE_URL API_TOKEN N SECONDS GATEWAY_PID
 //! ```
 
+#[path = "bench_support/cpu.rs"]
+mod cpu;
+#[path = "bench_support/talk.rs"]
+mod talk;
 #[path = "../tests/common/webrtc_client.rs"]
 mod webrtc_client;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use cpu::{busiest, cpu_ns, percentile, round_trips, thread_ns};
+use talk::{Api, Error, Room};
 use webrtc_client::{marked_loop, Offer, Source, WebRtcClient};
 
-const TALK: &str = "/ocs/v2.php/apps/spreed/api/v4";
 /// How long calls may take to connect and start carrying audio.
 const SETTLE: Duration = Duration::from_secs(60);
 
-type Error = Box<dyn std::error::Error>;
-
 /// One room of the benchmark.
 struct Call {
-    http: reqwest::Client,
-    token: String,
-    media: String,
+    room: Room,
     client: WebRtcClient,
 }
 
-struct Api {
-    base: String,
-    auth: String,
-}
-
-impl Api {
-    async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Result<Value, Error> {
-        let response = http
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(format!("POST {path}: {status}: {text}").into());
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// A room with the user in its call over WebRTC, and a phone attendee dialled.
-    async fn call(&self, i: usize, frames: &Source) -> Result<Call, Error> {
-        // The cookie jar keeps the room session, as a browser would.
-        let http = reqwest::Client::builder().cookie_store(true).build()?;
-        let room = self
-            .post(
-                &http,
-                &format!("{TALK}/room"),
-                json!({"roomType": 2, "roomName": format!("bench {i}")}),
-            )
-            .await?;
-        let token = room["ocs"]["data"]["token"]
-            .as_str()
-            .ok_or("room has no token")?
-            .to_string();
-        let phone = self
-            .post(
-                &http,
-                &format!("{TALK}/room/{token}/participants"),
-                json!({"newParticipant": format!("+4930{}", 1_000_000 + i), "source": "phones"}),
-            )
-            .await?;
-        let phone = phone["ocs"]["data"]["attendeeId"]
-            .as_i64()
-            .ok_or("no phone attendee")?;
-        self.post(
-            &http,
-            &format!("{TALK}/room/{token}/participants/active"),
-            json!({}),
-        )
-        .await?;
-        self.post(&http, &format!("{TALK}/call/{token}"), json!({"flags": 3}))
-            .await?;
-        let offer = Offer::new(false);
-        let response = http
-            .post(format!("{}/api/v1/rooms/{token}/media", self.base))
-            .header("Authorization", &self.auth)
-            .header("Content-Type", "application/sdp")
-            .body(offer.sdp.clone())
-            .send()
-            .await?;
-        if response.status() != 201 {
-            return Err(format!("media join: {}", response.status()).into());
-        }
-        let media = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or("media join without Location")?
-            .to_string();
-        let client = offer.start_with(&response.text().await?, frames.clone());
-        self.post(
-            &http,
-            &format!("{TALK}/call/{token}/dialout/{phone}"),
-            json!({}),
-        )
-        .await?;
-        Ok(Call {
-            http,
-            token,
-            media,
-            client,
-        })
-    }
-
-    async fn hang_up(&self, call: &Call) -> Result<(), Error> {
-        call.http
-            .delete(format!("{}{TALK}/call/{}", self.base, call.token))
-            .header("Authorization", &self.auth)
-            .json(&json!({"all": true}))
-            .send()
-            .await?;
-        let url = if call.media.starts_with("http") {
-            call.media.clone()
-        } else {
-            format!("{}{}", self.base, call.media)
-        };
-        call.http
-            .delete(url)
-            .header("Authorization", &self.auth)
-            .send()
-            .await?;
-        Ok(())
-    }
-}
-
-/// Nanoseconds a process's threads have run on a CPU, from the scheduler's own clock
-/// (`/proc/PID/task/*/schedstat`) rather than the tick-sampled utime/stime of `/proc/PID/stat`.
-fn cpu_ns(pid: &str) -> Result<u64, Error> {
-    Ok(thread_ns(pid).iter().map(|(_, _, ns)| ns).sum())
-}
-
-/// CPU nanoseconds per thread of a process, with the thread names.
-fn thread_ns(pid: &str) -> Vec<(String, String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            let tid = t.file_name().to_string_lossy().to_string();
-            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
-            let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            let ns = schedstat.split_whitespace().next()?.parse().ok()?;
-            Some((tid, name.trim().to_string(), ns))
-        })
-        .collect()
-}
-
-/// The thread that used the most CPU between two samples, and its share of one core.
-fn busiest(
-    before: &[(String, String, u64)],
-    after: &[(String, String, u64)],
-    secs: f64,
-) -> Option<(String, f64)> {
-    after
-        .iter()
-        .map(|(tid, name, t1)| {
-            let t0 = before.iter().find(|(b, _, _)| b == tid).map_or(0, |b| b.2);
-            (name.clone(), t1.saturating_sub(t0) as f64 / 1e9 / secs)
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Round trips in ms: each mark sent paired with the first onset heard after it and before the
-/// next mark; a mark without one was not heard.
-fn round_trips(marks: &[Instant], onsets: &[Instant]) -> Vec<f64> {
-    marks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, mark)| {
-            let next = marks
-                .get(i + 1)
-                .copied()
-                .unwrap_or(*mark + Duration::from_secs(1));
-            let onset = onsets.iter().find(|o| **o >= *mark && **o < next)?;
-            Some(onset.duration_since(*mark).as_secs_f64() * 1000.0)
-        })
-        .collect()
+/// A room with the user in its call over WebRTC, and a phone attendee dialled.
+async fn call(api: &Api, i: usize, frames: &Source) -> Result<Call, Error> {
+    let mut room = api.room(i).await?;
+    let offer = Offer::new(false);
+    let answer = api.join_media(&mut room, &offer.sdp).await?;
+    let client = offer.start_with(&answer, frames.clone());
+    api.dial_out(&room).await?;
+    Ok(Call { room, client })
 }
 
 #[tokio::main]
@@ -212,15 +52,12 @@ async fn main() -> Result<(), Error> {
     };
     let n: usize = n.parse()?;
     let seconds: u64 = seconds.parse()?;
-    let api = Api {
-        base: base.trim_end_matches('/').to_string(),
-        auth: format!("Bearer {token}"),
-    };
+    let api = Api::new(base, token);
     let frames = Source::Loop(marked_loop()?);
     let setup = Instant::now();
     let mut calls = Vec::with_capacity(n);
     for i in 0..n {
-        calls.push(api.call(i, &frames).await?);
+        calls.push(call(&api, i, &frames).await?);
     }
     println!(
         "{n} rooms set up and dialled in {:.1} s",
@@ -255,7 +92,7 @@ async fn main() -> Result<(), Error> {
     let phones0 = phones
         .iter()
         .map(|p| cpu_ns(p))
-        .sum::<Result<u64, Error>>()?;
+        .sum::<Result<u64, String>>()?;
     let threads0 = thread_ns(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -264,7 +101,7 @@ async fn main() -> Result<(), Error> {
     let phones1 = phones
         .iter()
         .map(|p| cpu_ns(p))
-        .sum::<Result<u64, Error>>()?;
+        .sum::<Result<u64, String>>()?;
     let threads1 = thread_ns(pid);
     let lost = calls.iter().map(|c| c.client.lost()).sum::<u64>() - lost0;
     let frames = calls.iter().map(|c| c.client.frames()).sum::<u64>() - frames0;
@@ -315,7 +152,7 @@ async fn main() -> Result<(), Error> {
         trips.len(),
     );
     for c in &calls {
-        if let Err(e) = api.hang_up(c).await {
+        if let Err(e) = api.hang_up(&c.room).await {
             println!("hang-up failed: {e}");
         }
     }

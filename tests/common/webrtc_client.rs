@@ -20,7 +20,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, TelephoneEvent};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub const RATE: u32 = 48_000;
 const FRAME: usize = 960;
@@ -81,6 +81,35 @@ pub fn marked_loop() -> Result<Arc<Vec<Vec<u8>>>, String> {
     Ok(Arc::new(frames))
 }
 
+/// A browser-like peer's configuration: full ICE, DTLS-SRTP, Opus and telephone-event (and VP8
+/// when `video`).
+pub fn rtc_config(video: bool) -> RtcConfig {
+    let mut config = Rtc::builder()
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(video);
+    config.codec_config().add_config(
+        101.into(),
+        None,
+        Codec::Tele,
+        Frequency::FORTY_EIGHT_KHZ,
+        None,
+        FormatParams::parse_line("0-16"),
+    );
+    config
+}
+
+/// The loudest sample of a decoded frame; a frame at least [`LOUD`] after a quieter one is an
+/// onset.
+pub fn peak(decoded: &[i16]) -> i16 {
+    decoded
+        .iter()
+        .map(|x| x.saturating_abs())
+        .max()
+        .unwrap_or(0)
+}
+
 /// A client before its offer is answered.
 pub struct Offer {
     rtc: Rtc,
@@ -105,20 +134,7 @@ pub struct WebRtcClient {
 impl Offer {
     /// A client with an audio m-line (and a video one when `video`), on a loopback socket.
     pub fn new(video: bool) -> Offer {
-        let mut config = Rtc::builder()
-            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(video);
-        config.codec_config().add_config(
-            101.into(),
-            None,
-            Codec::Tele,
-            Frequency::FORTY_EIGHT_KHZ,
-            None,
-            FormatParams::parse_line("0-16"),
-        );
-        let mut rtc = config.build(Instant::now());
+        let mut rtc = rtc_config(video).build(Instant::now());
         let socket = UdpSocket::bind("127.0.0.1:0").expect("client socket");
         let local = socket.local_addr().expect("local addr");
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
@@ -285,11 +301,7 @@ fn run(
                     if m.params.spec().codec == Codec::Opus
                         && dec.decode(&m.data, &mut decoded).is_ok()
                     {
-                        let peak = decoded
-                            .iter()
-                            .map(|x| x.saturating_abs())
-                            .max()
-                            .unwrap_or(0);
+                        let peak = peak(&decoded);
                         let (first, last) = (**m.seq_range.start(), **m.seq_range.end());
                         let mut s = shared.lock().map_err(|e| e.to_string())?;
                         if let Some(prev) = s.last_seq {
