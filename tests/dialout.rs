@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::sipp::{notified_status_lines, received, Sipp};
+use common::sipp::{notified_status_lines, received, received_request, Sipp};
 use common::{Client, Gateway, FAST_TIMERS, TALK};
 use ports::free_port;
 use ports::Tp;
@@ -100,6 +100,31 @@ fn invite_of(trace: &str) -> &str {
         .unwrap_or(rest.len())]
 }
 
+/// The `callstatus` events of the phone's call up to `connected`; a rejection fails the test
+/// with the gateway's log.
+async fn until_connected(
+    events: &mut EventReader,
+    gw: &Gateway,
+    call_id: &str,
+    phone: i64,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .map(|e: &Value| e["status"] != "connected")
+        .unwrap_or(true)
+    {
+        let e = events
+            .until("callstatus", |e| e["type"] == "callstatus")
+            .await;
+        assert_eq!(e["callid"], call_id);
+        assert_eq!(e["attendeeId"], phone);
+        assert!(e["status"] != "rejected", "rejected: {e}\n{}", gw.log());
+        seen.push(e);
+    }
+    seen
+}
+
 /// Answered call: accepted, ringing, connected in order; the phone is in the call with inCall 9;
 /// the room ends the call for everyone; SIPp gets the BYE; cleared; record; nothing left.
 async fn answered_then_room_ends(tp: Tp) {
@@ -115,20 +140,7 @@ async fn answered_then_room_ends(tp: Tp) {
     assert_eq!(reply.data()["status"], "accepted");
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
 
-    let mut seen = Vec::new();
-    while seen
-        .last()
-        .map(|e: &Value| e["status"] != "connected")
-        .unwrap_or(true)
-    {
-        let e = events
-            .until("callstatus", |e| e["type"] == "callstatus")
-            .await;
-        assert_eq!(e["callid"], call_id.as_str());
-        assert_eq!(e["attendeeId"], phone);
-        assert!(e["status"] != "rejected", "rejected: {e}\n{}", gw.log());
-        seen.push(e);
-    }
+    let seen = until_connected(&mut events, &gw, &call_id, phone).await;
     assert_eq!(status_names(&seen), ["accepted", "ringing", "connected"]);
     assert_eq!(seen[2]["code"], 200);
     let p = phone_participant(&alice, &token, phone).await;
@@ -923,16 +935,10 @@ async fn a_reliable_183_is_pracked_and_the_call_goes_on() {
     assert!(ok, "SIPp scenario failed (PRACK expected):\n{trace}");
     let invite = invite_of(&trace);
     assert!(invite.contains("Supported: 100rel"), "{invite}");
-    let prack = received(&trace)
-        .into_iter()
-        .find(|m| m.starts_with("PRACK "))
-        .unwrap_or_else(|| panic!("no PRACK:\n{trace}"));
+    let prack = received_request(&trace, "PRACK");
     assert!(prack.contains("RAck: 1 1 INVITE"), "{prack}");
     assert!(prack.contains("CSeq: 2 PRACK"), "{prack}");
-    let bye = received(&trace)
-        .into_iter()
-        .find(|m| m.starts_with("BYE "))
-        .unwrap_or_else(|| panic!("no BYE:\n{trace}"));
+    let bye = received_request(&trace, "BYE");
     assert!(
         bye.contains("CSeq: 3 BYE"),
         "the BYE follows the PRACK's CSeq: {bye}"
@@ -1113,18 +1119,7 @@ async fn located_by_srv_fails_over(first: &str, sip: &str) -> String {
     let (alice, token, phone, mut events) = room_with_phone(&gw).await;
     let reply = dial(&alice, &token, phone, None).await.expect(200);
     let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
-    let mut seen = Vec::new();
-    while seen
-        .last()
-        .map(|e: &Value| e["status"] != "connected")
-        .unwrap_or(true)
-    {
-        let e = events
-            .until("callstatus", |e| e["type"] == "callstatus")
-            .await;
-        assert!(e["status"] != "rejected", "rejected: {e}\n{}", gw.log());
-        seen.push(e);
-    }
+    let seen = until_connected(&mut events, &gw, &call_id, phone).await;
     assert_eq!(status_names(&seen), ["accepted", "ringing", "connected"]);
     let (ok, first_trace) = failing.finish().await;
     assert!(ok, "the first target's scenario failed:\n{first_trace}");
@@ -1261,10 +1256,7 @@ async fn a_phone_transferred_by_refer_is_cleared_as_transferred_with_our_bye() {
         ok,
         "SIPp scenario failed (REFER, NOTIFY, our BYE):\n{trace}"
     );
-    let refer = received(&trace)
-        .into_iter()
-        .find(|m| m.starts_with("REFER sip:"))
-        .unwrap_or_else(|| panic!("no REFER reached the phone:\n{trace}"));
+    let refer = received_request(&trace, "REFER");
     let target = format!("Refer-To: <sip:+4930999888@127.0.0.1:{sipp_port}>");
     assert!(refer.contains(&target), "{refer}");
     assert!(

@@ -12,7 +12,7 @@ use common::kamailio::{
 };
 use common::pki::Pki;
 use common::ports::Tp;
-use common::sipp::{notified_status_lines, received, Sipp};
+use common::sipp::{notified_status_lines, received, received_request, Sipp};
 use common::telephony::{assert_nothing_left, call_records, wait_for, EventReader, PhoneMedia};
 use common::webrtc_client::{Offer, WebRtcClient};
 use common::{Client, Gateway, FAST_TIMERS};
@@ -803,10 +803,7 @@ async fn a_phone_transferred_through_kamailio_calls_the_target_and_is_cleared_as
         ok,
         "the phone's scenario (REFER, NOTIFY, our BYE) failed:\n{trace}"
     );
-    let refer = received(&trace)
-        .into_iter()
-        .find(|m| m.starts_with("REFER sip:"))
-        .unwrap_or_else(|| panic!("no REFER reached the phone:\n{trace}"));
+    let refer = received_request(&trace, "REFER");
     let refer_to = format!("Refer-To: <sip:{TRANSFER_NUMBER}@127.0.0.1:{kamailio_port}>");
     assert!(refer.contains(&refer_to), "{refer}");
     let (ok, twin_trace) = twin.finish().await;

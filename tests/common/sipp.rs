@@ -178,6 +178,15 @@ pub fn received(trace: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The first request of `method` SIPp received; fails the test, showing the trace, when none came.
+pub fn received_request<'a>(trace: &'a str, method: &str) -> &'a str {
+    let start = format!("{method} ");
+    received(trace)
+        .into_iter()
+        .find(|m| m.starts_with(&start))
+        .unwrap_or_else(|| panic!("no {method} reached SIPp:\n{trace}"))
+}
+
 /// The NOTIFYs SIPp received, their sipfrag status lines in order.
 pub fn notified_status_lines(trace: &str) -> Vec<String> {
     received(trace)
