@@ -714,6 +714,28 @@ impl UserAgent {
         retry
             .headers
             .extend(headers.into_iter().map(|h| (h.name.to_string(), h.value)));
+        match self.resend_invite(now, call, &retry) {
+            Ok(()) => {
+                tracing::debug!(code, "challenge answered");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
+                false
+            }
+        }
+    }
+
+    /// Sends `retry` as a new INVITE transaction of the same call (same Call-ID and From tag,
+    /// next CSeq; RFC 3261 section 22.2 for a digest retry, RFC 3263 section 4.3 for a next hop)
+    /// and makes it the call's INVITE.
+    fn resend_invite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        retry: &OutgoingCall,
+    ) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
         let seq = c
             .invite
             .headers
@@ -722,24 +744,17 @@ impl UserAgent {
             .unwrap_or(2);
         let call_id = c.invite.headers.call_id().unwrap_or_default().to_string();
         let local_tag = c.local_tag.clone();
-        match self.send_invite(now, &retry, &call_id, &local_tag, seq) {
-            Ok((tx, invite)) => {
-                tracing::debug!(code, "challenge answered");
-                self.txs.insert(tx, (call, Purpose::Invite));
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.invite_tx = Some(tx);
-                    c.invite = invite;
-                    // A CANCEL waits for a provisional response to this INVITE.
-                    c.got_provisional = false;
-                    c.early.clear();
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot re-send the challenged INVITE");
-                false
-            }
+        let (tx, invite) = self.send_invite(now, retry, &call_id, &local_tag, seq)?;
+        self.txs.insert(tx, (call, Purpose::Invite));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite_tx = Some(tx);
+            c.invite = invite;
+            c.target = retry.target;
+            // A CANCEL waits for a provisional response to this INVITE.
+            c.got_provisional = false;
+            c.early.clear();
         }
+        Ok(())
     }
 
     /// Sends the call's INVITE to its next hop when the last one timed out, could not be reached
@@ -766,25 +781,9 @@ impl UserAgent {
             auth.call.target = next;
             retry = auth.call.clone();
         }
-        let seq = c
-            .invite
-            .headers
-            .cseq()
-            .map(|c| c.seq.wrapping_add(1))
-            .unwrap_or(2);
-        let call_id = c.invite.headers.call_id().unwrap_or_default().to_string();
-        let local_tag = c.local_tag.clone();
-        match self.send_invite(now, &retry, &call_id, &local_tag, seq) {
-            Ok((tx, invite)) => {
+        match self.resend_invite(now, call, &retry) {
+            Ok(()) => {
                 tracing::info!(code, failed = %failed.addr, next = %next.addr, "INVITE failed over to the next target");
-                self.txs.insert(tx, (call, Purpose::Invite));
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.invite_tx = Some(tx);
-                    c.invite = invite;
-                    c.target = next;
-                    c.got_provisional = false;
-                    c.early.clear();
-                }
                 true
             }
             Err(e) => {
