@@ -117,6 +117,15 @@ fn notify(invite: &Request, seq: u32, frag: &str, state: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A call with our REFER to +15559999 sent: the call, its INVITE, the target and the REFER.
+fn refer_sent(ua: &mut UserAgent, now: Instant) -> (CallHandle, Request, Uri, Request) {
+    let (call, invite) = call(ua, now);
+    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
+    ua.refer(now, call, &target).expect("refer");
+    let refer = one_request(ua);
+    (call, invite, target, refer)
+}
+
 fn transfer_events(ua: &mut UserAgent) -> Vec<TransferProgress> {
     events(ua)
         .into_iter()
@@ -206,10 +215,7 @@ fn a_refer_is_accepted_and_its_notifies_report_the_new_call_to_the_end() {
 fn a_refused_refer_ends_the_transfer_and_the_call_goes_on() {
     let now = Instant::now();
     let mut ua = agent();
-    let (call, _) = call(&mut ua, now);
-    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
-    ua.refer(now, call, &target).expect("refer");
-    let refer = one_request(&mut ua);
+    let (call, _, _, refer) = refer_sent(&mut ua, now);
     deliver(&mut ua, now, &answer(&refer, 603, "Declined"));
     assert_eq!(
         transfer_events(&mut ua),
@@ -227,10 +233,7 @@ fn a_refused_refer_ends_the_transfer_and_the_call_goes_on() {
 fn an_unanswered_refer_is_retransmitted_and_fails_after_64_t1() {
     let now = Instant::now();
     let mut ua = agent();
-    let (call, _) = call(&mut ua, now);
-    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
-    ua.refer(now, call, &target).expect("refer");
-    let refer = one_request(&mut ua);
+    let (_, _, _, refer) = refer_sent(&mut ua, now);
     let mut retransmissions = 0;
     let end = now + Duration::from_secs(40);
     while let Some(at) = ua.poll_timeout().filter(|at| *at <= end) {
@@ -279,10 +282,7 @@ fn next_transfer_event(
 fn an_accepted_refer_without_any_notify_ends_unreported_after_64_t1() {
     let now = Instant::now();
     let mut ua = agent();
-    let (call, invite) = call(&mut ua, now);
-    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
-    ua.refer(now, call, &target).expect("refer");
-    let refer = one_request(&mut ua);
+    let (call, invite, target, refer) = refer_sent(&mut ua, now);
     let accepted = now + Duration::from_secs(1);
     deliver(&mut ua, accepted, &answer(&refer, 202, "Accepted"));
     assert_eq!(transfer_events(&mut ua), [TransferProgress::Accepted]);
@@ -312,10 +312,7 @@ fn an_accepted_refer_without_any_notify_ends_unreported_after_64_t1() {
 fn a_subscription_that_expires_before_a_final_notify_ends_unreported() {
     let now = Instant::now();
     let mut ua = agent();
-    let (call, invite) = call(&mut ua, now);
-    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
-    ua.refer(now, call, &target).expect("refer");
-    let refer = one_request(&mut ua);
+    let (call, invite, target, refer) = refer_sent(&mut ua, now);
     deliver(&mut ua, now, &answer(&refer, 202, "Accepted"));
     // A NOTIFY 20 s in (within Timer N) moves the deadline to its subscription's expiry.
     let ringing = now + Duration::from_secs(20);
@@ -347,10 +344,7 @@ fn a_subscription_that_expires_before_a_final_notify_ends_unreported() {
 fn a_final_notify_stops_the_wait_for_the_outcome() {
     let now = Instant::now();
     let mut ua = agent();
-    let (call, invite) = call(&mut ua, now);
-    let target = Uri::parse("sip:+15559999@198.51.100.7").expect("uri");
-    ua.refer(now, call, &target).expect("refer");
-    let refer = one_request(&mut ua);
+    let (_, invite, _, refer) = refer_sent(&mut ua, now);
     deliver(&mut ua, now, &answer(&refer, 202, "Accepted"));
     deliver(
         &mut ua,
