@@ -58,6 +58,20 @@ fn header<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Adds `number` as a phone attendee of the room and dials it; the dial-out's call id.
+async fn dial_new_phone(alice: &Client, token: &str, number: &str) -> String {
+    let attendee = alice.add_phone(token, number).await;
+    let reply = alice
+        .talk(
+            Method::POST,
+            &format!("/call/{token}/dialout/{attendee}"),
+            None,
+        )
+        .await
+        .expect(200);
+    reply.data()["callid"].as_str().expect("callid").to_string()
+}
+
 #[tokio::test]
 async fn kamailio_registers_with_digest_and_stops() {
     let mut kamailio = Kamailio::start(None).await;
@@ -579,17 +593,7 @@ async fn a_dial_out_through_kamailio_reaches_the_phone_with_audio_both_ways(tran
     let phone_at = SocketAddr::from(([127, 0, 0, 1], sipp.port));
     let (kamailio, gw, _pki) = registered_over(transport, Some(phone_at)).await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
-    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
-
-    let reply = alice
-        .talk(
-            Method::POST,
-            &format!("/call/{token}/dialout/{attendee}"),
-            None,
-        )
-        .await
-        .expect(200);
-    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let call_id = dial_new_phone(&alice, &token, PHONE_NUMBER).await;
     events.reach("connected").await;
     hear_each_other(&browser, &phone).await;
 
@@ -675,16 +679,7 @@ async fn a_tls_handshake_failure_rejects_the_call_with_a_clear_error() {
         &format!("{bad}{good}"),
     );
     let (alice, token, _browser, mut events) = room_in_call(&gw).await;
-    let attendee = alice.add_phone(&token, "+4930666000").await;
-    let reply = alice
-        .talk(
-            Method::POST,
-            &format!("/call/{token}/dialout/{attendee}"),
-            None,
-        )
-        .await
-        .expect(200);
-    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let call_id = dial_new_phone(&alice, &token, "+4930666000").await;
     let statuses = events.statuses(&call_id).await;
     let last = statuses.last().expect("final status");
     assert_eq!(last["status"], "rejected", "{statuses:#?}");
@@ -766,16 +761,7 @@ async fn a_phone_transferred_through_kamailio_calls_the_target_and_is_cleared_as
     register_with_digest(&kamailio, ALICE, ALICE_PASSWORD, target_at);
     let gw = gateway_registered_to(&kamailio, "udp", None, "").await;
     let (alice, token, _browser, mut events) = room_in_call(&gw).await;
-    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
-    let reply = alice
-        .talk(
-            Method::POST,
-            &format!("/call/{token}/dialout/{attendee}"),
-            None,
-        )
-        .await
-        .expect(200);
-    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let call_id = dial_new_phone(&alice, &token, PHONE_NUMBER).await;
     events.reach("connected").await;
 
     alice
@@ -877,16 +863,7 @@ async fn a_phone_that_transfers_us_is_replaced_in_the_room_by_our_call_to_its_ta
     register_with_digest(&kamailio, ALICE, ALICE_PASSWORD, target_at);
     let gw = gateway_registered_to(&kamailio, "udp", None, "allow_refer = true\n").await;
     let (alice, token, browser, mut events) = room_in_call(&gw).await;
-    let attendee = alice.add_phone(&token, PHONE_NUMBER).await;
-    let reply = alice
-        .talk(
-            Method::POST,
-            &format!("/call/{token}/dialout/{attendee}"),
-            None,
-        )
-        .await
-        .expect(200);
-    let call_id = reply.data()["callid"].as_str().expect("callid").to_string();
+    let call_id = dial_new_phone(&alice, &token, PHONE_NUMBER).await;
     events.reach("connected").await;
 
     let accepted = events
