@@ -34,7 +34,8 @@ async function handle(message) {
   // One notification per call (its tag): a cancel replaces the ring.
   if (message.notificationType === 'callCancel') {
     const words = { answered: 'Answered on another device', declined: 'Declined', canceled: 'Missed call', timeout: 'Missed call' };
-    for (const n of await self.registration.getNotifications({ tag: message.callId })) n.close();
+    // The same tag replaces the ring. Closing it first would race: the browser names a tagged
+    // notification by its tag, so the close may land after, and remove, the replacement.
     await self.registration.showNotification(`${words[message.reason] ?? 'Call ended'}: ${message.senderName ?? ''}`.trim(), {
       tag: message.callId,
       body: message.serverName ?? '',
