@@ -188,6 +188,14 @@ async fn participants_hear_each_other_not_themselves_and_leavers_go_quiet() {
         describe,
     )
     .await;
+    // Each peer's media comes on a socket of its leg's own (the kernel demultiplexes them).
+    wait_gauge(
+        &gw,
+        "dialbridge_webrtc_peer_sockets",
+        2,
+        "both legs on sockets of their own",
+    )
+    .await;
 
     // Key presses arrive as room events, once per press.
     let events = collect_events(&gw.client("carol"), &token).await;
@@ -372,28 +380,32 @@ async fn cameras_beyond_the_cap_join_audio_only_and_a_freed_place_is_taken_again
     assert_eq!(audio.video.as_deref(), Some("none"));
 }
 
-/// The number of WebRTC legs the gateway reports in its metrics.
-async fn legs(gw: &Gateway) -> Option<u64> {
+/// The value of an unlabelled gauge in the gateway's metrics.
+async fn gauge(gw: &Gateway, name: &str) -> Option<u64> {
     let text = gw.metrics().await;
     text.lines()
-        .find_map(|l| l.strip_prefix("dialbridge_webrtc_legs "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
 
-async fn wait_legs(gw: &Gateway, expected: u64, what: &str) {
+async fn wait_gauge(gw: &Gateway, name: &str, expected: u64, what: &str) {
     let end = Instant::now() + DEADLINE;
     loop {
-        let now = legs(gw).await;
+        let now = gauge(gw, name).await;
         if now == Some(expected) {
             return;
         }
         assert!(
             Instant::now() < end,
-            "{what}: expected {expected} legs, metrics say {now:?}"
+            "{what}: expected {name} {expected}, metrics say {now:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn wait_legs(gw: &Gateway, expected: u64, what: &str) {
+    wait_gauge(gw, "dialbridge_webrtc_legs", expected, what).await;
 }
 
 #[tokio::test]
@@ -523,5 +535,5 @@ async fn rooms_are_spread_over_media_threads_and_all_of_them_carry_audio() {
     assert_eq!(shards.len(), 2, "{shards:?}");
     assert!(shards.iter().all(|(_, legs)| *legs >= 2), "{shards:?}");
     assert_eq!(shards.iter().map(|(_, l)| l).sum::<u64>(), 7, "{shards:?}");
-    assert_eq!(legs(&gw).await, Some(7));
+    assert_eq!(gauge(&gw, "dialbridge_webrtc_legs").await, Some(7));
 }

@@ -54,6 +54,7 @@ pub(super) fn lone_shard(
         index: 0,
         socket: Arc::new(socket),
         local,
+        demux: None,
         commands,
         datagrams,
         pool,

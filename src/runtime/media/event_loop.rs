@@ -1,5 +1,5 @@
-//! A shard's loop: commands, datagrams, ready phone sockets and timers, in that order of
-//! priority; the top of the shard's modules.
+//! A shard's loop: commands, datagrams, ready WebRTC and phone sockets and timers, in that order
+//! of priority; the top of the shard's modules.
 
 use std::time::Instant;
 
@@ -35,9 +35,12 @@ impl Shard {
                                 Err(_) => break,
                             }
                         }
+                        self.open_peer_sockets();
                     }
                     None => break,
                 },
+                // WebRTC legs with a socket of their own are read as their datagrams arrive.
+                _ = self.ready_web.notify.notified() => self.read_ready_web(Instant::now()),
                 // Phone legs of two-party rooms are read as their packets arrive.
                 _ = self.ready_phones.notify.notified() => self.read_ready_phones(Instant::now()),
                 _ = tokio::time::sleep_until(deadline.into()) => {}

@@ -5,7 +5,9 @@
 //! A reader thread owns the socket's receive side: it reads each datagram into a buffer taken
 //! from a preallocated pool and passes it through a bounded channel to the shard that owns the
 //! peer (by remote address; a new address by the ICE username of its first check); the shard
-//! hands it back to the pool when done. Shards send on the shared socket themselves. Each shard
+//! hands it back to the pool when done. Once a leg's peer sends media, the leg gets a socket of
+//! its own on the same port, connected to the peer, and its shard reads it directly (`demux`:
+//! where the kernel hands such a socket its peer's datagrams). Shards send themselves. Each shard
 //! runs a single-threaded tokio runtime with one loop: it hands datagrams to their legs, sends
 //! what the legs produce, fires their timers, and every 20 ms (paced from a monotonic clock,
 //! without drift) pulls one frame from every leg of its mixing rooms, mixes each room and pushes
@@ -22,10 +24,12 @@
 #[doc(hidden)]
 pub mod bench;
 mod command;
+mod demux;
 mod direct;
 mod direct_path;
 mod event_loop;
 mod handle;
+mod peer_sockets;
 mod phone;
 mod phone_commands;
 mod phone_sockets;

@@ -1,7 +1,7 @@
 //! One media thread (a shard): the legs and rooms placed on it. What the shard does is spread
 //! over a file per concern, each an `impl Shard` that calls only the ones listed before it:
-//! `direct` (the two-party path), `video` (forwarding), `phone_sockets`, `webrtc`, `phone_commands`, `tick`, and at
-//! the top `event_loop`.
+//! `direct` (the two-party path), `video` (forwarding), `phone_sockets`, `webrtc`, `peer_sockets`,
+//! `phone_commands`, `tick`, and at the top `event_loop`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use super::reader::{Datagram, Route, MAX_DATAGRAM};
 use super::registry::SharedRegistry;
 use super::room::{Room, TICK};
 use super::types::MediaId;
-use super::wakers::ReadyPhones;
+use super::wakers::ReadySockets;
 use super::web_leg::{flush, KeyframeAsks, Slot};
 use crate::events::EventBus;
 
@@ -27,6 +27,8 @@ use crate::events::EventBus;
 pub(super) struct Totals {
     pub(super) webrtc: AtomicUsize,
     pub(super) phones: AtomicUsize,
+    /// WebRTC legs reading their peer on a connected socket of their own.
+    pub(super) peer_sockets: AtomicUsize,
 }
 
 /// What a shard is connected to: its place among the shards, the shared socket, its channels
@@ -37,6 +39,9 @@ pub(super) struct ShardParts {
     /// The announced candidate, given to the legs as every datagram's destination: with a
     /// wildcard listen address or behind NAT the socket's own address is not the one ICE knows.
     pub(super) local: SocketAddr,
+    /// Where the shared socket is bound, when legs open connected sockets of their own on it
+    /// (the kernel passed the check in `demux`); `None`: every datagram comes from the reader.
+    pub(super) demux: Option<SocketAddr>,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     pub(super) datagrams: mpsc::Receiver<Box<Datagram>>,
     pub(super) pool: std::sync::mpsc::SyncSender<Box<Datagram>>,
@@ -60,13 +65,21 @@ pub(super) struct Shard {
     /// it exact), so a wake for one datagram does not visit every leg.
     pub(super) leg_deadline: Instant,
     pub(super) buf: Vec<u8>,
+    /// Where WebRTC legs' own sockets are read into.
+    pub(super) web_buf: Vec<u8>,
     pub(super) gone: Vec<MediaId>,
     /// Keyframe requests of the legs' peers, passed on to the senders after each flush.
     pub(super) keyframes: KeyframeAsks,
     /// Reused list of phone legs to read.
     pub(super) ready: Vec<MediaId>,
     /// Phone legs of two-party rooms whose RTP socket has data, queued by their wakers.
-    pub(super) ready_phones: Arc<ReadyPhones>,
+    pub(super) ready_phones: Arc<ReadySockets>,
+    /// WebRTC legs whose own socket has data, queued by their wakers.
+    pub(super) ready_web: Arc<ReadySockets>,
+    /// Reused list of WebRTC legs to read.
+    pub(super) ready_web_ids: Vec<MediaId>,
+    /// WebRTC legs to give a socket connected to this peer address of theirs.
+    pub(super) peer_sockets_wanted: Vec<(MediaId, SocketAddr)>,
     /// Each such leg's waker (made once per leg on this shard).
     pub(super) phone_wakers: HashMap<MediaId, Waker>,
     /// Phone legs in no room (answered callers entering a PIN or waiting), in their order.
@@ -87,10 +100,14 @@ impl Shard {
             next_tick: now + TICK,
             leg_deadline: now + TICK,
             buf: vec![0; MAX_DATAGRAM],
+            web_buf: vec![0; MAX_DATAGRAM],
             gone: Vec::new(),
             keyframes: Vec::new(),
             ready: Vec::new(),
-            ready_phones: Arc::new(ReadyPhones::default()),
+            ready_phones: Arc::new(ReadySockets::default()),
+            ready_web: Arc::new(ReadySockets::default()),
+            ready_web_ids: Vec::new(),
+            peer_sockets_wanted: Vec::new(),
             phone_wakers: HashMap::new(),
             lobby: Vec::new(),
             stashed: Vec::new(),
@@ -104,6 +121,8 @@ impl Shard {
             .set(self.parts.totals.webrtc.load(Ordering::Relaxed) as f64);
         metrics::gauge!("dialbridge_phone_media_legs")
             .set(self.parts.totals.phones.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("dialbridge_webrtc_peer_sockets")
+            .set(self.parts.totals.peer_sockets.load(Ordering::Relaxed) as f64);
     }
 
     /// Sends what the leg wants sent and handles its events.

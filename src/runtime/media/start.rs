@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::command::Command;
+use super::demux;
 use super::handle::MediaHandle;
 use super::reader::{Datagram, Reader};
 use super::registry::{Registry, SharedRegistry};
@@ -25,10 +26,10 @@ const BUFFERS_PER_SHARD: usize = 256;
 /// `public_ip` when set, else the listen IP, with the bound port.
 /// Key presses on the legs are published as room events on `events`.
 pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<MediaHandle> {
-    let socket = std::net::UdpSocket::bind(config.webrtc_listen)
+    let socket = demux::bind_shared(config.webrtc_listen)
         .with_context(|| format!("cannot bind media.webrtc_listen = {}", config.webrtc_listen))?;
-    socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
+    let demux = demux::kernel_demuxes(local_addr.ip()).then_some(local_addr);
     let ip = config.public_ip.unwrap_or(local_addr.ip());
     let leg_config = leg_config(config, SocketAddr::new(ip, local_addr.port()));
     let announced = leg_config.candidate;
@@ -57,6 +58,7 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
             index,
             socket: sender.clone(),
             local: announced,
+            demux,
             commands: receiver,
             datagrams,
             pool: pool_tx.clone(),
@@ -99,7 +101,13 @@ pub fn start(config: &MediaConfig, events: Arc<EventBus>) -> anyhow::Result<Medi
     for index in 0..threads {
         metrics::gauge!("dialbridge_media_shard_legs", "shard" => index.to_string()).set(0.0);
     }
-    tracing::info!(%local_addr, candidate = %leg_config.candidate, threads, "WebRTC media listening");
+    tracing::info!(
+        %local_addr,
+        candidate = %leg_config.candidate,
+        threads,
+        peer_sockets = demux.is_some(),
+        "WebRTC media listening"
+    );
     Ok(MediaHandle {
         shards: shards.into(),
         registry,

@@ -1,5 +1,6 @@
-//! What wakes a shard for its direct-path phone legs: each leg's socket readiness queues the
-//! leg and wakes the shard's loop.
+//! What wakes a shard for legs read as their datagrams arrive (phone legs on a direct path,
+//! WebRTC legs with a socket of their own): each leg's socket readiness queues the leg and wakes
+//! the shard's loop.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
@@ -9,18 +10,18 @@ use tokio::sync::Notify;
 use super::types::MediaId;
 use crate::sync::lock;
 
-/// Phone legs whose RTP socket became readable. Their wakers fill it from the shard's own
-/// reactor (a current-thread runtime), so the lock is never contended.
+/// Legs whose socket became readable. Their wakers fill it from the shard's own reactor (a
+/// current-thread runtime), so the lock is never contended.
 #[derive(Default)]
-pub(super) struct ReadyPhones {
+pub(super) struct ReadySockets {
     ids: Mutex<Vec<MediaId>>,
     pub(super) notify: Notify,
 }
 
-impl ReadyPhones {
-    /// The waker for phone leg `id`: its socket's readiness queues the leg here.
+impl ReadySockets {
+    /// The waker for leg `id`: its socket's readiness queues the leg here.
     pub(super) fn waker(self: &Arc<Self>, id: MediaId) -> Waker {
-        Waker::from(Arc::new(PhoneWaker {
+        Waker::from(Arc::new(LegWaker {
             id,
             ready: self.clone(),
         }))
@@ -31,13 +32,13 @@ impl ReadyPhones {
     }
 }
 
-/// What a direct-path phone leg's RTP socket wakes: it queues that leg and wakes the loop.
-struct PhoneWaker {
+/// What a leg's socket wakes: it queues that leg and wakes the loop.
+struct LegWaker {
     id: MediaId,
-    ready: Arc<ReadyPhones>,
+    ready: Arc<ReadySockets>,
 }
 
-impl Wake for PhoneWaker {
+impl Wake for LegWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }

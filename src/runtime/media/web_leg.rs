@@ -1,8 +1,9 @@
-//! One WebRTC leg on its shard, and its flush: what the leg wants sent goes out on the shared
-//! socket, its events are handled.
+//! One WebRTC leg on its shard, and its flush: what the leg wants sent goes out on its own
+//! socket or the shared one, its events are handled.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::task::Waker;
 use std::time::Instant;
 
 use dialbridge_bridge::webrtc::{KeyframeRequestKind, LegEvent, SlotKeyframeRequest, WebRtcLeg};
@@ -22,6 +23,18 @@ pub(super) struct Slot {
     pub(super) video_sources: Vec<Option<MediaId>>,
     /// When the leg's peer was last asked for a keyframe of its camera.
     pub(super) keyframe_asked: Option<Instant>,
+    /// The leg's socket connected to its peer's media address (see `demux`).
+    pub(super) own: Option<PeerSocket>,
+    /// A peer address a socket could not be opened for (not tried again).
+    pub(super) own_refused: Option<SocketAddr>,
+}
+
+/// A WebRTC leg's socket on the shared port, connected to its peer, in the shard's reactor.
+pub(super) struct PeerSocket {
+    pub(super) socket: tokio::net::UdpSocket,
+    pub(super) peer: SocketAddr,
+    /// Queues the leg for reading when the socket has data.
+    pub(super) waker: Waker,
 }
 
 /// Keyframe requests the legs' peers sent, for the senders of their slots.
@@ -40,7 +53,12 @@ pub(super) fn flush(
 ) {
     *deadline = (*deadline).min(slot.leg.poll_timeout());
     while let Some(t) = slot.leg.poll_transmit() {
-        match socket.send_to(&t.contents, t.destination) {
+        let sent = match &slot.own {
+            // Connected: the kernel skips the route lookup of an addressed send.
+            Some(own) if own.peer == t.destination => own.socket.try_send(&t.contents),
+            _ => socket.send_to(&t.contents, t.destination),
+        };
+        match sent {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 metrics::counter!("dialbridge_webrtc_send_dropped_total").increment(1);

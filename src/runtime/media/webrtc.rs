@@ -52,6 +52,8 @@ impl Shard {
                     addrs: Vec::new(),
                     video_sources: Vec::new(),
                     keyframe_asked: None,
+                    own: None,
+                    own_refused: None,
                 },
             );
             self.parts.totals.webrtc.fetch_add(1, Ordering::Relaxed);
@@ -97,13 +99,23 @@ impl Shard {
         }
     }
 
+    /// A datagram the reader passed on from the shared socket.
     pub(super) fn datagram(&mut self, now: Instant, d: Box<Datagram>) {
-        self.web_input(now, d.from, d.len, &d.buf);
+        self.web_input(now, d.from, d.len, &d.buf, false);
         // The buffer goes back to the reader's pool.
         let _ = self.parts.pool.try_send(d);
     }
 
-    fn web_input(&mut self, now: Instant, from: SocketAddr, n: usize, buf: &[u8]) {
+    /// A datagram from `from`, read from the leg's own socket or (`own_socket` false) from the
+    /// shared one.
+    pub(super) fn web_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        n: usize,
+        buf: &[u8],
+        own_socket: bool,
+    ) {
         let Some(bytes) = buf.get(..n) else {
             return;
         };
@@ -142,6 +154,18 @@ impl Shard {
         let room_id = slot.who.room_id;
         if let Err(e) = slot.leg.handle_input(now, from, self.parts.local, bytes) {
             tracing::debug!(media = %id, %from, error = %e, "datagram refused");
+        }
+        // Media (not an ICE check: RFC 7983's first byte) from a connected peer, on the shared
+        // socket: the peer's next datagrams can come on a socket of the leg's own.
+        if !own_socket
+            && self.parts.demux.is_some()
+            && slot.leg.is_connected()
+            && bytes.first().is_some_and(|b| *b > 3)
+            && slot.own.as_ref().is_none_or(|o| o.peer != from)
+            && slot.own_refused != Some(from)
+            && !self.peer_sockets_wanted.contains(&(id, from))
+        {
+            self.peer_sockets_wanted.push((id, from));
         }
         self.flush(id);
         self.forward(now, room_id, id);
@@ -199,6 +223,12 @@ impl Shard {
         }
         for addr in &slot.addrs {
             self.by_addr.remove(addr);
+        }
+        if slot.own.is_some() {
+            self.parts
+                .totals
+                .peer_sockets
+                .fetch_sub(1, Ordering::Relaxed);
         }
         let _ = self.parts.routes.send(Route::Forget {
             ufrag: slot.leg.ufrag().to_string(),

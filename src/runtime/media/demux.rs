@@ -1,0 +1,132 @@
+//! The kernel's demultiplexing of WebRTC peers on the one media port. The socket at
+//! `[media] webrtc_listen` is bound with `SO_REUSEPORT`; once a leg's peer sends media from an
+//! address, the leg's shard opens a socket of its own on the same port, connected to that
+//! address. Linux delivers a datagram to the connected socket of its 4-tuple before the shared
+//! one, so from then on the shard reads its peers' datagrams itself: no hand-over from the
+//! reader thread and one wake-up per datagram instead of two. New addresses (ICE checks) still
+//! arrive on the shared socket and go through the reader.
+//!
+//! Whether the kernel does this is checked once at start on loopback ([`kernel_demuxes`]); where
+//! it does not (other systems, kernels before Linux 5.4 mixed connected sockets into reuseport
+//! groups), every datagram goes through the reader as before.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long the check waits for its own loopback datagrams.
+const CHECK_WAIT: Duration = Duration::from_secs(1);
+
+/// Peers the check sends from besides the connected one.
+const CHECK_OTHERS: usize = 8;
+
+fn reusable(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(target_os = "linux")]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// The shared media socket at `addr`, non-blocking; on Linux open to the legs' connected
+/// sockets on the same port (`SO_REUSEPORT`).
+pub(super) fn bind_shared(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = reusable(addr)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A non-blocking socket on the shared socket's `local` address, connected to `peer`.
+pub(super) fn connect_peer(local: SocketAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = reusable(local)?;
+    socket.bind(&local.into())?;
+    socket.connect(&peer.into())?;
+    Ok(socket.into())
+}
+
+/// Whether this kernel hands a connected socket exactly its peer's datagrams and the shared
+/// socket everyone else's, tried on loopback with the family and kind of address of `listen`.
+pub(super) fn kernel_demuxes(listen: IpAddr) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    match check(listen) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(error = %e, "connected media sockets unavailable");
+            false
+        }
+    }
+}
+
+fn check(listen: IpAddr) -> io::Result<bool> {
+    let target = match listen {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let shared = bind_shared(SocketAddr::new(listen, 0))?;
+    let port = shared.local_addr()?.port();
+    let to = SocketAddr::new(target, port);
+    let peer = UdpSocket::bind(SocketAddr::new(target, 0))?;
+    let own = connect_peer(shared.local_addr()?, peer.local_addr()?)?;
+    let others = (0..CHECK_OTHERS)
+        .map(|_| UdpSocket::bind(SocketAddr::new(target, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    peer.send_to(b"peer", to)?;
+    for other in &others {
+        other.send_to(b"other", to)?;
+    }
+    let (mut at_own, mut at_shared) = (Vec::new(), Vec::new());
+    let end = Instant::now() + CHECK_WAIT;
+    let mut buf = [0u8; 8];
+    while at_own.len() + at_shared.len() < 1 + CHECK_OTHERS && Instant::now() < end {
+        let mut idle = true;
+        for (socket, into) in [(&own, &mut at_own), (&shared, &mut at_shared)] {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    into.push(buf.get(..n).unwrap_or_default().to_vec());
+                    idle = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(at_own == [b"peer".to_vec()]
+        && at_shared.len() == CHECK_OTHERS
+        && at_shared.iter().all(|d| d == b"other"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_hands_a_connected_socket_only_its_peers_datagrams() {
+        assert!(kernel_demuxes(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(kernel_demuxes(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+    }
+
+    #[test]
+    fn a_connected_socket_shares_the_port_and_sends_from_it() {
+        let shared = bind_shared(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let local = shared.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let peer_addr = peer.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let own = connect_peer(local, peer_addr).unwrap_or_else(|e| panic!("{e}"));
+        own.send(b"hello").unwrap_or_else(|e| panic!("{e}"));
+        peer.set_read_timeout(Some(CHECK_WAIT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((&buf[..n], from), (&b"hello"[..], local));
+    }
+}
