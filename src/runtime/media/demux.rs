@@ -33,6 +33,11 @@ fn reusable(addr: SocketAddr) -> io::Result<Socket> {
 /// The shared media socket at `addr`, non-blocking; on Linux open to the legs' connected
 /// sockets on the same port (`SO_REUSEPORT`).
 pub(super) fn bind_shared(addr: SocketAddr) -> io::Result<UdpSocket> {
+    if addr.port() != 0 {
+        // A port in use fails here, as without SO_REUSEPORT, rather than being shared with
+        // whatever holds it (a second gateway on the same address).
+        drop(UdpSocket::bind(addr)?);
+    }
     let socket = reusable(addr)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -128,5 +133,14 @@ mod tests {
         let mut buf = [0u8; 8];
         let (n, from) = peer.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((&buf[..n], from), (&b"hello"[..], local));
+    }
+
+    #[test]
+    fn a_port_in_use_is_refused_not_shared() {
+        let first = bind_shared(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let taken = first.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let second = bind_shared(taken).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(second, Err(io::ErrorKind::AddrInUse));
     }
 }
