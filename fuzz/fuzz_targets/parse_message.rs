@@ -1,7 +1,8 @@
 #![no_main]
 //! Parses and validates one datagram, then exercises every typed accessor on what was accepted.
 
-use dialbridge_sip::message::{Limits, Message};
+use dialbridge_sip::message::{Limits, Message, NameAddr};
+use dialbridge_sip::ua::sipfrag_status;
 use dialbridge_sip::validate::{check_datagram, Policy, Verdict};
 use libfuzzer_sys::fuzz_target;
 
@@ -28,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.supported();
         let _ = h.allow();
         let _ = h.accept();
+        let _ = h.get("Refer-To").map(NameAddr::parse);
+        let _ = sipfrag_status(m.body());
         // Serializing an accepted message must give a message that parses the same way
         // (Content-Length aside: serialization always writes the true one).
         let bytes = m.to_bytes();
