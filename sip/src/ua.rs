@@ -299,6 +299,8 @@ enum Purpose {
     Refresh,
     /// Our REFER (blind transfer, RFC 3515).
     Refer,
+    /// Our NOTIFY that ends the peer's transfer subscription: a BYE waits for its answer.
+    FinalNotify,
     InviteServer,
     Other,
 }
@@ -330,8 +332,13 @@ struct Call {
     /// The peer's REFER we perform: its id (the REFER's CSeq) while its implicit subscription
     /// is open, i.e. until our final NOTIFY.
     referred: Option<u32>,
-    /// BYE requested before the ACK for our 2xx arrived.
+    /// BYE requested before the ACK for our 2xx arrived, or while our final NOTIFY of a
+    /// transfer was unanswered.
     bye_pending: bool,
+    /// Our final NOTIFY of the peer's REFER, until its answer: a BYE sent with it could
+    /// overtake it (a proxy's workers, UDP) and end the peer's dialog before it learns the
+    /// outcome.
+    final_notify: Option<TransactionId>,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
     auth: Option<Box<Auth>>,
     /// Outgoing: the early dialogs of reliable provisional responses (RFC 3262), one per To
@@ -602,6 +609,7 @@ impl UserAgent {
                 peer_refer: PeerRefer::Refused,
                 referred: None,
                 bye_pending: false,
+                final_notify: None,
                 auth,
                 early: Vec::new(),
                 reliable: None,
@@ -841,6 +849,10 @@ impl UserAgent {
         let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
         match c.state {
             CallState::AwaitingAck => {
+                c.bye_pending = true;
+                Ok(())
+            }
+            CallState::Confirmed if c.final_notify.is_some() => {
                 c.bye_pending = true;
                 Ok(())
             }
@@ -1252,6 +1264,7 @@ impl UserAgent {
             }),
             Purpose::Refresh => self.refresh_failed(now, call, code),
             Purpose::Refer => self.on_refer_failure(call, code, reason),
+            Purpose::FinalNotify => self.final_notify_done(now, call),
             Purpose::Cancel | Purpose::ForkBye | Purpose::Other => {}
         }
     }
@@ -1286,6 +1299,10 @@ impl UserAgent {
                 self.on_refresh_response(now, call, &resp);
             }
             Purpose::Refer => self.on_refer_response(now, id, call, &resp),
+            Purpose::FinalNotify if code >= 200 => {
+                self.txs.remove(&id);
+                self.final_notify_done(now, call);
+            }
             _ => {
                 if code >= 200 {
                     self.txs.remove(&id);
@@ -1525,6 +1542,7 @@ impl UserAgent {
                         peer_refer: PeerRefer::Refused,
                         referred: None,
                         bye_pending: false,
+                        final_notify: None,
                         auth: None,
                         early: Vec::new(),
                         reliable: None,

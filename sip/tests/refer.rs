@@ -533,3 +533,51 @@ fn a_performed_refer_without_a_refer_to_is_a_bad_request() {
     assert!(referred(&mut ua).is_empty());
     assert!(ua.notify_transfer(now, call, 100, "Trying").is_err());
 }
+
+/// A BYE asked for while our final NOTIFY is unanswered waits for that answer (or for the
+/// NOTIFY's failure), so that it cannot overtake the NOTIFY on the way: a proxy's workers can
+/// reorder UDP, and a peer whose dialog ends first never learns the outcome.
+#[test]
+fn a_bye_waits_for_the_answer_to_our_final_notify() {
+    for answered in [true, false] {
+        let now = Instant::now();
+        let mut ua = agent();
+        let (call, invite) = call(&mut ua, now);
+        ua.perform_peer_refer(call).expect("perform");
+        deliver(&mut ua, now, peer_refer(&invite, 1).as_bytes());
+        let (notifies, _) = notifies_and_responses(&mut ua);
+        deliver(&mut ua, now, &answer(&notifies[0], 200, "OK"));
+        events(&mut ua);
+        ua.notify_transfer(now, call, 200, "OK").expect("notify");
+        let last = one_request(&mut ua);
+        ua.bye(now, call).expect("bye");
+        assert!(sent(&mut ua).is_empty(), "BYE before the NOTIFY's answer");
+
+        let mut methods = Vec::new();
+        if answered {
+            deliver(&mut ua, now, &answer(&last, 200, "OK"));
+            methods.extend(sent(&mut ua));
+        } else {
+            // The NOTIFY is retransmitted until Timer F (64*T1) ends it; then the BYE goes.
+            while let Some(at) = ua.poll_timeout() {
+                if at > now + Duration::from_secs(60) || methods.iter().any(is_bye) {
+                    break;
+                }
+                ua.handle_timeout(at);
+                methods.extend(sent(&mut ua));
+            }
+            assert!(methods.iter().take_while(|m| !is_bye(m)).count() >= 1);
+        }
+        let bye = methods.iter().find(|m| is_bye(m)).expect("the BYE");
+        let Message::Request(bye) = bye else {
+            unreachable!()
+        };
+        assert_eq!(bye.headers.get("Call-ID"), invite.headers.get("Call-ID"));
+        let seq = |r: &Request| r.headers.cseq().expect("CSeq").seq;
+        assert!(seq(bye) > seq(&last), "answered {answered}");
+    }
+}
+
+fn is_bye(m: &Message) -> bool {
+    matches!(m, Message::Request(r) if r.method.as_str() == "BYE")
+}

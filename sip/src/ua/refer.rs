@@ -207,8 +207,30 @@ impl UserAgent {
             c.referred = None;
         }
         let tx = self.endpoint.send_request(now, notify, target)?;
-        self.txs.insert(tx, (call, Purpose::Other));
+        let purpose = if done {
+            Purpose::FinalNotify
+        } else {
+            Purpose::Other
+        };
+        if let Some(c) = self.calls.get_mut(&call).filter(|_| done) {
+            c.final_notify = Some(tx);
+        }
+        self.txs.insert(tx, (call, purpose));
         Ok(())
+    }
+
+    /// Our final NOTIFY was answered or failed: a BYE asked for meanwhile goes now.
+    pub(super) fn final_notify_done(&mut self, now: Instant, call: CallHandle) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.final_notify = None;
+        if c.bye_pending && c.state == CallState::Confirmed {
+            c.bye_pending = false;
+            if let Err(e) = self.send_bye(now, call) {
+                tracing::debug!(?call, error = %e, "BYE after the final NOTIFY not sent");
+            }
+        }
     }
 
     /// The answer to our REFER.

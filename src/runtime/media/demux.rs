@@ -4,7 +4,9 @@
 //! address. Linux delivers a datagram to the connected socket of its 4-tuple before the shared
 //! one, so from then on the shard reads its peers' datagrams itself: no hand-over from the
 //! reader thread and one wake-up per datagram instead of two. New addresses (ICE checks) still
-//! arrive on the shared socket and go through the reader.
+//! arrive on the shared socket and go through the reader. The port's group gives every datagram
+//! that matches no connected socket to the shared one ([`steer_to_first`]), so a leg's socket
+//! takes none of them in the moment between its bind and its connect.
 //!
 //! Whether the kernel does this is checked once at start on loopback ([`kernel_demuxes`]); where
 //! it does not (other systems, kernels before Linux 5.4 mixed connected sockets into reuseport
@@ -40,7 +42,82 @@ pub(super) fn bind_shared(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     let socket = reusable(addr)?;
     socket.bind(&addr.into())?;
+    if let Err(e) = steer_to_first(&socket) {
+        // Without the steering a leg's socket, between its bind and its connect, could take
+        // other peers' datagrams: no sockets of the legs' own (connect_peer fails on this one).
+        tracing::debug!(error = %e, "media port not steerable: every datagram goes through the reader");
+        drop(socket);
+        let plain = UdpSocket::bind(addr)?;
+        plain.set_nonblocking(true)?;
+        return Ok(plain);
+    }
     Ok(socket.into())
+}
+
+/// Makes the port's reuseport group give every datagram that is not for a connected socket to
+/// its first socket, the shared one, rather than to any unconnected member by hash: a leg's
+/// socket is unconnected for a moment between its bind and its connect.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+fn steer_to_first(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // asm-generic/socket.h, which these architectures use; the libc crate lacks it for glibc.
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    // One classic BPF instruction, "return 0": the index of the group's first socket.
+    let mut code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: `program` and the instruction it points to outlive the call, and the kernel
+    // copies the program before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+)))]
+fn steer_to_first(_socket: &Socket) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// A non-blocking socket on the shared socket's `local` address, connected to `peer`.
@@ -133,6 +210,40 @@ mod tests {
         let mut buf = [0u8; 8];
         let (n, from) = peer.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((&buf[..n], from), (&b"hello"[..], local));
+    }
+
+    /// A leg's socket between its bind and its connect is an unconnected member of the port's
+    /// group; datagrams of other peers must still reach the shared socket, all of them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unconnected_socket_joining_the_port_takes_no_datagrams() {
+        let shared = bind_shared(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let local = shared.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let joined = reusable(local).unwrap_or_else(|e| panic!("{e}"));
+        joined.bind(&local.into()).unwrap_or_else(|e| panic!("{e}"));
+        let joined: UdpSocket = joined.into();
+        const PEERS: usize = 32;
+        for _ in 0..PEERS {
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            peer.send_to(b"x", local).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut at_shared, mut at_joined) = (0, 0);
+        let end = Instant::now() + CHECK_WAIT;
+        let mut buf = [0u8; 8];
+        while at_shared + at_joined < PEERS && Instant::now() < end {
+            let mut idle = true;
+            for (socket, count) in [(&shared, &mut at_shared), (&joined, &mut at_joined)] {
+                if socket.recv(&mut buf).is_ok() {
+                    *count += 1;
+                    idle = false;
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!((at_shared, at_joined), (PEERS, 0));
     }
 
     #[test]
