@@ -57,22 +57,22 @@ pub(super) fn bind_shared(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Makes the port's reuseport group give every datagram that is not for a connected socket to
 /// its first socket, the shared one, rather than to any unconnected member by hash: a leg's
 /// socket is unconnected for a moment between its bind and its connect.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+#[cfg(target_os = "linux")]
 fn steer_to_first(socket: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // asm-generic/socket.h, which these architectures use; the libc crate lacks it for glibc.
+    // asm-generic/socket.h's value, which the libc crate lacks for glibc; MIPS and SPARC number
+    // their socket options apart.
+    let mips_or_sparc = cfg!(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "mips32r6",
+        target_arch = "mips64r6",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ));
+    if mips_or_sparc {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
     const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
     // One classic BPF instruction, "return 0": the index of the group's first socket.
     let mut code = [libc::sock_filter {
@@ -103,19 +103,7 @@ fn steer_to_first(socket: &Socket) -> io::Result<()> {
     }
 }
 
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
+#[cfg(not(target_os = "linux"))]
 fn steer_to_first(_socket: &Socket) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
