@@ -335,10 +335,9 @@ struct Call {
     /// BYE requested before the ACK for our 2xx arrived, or while our final NOTIFY of a
     /// transfer was unanswered.
     bye_pending: bool,
-    /// Our final NOTIFY of the peer's REFER, until its answer: a BYE sent with it could
-    /// overtake it (a proxy's workers, UDP) and end the peer's dialog before it learns the
-    /// outcome.
-    final_notify: Option<TransactionId>,
+    /// Our final NOTIFY of the peer's REFER is unanswered: a BYE sent with it could overtake
+    /// it (a proxy's workers, UDP) and end the peer's dialog before it learns the outcome.
+    final_notify_unanswered: bool,
     /// Outgoing with credentials: how to answer a 401/407, until the INVITE is answered.
     auth: Option<Box<Auth>>,
     /// Outgoing: the early dialogs of reliable provisional responses (RFC 3262), one per To
@@ -609,7 +608,7 @@ impl UserAgent {
                 peer_refer: PeerRefer::Refused,
                 referred: None,
                 bye_pending: false,
-                final_notify: None,
+                final_notify_unanswered: false,
                 auth,
                 early: Vec::new(),
                 reliable: None,
@@ -852,7 +851,7 @@ impl UserAgent {
                 c.bye_pending = true;
                 Ok(())
             }
-            CallState::Confirmed if c.final_notify.is_some() => {
+            CallState::Confirmed if c.final_notify_unanswered => {
                 c.bye_pending = true;
                 Ok(())
             }
@@ -1542,7 +1541,7 @@ impl UserAgent {
                         peer_refer: PeerRefer::Refused,
                         referred: None,
                         bye_pending: false,
-                        final_notify: None,
+                        final_notify_unanswered: false,
                         auth: None,
                         early: Vec::new(),
                         reliable: None,

@@ -213,7 +213,7 @@ impl UserAgent {
             Purpose::Other
         };
         if let Some(c) = self.calls.get_mut(&call).filter(|_| done) {
-            c.final_notify = Some(tx);
+            c.final_notify_unanswered = true;
         }
         self.txs.insert(tx, (call, purpose));
         Ok(())
@@ -224,7 +224,7 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        c.final_notify = None;
+        c.final_notify_unanswered = false;
         if c.bye_pending && c.state == CallState::Confirmed {
             c.bye_pending = false;
             if let Err(e) = self.send_bye(now, call) {

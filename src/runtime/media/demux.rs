@@ -149,12 +149,24 @@ fn check(listen: IpAddr) -> io::Result<bool> {
     for other in &others {
         other.send_to(b"other", to)?;
     }
-    let (mut at_own, mut at_shared) = (Vec::new(), Vec::new());
+    let [at_own, at_shared] = receive_on([&own, &shared], 1 + CHECK_OTHERS)?;
+    Ok(at_own == [b"peer".to_vec()]
+        && at_shared.len() == CHECK_OTHERS
+        && at_shared.iter().all(|d| d == b"other"))
+}
+
+/// What each of the non-blocking `sockets` receives, until `total` datagrams came or
+/// [`CHECK_WAIT`] passed.
+fn receive_on<const N: usize>(
+    sockets: [&UdpSocket; N],
+    total: usize,
+) -> io::Result<[Vec<Vec<u8>>; N]> {
+    let mut got: [Vec<Vec<u8>>; N] = std::array::from_fn(|_| Vec::new());
     let end = Instant::now() + CHECK_WAIT;
     let mut buf = [0u8; 8];
-    while at_own.len() + at_shared.len() < 1 + CHECK_OTHERS && Instant::now() < end {
+    while got.iter().map(Vec::len).sum::<usize>() < total && Instant::now() < end {
         let mut idle = true;
-        for (socket, into) in [(&own, &mut at_own), (&shared, &mut at_shared)] {
+        for (socket, into) in sockets.iter().zip(got.iter_mut()) {
             match socket.recv(&mut buf) {
                 Ok(n) => {
                     into.push(buf.get(..n).unwrap_or_default().to_vec());
@@ -168,9 +180,7 @@ fn check(listen: IpAddr) -> io::Result<bool> {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    Ok(at_own == [b"peer".to_vec()]
-        && at_shared.len() == CHECK_OTHERS
-        && at_shared.iter().all(|d| d == b"other"))
+    Ok(got)
 }
 
 #[cfg(test)]
@@ -216,22 +226,9 @@ mod tests {
             let peer = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
             peer.send_to(b"x", local).unwrap_or_else(|e| panic!("{e}"));
         }
-        let (mut at_shared, mut at_joined) = (0, 0);
-        let end = Instant::now() + CHECK_WAIT;
-        let mut buf = [0u8; 8];
-        while at_shared + at_joined < PEERS && Instant::now() < end {
-            let mut idle = true;
-            for (socket, count) in [(&shared, &mut at_shared), (&joined, &mut at_joined)] {
-                if socket.recv(&mut buf).is_ok() {
-                    *count += 1;
-                    idle = false;
-                }
-            }
-            if idle {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        assert_eq!((at_shared, at_joined), (PEERS, 0));
+        let [at_shared, at_joined] =
+            receive_on([&shared, &joined], PEERS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((at_shared.len(), at_joined.len()), (PEERS, 0));
     }
 
     #[test]
